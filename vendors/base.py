@@ -1,0 +1,93 @@
+"""What a vendor module provides, and the resolved input it is given.
+
+A vendor module (`vendors/<name>/__init__.py`) holds what is true of one vendor: its models and
+line counts, the files a phone requests (names, MAC spelling), how vendor-neutral parameters map
+to its keys, its user-owned mechanism and its firmware version scheme. It does no I/O: `files()`
+returns, per phone, the file names with the template and the context to render them with; the
+renderer (reconciler/render.py, the only jinja2 user) does the rest. Templates live in
+`templates/<name>/` and hold layout only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # as written after "vendor/" in the desired state, e.g. "T46U"
+    lines: int  # SIP accounts (or DECT handsets) the model can carry
+    family: str = ""  # vendor-specific grouping, e.g. Yealink firmware family "108"
+    keys: int = 0  # programmable line keys on the phone itself (0 = unknown / none)
+
+
+@dataclass(frozen=True)
+class LineInput:
+    """One port of a phone with an account assigned to it."""
+
+    port: int  # 1-based
+    account: str  # "acme/201"
+    extension: str  # the SIP user on this phone: "201" on the first phone, "91201" on the 2nd
+    auth_user: str
+    password: str  # resolved secret
+    display_name: str
+    label: str
+    sip: Mapping[str, Any]  # resolved sip.* for this line: server, port, transport, ...
+    params: Mapping[str, Any]  # every resolved parameter at the line layer
+
+
+@dataclass(frozen=True)
+class FirmwareInput:
+    version: str
+    file: str
+    url: str  # where the phone downloads it
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    """Everything a vendor needs to build one phone's files; secrets already resolved."""
+
+    mac: str  # 12 lowercase hex digits
+    vendor: str
+    model: ModelInfo
+    name: str
+    customer: str | None
+    params: Mapping[str, Any]  # resolved device-level parameters (nested plain data)
+    lines: tuple[LineInput, ...]  # sorted by port; empty = common settings only
+    user_owned: frozenset[str]
+    provisioning_url: str  # the directory the phone fetches from, ending in "/"
+    firmware: FirmwareInput | None = None  # None = keep the installed firmware
+    raw: Mapping[str, Any] = field(default_factory=dict)  # params.raw[<vendor>], passed as is
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    name: str  # file name inside the phone's directory on the target
+    template: str  # path under templates/, e.g. "yealink/mac.cfg.j2"
+    context: Mapping[str, Any]
+    line_ending: str = "\n"  # Panasonic wants "\r\n"
+
+
+class Vendor(Protocol):
+    name: str
+    models: Mapping[str, ModelInfo]
+    autoescape: bool  # XML formats escape; text formats must not
+    supported: frozenset[str]  # vendor-neutral parameter names it can express
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        """The files this phone requests, with template and context. Pure."""
+        ...
+
+    def check(self, device: RenderInput) -> list[str]:
+        """Values this vendor's format cannot carry (e.g. a newline); each names the parameter."""
+        ...
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        """Parse a version under the vendor's scheme; ValueError when it does not parse."""
+        ...
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        """Why this version cannot go on this model (e.g. wrong Yealink family), or None."""
+        ...
