@@ -1,0 +1,42 @@
+"""Jinja2, and only here: render one vendor template with StrictUndefined."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from vendors import TEMPLATES
+
+
+class TemplateError(Exception):
+    """A template failed to render; the message names the template and line."""
+
+
+@cache
+def _environment(autoescape: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=autoescape,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(template: str, context: Mapping[str, Any], *, autoescape: bool,
+           line_ending: str = "\n") -> str:
+    try:
+        text = _environment(autoescape).get_template(template).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/{exc.name or template}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"templates/{template}: template not found") from exc
+    except (jinja2.UndefinedError, TypeError, ValueError) as exc:
+        raise TemplateError(f"templates/{template}: {exc}") from exc
+    if line_ending != "\n":
+        text = text.replace("\n", line_ending)
+    return text
