@@ -249,7 +249,6 @@ class Customer(Strict):
     sip: CustomerSip | None = None
     params: dict[str, Any] = {}
     status: Literal["active", "terminated"] = "active"
-    firmware: FirmwareChoice | None = None
 
 
 # --- inventory and assignments ------------------------------------------------------------

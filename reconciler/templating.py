@@ -32,7 +32,8 @@ def render(template: str, context: Mapping[str, Any], *, autoescape: bool,
     try:
         text = _environment(autoescape).get_template(template).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"templates/{exc.name or template}:{exc.lineno}: {exc.message}") from exc
+        where = f"templates/{exc.name or template}:{exc.lineno}"
+        raise TemplateError(f"{where}: {exc.message}") from exc
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"templates/{template}: template not found") from exc
     except (jinja2.UndefinedError, TypeError, ValueError) as exc:

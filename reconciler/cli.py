@@ -1,0 +1,203 @@
+"""provctl's command line: parse, call one function, print, map errors to exit codes.
+
+Exit codes for every command: 0 success and nothing to change, 2 changes pending (plan) or made
+(apply), 1 invalid desired state or a failed operation, 3 refused (safety limit, lock, conflict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import output, record
+from .errors import ConfigError, ProvctlError
+from .load import find_repo
+from .macs import normalize_mac
+from .reconcile import Options, apply, load_desired, plan, read_plan_file
+
+
+def _common(p: argparse.ArgumentParser, rev: bool = True) -> None:
+    p.add_argument("--repo", help="desired-state directory (default: . or desired-state/)")
+    if rev:
+        p.add_argument("--rev", help="read the desired state from this git revision")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="provctl", description=__doc__.splitlines()[0])
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every write")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check the desired state")
+    _common(p)
+
+    p = sub.add_parser("render", help="render phone files to a directory")
+    _common(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--device", help="only this MAC")
+    p.add_argument("--target", help="render with this target's URLs (default: the first)")
+
+    for name in ("plan", "apply"):
+        p = sub.add_parser(name, help=f"{name} changes against the targets")
+        _common(p)
+        p.add_argument("--target", action="append", help="only this target (repeatable)")
+        p.add_argument("--verify", action="store_true", help="read files back and hash them")
+        p.add_argument("--heal", action="store_true", default=None,
+                       help="rewrite drifted files (default: policy.drift)")
+        p.add_argument("--prune", action="store_true", default=None,
+                       help="delete files no longer desired (default: policy.prune)")
+        p.add_argument("--no-prune", dest="prune", action="store_false")
+        p.add_argument("--force", action="store_true", help="override the deletion limit")
+        p.add_argument("--state-dir", type=Path)
+        if name == "plan":
+            p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+            p.add_argument("--out", type=Path, help="also write the JSON plan to this file")
+        else:
+            p.add_argument("--plan", type=Path, help="refuse unless a fresh plan matches")
+
+    p = sub.add_parser("explain", help="each resolved parameter of a phone and its origin")
+    _common(p)
+    p.add_argument("mac")
+    p.add_argument("--param", help="only this parameter (dotted, e.g. sip.server)")
+
+    p = sub.add_parser("status", help="last attempted / applied revision per target")
+    _common(p, rev=False)
+    p.add_argument("--target")
+    p.add_argument("--state-dir", type=Path)
+
+    p = sub.add_parser("unlock", help="remove a stale target lock")
+    _common(p, rev=False)
+    p.add_argument("--target", required=True)
+    p.add_argument("--id", required=True, help="the lock id shown by the refusal")
+    return ap
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        repo=find_repo(args.repo), rev=getattr(args, "rev", None),
+        targets=getattr(args, "target", None), prune=getattr(args, "prune", None),
+        force=getattr(args, "force", False), verify=getattr(args, "verify", False),
+        heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    desired = load_desired(_options(args))
+    for warning in desired.state.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    n = sum(len(a) for a in desired.artifacts.values())
+    print(f"valid: {len(desired.state.devices)} devices, {len(desired.state.assignments)} "
+          f"accounts, {n} files for {len(desired.artifacts)} target(s) "
+          f"(revision {desired.state.revision[:12]})")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    opts.targets = [args.target] if args.target else None
+    desired = load_desired(opts)
+    renderer = desired.renderer
+    only = normalize_mac(args.device) if args.device else None
+    if only and only not in desired.state.devices:
+        raise ConfigError([_unknown_mac(only)])
+    written = 0
+    for mac, device in renderer.resolved().items():
+        if only and mac != only:
+            continue
+        target = args.target or renderer.primary_target(device)
+        if target is None:
+            continue
+        for art in renderer.render_device(device, target):
+            if art.data is None:
+                continue  # firmware binaries are not copied by render
+            path = args.out / art.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(art.data)
+            written += 1
+    print(f"rendered {written} file(s) to {args.out}")
+    return 0
+
+
+def _unknown_mac(mac: str):
+    from .errors import Problem
+
+    return Problem("devices/", 0, "mac", f"unknown device {mac}")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    result = plan(_options(args))
+    sys.stdout.write(output.render_plan(result.plan, args.format))
+    if args.out:
+        args.out.write_text(output.plan_json(result.plan))
+    return result.exit_code
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    expected = read_plan_file(args.plan) if args.plan else None
+    result = apply(_options(args), expected)
+    sys.stdout.write(output.plan_text(result.plan))
+    sys.stdout.write(output.apply_text(result.results))
+    return result.exit_code
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    desired = load_desired(_options(args))
+    mac = normalize_mac(args.mac)
+    if mac not in desired.state.devices:
+        raise ConfigError([_unknown_mac(mac)])
+    sys.stdout.write(explain(desired.renderer, mac, args.param))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    repo = find_repo(args.repo)
+    status = record.read_status(args.state_dir or record.default_state_dir(repo))
+    if args.target:
+        status = {k: v for k, v in status.items() if k == args.target}
+    if not status:
+        print("no runs recorded yet")
+        return 0
+    print(json.dumps(status, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from .reconcile import opened
+
+    opts = _options(args)
+    opts.targets = [args.target]
+    desired = load_desired(opts)
+    with opened(desired) as targets:
+        held = targets[args.target].break_lock(args.id)
+    print(f"removed {held.describe()}")
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan,
+            "apply": cmd_apply, "explain": cmd_explain, "status": cmd_status,
+            "unlock": cmd_unlock}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"error: the desired state is invalid ({len(exc.problems)} problem(s)):",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return exc.exit_code
+    except ProvctlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

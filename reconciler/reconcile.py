@@ -1,0 +1,294 @@
+"""The pipeline, in order:
+
+    load → validate → resolve → render → observe → diff → plan → apply → record
+
+`load_desired` does load..render (pure once the files are read), `observe` only reads targets,
+`make_plan` is pure, `apply_plan` is the only writer and consumes a plan, `record` writes
+receipts and status. The CLI calls `plan()` or `apply()`; nothing else orchestrates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vendors
+
+from . import record
+from .apply import TargetResult, execute
+from .errors import ConfigError, LockHeld, PlanMismatch, Problem, ProvctlError, UnsafePlan
+from .load import read_source
+from .plan import Desired, Observed, Plan, diff_target
+from .render import Artifact, Renderer
+from .targets import open_target
+from .targets.base import Manifest, Target
+from .validate import DesiredState, load_state
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = 30 * 60.0  # seconds; an apply that dies leaves a lock others may take over after this
+
+
+@dataclass
+class Options:
+    repo: Path
+    rev: str | None = None
+    targets: list[str] | None = None  # None = every target
+    prune: bool | None = None  # None = policy.prune
+    force: bool = False
+    verify: bool = False  # read files back and hash them
+    heal: bool | None = None  # None = policy.drift == "heal"
+    state_dir: Path | None = None
+    environ: Mapping[str, str] | None = None
+
+
+@dataclass
+class Desired_:
+    state: DesiredState
+    renderer: Renderer
+    artifacts: dict[str, dict[str, Artifact]]  # target -> path -> artifact
+
+
+def load_desired(opts: Options) -> Desired_:
+    """load → validate → resolve → render, for the targets asked for."""
+    source = read_source(opts.repo, opts.rev)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None)
+    names = target_names(state, opts.targets)
+    renderer = Renderer(state)
+    artifacts: dict[str, dict[str, Artifact]] = {}
+    problems: list[Problem] = []
+    for name in names:
+        try:
+            artifacts[name] = renderer.render_target(name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(sorted(set(problems)))
+    return Desired_(state, renderer, artifacts)
+
+
+def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
+    known = list(state.provisioning.value.targets)
+    if not wanted:
+        return known
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
+                                   "targets", f"unknown target {u!r} (known: {', '.join(known)})")
+                           for u in unknown])
+    return wanted
+
+
+@contextlib.contextmanager
+def opened(desired: Desired_) -> Iterator[dict[str, Target]]:
+    state = desired.state
+    targets: dict[str, Target] = {}
+    try:
+        for name in desired.artifacts:
+            spec = state.provisioning.value.targets[name]
+            targets[name] = open_target(name, spec, state.root, state.secrets.resolve)
+        yield targets
+    finally:
+        for target in targets.values():
+            with contextlib.suppress(Exception):
+                target.close()
+
+
+def _directories(paths: Any) -> set[str]:
+    return {p.rpartition("/")[0] for p in paths}
+
+
+def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool) -> Observed:
+    """Read-only: the manifest, a scan of the managed directories, and (--verify) hashes."""
+    try:
+        manifest = target.read_manifest()
+        wanted = set(desired) | set(manifest.files)
+        present = target.scan(_directories(wanted))
+        verified = None
+        if verify:
+            verified = {}
+            for path in sorted(set(manifest.files)):
+                data = target.read(path)
+                verified[path] = None if data is None else hashlib.sha256(data).hexdigest()
+        return Observed(target.name, manifest, present, verified)
+    except ProvctlError as exc:
+        return Observed(target.name, error=str(exc))
+
+
+def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options) -> Plan:
+    """Pure: desired artifacts + observed snapshots -> Plan."""
+    state = desired.state
+    policy = state.provisioning.value.policy
+    prune = policy.prune if opts.prune is None else opts.prune
+    heal = policy.drift == "heal" if opts.heal is None else opts.heal
+    changes, drift, summaries, refusals = [], [], [], []
+
+    def downgrade(mac: str, old: str, new: str) -> str | None:
+        device = state.devices.get(mac)
+        if device is None or policy.allow_downgrade or device.value.allow_downgrade:
+            return None
+        vendor = vendors.get(device.value.vendor)
+        try:
+            if vendor.firmware_version(new) < vendor.firmware_version(old):
+                return (f"firmware downgrade of {mac} from {old} to {new} refused (set "
+                        "allow_downgrade: true on the device or in policy)")
+        except ValueError:
+            return None
+        return None
+
+    for name, artifacts in desired.artifacts.items():
+        obs = observed[name]
+        if obs.error is not None:
+            from .plan import TargetSummary
+
+            summaries.append(TargetSummary(name, 0, 0, obs.error))
+            continue
+        want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
+                                 max_delete_percent=policy.max_delete_percent, force=opts.force,
+                                 downgrade=downgrade)
+        changes += c
+        drift += d
+        summaries.append(s)
+        refusals += r
+    return Plan(state.revision, tuple(changes), (), tuple(drift), tuple(summaries),
+                tuple(refusals))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    desired: Desired_
+
+    @property
+    def exit_code(self) -> int:
+        if any(t.error for t in self.plan.targets):
+            return 1
+        if self.plan.refusals:
+            return 3
+        return 0 if self.plan.empty and not self.plan.drift else 2
+
+
+def plan(opts: Options) -> PlanResult:
+    desired = load_desired(opts)
+    with opened(desired) as targets:
+        observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
+                    for name, t in targets.items()}
+    return PlanResult(make_plan(desired, observed, opts), desired)
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    results: dict[str, TargetResult] = field(default_factory=dict)
+    receipt: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.error and r.error.startswith("refused:") for r in self.results.values()):
+            return 3
+        if any(not r.ok for r in self.results.values()) or any(
+                t.error for t in self.plan.targets):
+            return 1
+        return 0 if self.plan.empty else 2
+
+
+def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
+    """Lock every target, observe, plan, check the plan, execute, record, unlock."""
+    desired = load_desired(opts)
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    started = time.time()
+    locks = {}
+    results: dict[str, TargetResult] = {}
+    with opened(desired) as targets:
+        try:
+            for name, target in targets.items():
+                try:
+                    locks[name] = target.acquire_lock(record.trigger(), LOCK_TTL)
+                except LockHeld as exc:
+                    results[name] = TargetResult(name, error=f"refused: {exc}")
+                except ProvctlError as exc:
+                    results[name] = TargetResult(name, error=str(exc))
+            live = {n: t for n, t in targets.items() if n in locks}
+            observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
+                        for n, t in live.items()}
+            desired_live = Desired_(desired.state, desired.renderer,
+                                    {n: desired.artifacts[n] for n in live})
+            the_plan = make_plan(desired_live, observed, opts)
+            if expected_checksum is not None and the_plan.checksum() != expected_checksum:
+                raise PlanMismatch(
+                    f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
+                    f"({the_plan.checksum()[:12]}…): the desired state or a target changed; "
+                    "plan again")
+            if the_plan.refusals and not opts.force:
+                raise UnsafePlan("; ".join(the_plan.refusals))
+            for name, target in live.items():
+                obs = observed[name]
+                if obs.error is not None:
+                    results[name] = TargetResult(name, error=obs.error)
+                    continue
+                changes = [c for c in the_plan.changes if c.target == name]
+                manifest = obs.manifest
+                if not changes and manifest.revision == desired.state.revision:
+                    results[name] = TargetResult(name)
+                    continue
+                result, _ = execute(target, changes, desired.artifacts[name], manifest,
+                                    desired.state.revision)
+                results[name] = result
+            receipt = _receipt(the_plan, results, started, desired.state.revision)
+            if not the_plan.empty:
+                record.write_receipt(state_dir, receipt, live)
+            for name, result in results.items():
+                record.update_status(state_dir, name, desired.state.revision, result.ok,
+                                     time.time(), result.error)
+            return ApplyResult(the_plan, results, receipt)
+        finally:
+            for name, lock in locks.items():
+                with contextlib.suppress(ProvctlError, OSError):
+                    targets[name].release_lock(lock)
+
+
+def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
+             revision: str) -> dict[str, Any]:
+    from .plan import show_path
+
+    return {
+        "id": uuid.uuid4().hex[:12],
+        "revision": revision,
+        "trigger": record.trigger(),
+        "plan_checksum": the_plan.checksum(),
+        "started": record.iso(started),
+        "ended": record.iso(time.time()),
+        "targets": {
+            name: {
+                "error": r.error,
+                "items": [dict(asdict(i), path=show_path(i.path)) for i in r.items],
+            }
+            for name, r in sorted(results.items())
+        },
+    }
+
+
+def read_plan_file(path: Path) -> str:
+    """The checksum of a plan written by `plan --format json`."""
+    import json
+
+    try:
+        body = json.loads(path.read_text())
+        return str(body["checksum"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([Problem(str(path), 0, "--plan", f"not a provctl plan: {exc}")]) from exc
+
+
+def empty_manifest() -> Manifest:
+    return Manifest()

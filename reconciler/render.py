@@ -1,0 +1,221 @@
+"""Render: every phone's files for every target that serves it, in memory, with digests.
+
+Pure apart from reading firmware binaries' sizes: the output is a function of the desired state
+and the resolved secrets. Nothing is published from a state in which any file fails to render:
+all problems are collected and raised together as one ConfigError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import vendors
+from vendors.base import FirmwareInput, LineInput, RenderInput
+
+from .errors import ConfigError, Problem
+from .model import SECRET_REF, LocalTarget, SftpTarget
+from .resolve import ResolvedDevice, Resolver
+from .secrets import MissingSecret, url_token
+from .templating import TemplateError, render
+from .validate import DesiredState
+
+FIRMWARE_DIR = "firmware"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file to publish; firmware binaries are read from `source` only when uploaded."""
+
+    path: str
+    sha256: str
+    size: int
+    data: bytes | None = None
+    source: Path | None = None
+    device: str | None = None
+    firmware: str | None = None  # version a config file pins, for downgrade checks
+
+    def content(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.source is not None
+        data = self.source.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ConfigError([Problem(str(self.source), 0, "sha256",
+                                       "firmware binary does not match the catalog's sha256")])
+        return data
+
+
+TargetSpec = LocalTarget | SftpTarget
+
+
+def serves(target: TargetSpec, customer: str | None) -> bool:
+    return target.customers is None or (customer is not None and customer in target.customers)
+
+
+class Renderer:
+    def __init__(self, state: DesiredState):
+        self.state = state
+        self.resolver = Resolver(state)
+        self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
+        self._resolved: dict[str, ResolvedDevice] | None = None
+
+    def resolved(self) -> dict[str, ResolvedDevice]:
+        if self._resolved is None:
+            problems: list[Problem] = []
+            out = {}
+            for mac in self.state.devices:
+                try:
+                    out[mac] = self.resolver.resolve(mac)
+                except ConfigError as exc:
+                    problems += exc.problems
+            if problems:
+                raise ConfigError(problems)
+            self._resolved = out
+        return self._resolved
+
+    def directory(self, device: ResolvedDevice) -> str:
+        """The token directory of a phone ("" when url_tokens is none)."""
+        mode = self.state.provisioning.value.url_tokens
+        if mode == "per-device":
+            return url_token(self.fleet_secret, device.mac)
+        if mode == "per-customer":
+            return url_token(self.fleet_secret, f"customer:{device.customer or '-pool-'}")
+        return ""
+
+    def primary_target(self, device: ResolvedDevice) -> str | None:
+        for name, target in self.state.provisioning.value.targets.items():
+            if serves(target, device.customer):
+                return name
+        return None
+
+    def provisioning_url(self, device: ResolvedDevice, target: str) -> str:
+        base = self.state.provisioning.value.targets[target].base_url
+        base = base if base.endswith("/") else base + "/"
+        directory = self.directory(device)
+        return f"{base}{directory}/" if directory else base
+
+    def render_target(self, target: str, macs: Iterable[str] | None = None) -> dict[str, Artifact]:
+        """All files of one target: path -> Artifact. Raises ConfigError with every problem."""
+        spec = self.state.provisioning.value.targets[target]
+        resolved = self.resolved()
+        wanted = resolved.values() if macs is None else [resolved[m] for m in macs]
+        problems: list[Problem] = []
+        files: dict[str, Artifact] = {}
+        for device in wanted:
+            if not serves(spec, device.customer):
+                continue
+            try:
+                for artifact in self.render_device(device, target):
+                    files[artifact.path] = artifact
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
+        return dict(sorted(files.items()))
+
+    def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
+        vendor = vendors.get(device.vendor)
+        located = device.located
+        problems: list[Problem] = []
+        spec = self.state.provisioning.value.targets[target]
+        base = spec.base_url if spec.base_url.endswith("/") else spec.base_url + "/"
+
+        def secret(ref: str, file: str, line: int, field: str) -> str:
+            try:
+                return self.state.secrets.resolve(ref)
+            except MissingSecret as exc:
+                problems.append(Problem(file, line, field, str(exc)))
+                return ""
+
+        params = _resolve_refs(device.params, lambda ref, key: secret(
+            ref, *(_origin(device.origins, key, located)), key))
+        lines = []
+        for line in device.lines:
+            a_file, a_line = _origin(line.origins, "", located)
+            password = secret(line.password_ref, a_file, a_line, f"{line.account}.password")
+            line_params = _resolve_refs(line.params, lambda ref, key, o=line.origins: secret(
+                ref, *(_origin(o, key, located)), key))
+            sip = line_params.get("sip", {})
+            if not sip.get("server"):
+                problems.append(Problem(located.file, located.line("mac"), "sip.server",
+                                        f"account {line.account} on {device.mac} has no SIP "
+                                        "server (set the customer's sip.domain or params.sip"
+                                        ".server)"))
+            lines.append(LineInput(
+                port=line.port, account=line.account, extension=line.extension,
+                auth_user=line.auth_user, password=password, display_name=line.display_name,
+                label=line.extension, sip=sip, params=line_params,
+            ))
+        firmware = None
+        if device.firmware is not None:
+            firmware = FirmwareInput(device.firmware.version, device.firmware.file,
+                                     f"{base}{FIRMWARE_DIR}/{device.firmware.file}")
+        directory = self.directory(device)
+        rin = RenderInput(
+            mac=device.mac, vendor=device.vendor, model=device.model, name=device.device.name,
+            customer=device.customer, params=params, lines=tuple(lines),
+            user_owned=device.user_owned, provisioning_url=self.provisioning_url(device, target),
+            firmware=firmware, raw=params.get("raw", {}).get(device.vendor, {}),
+        )
+        if problems:
+            raise ConfigError(problems)
+        for why in vendor.check(rin):
+            problems.append(Problem(located.file, located.line("mac"), device.mac, why))
+        artifacts = []
+        for out in vendor.files(rin):
+            try:
+                text = render(out.template, out.context, autoescape=vendor.autoescape,
+                              line_ending=out.line_ending)
+            except TemplateError as exc:
+                problems.append(Problem(located.file, located.line("mac"), device.mac,
+                                        f"cannot render {out.name}: {exc}"))
+                continue
+            data = text.encode("utf-8")
+            path = f"{directory}/{out.name}" if directory else out.name
+            artifacts.append(Artifact(path, hashlib.sha256(data).hexdigest(), len(data), data,
+                                      device=device.mac,
+                                      firmware=firmware.version if firmware else None))
+        if firmware is not None and device.firmware is not None:
+            artifacts.append(self._firmware_artifact(device, located))
+        if problems:
+            raise ConfigError(problems)
+        return artifacts
+
+    def _firmware_artifact(self, device: ResolvedDevice, located: Any) -> Artifact:
+        image = device.firmware
+        assert image is not None
+        path = f"{FIRMWARE_DIR}/{image.file}"
+        if image.source is None:
+            origin = device.firmware_origin
+            raise ConfigError([Problem(origin.file if origin else located.file,
+                                       origin.line if origin else 0, "source",
+                                       f"firmware {image.file} has no source to publish")])
+        source = self.state.root / image.source
+        try:
+            size = source.stat().st_size
+        except OSError as exc:
+            raise ConfigError([Problem(str(image.source), 0, "source",
+                                       f"firmware binary missing: {exc.strerror}")]) from exc
+        return Artifact(path, image.sha256, size, source=source)
+
+
+def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
+    origin = origins.get(key)
+    if origin is not None and origin.file:
+        return origin.file, origin.line
+    return located.file, located.line()
+
+
+def _resolve_refs(value: Any, resolve: Any, key: str = "") -> Any:
+    """Replace secret references among parameter values by their values."""
+    if isinstance(value, dict):
+        return {k: _resolve_refs(v, resolve, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_refs(v, resolve, key) for v in value]
+    if isinstance(value, str) and SECRET_REF.match(value) and not value.startswith("derive:"):
+        return resolve(value, key)
+    return value
