@@ -1,0 +1,36 @@
+"""Fixtures for tests that run provctl on a copy of the example fleet."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "desired-state"
+SECRETS = ROOT / "examples" / "demo-secrets.yaml"
+FLEET_SECRET = "test-fleet-secret"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the example fleet with its secrets in the environment."""
+    repo = tmp_path / "fleet"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("out", ".provctl"))
+    monkeypatch.setenv("PROVCTL_FLEET_SECRET", FLEET_SECRET)
+    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(SECRETS))
+    monkeypatch.delenv("PROVCTL_STATE_DIR", raising=False)
+    return repo
+
+
+def run(repo: Path, *args: str) -> int:
+    return main([args[0], "--repo", str(repo), *args[1:]])
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))

@@ -1,0 +1,95 @@
+"""Planning is pure: desired digests + an observed snapshot in, an exact plan out."""
+
+from __future__ import annotations
+
+from reconciler.plan import Desired, FileChange, Observed, Plan, diff_target, show_path
+from reconciler.targets.base import FileStat, Manifest, ManifestEntry
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def entry(sha: str, size: int = 10, mtime: float = 100.0, fw: str | None = None):
+    return ManifestEntry(sha, size, mtime, fw)
+
+
+def diff(desired, manifest, present=None, **kw):
+    opts = dict(prune=True, heal=False, max_delete_percent=50, force=False)
+    opts.update(kw)
+    return diff_target(desired, Observed("t", Manifest(manifest), present), **opts)
+
+
+def test_create_update_unchanged_and_prune():
+    desired = {"a/x.cfg": Desired("new", 3, "m1"), "a/y.cfg": Desired("same", 10, "m1"),
+               "b/z.cfg": Desired("z", 4, "m2")}
+    manifest = {"a/x.cfg": entry("old"), "a/y.cfg": entry("same"), "c/gone.cfg": entry("g"),
+                "a/w.cfg": entry("w")}
+    changes, drift, summary, refusals = diff(desired, manifest)
+    assert changes == [
+        FileChange("t", "a/w.cfg", "delete", "prune", "w", 10),
+        FileChange("t", "a/x.cfg", "put", "update", "new", 3, "m1"),
+        FileChange("t", "b/z.cfg", "put", "create", "z", 4, "m2"),
+        FileChange("t", "c/gone.cfg", "delete", "prune", "g", 10),
+    ]
+    assert (summary.unchanged, summary.managed, drift, refusals) == (1, 4, [], [])
+
+
+def test_prune_beyond_the_limit_is_refused_with_the_numbers():
+    manifest = {f"d/{i}.cfg": entry("x") for i in range(10)}
+    desired = {f"d/{i}.cfg": Desired("x", 10) for i in range(8)}
+    _, _, _, refusals = diff(desired, manifest, max_delete_percent=10)
+    assert refusals == ["target t: would delete 2 of 10 managed files (20.0%), above "
+                        "policy.max_delete_percent (10%); use --force to allow it"]
+    _, _, _, forced = diff(desired, manifest, max_delete_percent=10, force=True)
+    assert forced == []
+    _, _, _, within = diff(desired, manifest, max_delete_percent=20)
+    assert within == []
+
+
+def test_no_prune_means_no_deletes():
+    changes, *_ = diff({}, {"a": entry("x")}, prune=False)
+    assert changes == []
+
+
+def test_drift_is_reported_and_healed_only_when_asked():
+    desired = {"a/x.cfg": Desired("s", 10), "a/y.cfg": Desired("s", 10),
+               "a/z.cfg": Desired("s", 10)}
+    manifest = {p: entry("s") for p in desired}
+    present = {"a/x.cfg": FileStat(10, 100.0), "a/y.cfg": FileStat(12, 100.0)}
+    changes, drift, summary, _ = diff(desired, manifest, present)
+    assert changes == []
+    assert [(d.path, d.kind) for d in drift] == [("a/y.cfg", "modified"), ("a/z.cfg", "missing")]
+    healed, *_ = diff(desired, manifest, present, heal=True)
+    assert [(c.path, c.reason) for c in healed] == [("a/y.cfg", "heal"), ("a/z.cfg", "heal")]
+
+
+def test_a_file_provctl_did_not_publish_is_never_overwritten_silently():
+    desired = {"a/x.cfg": Desired("s", 10)}
+    _, _, _, refusals = diff(desired, {}, {"a/x.cfg": FileStat(3, 1.0)})
+    assert refusals == ["target t: a/x.cfg exists but was not published by provctl; remove it "
+                        "or use --force to replace it"]
+
+
+def test_downgrade_check_is_consulted_for_pinned_files():
+    desired = {"a/x.cfg": Desired("new", 10, "m1", "1.0")}
+    manifest = {"a/x.cfg": entry("old", fw="2.0")}
+    seen = []
+
+    def downgrade(device, old, new):
+        seen.append((device, old, new))
+        return "downgrade refused"
+
+    _, _, _, refusals = diff(desired, manifest, downgrade=downgrade)
+    assert seen == [("m1", "2.0", "1.0")]
+    assert refusals == ["target t: downgrade refused"]
+
+
+def test_plan_checksum_is_stable_and_changes_with_content():
+    a = Plan("r1", (FileChange("t", "p", "put", "create", "s", 1),))
+    b = Plan("r2", (FileChange("t", "p", "put", "create", "s", 1),))
+    c = Plan("r1", (FileChange("t", "p", "put", "create", "s2", 1),))
+    assert a.checksum() == b.checksum() != c.checksum()
+
+
+def test_token_directories_are_shortened_for_display():
+    assert show_path(f"{TOKEN}/001565aabb01.cfg") == "012345…/001565aabb01.cfg"
+    assert show_path("firmware/x.rom") == "firmware/x.rom"

@@ -1,0 +1,159 @@
+"""Validation: each rule reported by message and location, all problems in one run."""
+
+from __future__ import annotations
+
+import pytest
+from fleet_fixtures import edit, fleet, run  # noqa: F401
+
+from reconciler.errors import ConfigError
+from reconciler.load import read_source
+from reconciler.validate import load_state
+
+
+def problems(repo) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_state(read_source(repo))
+    return [str(p) for p in err.value.problems]
+
+
+def test_example_fleet_is_valid(fleet):
+    state = load_state(read_source(fleet))
+    assert len(state.devices) == 9
+    assert "001565aabb02" in state.devices  # "0015.65aa.bb02" normalised
+
+
+def test_validate_command_exit_codes(fleet, capsys):
+    assert run(fleet, "validate") == 0
+    assert "valid: 9 devices" in capsys.readouterr().out
+    (fleet / "devices" / "acme.yaml").write_text("- mac: nope\n")
+    assert run(fleet, "validate") == 1
+    err = capsys.readouterr().err
+    assert "devices/acme.yaml:1: 0.mac: not a MAC address: 'nope'" in err
+
+
+def test_duplicate_mac_names_both_places(fleet):
+    edit(fleet / "devices" / "pool.yaml", '"00:15:65:EE:00:01"', '"001565aabb01"')
+    assert ("devices/pool.yaml:3: 0.mac: duplicate MAC 001565aabb01: also in "
+            "devices/acme.yaml:2") in problems(fleet)
+
+
+def test_unknown_model_profile_and_customer(fleet):
+    path = fleet / "devices" / "initech.yaml"
+    edit(path, "snom/D715", "snom/D999")
+    edit(path, "customer: initech", "customer: nobody")
+    found = problems(fleet)
+    assert any(p.startswith("devices/initech.yaml:2: model: unknown model 'snom/D999'")
+               for p in found)
+    assert "devices/initech.yaml:4: customer: unknown customer 'nobody'" in found
+
+
+def test_model_must_belong_to_the_profile(fleet):
+    edit(fleet / "devices" / "initech.yaml", "profile: desk-snom", "profile: office-yealink")
+    assert any("devices/initech.yaml:2: model: model 'snom/D715' is not one of profile "
+               "'office-yealink'" in p for p in problems(fleet))
+
+
+def test_port_must_exist_on_the_model(fleet):
+    edit(fleet / "assignments" / "initech.yaml", 'devices: ["00:04:13:DD:00:01"]',
+         'devices: [{mac: "00:04:13:DD:00:01", port: 5}]')
+    assert ("assignments/initech.yaml:4: devices.0.port: snom/D715 has 4 line(s); port 5 "
+            "does not exist") in problems(fleet)
+
+
+def test_phone_of_one_customer_cannot_serve_another(fleet):
+    edit(fleet / "assignments" / "initech.yaml", 'devices: ["00:04:13:DD:00:01"]',
+         'devices: ["00:04:13:CC:00:02"]')
+    assert ("assignments/initech.yaml:4: devices.0: device 000413cc0002 is allocated to "
+            "customer 'globex' and cannot be assigned to account initech/10 of customer 'initech'"
+            ) in problems(fleet)
+
+
+def test_owned_phone_says_owned(fleet):
+    edit(fleet / "assignments" / "globex.yaml", 'devices: ["00:15:65:CC:00:01"]',
+         'devices: ["00-15-65-AA-BB-03"]')
+    assert any("device 001565aabb03 is owned by customer 'acme'" in p for p in problems(fleet))
+
+
+def test_at_most_eight_phones_per_account(fleet):
+    macs = [f'"00:15:65:99:00:{i:02x}"' for i in range(9)]
+    devices = "".join(f"- {{mac: {m}, model: yealink/T46U, profile: office-yealink, "
+                      f"customer: acme}}\n" for m in macs)
+    (fleet / "devices" / "many.yaml").write_text(devices)
+    (fleet / "assignments" / "many.yaml").write_text(
+        f"- account: acme/300\n  password: secret:acme/201\n  devices: [{', '.join(macs)}]\n")
+    assert ("assignments/many.yaml:3: devices: account acme/300 has 9 phones; at most 8 "
+            "(extensions 300, 91300 … 97300)") in problems(fleet)
+
+
+def test_unknown_field_is_reported_with_its_line(fleet):
+    edit(fleet / "profiles" / "desk-snom.yaml", "language: de", "langauge: de")
+    assert "profiles/desk-snom.yaml:5: langauge: unknown field" in problems(fleet)
+
+
+def test_plaintext_password_is_refused(fleet):
+    edit(fleet / "assignments" / "initech.yaml", "password: secret:initech/10",
+         "password: hunter2")
+    found = problems(fleet)
+    assert any(p.startswith("assignments/initech.yaml:3: password: must be a secret reference")
+               for p in found)
+    assert not any("hunter2" in p for p in found)
+
+
+def test_missing_secret_names_the_reference(fleet):
+    edit(fleet / "assignments" / "initech.yaml", "secret:initech/10", "secret:initech/11")
+    assert ("assignments/initech.yaml:3: password: secret reference secret:initech/11 does not "
+            "resolve: not in the secrets file") in problems(fleet)
+
+
+def test_missing_fleet_secret_env(fleet, monkeypatch):
+    monkeypatch.delenv("PROVCTL_FLEET_SECRET")
+    assert ("provisioning.yaml:4: fleet.secret: secret reference env:PROVCTL_FLEET_SECRET does "
+            "not resolve: environment variable PROVCTL_FLEET_SECRET is not set") in problems(fleet)
+
+
+def test_firmware_rules(fleet):
+    path = fleet / "firmware" / "yealink.yaml"
+    edit(path, "file: T46U-108.86.0.95.rom", "file: T46U 108.86.0.95.rom")
+    (fleet / "firmware" / "snom.yaml").write_text(
+        "catalog:\n  - {vendor: yealink, models: [T46U], version: 66.86.0.15, file: a.rom,\n"
+        "     sha256: '" + "0" * 64 + "'}\n"
+        "  - {vendor: snom, models: [D785], version: 10.x, file: b.bin, sha256: '" + "0" * 64
+        + "'}\n")
+    found = problems(fleet)
+    assert any(p.startswith("firmware/yealink.yaml:2: catalog.0.file: firmware file names may "
+                            "use only letters, digits and ._-()") for p in found)
+    assert any(p.startswith("firmware/snom.yaml:2: version:") and "66" in p and "108" in p
+               for p in found), found
+    assert any(p.startswith("firmware/snom.yaml:4: version:") for p in found), found
+
+
+def test_pin_to_a_version_not_in_the_catalog(fleet):
+    edit(fleet / "devices" / "globex.yaml", "firmware: 108.86.0.95", "firmware: 108.86.0.99")
+    assert ("devices/globex.yaml:7: firmware: firmware 108.86.0.99 for yealink/T46U is not in "
+            "the firmware catalog") in problems(fleet)
+
+
+def test_every_problem_is_reported_in_one_run(fleet):
+    edit(fleet / "devices" / "initech.yaml", "snom/D715", "snom/D999")
+    edit(fleet / "profiles" / "desk-snom.yaml", "language: de", "langauge: de")
+    edit(fleet / "assignments" / "globex.yaml", "secret:globex/100", "secret:nope")
+    (fleet / "customers" / "broken.yaml").write_text("id: [\n")
+    found = problems(fleet)
+    files = {p.split(":")[0] for p in found}
+    assert {"devices/initech.yaml", "profiles/desk-snom.yaml", "assignments/globex.yaml",
+            "customers/broken.yaml"} <= files
+
+
+def test_empty_inventory_is_an_error_not_delete_everything(fleet):
+    for path in (fleet / "devices").glob("*.yaml"):
+        path.write_text("[]\n")
+    for path in (fleet / "assignments").glob("*.yaml"):
+        path.unlink()
+    assert any("no devices in the desired state" in p for p in problems(fleet))
+
+
+def test_terminated_customer_with_owned_phone(fleet):
+    edit(fleet / "customers" / "acme.yaml", "status: active", "status: terminated")
+    found = problems(fleet)
+    assert any("customer 'acme' is terminated: its owned phone 001565aabb03 must be removed"
+               in p for p in found)
