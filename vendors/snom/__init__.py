@@ -1,0 +1,375 @@
+"""Snom (D1xx/D3xx/D7xx/D8xx): what is true of the vendor, and its parameter mapping.
+
+Files per phone (see ../shared/reference/vendor-formats.md, "2. Snom"):
+
+- `<MAC>.xml` (12 uppercase hex digits): `<settings>` with `<phone-settings>` and
+  `<functionKeys>`. XML, rendered with autoescape, so `& < > "` in values are escaped.
+- `snom<MODEL>-firmware.xml`, only when a firmware version is pinned:
+  `<firmware-settings><firmware>URL</firmware></firmware-settings>`, referenced by
+  `firmware_status` with `update_policy auto_update`. With "installed firmware" neither the file
+  nor any firmware key is written.
+
+As for Yealink, the mapping is done here as an ordered list of settings
+`{name, idx, perm, value}` and function keys `{idx, context, label, perm, value}`; the template
+only lays them out.
+
+Conventions (documented for operators):
+
+- `perm="R"` (read-only for the user) for everything the provider controls. A user-owned
+  parameter (`RenderInput.user_owned`: `line_keys`, `language`, `call_waiting`) is written with
+  `perm="!"`: our value is the default, and a change the user makes survives re-provisioning.
+- Identity N = port N. Identities of the model without a line are cleared: `user_active` off and
+  the identity/credential settings empty.
+- Transport and outbound proxy go in `user_outbound` = `host:port;transport=udp|tcp|tls` (the
+  outbound proxy when set, else the SIP server); `user_host` = server[:port].
+- Function keys: `line_keys[K]` → `<fkey idx="K-1">`; `context="active"` for keys on line 1,
+  else the identity number; values `line`, `blf <v>`, `speed <v>`, `dest <v>`, `park <v>`,
+  `dtmf <v>`, `none`. Keys are personal: written only when the phone has a line.
+- `raw` keys are setting names, written as `<name perm="R">value</name>`; a key written
+  `name[N]` becomes `<name idx="N" perm="R">`. A raw key equal to a generated (name, idx)
+  replaces it. Booleans become on/off.
+- `ntp.server2`, `provisioning.resync.on_boot` (Snom always fetches on boot [I]),
+  `soft_keys`, `expansion_keys` and `screensaver` have no mapping and are not in `supported`
+  (server2 is silently dropped: Snom takes one NTP server [I]).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vendors import timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+
+# name: identities [V wazo v10_1_215_13/plugin-info]
+_MODELS: dict[str, int] = {
+    "D713": 6, "D715": 4, "D717": 6, "D735": 12, "D785": 12,
+    "D810": 12, "D812": 12, "D815": 12, "D862": 8, "D865": 12, "D892": 12,
+    "D335": 12, "D385": 12, "D140": 2, "D150": 2,
+}
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(name=name, lines=lines) for name, lines in _MODELS.items()
+}
+
+# ISO 639-1 code -> `language` / `web_language` value [I: tancredi snom.macros]
+LANGUAGES = {
+    "en": "English",
+    "de": "Deutsch",
+    "fr": "Français",
+    "it": "Italiano",
+    "es": "Español",
+    "nl": "Nederlands",
+    "pt": "Português",
+    "da": "Dansk",
+    "sv": "Svenska",
+    "no": "Norsk",
+    "fi": "Suomi",
+    "cs": "Čeština",
+    "tr": "Türkçe",
+}
+
+# neutral codec -> codec_priority_list name; ilbc has none [I]
+CODECS = {
+    "g722": "g722",
+    "pcmu": "pcmu",
+    "pcma": "pcma",
+    "g729": "g729",
+    "g726": "g726-32",
+    "gsm": "gsm",
+    "opus": "opus",
+}
+
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+# neutral key type -> fkey value prefix
+KEY_TYPES = {"line": "line", "blf": "blf", "speed_dial": "speed", "park": "park",
+             "dtmf": "dtmf", "none": "none"}
+
+PROVIDER, USER = "R", "!"  # perm flags: read-only for the user / default the user may change
+
+SETTING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)(?:\[(\d+)\])?$")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    idx: int | None
+    perm: str
+    value: str
+    param: str  # the vendor-neutral parameter it comes from, for check() messages
+
+
+@dataclass(frozen=True)
+class FunctionKey:
+    idx: int
+    context: str
+    label: str
+    perm: str
+    value: str
+    param: str
+
+
+def _get(params: Mapping[str, Any], *path: str) -> Any:
+    value: Any = params
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def language_code(value: str) -> str:
+    """"de", "de-DE", "de_CH" -> "de"."""
+    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
+
+
+def firmware_file(model: str) -> str:
+    return f"snom{model}-firmware.xml"
+
+
+class _Builder:
+    def __init__(self, device: RenderInput):
+        self.device = device
+        self.params = device.params
+        self.owned = device.user_owned
+        self.settings: list[Setting] = []
+        self.fkeys: list[FunctionKey] = []
+        self.problems: list[str] = []
+
+    def perm(self, param: str) -> str:
+        return USER if param in self.owned else PROVIDER
+
+    def put(self, name: str, value: Any, param: str, idx: int | None = None,
+            perm: str | None = None) -> None:
+        self.settings.append(Setting(name, idx, perm or self.perm(param.split()[0]),
+                                     _text(value), param))
+
+    def build(self) -> _Builder:
+        self.provisioning()
+        self.time_and_language()
+        self.network_and_features()
+        self.identities()
+        if self.device.lines:
+            self.keys()
+        self.raw()
+        return self
+
+    def provisioning(self) -> None:
+        url = self.device.provisioning_url
+        self.put("setting_server", url + "{mac}.xml", "provisioning url")
+        resync = _get(self.params, "provisioning", "resync") or {}
+        self.put("prov_polling_enabled", "on", "provisioning.resync")
+        self.put("prov_polling_mode", "random", "provisioning.resync")  # [I]
+        self.put("prov_polling_period", 86400, "provisioning.resync")
+        self.put("prov_polling_time", resync.get("start") or "02:00",
+                 "provisioning.resync.start")
+        self.put("prov_polling_time_rand_end", resync.get("end") or "04:00",
+                 "provisioning.resync.end")
+        if self.device.firmware is not None:
+            self.put("update_policy", "auto_update", "firmware")
+            self.put("firmware_status", url + firmware_file(self.device.model.name),
+                     "firmware")
+        password = self.params.get("admin_password")
+        if password:
+            for name in ("admin_mode_password", "admin_mode_password_confirm", "http_pass"):
+                self.put(name, password, "admin_password", perm=PROVIDER)
+            self.put("http_user", "admin", "admin_password", perm=PROVIDER)
+
+    def time_and_language(self) -> None:
+        ntp = self.params.get("ntp") or {}
+        if ntp.get("server"):
+            self.put("ntp_server", ntp["server"], "ntp.server")
+        tz = self.params.get("timezone")
+        if tz:
+            try:
+                self.put("timezone", timezones.snom(str(tz)), "timezone")
+            except ValueError as exc:
+                self.problems.append(f"timezone: {exc}")
+        language = self.params.get("language")
+        if language:
+            name = LANGUAGES.get(language_code(str(language)))
+            if name is None:
+                self.problems.append(
+                    f"language: {language!r} has no Snom equivalent (known: "
+                    f"{', '.join(sorted(LANGUAGES))})")
+            else:
+                self.put("language", name, "language")
+                self.put("web_language", name, "language")
+
+    def network_and_features(self) -> None:
+        vlan = self.params.get("vlan") or {}
+        if vlan.get("id"):
+            self.put("vlan_id", vlan["id"], "vlan.id")
+            if vlan.get("priority") is not None:
+                self.put("vlan_qos", vlan["priority"], "vlan.priority")
+        if vlan.get("pc_id"):
+            self.put("vlan_pc_id", vlan["pc_id"], "vlan.pc_id")
+            self.put("vlan_port_tagging", "on", "vlan.pc_id")  # [I]
+        waiting = self.params.get("call_waiting")
+        if waiting is not None:
+            self.put("call_waiting", bool(waiting), "call_waiting")  # [I]
+
+    def identities(self) -> None:
+        model = self.device.model
+        by_port: dict[int, LineInput] = {}
+        for line in self.device.lines:
+            if not 1 <= line.port <= model.lines:
+                self.problems.append(
+                    f"port {line.port} ({line.account}): {model.name} has identities 1 to "
+                    f"{model.lines}")
+                continue
+            by_port[line.port] = line
+        for n in range(1, model.lines + 1):
+            assigned = by_port.get(n)
+            if assigned is None:
+                self.put("user_active", "off", f"port {n}", idx=n, perm=PROVIDER)
+                for name in ("user_idle_text", "user_realname", "user_name", "user_pname",
+                             "user_pass", "user_host", "user_outbound"):
+                    self.put(name, "", f"port {n}", idx=n, perm=PROVIDER)
+            else:
+                self.identity(n, assigned)
+
+    def identity(self, n: int, line: LineInput) -> None:
+        where = f"of {line.account} on port {line.port}"
+        sip = line.sip or {}  # resolved for this line: every layer down to the line
+
+        def put(name: str, value: Any, param: str) -> None:
+            self.put(name, value, f"{param} {where}", idx=n, perm=PROVIDER)
+
+        put("user_active", "on", "account")
+        put("user_idle_text", line.label, "label")
+        put("user_realname", line.display_name, "display_name")
+        put("user_name", line.extension, "extension")
+        put("user_pname", line.auth_user, "auth_user")
+        put("user_pass", line.password, "password")
+        server = str(sip.get("server") or "")
+        put("user_host", f"{server}:{sip['port']}" if sip.get("port") else server, "sip.server")
+        transport = sip.get("transport")
+        proxy = sip.get("outbound_proxy")
+        if proxy:
+            port = sip.get("outbound_proxy_port") or sip.get("port")
+            outbound = f"{proxy}:{port}" if port else str(proxy)
+        elif transport:
+            port = sip.get("port") or DEFAULT_PORTS[transport]
+            outbound = f"{server}:{port}"
+        else:
+            outbound = ""
+        if outbound and transport:
+            outbound += f";transport={transport}"
+        put("user_outbound", outbound, "sip.outbound_proxy")
+        if sip.get("expires"):
+            put("user_expiry", sip["expires"], "sip.expires")  # [I]
+        codecs = (line.params or {}).get("codecs")
+        if codecs is None:
+            codecs = self.params.get("codecs")
+        if codecs is not None:
+            names: list[str] = []
+            for codec in codecs:
+                if codec not in CODECS:
+                    self.problems.append(f"codecs {where}: {codec} is not supported by Snom "
+                                         f"phones (supported: {', '.join(sorted(CODECS))})")
+                elif CODECS[codec] not in names:
+                    names.append(CODECS[codec])
+            put("codec_priority_list", ",".join([*names, "telephone-event"]), "codecs")
+
+    def keys(self) -> None:
+        keys = self.params.get("line_keys") or []
+        perm = self.perm("line_keys")
+        for k, key in enumerate(keys, start=1):
+            param = f"line_keys[{k}]"
+            kind = key.get("type") or "none"
+            if kind not in KEY_TYPES:
+                self.problems.append(f"{param}: key type {kind!r} is not supported")
+                continue
+            value = " ".join(filter(None, [KEY_TYPES[kind], str(key.get("value") or "")]))
+            line = int(key.get("line") or 1)
+            context = "active" if line == 1 else str(line)
+            self.fkeys.append(FunctionKey(k - 1, context, str(key.get("label") or ""), perm,
+                                          value, param))
+
+    def raw(self) -> None:
+        raw = self.device.raw or {}
+        added: list[Setting] = []
+        for key, value in raw.items():
+            match = SETTING_NAME.match(str(key))
+            if not match:
+                self.problems.append(f"raw.snom: {key!r} is not a setting name (name or "
+                                     "name[idx], letters, digits and _ . -)")
+                continue
+            idx = int(match.group(2)) if match.group(2) is not None else None
+            added.append(Setting(match.group(1), idx, PROVIDER, _text(value), f"raw.snom.{key}"))
+        replaced = {(s.name, s.idx) for s in added}
+        self.settings = [s for s in self.settings if (s.name, s.idx) not in replaced] + added
+
+
+def _build(device: RenderInput) -> _Builder:
+    return _Builder(device).build()
+
+
+class Snom:
+    name = "snom"
+    models: Mapping[str, ModelInfo] = MODELS
+    autoescape = True
+    supported = frozenset({
+        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
+        "vlan", "line_keys", "provisioning", "raw",
+    })
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        built = _build(device)
+        out = [OutputFile(f"{device.mac.upper()}.xml", "snom/mac.xml.j2", {
+            "mac": device.mac.upper(),
+            "model": device.model.name,
+            "settings": [{"name": s.name, "idx": s.idx, "perm": s.perm, "value": s.value}
+                         for s in built.settings],
+            "function_keys": [{"idx": k.idx, "context": k.context, "label": k.label,
+                               "perm": k.perm, "value": k.value} for k in built.fkeys],
+        })]
+        if device.firmware is not None:
+            out.append(OutputFile(firmware_file(device.model.name), "snom/firmware.xml.j2",
+                                  {"firmware_url": device.firmware.url}))
+        return out
+
+    def check(self, device: RenderInput) -> list[str]:
+        built = _build(device)
+        problems = list(built.problems)
+        values = [(s.param, s.name, s.value) for s in built.settings]
+        values += [(k.param, "fkey", k.value) for k in built.fkeys]
+        values += [(k.param, "fkey label", k.label) for k in built.fkeys]
+        if device.firmware is not None:
+            values.append(("firmware", "firmware", device.firmware.url))
+        for param, name, value in values:
+            if "\n" in value or "\r" in value:
+                problems.append(f"{param}: contains a line break, which a Snom setting cannot "
+                                f"carry ({name})")
+            elif XML_ILLEGAL.search(value):
+                problems.append(f"{param}: contains a control character XML cannot carry "
+                                f"({name})")
+        return problems
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        match = FIRMWARE_VERSION.match(version.strip())
+        if not match:
+            raise ValueError(f"Snom firmware version {version!r} is not "
+                             "<major>.<minor>.<patch>.<build>, e.g. 10.1.54.13")
+        return tuple(int(part) for part in match.groups())
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        try:
+            self.firmware_version(version)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+VENDOR = Snom()

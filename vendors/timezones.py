@@ -1,0 +1,213 @@
+"""IANA time-zone names → the time-zone settings of Yealink and Snom phones.
+
+Neither vendor takes an IANA name. Yealink wants a standard UTC offset (`local_time.time_zone`,
+"+1", "-5", "+5:30") and, for daylight-saving rules, one of its own zone names
+(`local_time.time_zone_name`, "Germany(Berlin)"). Snom wants one code that carries both
+("GER+1", "USA-5"). Both are lists baked into the firmware, so the names below are a curated
+table; offsets and DST are computed with `zoneinfo`, never typed in.
+
+How a zone is found, in order:
+
+1. The zone's own row of `_TABLE`, when it has a value for that vendor.
+2. Otherwise the first row (in table order) whose clock is the same: identical UTC offset at
+   every moment of `REFERENCE_YEARS`, transitions included (to the minute). Europe/Vienna gets
+   "Germany(Berlin)" / "GER+1" this way, Europe/Istanbul (UTC+3, no DST) gets the UTC+3 row.
+3. Otherwise, for Yealink only, a zone without DST is written as its offset alone with
+   `summer_time = 0` (exact: there is nothing to switch). A zone with DST and no same-clock row,
+   and any Snom zone without a row, is refused with a `ValueError` whose message names the
+   zone: a phone showing the wrong hour half of the year is worse than an error the operator
+   fixes by adding a row here.
+
+The vendor names in the table are [I] (inferred from production templates and vendor UI lists,
+not from the vendors' own documentation); each row's clock is checked against zoneinfo by the
+tests (the Snom code's number must equal the zone's standard offset).
+
+`REFERENCE_YEARS` is fixed so that rendering stays a pure function of the desired state and the
+installed tz database; bump it when a country changes its rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+REFERENCE_YEARS = (2026, 2027)
+
+_YEALINK, _SNOM = 0, 1
+
+# IANA name -> (Yealink local_time.time_zone_name, Snom timezone code); None = not known.
+# Order matters for the same-clock fallback: the first matching row wins.
+_TABLE: dict[str, tuple[str | None, str | None]] = {
+    # Western Europe (UTC+0, EU rules)
+    "Europe/London": ("United Kingdom(London)", "GBR-0"),
+    "Europe/Dublin": ("United Kingdom(London)", "IRL-0"),
+    "Europe/Lisbon": ("Portugal(Lisboa,Porto,Funchal)", "PRT-0"),
+    # Central Europe (UTC+1, EU rules)
+    "Europe/Berlin": ("Germany(Berlin)", "GER+1"),
+    "Europe/Paris": ("France(Paris)", "FRA+1"),
+    "Europe/Rome": ("Italy(Rome)", "ITA+1"),
+    "Europe/Madrid": ("Spain(Madrid)", "ESP+1"),
+    "Europe/Amsterdam": ("Netherlands(Amsterdam)", "NLD+1"),
+    "Europe/Brussels": ("France(Paris)", "BEL+1"),
+    "Europe/Luxembourg": ("Luxembourg(Luxembourg)", "LUX+1"),
+    "Europe/Vienna": ("Germany(Berlin)", "AUT+1"),
+    "Europe/Zurich": ("Germany(Berlin)", "GER+1"),
+    "Europe/Copenhagen": ("Denmark(Kopenhagen)", "DNK+1"),
+    "Europe/Stockholm": ("Denmark(Kopenhagen)", "SWE+1"),
+    "Europe/Oslo": ("Germany(Berlin)", "NOR+1"),
+    "Europe/Warsaw": ("Germany(Berlin)", "POL+1"),
+    "Europe/Prague": ("Czech Republic(Prague)", "CZE+1"),
+    "Europe/Bratislava": ("Germany(Berlin)", "SVK+1"),
+    "Europe/Budapest": ("Hungary(Budapest)", "HUN+1"),
+    "Europe/Zagreb": ("Croatia(Zagreb)", "HRV+1"),
+    "Europe/Skopje": ("Macedonia(Skopje)", "MAK+1"),
+    "Europe/Tirane": ("Albania(Tirane)", "ALB+1"),
+    # Eastern Europe (UTC+2, EU rules; Chisinau switches at other hours)
+    "Europe/Athens": ("Greece(Athens)", "GRC+2"),
+    "Europe/Helsinki": ("Finland(Helsinki)", "FIN+2"),
+    "Europe/Bucharest": ("Romania(Bucharest)", "ROU+2"),
+    "Europe/Tallinn": ("Estonia(Tallinn)", "EST+2"),
+    "Europe/Riga": ("Latvia(Riga)", None),
+    "Europe/Kyiv": ("Ukraine(Kyiv, Odessa)", "UKR+2"),
+    "Europe/Chisinau": ("Moldova(Kishinev)", "MDA+2"),
+    # UTC+3 without DST
+    "Africa/Nairobi": ("East Africa Time", "EAT+3"),
+    "Europe/Moscow": ("Russia(Moscow)", "RUS+3"),
+    # North America
+    "America/New_York": ("United States-Eastern Time", "USA-5"),
+    "America/Chicago": ("United States-Central Time", "USA-6"),
+    "America/Denver": ("United States-Mountain Time", "USA-7"),
+    "America/Phoenix": ("United States-MST no DST", "USA2-7"),
+    "America/Los_Angeles": ("United States-Pacific Time", "USA-8"),
+    "America/Anchorage": ("United States-Alaska Time", "USA-9"),
+    "Pacific/Honolulu": (None, "USA-10"),
+    "America/Toronto": ("Canada(Montreal,Ottawa,Quebec)", "CAN-5"),
+    "America/Vancouver": ("Canada(Vancouver,Whitehorse)", "CAN-8"),
+    "America/Halifax": ("Canada(Halifax,Saint John)", "CAN-4"),
+    "America/St_Johns": ("Canada-New Foundland(St.Johns)", "CAN-3.5"),
+    # Elsewhere
+    "Asia/Jerusalem": ("Israel(Tel Aviv)", "ISR+2"),
+    "Asia/Kolkata": ("India(Calcutta)", "IND+5.5"),
+    "Asia/Singapore": ("Singapore(Singapore)", "SGP+8"),
+    "Asia/Shanghai": ("China(Beijing)", None),
+    "Asia/Tokyo": ("Japan(Tokyo)", None),
+    "Australia/Perth": ("Australia(Perth)", "AUS+8"),
+    "Australia/Sydney": ("Australia(Sydney,Melboume,Canberra)", "AUS+10"),
+    "Pacific/Auckland": ("New Zealand(Wellington,Auckland)", "NZL+12"),
+}
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What a zone does during REFERENCE_YEARS."""
+
+    standard_minutes: int  # the lowest UTC offset seen (standard time), in minutes
+    dst: bool  # the offset changes during the reference years
+    transitions: tuple[tuple[int, int], ...]  # (minute since epoch, new offset in minutes)
+
+
+@dataclass(frozen=True)
+class YealinkZone:
+    time_zone: str  # "+1", "0", "-5", "+5:30"
+    time_zone_name: str | None  # None: leave the phone's name (only when there is no DST)
+    summer_time: int  # 2 = automatic from time_zone_name, 0 = disabled [I]
+
+
+# Old spellings still in the tz database as links: look up the row of the current name.
+_ALIASES = {"Europe/Kiev": "Europe/Kyiv", "Asia/Calcutta": "Asia/Kolkata",
+            "US/Eastern": "America/New_York", "US/Central": "America/Chicago",
+            "US/Mountain": "America/Denver", "US/Pacific": "America/Los_Angeles",
+            "US/Arizona": "America/Phoenix", "US/Alaska": "America/Anchorage",
+            "US/Hawaii": "Pacific/Honolulu", "GB": "Europe/London"}
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (expected an IANA name such as "
+                         "Europe/Berlin)") from exc
+
+
+def _offset(zone: ZoneInfo, minute: int) -> int:
+    moment = datetime.fromtimestamp(minute * 60, tz=UTC).astimezone(zone)
+    delta = moment.utcoffset() or timedelta(0)
+    return int(delta.total_seconds() // 60)
+
+
+@cache
+def clock(name: str) -> Clock:
+    """Standard offset, DST and exact transitions of an IANA zone during REFERENCE_YEARS."""
+    zone = _zone(name)
+    first = int(datetime(REFERENCE_YEARS[0], 1, 1, tzinfo=UTC).timestamp()) // 60
+    last = int(datetime(REFERENCE_YEARS[-1] + 1, 1, 1, tzinfo=UTC).timestamp()) // 60
+    day = 24 * 60
+    offsets = {_offset(zone, first)}
+    transitions = []
+    previous, before = first, _offset(zone, first)
+    for minute in range(first + day, last + 1, day):
+        now = _offset(zone, minute)
+        if now != before:
+            low, high = previous, minute  # offset(low) == before, offset(high) != before
+            while high - low > 1:
+                middle = (low + high) // 2
+                if _offset(zone, middle) == before:
+                    low = middle
+                else:
+                    high = middle
+            transitions.append((high, now))
+            offsets.add(now)
+        previous, before = minute, now
+    return Clock(min(offsets), len(offsets) > 1, tuple(transitions))
+
+
+def _same_clock(name: str) -> tuple[int, tuple[tuple[int, int], ...]]:
+    c = clock(name)
+    return c.standard_minutes, c.transitions
+
+
+def _vendor_value(name: str, column: int) -> str | None:
+    row = _TABLE.get(_ALIASES.get(name, name))
+    if row is not None and row[column] is not None:
+        return row[column]
+    wanted = _same_clock(name)
+    for other, values in _TABLE.items():
+        if values[column] is not None and _same_clock(other) == wanted:
+            return values[column]
+    return None
+
+
+def format_offset(minutes: int) -> str:
+    """Yealink's offset spelling: "0", "+1", "-5", "+5:30", "-3:30"."""
+    if minutes == 0:
+        return "0"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def yealink(name: str) -> YealinkZone:
+    """Yealink settings for an IANA zone; ValueError (naming the zone) when not expressible."""
+    c = clock(name)
+    zone_name = _vendor_value(name, _YEALINK)
+    if zone_name is None and c.dst:
+        raise ValueError(f"time zone {name!r} has daylight saving time but no Yealink zone "
+                         "name with the same rules is known (add it to vendors/timezones.py)")
+    return YealinkZone(format_offset(c.standard_minutes), zone_name, 2 if c.dst else 0)
+
+
+def snom(name: str) -> str:
+    """Snom `timezone` code for an IANA zone; ValueError (naming the zone) when unknown."""
+    clock(name)  # raises for names that are not IANA zones
+    code = _vendor_value(name, _SNOM)
+    if code is None:
+        raise ValueError(f"time zone {name!r}: no Snom time-zone code with the same clock is "
+                         "known (add it to vendors/timezones.py)")
+    return code
+
+
+def table() -> dict[str, tuple[str | None, str | None]]:
+    """The curated rows (for tests and documentation)."""
+    return dict(_TABLE)
