@@ -110,11 +110,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         if target is None:
             continue
         for art in renderer.render_device(device, target):
-            if art.data is None:
+            if art.source is not None:
                 continue  # firmware binaries are not copied by render
             path = args.out / art.path
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(art.data)
+            path.write_bytes(art.content())
             written += 1
     print(f"rendered {written} file(s) to {args.out}")
     return 0

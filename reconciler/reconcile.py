@@ -27,6 +27,7 @@ from .errors import ConfigError, LockHeld, PlanMismatch, Problem, ProvctlError, 
 from .load import read_source
 from .plan import Desired, Observed, Plan, diff_target
 from .render import Artifact, Renderer
+from .render_cache import RenderCache, cache_path
 from .targets import open_target
 from .targets.base import Manifest, Target
 from .validate import DesiredState, load_state
@@ -47,6 +48,7 @@ class Options:
     heal: bool | None = None  # None = policy.drift == "heal"
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
+    use_cache: bool = True  # incremental rendering (render_cache.py)
 
 
 @dataclass
@@ -61,7 +63,12 @@ def load_desired(opts: Options) -> Desired_:
     source = read_source(opts.repo, opts.rev)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None)
     names = target_names(state, opts.targets)
-    renderer = Renderer(state)
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    cache = None
+    if opts.use_cache:
+        fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
+        cache = RenderCache(cache_path(state_dir), fleet_secret)
+    renderer = Renderer(state, cache)
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []
     for name in names:
@@ -71,6 +78,10 @@ def load_desired(opts: Options) -> Desired_:
             problems += exc.problems
     if problems:
         raise ConfigError(sorted(set(problems)))
+    if cache is not None:
+        if opts.targets is None:
+            cache.retain(renderer.cache_keys)
+        cache.save()
     return Desired_(state, renderer, artifacts)
 
 

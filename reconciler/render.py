@@ -8,8 +8,8 @@ all problems are collected and raised together as one ConfigError.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from vendors.base import FirmwareInput, LineInput, RenderInput
 
 from .errors import ConfigError, Problem
 from .model import SECRET_REF, LocalTarget, SftpTarget
+from .render_cache import RenderCache
 from .resolve import ResolvedDevice, Resolver
 from .secrets import MissingSecret, url_token
 from .templating import TemplateError, render
@@ -37,10 +38,17 @@ class Artifact:
     source: Path | None = None
     device: str | None = None
     firmware: str | None = None  # version a config file pins, for downgrade checks
+    loader: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
 
     def content(self) -> bytes:
         if self.data is not None:
             return self.data
+        if self.loader is not None:
+            data = self.loader()
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                raise ConfigError([Problem(self.path, 0, "", "rendering is not deterministic: "
+                                           "the file changed between plan and apply")])
+            return data
         assert self.source is not None
         data = self.source.read_bytes()
         if hashlib.sha256(data).hexdigest() != self.sha256:
@@ -57,10 +65,12 @@ def serves(target: TargetSpec, customer: str | None) -> bool:
 
 
 class Renderer:
-    def __init__(self, state: DesiredState):
+    def __init__(self, state: DesiredState, cache: RenderCache | None = None):
         self.state = state
         self.resolver = Resolver(state)
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
+        self.cache = cache
+        self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self._resolved: dict[str, ResolvedDevice] | None = None
 
     def resolved(self) -> dict[str, ResolvedDevice]:
@@ -118,7 +128,59 @@ class Renderer:
         return dict(sorted(files.items()))
 
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
+        """The files of one phone on one target (plus its firmware binary when pinned)."""
+        rin = self.render_input(device, target)
+        directory = self.directory(device)
+        version = rin.firmware.version if rin.firmware else None
+
+        def path(name: str) -> str:
+            return f"{directory}/{name}" if directory else name
+
+        key = self.cache.key(rin) if self.cache is not None else None
+        hit = self.cache.get(key) if self.cache is not None and key else None
+        artifacts = []
+        if hit is not None:
+            for name, sha, size in hit:
+                artifacts.append(Artifact(
+                    path(name), sha, size, device=device.mac, firmware=version,
+                    loader=lambda n=name: dict(self._render_files(device, rin))[n]))
+        else:
+            files = self._render_files(device, rin)
+            entry = []
+            for name, data in files:
+                sha = hashlib.sha256(data).hexdigest()
+                artifacts.append(Artifact(path(name), sha, len(data), data, device=device.mac,
+                                          firmware=version))
+                entry.append([name, sha, len(data)])
+            if self.cache is not None and key:
+                self.cache.put(key, entry)
+        if key:
+            self.cache_keys.add(key)
+        if rin.firmware is not None:
+            artifacts.append(self._firmware_artifact(device, device.located))
+        return artifacts
+
+    def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
+        located = device.located
+        problems = [Problem(located.file, located.line("mac"), device.mac, why)
+                    for why in vendor.check(rin)]
+        out_files = []
+        for out in vendor.files(rin):
+            try:
+                text = render(out.template, out.context, autoescape=vendor.autoescape,
+                              line_ending=out.line_ending)
+            except TemplateError as exc:
+                problems.append(Problem(located.file, located.line("mac"), device.mac,
+                                        f"cannot render {out.name}: {exc}"))
+                continue
+            out_files.append((out.name, text.encode("utf-8")))
+        if problems:
+            raise ConfigError(problems)
+        return out_files
+
+    def render_input(self, device: ResolvedDevice, target: str) -> RenderInput:
+        """Resolve secrets and build what the vendor module renders from."""
         located = device.located
         problems: list[Problem] = []
         spec = self.state.provisioning.value.targets[target]
@@ -154,36 +216,14 @@ class Renderer:
         if device.firmware is not None:
             firmware = FirmwareInput(device.firmware.version, device.firmware.file,
                                      f"{base}{FIRMWARE_DIR}/{device.firmware.file}")
-        directory = self.directory(device)
-        rin = RenderInput(
+        if problems:
+            raise ConfigError(problems)
+        return RenderInput(
             mac=device.mac, vendor=device.vendor, model=device.model, name=device.device.name,
             customer=device.customer, params=params, lines=tuple(lines),
             user_owned=device.user_owned, provisioning_url=self.provisioning_url(device, target),
             firmware=firmware, raw=params.get("raw", {}).get(device.vendor, {}),
         )
-        if problems:
-            raise ConfigError(problems)
-        for why in vendor.check(rin):
-            problems.append(Problem(located.file, located.line("mac"), device.mac, why))
-        artifacts = []
-        for out in vendor.files(rin):
-            try:
-                text = render(out.template, out.context, autoescape=vendor.autoescape,
-                              line_ending=out.line_ending)
-            except TemplateError as exc:
-                problems.append(Problem(located.file, located.line("mac"), device.mac,
-                                        f"cannot render {out.name}: {exc}"))
-                continue
-            data = text.encode("utf-8")
-            path = f"{directory}/{out.name}" if directory else out.name
-            artifacts.append(Artifact(path, hashlib.sha256(data).hexdigest(), len(data), data,
-                                      device=device.mac,
-                                      firmware=firmware.version if firmware else None))
-        if firmware is not None and device.firmware is not None:
-            artifacts.append(self._firmware_artifact(device, located))
-        if problems:
-            raise ConfigError(problems)
-        return artifacts
 
     def _firmware_artifact(self, device: ResolvedDevice, located: Any) -> Artifact:
         image = device.firmware

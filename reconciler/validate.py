@@ -151,7 +151,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None) -> Desired
                 here = Located(dev, doc, (i,))
                 if dev.mac in devices:
                     first = devices[dev.mac]
-                    problems.append(Problem(rel, here.line("mac"), f"{i}.mac",
+                    problems.append(Problem(rel, here.line("mac"), "mac",
                                             f"duplicate MAC {dev.mac}: also in "
                                             f"{first.file}:{first.line('mac')}"))
                     continue
@@ -352,7 +352,7 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
                 what = "owned by" if d.owned_by_customer else "allocated to"
                 add(Problem(located.file, where, f"devices.{i}",
                             f"device {ref.mac} is {what} customer {d.customer!r} and cannot be "
-                            f"assigned to {a.customer!r}'s account {a.account}"))
+                            f"assigned to account {a.account} of customer {a.customer!r}"))
             first = device_customer.setdefault(ref.mac, (a.customer, a.account))
             if first[0] != a.customer:
                 add(Problem(located.file, where, f"devices.{i}",
