@@ -138,7 +138,7 @@ def test_codec_snom_lacks_is_reported() -> None:
 
 def test_common_settings_provisioning_ntp_time_zone_language_admin() -> None:
     s = xml(device(lines=(line(),)))
-    assert s.value("setting_server") == URL + "{mac}.xml"
+    assert s.value("setting_server") == URL + "000413A1B2C3.xml"
     assert s.value("prov_polling_enabled") == "on"
     assert s.value("prov_polling_time") == "01:30"
     assert s.value("prov_polling_time_rand_end") == "03:45"
@@ -210,7 +210,7 @@ def test_two_ports_with_different_accounts() -> None:
 def test_phone_without_account_gets_common_settings_only() -> None:
     params = {**COMMON, "line_keys": [{"type": "blf", "value": "202", "label": "", "line": 1}]}
     s = xml(device(model="D140", params=params))
-    assert s.value("setting_server") == URL + "{mac}.xml"
+    assert s.value("setting_server") == URL + "000413A1B2C3.xml"
     assert s.value("ntp_server") == "pool.ntp.org"
     assert s.value("timezone") == "GER+1"
     assert s.value("language") == "Italiano"

@@ -166,7 +166,9 @@ class _Builder:
 
     def provisioning(self) -> None:
         url = self.device.provisioning_url
-        self.put("setting_server", url + "{mac}.xml", "provisioning url")
+        # The literal file name, not Snom's "{mac}" placeholder: we publish <MAC>.xml in upper
+        # case and the case the phone substitutes is not documented [I] (server is case-sensitive).
+        self.put("setting_server", f"{url}{self.device.mac.upper()}.xml", "provisioning url")
         resync = _get(self.params, "provisioning", "resync") or {}
         self.put("prov_polling_enabled", "on", "provisioning.resync")
         self.put("prov_polling_mode", "random", "provisioning.resync")  # [I]
