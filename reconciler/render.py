@@ -72,6 +72,7 @@ class Renderer:
         self.cache = cache
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self._resolved: dict[str, ResolvedDevice] | None = None
+        self._last: tuple[str | None, dict[str, bytes]] | None = None
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -143,7 +144,7 @@ class Renderer:
             for name, sha, size in hit:
                 artifacts.append(Artifact(
                     path(name), sha, size, device=device.mac, firmware=version,
-                    loader=lambda n=name: dict(self._render_files(device, rin))[n]))
+                    loader=lambda n=name: self._rendered_again(key, device, rin)[n]))
         else:
             files = self._render_files(device, rin)
             entry = []
@@ -159,6 +160,13 @@ class Renderer:
         if rin.firmware is not None:
             artifacts.append(self._firmware_artifact(device, device.located))
         return artifacts
+
+    def _rendered_again(self, key: str | None, device: ResolvedDevice,
+                        rin: RenderInput) -> dict[str, bytes]:
+        """Bytes of a cached phone's files; the last phone is kept, as apply asks file by file."""
+        if self._last is None or self._last[0] != key:
+            self._last = (key, dict(self._render_files(device, rin)))
+        return self._last[1]
 
     def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
