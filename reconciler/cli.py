@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", type=Path)
         if name == "plan":
             p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+            p.add_argument("--base", help="compare desired states: this revision ...")
+            p.add_argument("--head", help="... with this one (default: the working tree)")
             p.add_argument("--out", type=Path, help="also write the JSON plan to this file")
         else:
             p.add_argument("--plan", type=Path, help="refuse unless a fresh plan matches")
@@ -127,6 +129,12 @@ def _unknown_mac(mac: str):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.base:
+        from .compare import compare
+
+        comparison = compare(find_repo(args.repo), args.base, args.head)
+        sys.stdout.write(output.render_comparison(comparison, args.format))
+        return comparison.exit_code
     result = plan(_options(args))
     sys.stdout.write(output.render_plan(result.plan, args.format))
     if args.out:

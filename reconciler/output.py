@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .apply import TargetResult
+from .compare import Comparison, FileDiff
 from .plan import FORMAT, Plan, show_path
 
 
@@ -116,3 +117,104 @@ def apply_text(results: dict[str, TargetResult]) -> str:
         else:
             out.append(f"target {name}: {done} change(s) applied")
     return "\n".join(out) + "\n"
+
+
+# --- plans between two revisions (pull requests) -------------------------------------------
+
+MARKDOWN_BUDGET = 60_000  # a GitHub comment holds 65,536 characters
+DIFF_LINES = 60  # per file
+FILES_PER_CUSTOMER = 25
+
+
+def comparison_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "format": "provctl-compare/1",
+        "base": c.base,
+        "head": c.head,
+        "summary": _comparison_counts(c),
+        "files": [dict(asdict(f), path=show_path(f.path)) for f in c.files],
+        "redirects": [asdict(r) for r in c.redirects],
+        "errors": [str(p) for p in c.problems],
+        "base_errors": [str(p) for p in c.base_problems],
+    }
+
+
+def _comparison_counts(c: Comparison) -> dict[str, int]:
+    counts = {"phones": len({f.device for f in c.files if f.device}), "added": 0,
+              "changed": 0, "removed": 0, "redirects": len(c.redirects)}
+    for f in c.files:
+        counts[f.status] += 1
+    return counts
+
+
+def comparison_text(c: Comparison) -> str:
+    out = [f"Changes from {c.base} to {c.head}:"]
+    for p in c.problems:
+        out.append(f"  INVALID: {p}")
+    n = _comparison_counts(c)
+    out.append(f"  {n['phones']} phone(s): {n['added']} file(s) added, {n['changed']} changed, "
+               f"{n['removed']} removed; {n['redirects']} redirect change(s)")
+    for f in c.files:
+        out.append(f"  {f.status:<8} {show_path(f.path)}  [{f.customer} {f.device}] ({f.target})")
+        if f.diff:
+            out += ["    " + line.rstrip("\n") for line in f.diff.splitlines()[:DIFF_LINES]]
+    for r in c.redirects:
+        out.append(f"  redirect {r.mac}: {r.before} -> {r.after}")
+    return "\n".join(out) + "\n"
+
+
+def comparison_markdown(c: Comparison) -> str:
+    n = _comparison_counts(c)
+    head = [f"### provctl plan: `{c.base}` → `{c.head}`", ""]
+    if c.problems:
+        head += [f":x: **The head revision is invalid ({len(c.problems)} problem(s)); nothing "
+                 "would be applied.**", "", "```"] + [str(p) for p in c.problems[:50]] + ["```", ""]
+    head.append(f"**{n['phones']} phone(s) affected** — {n['added']} file(s) added, "
+                f"{n['changed']} changed, {n['removed']} removed; {n['redirects']} redirect "
+                "registration change(s). Secrets are shown redacted.")
+    head.append("")
+    if c.redirects:
+        head += ["| redirect | before | after |", "|---|---|---|"]
+        head += [f"| `{r.mac}` | {r.before} | {r.after} |" for r in c.redirects] + [""]
+    body: list[str] = []
+    used = sum(len(line) + 1 for line in head)
+    omitted = 0
+    by_customer: dict[str, list[FileDiff]] = {}
+    for f in c.files:
+        by_customer.setdefault(f.customer, []).append(f)
+    for customer, files in by_customer.items():
+        phones = len({f.device for f in files if f.device})
+        section = ["<details>", f"<summary><b>{customer}</b>: {phones} phone(s), {len(files)} "
+                   "file(s)</summary>", ""]
+        for f in files[:FILES_PER_CUSTOMER]:
+            block = [f"**{f.status}** `{show_path(f.path)}` ({f.device or 'shared'}, "
+                     f"target {f.target})"]
+            if f.diff:
+                lines = f.diff.splitlines()
+                block += ["```diff", *lines[:DIFF_LINES]]
+                if len(lines) > DIFF_LINES:
+                    block.append(f"… {len(lines) - DIFF_LINES} more diff line(s)")
+                block.append("```")
+            size = sum(len(line) + 1 for line in block)
+            if used + size > MARKDOWN_BUDGET:
+                omitted += 1
+                continue
+            used += size
+            section += block + [""]
+        if len(files) > FILES_PER_CUSTOMER:
+            omitted += len(files) - FILES_PER_CUSTOMER
+            section.append(f"… and {len(files) - FILES_PER_CUSTOMER} more file(s) of {customer}")
+        section += ["</details>", ""]
+        body += section
+    if omitted:
+        body.append(f"_{omitted} file diff(s) not shown to keep this comment short; run "
+                    f"`provctl plan --base {c.base} --head {c.head}` for all of them._")
+    return "\n".join(head + body) + "\n"
+
+
+def render_comparison(c: Comparison, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(comparison_dict(c), indent=1, sort_keys=True) + "\n"
+    if fmt == "markdown":
+        return comparison_markdown(c)
+    return comparison_text(c)

@@ -35,8 +35,11 @@ class Secrets:
     """Resolves references. `environ` and the secrets file are injected so tests stay pure."""
 
     def __init__(self, base_dir: Path, secrets_file: str | None,
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, *, redacting: bool = False):
         self.base_dir = base_dir
+        # Redacting mode (plans between revisions): every value is its redacted form, and a
+        # reference that does not resolve becomes a placeholder, so CI needs no secrets.
+        self.redacting = redacting
         self.environ = os.environ if environ is None else environ
         self._file_ref = secrets_file
         self._map: dict[str, str] | None = None
@@ -49,7 +52,7 @@ class Secrets:
             raise MissingSecret("secrets.file", "no secrets file is configured")
         path_text = self._file_ref
         if path_text.startswith(("env:", "file:")):
-            path_text = self.resolve(path_text)
+            path_text = self._resolve(path_text)
         path = self._path(path_text)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
@@ -67,6 +70,14 @@ class Secrets:
         return path if path.is_absolute() else self.base_dir / path
 
     def resolve(self, ref: str) -> str:
+        if not self.redacting:
+            return self._resolve(ref)
+        try:
+            return redacted(ref, self._resolve(ref))
+        except MissingSecret:
+            return f"<{ref}>"
+
+    def _resolve(self, ref: str) -> str:
         cached = self._cache.get(ref)
         if cached is not None:
             return cached
@@ -93,7 +104,9 @@ class Secrets:
         return value
 
     def redact(self, ref: str) -> str:
-        return redacted(ref, self.resolve(ref))
+        if self.redacting:
+            return self.resolve(ref)
+        return redacted(ref, self._resolve(ref))
 
 
 def url_token(fleet_secret: str, scope: str) -> str:

@@ -112,7 +112,8 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
         _model(Params, strip_inherit(params), doc, problems, base)
 
 
-def load_state(source: Source, environ: dict[str, str] | None = None) -> DesiredState:
+def load_state(source: Source, environ: dict[str, str] | None = None, *,
+               redacting: bool = False) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found."""
     problems: list[Problem] = []
     docs: dict[str, Doc] = {}
@@ -178,7 +179,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None) -> Desired
     if provisioning is None or prov_doc is None:
         raise ConfigError(problems)
     prov = Located(provisioning, prov_doc)
-    secrets = Secrets(source.root, provisioning.secrets.file, environ)
+    secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting)
     state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state)

@@ -1,26 +1,28 @@
 """The SFTP target: a provisioning host's document root, reached over SSH with paramiko.
 
 This is the only module that imports paramiko. The host may give the account no shell, so
-everything is plain SFTP (v3 plus the OpenSSH `posix-rename` extension).
+everything is plain SFTP (version 3, plus OpenSSH's `posix-rename` extension).
 
 Connecting: key authentication (a key file, optionally with a passphrase, or the SSH agent when
 no key file is configured) and *strict* host-key checking against the target's own known_hosts
-file: an unknown or a changed host key stops the target with the host, the port and the SHA256
-fingerprint the server presented. Nothing is ever auto-accepted, no system host keys are read.
+file only: an unknown or a changed host key stops the target with the host, the port and the
+SHA256 fingerprint the server presented. Nothing is ever auto-accepted.
 
-Publishing many small files fast: `execute()` runs up to `sessions` SFTP sessions (one SSH
-connection each: the server then works on several CPUs), each driven by one thread that keeps
-many files in flight at once (requests pipelined; responses dispatched as they arrive). A file
-costs three round trips, all overlapped with other files:
+Publishing many small files fast: `execute()` opens up to `sessions` SSH connections (one SFTP
+channel each, so the server works on several CPUs) and drives each from one thread that keeps
+many files in flight, packing the requests of all of them into few SSH packets. A file costs
+three round trips, overlapped with the other files':
 
-    [MKDIR missing parents]  OPEN tmp (create, exclusive)         -> handle
-    WRITE...  [FSETSTAT mode]  FSTAT  CLOSE                        -> size, mtime
-    posix-rename tmp -> path   (fallback: rename, or remove + rename)
+    [MKDIR missing parents]  OPEN tmp (create, exclusive, mode)      -> handle
+    WRITE...  FSTAT  [FSETSTAT mode]  CLOSE                           -> size, mtime
+    posix-rename tmp -> path   (servers without it: rename, or remove + rename)
 
 `tmp` is `.provctl-tmp-<name>.<random>` in the destination directory, so a phone fetching the
-file sees the old version or the new one, never half of it. A dropped connection retries the
-files that were in flight on a fresh connection, with backoff; anything else (permission denied,
-a path component that is a file) is that file's error only.
+file sees the old version or the new one, never half of it; the rename is sent only once the
+server has confirmed every write. A dropped connection retries the files that were in flight on
+a fresh connection, with backoff; anything else (permission denied, a path component that is a
+file) is that file's error alone. `scan()` and `read_many()` use the same pipeline (OPENDIR /
+READDIR, OPEN / READ), the lock and other single operations paramiko's SFTPClient.
 """
 
 from __future__ import annotations
@@ -34,46 +36,15 @@ import posixpath
 import secrets
 import socket
 import stat as statmod
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import paramiko
-from paramiko.sftp import (
-    CMD_ATTRS,
-    CMD_CLOSE,
-    CMD_DATA,
-    CMD_EXTENDED,
-    CMD_FSETSTAT,
-    CMD_FSTAT,
-    CMD_HANDLE,
-    CMD_LSTAT,
-    CMD_MKDIR,
-    CMD_NAME,
-    CMD_OPEN,
-    CMD_OPENDIR,
-    CMD_READ,
-    CMD_READDIR,
-    CMD_REMOVE,
-    CMD_RENAME,
-    CMD_RMDIR,
-    CMD_SETSTAT,
-    CMD_WRITE,
-    SFTP_EOF,
-    SFTP_FAILURE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_EXCL,
-    SFTP_FLAG_READ,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
-    SFTP_NO_SUCH_FILE,
-    SFTP_OK,
-    SFTP_OP_UNSUPPORTED,
-    SFTP_PERMISSION_DENIED,
-    int64,
-)
 
 from ..errors import LockHeld, TargetError
 from .base import (
@@ -92,15 +63,28 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 32768  # bytes per WRITE/READ request, as OpenSSH's sftp client
+CHUNK = 32768  # bytes per WRITE or READ request, as OpenSSH's sftp client
 DEPTH = 48  # jobs (files, directories) in flight per session
+READ_CREDIT = 1 << 20  # bytes of READ replies outstanding per session (< the 2 MB SSH window)
+FLUSH = 1 << 15  # send buffered requests once this many bytes are waiting
 RETRIES = 3  # extra attempts after a dropped connection
 BATCH = 16  # ops a session takes from the shared queue at a time (keeps a directory together)
-OPS_PER_SESSION = 64  # open another session only for this many ops
-YOUNG_LOCK = 60.0  # an unreadable lock younger than this is being written: treat it as held
+OPS_PER_SESSION = 128  # open another session only for this many ops
+YOUNG_LOCK = 60.0  # an unparsable lock younger than this is being written: treat it as held
 
-_POSIX_RENAME = "posix-rename@openssh.com"
 _T = TypeVar("_T")
+
+# SFTP version 3 (draft-ietf-secsh-filexfer-02) and OpenSSH's extension
+_OPEN, _CLOSE, _READ, _WRITE, _LSTAT, _FSTAT, _SETSTAT, _FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
+_OPENDIR, _READDIR, _REMOVE, _MKDIR, _RMDIR, _RENAME, _EXTENDED = 11, 12, 13, 14, 15, 18, 200
+_STATUS, _HANDLE, _DATA, _NAME, _ATTRS = 101, 102, 103, 104, 105
+_FX_OK, _FX_EOF, _FX_NO_SUCH_FILE, _FX_PERMISSION_DENIED, _FX_FAILURE = 0, 1, 2, 3, 4
+_FX_OP_UNSUPPORTED = 8
+_FXF_READ, _FXF_WRITE, _FXF_CREAT, _FXF_TRUNC, _FXF_EXCL = 0x01, 0x02, 0x08, 0x10, 0x20
+_ATTR_SIZE, _ATTR_UIDGID, _ATTR_PERMISSIONS, _ATTR_ACMODTIME = 0x1, 0x2, 0x4, 0x8
+_ATTR_EXTENDED = 0x80000000
+_POSIX_RENAME = b"posix-rename@openssh.com"
+_FIRST_ID = 0x40000000  # the pipeline's request ids; paramiko's SFTPClient counts from 1
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -121,13 +105,16 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
         raise _UnknownHostKey(key)
 
 
-class _QuickAckSocket(socket.socket):
-    """A TCP socket that acknowledges what it receives at once.
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
-    The server sends small SFTP replies without TCP_NODELAY (OpenSSH sets it only for
-    interactive sessions); with Linux's delayed ACKs that stalls every exchange where the server
-    sends two small packets in a row for 40 ms (Nagle waits for the ACK of the first). Opening
-    an SFTP session took 45 ms instead of 2 on loopback.
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it receives at once (Linux).
+
+    sshd sends SFTP replies without TCP_NODELAY (OpenSSH sets it only for interactive
+    sessions): when it sends two small packets in a row, Nagle holds the second until the first
+    is acknowledged, and a delayed ACK takes 40 ms. Opening an SFTP session took 45 ms instead
+    of 2 on loopback.
     """
 
     def recv(self, n: int, *flags: int) -> bytes:
@@ -135,9 +122,6 @@ class _QuickAckSocket(socket.socket):
         with contextlib.suppress(OSError):
             self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         return data
-
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -160,11 +144,12 @@ class _Session:
     def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient):
         self.client = client
         self.sftp = sftp
+        self.channel = sftp.get_channel()
 
     @property
     def alive(self) -> bool:
         transport = self.client.get_transport()
-        return transport is not None and transport.is_active() and not self.sftp.sock.closed
+        return transport is not None and transport.is_active() and not self.channel.closed
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -173,70 +158,154 @@ class _Session:
             self.client.close()
 
 
-def _status(msg: paramiko.Message) -> tuple[int, str]:
-    code = msg.get_int()
-    try:
-        text = msg.get_text()
-    except Exception:  # a server may omit the message
-        text = ""
-    return code, text
-
-
-def _describe(code: int, text: str, path: str) -> str:
-    if code == SFTP_PERMISSION_DENIED:
-        return f"permission denied: {path}"
-    if code == SFTP_NO_SUCH_FILE:
-        return f"no such file or directory: {path}"
-    return f"{text or f'SFTP error {code}'}: {path}"
-
-
 def _is_lost(exc: BaseException) -> bool:
     return isinstance(exc, (_Lost, EOFError, socket.timeout, TimeoutError, paramiko.SSHException,
                             ConnectionError))
 
 
+# --- the wire format ------------------------------------------------------------------------
+
+
+class _U64(int):
+    """An argument sent as uint64 (offsets); a plain int is a uint32."""
+
+
+@dataclass(frozen=True)
+class _Attrs:
+    """The few file attributes provctl sets or reads."""
+
+    size: int | None = None
+    mode: int | None = None
+    mtime: int | None = None
+
+    def pack(self) -> bytes:
+        if self.mode is None:
+            return b"\0\0\0\0"
+        return struct.pack(">II", _ATTR_PERMISSIONS, self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.mode is not None and statmod.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return self.mode is not None and statmod.S_ISREG(self.mode)
+
+
+def _pack(cmd: int, rid: int, args: tuple[object, ...]) -> bytes:
+    body = [struct.pack(">BI", cmd, rid)]
+    for arg in args:
+        if isinstance(arg, _U64):
+            body.append(struct.pack(">Q", arg))
+        elif isinstance(arg, int):
+            body.append(struct.pack(">I", arg))
+        elif isinstance(arg, _Attrs):
+            body.append(arg.pack())
+        else:
+            data = arg.encode() if isinstance(arg, str) else arg
+            assert isinstance(data, bytes)
+            body.append(struct.pack(">I", len(data)))
+            body.append(data)
+    packet = b"".join(body)
+    return struct.pack(">I", len(packet)) + packet
+
+
+class _Reply:
+    """Reads the fields of one response, after its type and request id."""
+
+    def __init__(self, data: bytes, pos: int):
+        self.data, self.pos = data, pos
+
+    def u32(self) -> int:
+        (value,) = struct.unpack_from(">I", self.data, self.pos)
+        self.pos += 4
+        return value
+
+    def u64(self) -> int:
+        (value,) = struct.unpack_from(">Q", self.data, self.pos)
+        self.pos += 8
+        return value
+
+    def string(self) -> bytes:
+        n = self.u32()
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def attrs(self) -> _Attrs:
+        flags = self.u32()
+        size = self.u64() if flags & _ATTR_SIZE else None
+        if flags & _ATTR_UIDGID:
+            self.pos += 8
+        mode = self.u32() if flags & _ATTR_PERMISSIONS else None
+        mtime = None
+        if flags & _ATTR_ACMODTIME:
+            self.pos += 4
+            mtime = self.u32()
+        if flags & _ATTR_EXTENDED:
+            for _ in range(self.u32()):
+                self.string()
+                self.string()
+        return _Attrs(size, mode, mtime)
+
+    def status(self) -> tuple[int, str]:
+        code = self.u32()
+        try:
+            text = self.string().decode(errors="replace")
+        except struct.error:  # a server may omit the message
+            text = ""
+        return code, text
+
+
+def _describe(code: int, text: str, path: str) -> str:
+    if code == _FX_PERMISSION_DENIED:
+        return f"permission denied: {path}"
+    if code == _FX_NO_SUCH_FILE:
+        return f"no such file or directory: {path}"
+    return f"{text or f'SFTP error {code}'}: {path}"
+
+
 # --- the pipeline ---------------------------------------------------------------------------
 
-
-class _Job:
-    """One unit of work in a pipeline: sends requests, answers their responses.
-
-    paramiko's SFTPClient sends a request with `_async_request(obj, ...)` and, when the response
-    arrives (`_read_response()`), hands it to `obj._async_response`; that is how its own
-    pipelined writes and prefetching work, and how these jobs work.
-    """
-
-    def __init__(self, engine: _Engine):
-        self.engine = engine
-        self.target = engine.target
-        self.waiting: dict[int, Callable[[int, paramiko.Message], None]] = {}
-
-    def send(self, on_reply: Callable[[int, paramiko.Message], None], cmd: int, *args) -> None:
-        num = self.engine.sftp._async_request(self, cmd, *args)
-        self.waiting[num] = on_reply
-
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        self.waiting.pop(num)(t, msg)
-
-    def ignore(self, t: int, msg: paramiko.Message) -> None:
-        pass
-
-    def finish(self) -> None:
-        self.engine.finished(self)
-
-    def start(self) -> None:
-        raise NotImplementedError
+_OnReply = Callable[[int, _Reply], None]
 
 
 class _Engine:
-    """Drives jobs over one SFTP session from one thread, up to DEPTH of them in flight."""
+    """Drives jobs over one SFTP channel from one thread, up to DEPTH of them in flight.
+
+    Requests are buffered and sent together just before waiting for replies, so the requests of
+    many files share SSH packets; replies are read in large pieces and handed, by request id, to
+    the job that asked. The channel's paramiko SFTPClient must be idle meanwhile.
+    """
 
     def __init__(self, target: SftpTarget, session: _Session, on_finish: Callable[[_Job], None]):
         self.target = target
         self.session = session
-        self.sftp = session.sftp
+        self.channel = session.channel
         self.on_finish = on_finish
         self.active: set[_Job] = set()
+        self.waiting: dict[int, tuple[_Job, _OnReply]] = {}
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.next_id = _FIRST_ID
+        self.credit = READ_CREDIT
+        self.starved: collections.deque[_ReadJob] = collections.deque()
+
+    def send(self, job: _Job, on_reply: _OnReply, cmd: int, *args: object) -> None:
+        rid = self.next_id
+        self.next_id = _FIRST_ID if rid == 0xFFFFFFFF else rid + 1
+        self.waiting[rid] = (job, on_reply)
+        packet = _pack(cmd, rid, args)
+        self.out.append(packet)
+        self.out_size += len(packet)
+        if self.out_size >= FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out)
+            self.out.clear()
+            self.out_size = 0
+            self.channel.sendall(data)
 
     def run(self, next_job: Callable[[_Engine], _Job | None]) -> None:
         """Until `next_job` returns None and every job has finished.
@@ -245,6 +314,7 @@ class _Engine:
         goes away.
         """
         more = True
+        buf = b""
         try:
             while True:
                 while more and len(self.active) < DEPTH:
@@ -256,9 +326,26 @@ class _Engine:
                     job.start()
                 if not self.active:
                     return
-                self.sftp._read_response()  # one response, dispatched to its job
-        except Exception as exc:
-            if _is_lost(exc) or (isinstance(exc, OSError) and not self.session.alive):
+                self.flush()
+                data = self.channel.recv(1 << 18)
+                if not data:
+                    raise _Lost("the server closed the channel")
+                buf = buf + data if buf else data
+                pos = 0
+                while len(buf) - pos >= 4:
+                    (size,) = struct.unpack_from(">I", buf, pos)
+                    if len(buf) - pos - 4 < size:
+                        break
+                    t, rid = struct.unpack_from(">BI", buf, pos + 4)
+                    reply = _Reply(buf, pos + 9)
+                    pos += 4 + size
+                    job, on_reply = self.waiting.pop(rid)
+                    on_reply(t, reply)
+                buf = buf[pos:]
+        except _Lost:
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if _is_lost(exc) or not self.session.alive:
                 raise _Lost(str(exc) or type(exc).__name__) from exc
             raise
 
@@ -266,9 +353,42 @@ class _Engine:
         self.active.discard(job)
         self.on_finish(job)
 
+    # READ replies are bounded so that they always fit the SSH window (no deadlock).
+    def take_credit(self, job: _ReadJob, length: int) -> bool:
+        if self.credit >= length or self.credit == READ_CREDIT:
+            self.credit -= length
+            return True
+        self.starved.append(job)
+        return False
+
+    def give_credit(self, length: int) -> None:
+        self.credit += length
+        while self.starved and self.credit > 0:
+            self.starved.popleft().resume()
+
+
+class _Job:
+    """One unit of work in a pipeline: sends requests and answers their replies."""
+
+    def __init__(self, engine: _Engine):
+        self.engine = engine
+        self.target = engine.target
+
+    def send(self, on_reply: _OnReply, cmd: int, *args: object) -> None:
+        self.engine.send(self, on_reply, cmd, *args)
+
+    def ignore(self, t: int, reply: _Reply) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.engine.finished(self)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
 
 class _PutJob(_Job):
-    """Publish one file: temporary name, then rename over the old one."""
+    """Publish one file: write a temporary name, then rename it over the old one."""
 
     def __init__(self, engine: _Engine, index: int, op: Put, results: list[OpResult | None]):
         super().__init__(engine)
@@ -278,7 +398,7 @@ class _PutJob(_Job):
         self.tmp = f"{self.dir}/{TMP_PREFIX}{base}.{secrets.token_hex(4)}"
         self.handle = b""
         self.error: str | None = None
-        self.attrs: paramiko.SFTPAttributes | None = None
+        self.attrs: _Attrs | None = None
         self.pending = 0
         self.made_parents = False
         self.removed_old = False
@@ -288,77 +408,69 @@ class _PutJob(_Job):
             self._mkdirs(self.target._missing_dirs(self.dir))
         self._open()
 
-    # [MKDIR...] OPEN: the server handles requests in order, so OPEN follows the MKDIRs
+    # [MKDIR...] OPEN: the server handles a channel's requests in order
     def _mkdirs(self, dirs: list[str]) -> None:
-        attrs = paramiko.SFTPAttributes()
-        attrs.st_mode = self.target.dir_mode
         for d in dirs:
-            self.send(lambda t, msg, d=d: self._made(d, t, msg), CMD_MKDIR, d, attrs)
+            self.send(lambda t, reply, d=d: self._made(d, reply), _MKDIR, d,
+                      _Attrs(mode=self.target.dir_mode))
             self.target._dirs.add(d)
 
-    def _made(self, d: str, t: int, msg: paramiko.Message) -> None:
-        if _status(msg)[0] == SFTP_OK:
+    def _made(self, d: str, reply: _Reply) -> None:
+        if reply.status()[0] == _FX_OK:
             # Ours: give it dir_mode exactly (MKDIR's mode is subject to the server's umask).
-            attrs = paramiko.SFTPAttributes()
-            attrs.st_mode = self.target.dir_mode
-            self.send(self.ignore, CMD_SETSTAT, d, attrs)
+            self.send(self.ignore, _SETSTAT, d, _Attrs(mode=self.target.dir_mode))
 
     def _open(self) -> None:
-        attrs = paramiko.SFTPAttributes()
-        attrs.st_mode = self.target.file_mode
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC | SFTP_FLAG_EXCL
         self.target._temporaries.add(self.tmp)
-        self.send(self._opened, CMD_OPEN, self.tmp, flags, attrs)
+        flags = _FXF_WRITE | _FXF_CREAT | _FXF_TRUNC | _FXF_EXCL
+        self.send(self._opened, _OPEN, self.tmp, flags, _Attrs(mode=self.target.file_mode))
 
-    def _opened(self, t: int, msg: paramiko.Message) -> None:
-        if t == CMD_HANDLE:
-            self.handle = msg.get_binary()
+    def _opened(self, t: int, reply: _Reply) -> None:
+        if t == _HANDLE:
+            self.handle = reply.string()
             self._write()
             return
         self.target._temporaries.discard(self.tmp)
-        code, text = _status(msg)
-        if code == SFTP_NO_SUCH_FILE and not self.made_parents:
+        code, text = reply.status()
+        if code == _FX_NO_SUCH_FILE and not self.made_parents:
             # A parent is missing (or another session just removed it): make every level
             # below the root and try once more.
             self.made_parents = True
             self._mkdirs(self.target._all_dirs(self.dir))
             self._open()
-        elif code == SFTP_NO_SUCH_FILE:
+        elif code == _FX_NO_SUCH_FILE:
             self._diagnose()
         else:
             self._fail(_describe(code, text, self.op.path), cleanup=False)
 
-    # WRITE... FSTAT [FSETSTAT] CLOSE, sent at once
+    # WRITE... FSTAT [FSETSTAT] CLOSE, sent together
     def _write(self) -> None:
         data = self.op.data
         for offset in range(0, len(data), CHUNK):
-            self._expect(self._status, CMD_WRITE, self.handle, int64(offset),
+            self._expect(self._status, _WRITE, self.handle, _U64(offset),
                          data[offset:offset + CHUNK])
-        self._expect(self._fstat, CMD_FSTAT, self.handle)
+        self._expect(self._fstat, _FSTAT, self.handle)
         if self.target._chmod_needed:
-            attrs = paramiko.SFTPAttributes()
-            attrs.st_mode = self.target.file_mode
-            self._expect(self._status, CMD_FSETSTAT, self.handle, attrs)
-        self._expect(self._status, CMD_CLOSE, self.handle)
+            self._expect(self._status, _FSETSTAT, self.handle, _Attrs(mode=self.target.file_mode))
+        self._expect(self._status, _CLOSE, self.handle)
 
-    def _expect(self, on_reply: Callable[[int, paramiko.Message], None], cmd: int,
-                *args) -> None:
+    def _expect(self, on_reply: _OnReply, cmd: int, *args: object) -> None:
         self.pending += 1
         self.send(on_reply, cmd, *args)
 
-    def _status(self, t: int, msg: paramiko.Message) -> None:
-        code, text = _status(msg)
-        if code != SFTP_OK and self.error is None:
+    def _status(self, t: int, reply: _Reply) -> None:
+        code, text = reply.status()
+        if code != _FX_OK and self.error is None:
             self.error = _describe(code, text, self.op.path)
         self._step()
 
-    def _fstat(self, t: int, msg: paramiko.Message) -> None:
-        if t != CMD_ATTRS:
-            self._status(t, msg)
+    def _fstat(self, t: int, reply: _Reply) -> None:
+        if t != _ATTRS:
+            self._status(t, reply)
             return
-        self.attrs = paramiko.SFTPAttributes._from_msg(msg)
-        if statmod.S_IMODE(self.attrs.st_mode or 0) == self.target.file_mode:
-            # OPEN created it with file_mode: the server's umask keeps it, no FSETSTAT needed.
+        self.attrs = attrs = reply.attrs()
+        if attrs.mode is not None and statmod.S_IMODE(attrs.mode) == self.target.file_mode:
+            # OPEN made it with file_mode: the server's umask keeps it, FSETSTAT is not needed.
             self.target._chmod_needed = False
         self._step()
 
@@ -366,48 +478,48 @@ class _PutJob(_Job):
         self.pending -= 1
         if self.pending:
             return
-        if self.error is None and (self.attrs is None or self.attrs.st_size != len(self.op.data)):
-            size = "?" if self.attrs is None else self.attrs.st_size
+        if self.error is None and (self.attrs is None or self.attrs.size != len(self.op.data)):
+            size = "?" if self.attrs is None else self.attrs.size
             self.error = f"short write ({size} of {len(self.op.data)} bytes): {self.op.path}"
         if self.error is not None:
             self._fail(self.error)
         else:
             self._rename()
 
-    # posix-rename over the old file (plain rename on servers without the extension)
+    # posix-rename over the old file (servers without it: plain rename)
     def _rename(self) -> None:
         if self.target._posix_rename:
-            self.send(self._renamed, CMD_EXTENDED, _POSIX_RENAME, self.tmp, self.path)
+            self.send(self._renamed, _EXTENDED, _POSIX_RENAME, self.tmp, self.path)
         else:
-            self.send(self._renamed_plain, CMD_RENAME, self.tmp, self.path)
+            self.send(self._renamed_plain, _RENAME, self.tmp, self.path)
 
-    def _renamed(self, t: int, msg: paramiko.Message) -> None:
-        code, text = _status(msg)
-        if code == SFTP_OK:
+    def _renamed(self, t: int, reply: _Reply) -> None:
+        code, text = reply.status()
+        if code == _FX_OK:
             self._done()
-        elif code == SFTP_OP_UNSUPPORTED:
+        elif code == _FX_OP_UNSUPPORTED:
             self.target._posix_rename = False
             self._rename()
         else:
             self._fail(_describe(code, text, self.op.path))
 
-    def _renamed_plain(self, t: int, msg: paramiko.Message) -> None:
-        code, text = _status(msg)
-        if code == SFTP_OK:
+    def _renamed_plain(self, t: int, reply: _Reply) -> None:
+        code, text = reply.status()
+        if code == _FX_OK:
             self._done()
-        elif code == SFTP_FAILURE and not self.removed_old:
+        elif code == _FX_FAILURE and not self.removed_old:
             # Plain SFTP rename does not replace an existing file: remove it first. Not atomic;
             # only servers without posix-rename get here.
             self.removed_old = True
-            self.send(self.ignore, CMD_REMOVE, self.path)
-            self.send(self._renamed_plain, CMD_RENAME, self.tmp, self.path)
+            self.send(self.ignore, _REMOVE, self.path)
+            self.send(self._renamed_plain, _RENAME, self.tmp, self.path)
         else:
             self._fail(_describe(code, text, self.op.path))
 
     def _done(self) -> None:
         self.target._temporaries.discard(self.tmp)
         assert self.attrs is not None
-        stat = FileStat(int(self.attrs.st_size or 0), float(self.attrs.st_mtime or 0))
+        stat = FileStat(self.attrs.size or 0, float(self.attrs.mtime or 0))
         self.results[self.index] = OpResult(self.op, stat=stat)
         log.info("target %s: published %s (%d bytes)", self.target.name, self.op.path, stat.size)
         self.finish()
@@ -416,39 +528,39 @@ class _PutJob(_Job):
         log.warning("target %s: %s", self.target.name, error)
         self.results[self.index] = OpResult(self.op, error=error)
         if cleanup:  # remove the temporary file, then finish
-            self.send(self._cleaned, CMD_REMOVE, self.tmp)
+            self.send(self._cleaned, _REMOVE, self.tmp)
         else:
             self.finish()
 
-    def _cleaned(self, t: int, msg: paramiko.Message) -> None:
+    def _cleaned(self, t: int, reply: _Reply) -> None:
         self.target._temporaries.discard(self.tmp)
         self.finish()
 
     def _diagnose(self) -> None:
         """The temporary file cannot be created even after MKDIR: say which level is wrong."""
-        levels = [self.target.root, *self.target._all_dirs(self.dir)]
-        found: dict[str, paramiko.SFTPAttributes | None] = {}
+        t = self.target
+        levels = [t.root, *t._all_dirs(self.dir)]
+        found: dict[str, _Attrs | None] = {}
 
-        def seen(d: str, t: int, msg: paramiko.Message) -> None:
-            found[d] = paramiko.SFTPAttributes._from_msg(msg) if t == CMD_ATTRS else None
+        def seen(level: str, kind: int, reply: _Reply) -> None:
+            found[level] = reply.attrs() if kind == _ATTRS else None
             if len(found) < len(levels):
                 return
-            reason = f"cannot create a file in {self.target._rel(self.dir)}"
+            reason = f"cannot create a file in {t._rel(self.dir)}"
             for level in levels:
                 attrs = found[level]
-                name = (f"document root {self.target.root}" if level == self.target.root
-                        else self.target._rel(level))
+                name = f"document root {t.root}" if level == t.root else t._rel(level)
                 if attrs is None:
-                    reason = (f"{name} does not exist" if level == self.target.root
+                    reason = (f"{name} does not exist" if level == t.root
                               else f"directory {name} cannot be created")
                     break
-                if not statmod.S_ISDIR(attrs.st_mode or 0):
+                if not attrs.is_dir:
                     reason = f"{name} exists and is not a directory"
                     break
             self._fail(f"{reason}: {self.op.path}", cleanup=False)
 
-        for d in levels:
-            self.send(lambda t, msg, d=d: seen(d, t, msg), CMD_LSTAT, d)
+        for level in levels:
+            self.send(lambda kind, reply, level=level: seen(level, kind, reply), _LSTAT, level)
 
 
 class _DeleteJob(_Job):
@@ -461,27 +573,27 @@ class _DeleteJob(_Job):
 
     def start(self) -> None:
         parents = self.target._all_dirs(posixpath.dirname(self.path))[::-1]
-        self.send(self._removed if parents else self._removed_last, CMD_REMOVE, self.path)
+        self.send(self._removed if parents else self._removed_last, _REMOVE, self.path)
         for n, d in enumerate(parents, 1):
             self.target._dirs.discard(d)
-            self.send(self.ignore if n < len(parents) else self._last, CMD_RMDIR, d)
+            self.send(self.ignore if n < len(parents) else self._last, _RMDIR, d)
 
-    def _removed(self, t: int, msg: paramiko.Message) -> None:
-        code, text = _status(msg)
-        if code in (SFTP_OK, SFTP_NO_SUCH_FILE):
+    def _removed(self, t: int, reply: _Reply) -> None:
+        code, text = reply.status()
+        if code in (_FX_OK, _FX_NO_SUCH_FILE):
             self.results[self.index] = OpResult(self.op)
-            if code == SFTP_OK:
+            if code == _FX_OK:
                 log.info("target %s: deleted %s", self.target.name, self.op.path)
         else:
             error = _describe(code, text, self.op.path)
             log.warning("target %s: %s", self.target.name, error)
             self.results[self.index] = OpResult(self.op, error=error)
 
-    def _removed_last(self, t: int, msg: paramiko.Message) -> None:
-        self._removed(t, msg)
+    def _removed_last(self, t: int, reply: _Reply) -> None:
+        self._removed(t, reply)
         self.finish()
 
-    def _last(self, t: int, msg: paramiko.Message) -> None:
+    def _last(self, t: int, reply: _Reply) -> None:
         self.finish()
 
 
@@ -493,9 +605,9 @@ class _RemoveJob(_Job):
         self.path = path
 
     def start(self) -> None:
-        self.send(self._removed, CMD_REMOVE, self.path)
+        self.send(self._removed, _REMOVE, self.path)
 
-    def _removed(self, t: int, msg: paramiko.Message) -> None:
+    def _removed(self, t: int, reply: _Reply) -> None:
         self.target._temporaries.discard(self.path)
         self.finish()
 
@@ -510,50 +622,47 @@ class _ListJob(_Job):
         self.handle = b""
 
     def start(self) -> None:
-        self.send(self._opened, CMD_OPENDIR, self.path)
+        self.send(self._opened, _OPENDIR, self.path)
 
-    def _opened(self, t: int, msg: paramiko.Message) -> None:
-        if t == CMD_HANDLE:
-            self.handle = msg.get_binary()
+    def _opened(self, t: int, reply: _Reply) -> None:
+        if t == _HANDLE:
+            self.handle = reply.string()
             self.target._dirs.add(self.path)
-            self.send(self._names, CMD_READDIR, self.handle)
+            self.send(self._names, _READDIR, self.handle)
             return
-        code, text = _status(msg)
-        if code != SFTP_NO_SUCH_FILE:
+        code, text = reply.status()
+        if code != _FX_NO_SUCH_FILE:
             self.errors.append(f"cannot list {_describe(code, text, self.rel or '.')}")
         self.finish()
 
-    def _names(self, t: int, msg: paramiko.Message) -> None:
-        if t != CMD_NAME:
-            code, text = _status(msg)
-            if code != SFTP_EOF:
+    def _names(self, t: int, reply: _Reply) -> None:
+        if t != _NAME:
+            code, text = reply.status()
+            if code != _FX_EOF:
                 self.errors.append(f"cannot list {_describe(code, text, self.rel or '.')}")
-            self.send(self._closed, CMD_CLOSE, self.handle)
+            self.send(self._closed, _CLOSE, self.handle)
             return
-        for _ in range(msg.get_int()):
-            name = msg.get_text()
-            msg.get_text()  # the `ls -l` line
-            attrs = paramiko.SFTPAttributes._from_msg(msg)
-            mode = attrs.st_mode or 0
-            if statmod.S_ISDIR(mode) and name not in (".", ".."):
+        for _ in range(reply.u32()):
+            name = reply.string().decode(errors="surrogateescape")
+            reply.string()  # the `ls -l` line
+            attrs = reply.attrs()
+            if attrs.is_dir and name not in (".", ".."):
                 self.target._dirs.add(f"{self.path}/{name}")
-            elif not statmod.S_ISREG(mode):
+            elif not attrs.is_file:
                 continue
             elif name.startswith(TMP_PREFIX):
                 self.target._temporaries.add(f"{self.path}/{name}")
             else:
                 path = f"{self.rel}/{name}" if self.rel else name
-                self.found[path] = FileStat(int(attrs.st_size or 0), float(attrs.st_mtime or 0))
-        self.send(self._names, CMD_READDIR, self.handle)
+                self.found[path] = FileStat(attrs.size or 0, float(attrs.mtime or 0))
+        self.send(self._names, _READDIR, self.handle)
 
-    def _closed(self, t: int, msg: paramiko.Message) -> None:
+    def _closed(self, t: int, reply: _Reply) -> None:
         self.finish()
 
 
 class _ReadJob(_Job):
-    """OPEN; FSTAT and the first READ together; the other READs pipelined; CLOSE."""
-
-    AHEAD = 16  # READ requests in flight per file
+    """OPEN; FSTAT with the first READ; the other READs pipelined; CLOSE."""
 
     def __init__(self, engine: _Engine, rel: str, out: dict[str, bytes | None],
                  errors: list[str]):
@@ -562,66 +671,70 @@ class _ReadJob(_Job):
         self.path = self.target._abs(rel)
         self.handle = b""
         self.chunks: dict[int, bytes] = {}
-        self.todo: list[tuple[int, int]] = []  # (offset, length) still to request
-        self.reading = 0
-        self.size: int | None = None
+        self.todo: list[tuple[int, int]] = []  # (offset, length) still to ask for, last first
+        self.pending = 0
         self.failed = False
 
     def start(self) -> None:
-        self.send(self._opened, CMD_OPEN, self.path, SFTP_FLAG_READ, paramiko.SFTPAttributes())
+        self.send(self._opened, _OPEN, self.path, _FXF_READ, _Attrs())
 
-    def _opened(self, t: int, msg: paramiko.Message) -> None:
-        if t != CMD_HANDLE:
-            code, text = _status(msg)
-            if code == SFTP_NO_SUCH_FILE:
+    def _opened(self, t: int, reply: _Reply) -> None:
+        if t != _HANDLE:
+            code, text = reply.status()
+            if code == _FX_NO_SUCH_FILE:
                 self.out[self.rel] = None
             else:
-                self.errors.append(f"cannot read {_describe(code, text, self.rel)}")
+                self._error(code, text)
             self.finish()
             return
-        self.handle = msg.get_binary()
-        self.reading += 1
-        self.send(self._sized, CMD_FSTAT, self.handle)
-        self._read(0, CHUNK)
+        self.handle = reply.string()
+        self.pending += 1
+        self.send(self._sized, _FSTAT, self.handle)
+        self.todo.append((0, CHUNK))
+        self.resume()
 
-    def _sized(self, t: int, msg: paramiko.Message) -> None:
-        self.reading -= 1
-        if t == CMD_ATTRS:
-            self.size = int(paramiko.SFTPAttributes._from_msg(msg).st_size or 0)
-            self.todo = [(o, min(CHUNK, self.size - o)) for o in range(CHUNK, self.size, CHUNK)]
-            self.todo.reverse()
+    def _sized(self, t: int, reply: _Reply) -> None:
+        self.pending -= 1
+        if t == _ATTRS:
+            size = reply.attrs().size or 0
+            rest = [(o, min(CHUNK, size - o)) for o in range(CHUNK, size, CHUNK)]
+            self.todo[:0] = rest[::-1]
         else:
-            self._error(*_status(msg))
-        self._next()
+            self._error(*reply.status())
+        self.resume()
 
-    def _read(self, offset: int, length: int) -> None:
-        self.reading += 1
-        self.send(lambda t, msg: self._data(offset, length, t, msg), CMD_READ, self.handle,
-                  int64(offset), length)
+    def resume(self) -> None:
+        while self.todo and not self.failed:
+            offset, length = self.todo[-1]
+            if not self.engine.take_credit(self, length):
+                return
+            self.todo.pop()
+            self.pending += 1
+            self.send(lambda t, reply, o=offset, n=length: self._data(o, n, t, reply),
+                      _READ, self.handle, _U64(offset), length)
+        if not self.pending:
+            self._close()
 
-    def _data(self, offset: int, length: int, t: int, msg: paramiko.Message) -> None:
-        self.reading -= 1
-        if t == CMD_DATA:
-            data = msg.get_binary()
+    def _data(self, offset: int, length: int, t: int, reply: _Reply) -> None:
+        self.pending -= 1
+        if t == _DATA:
+            data = reply.string()
             self.chunks[offset] = data
-            if 0 < len(data) < length and (self.size is None or offset + len(data) < self.size):
-                self.todo.append((offset + len(data), length - len(data)))  # a short read
+            if 0 < len(data) < length:  # a short read: ask for the rest
+                self.todo.append((offset + len(data), length - len(data)))
         else:
-            code, text = _status(msg)
-            if code != SFTP_EOF:
+            code, text = reply.status()
+            if code != _FX_EOF:
                 self._error(code, text)
-        self._next()
+        self.engine.give_credit(length)
+        self.resume()
 
     def _error(self, code: int, text: str) -> None:
         if not self.failed:
             self.failed = True
             self.errors.append(f"cannot read {_describe(code, text, self.rel)}")
 
-    def _next(self) -> None:
-        while self.todo and not self.failed and self.reading < self.AHEAD:
-            self._read(*self.todo.pop())
-        if self.reading:
-            return
+    def _close(self) -> None:
         if not self.failed:
             data, end = [], 0
             for offset in sorted(self.chunks):
@@ -630,9 +743,9 @@ class _ReadJob(_Job):
                 data.append(self.chunks[offset])
                 end += len(self.chunks[offset])
             self.out[self.rel] = b"".join(data)
-        self.send(self._closed, CMD_CLOSE, self.handle)
+        self.send(self._closed, _CLOSE, self.handle)
 
-    def _closed(self, t: int, msg: paramiko.Message) -> None:
+    def _closed(self, t: int, reply: _Reply) -> None:
         self.finish()
 
 
@@ -677,6 +790,8 @@ class _Run:
         losses = 0
         while True:
             if session is None:
+                if not mine and not self.queue:
+                    return  # nothing left to do: no need for a connection
                 try:
                     session = t._checkout()
                 except TargetError as exc:
