@@ -65,6 +65,7 @@ def test_one_profile_change_writes_exactly_the_affected_files(fleet, capsys):
 
 
 def test_removing_a_phone_prunes_its_files_within_the_limit(fleet):
+    edit(fleet / "provisioning.yaml", "max_delete_percent: 10", "max_delete_percent: 20")
     run(fleet, "apply")
     edit(fleet / "devices" / "pool.yaml", '- mac: "00:15:65:EE:00:01"\n  model: yealink/T46U\n'
          '  profile: office-yealink\n  name: spare-1\n', "")
@@ -81,7 +82,7 @@ def test_prune_beyond_the_limit_exits_3_until_forced(fleet, capsys):
     capsys.readouterr()
     assert run(fleet, "apply") == 3
     err = capsys.readouterr().err
-    assert "would delete 6 of" in err and "above policy.max_delete_percent (10%)" in err
+    assert "would delete 4 of 15 managed files (26.7%)" in err and "above policy.max_delete_percent (10%)" in err
     assert (www(fleet) / url_token(FLEET_SECRET, "001565ee0001")).exists()  # nothing deleted
     assert run(fleet, "apply", "--force") == 2
     assert not (www(fleet) / url_token(FLEET_SECRET, "001565ee0001")).exists()
