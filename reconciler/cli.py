@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     p.add_argument("--target", required=True)
     p.add_argument("--id", required=True, help="the lock id shown by the refusal")
+    from . import cli_inventory
+
+    cli_inventory.add_commands(sub)
     return ap
 
 
@@ -87,7 +90,7 @@ def _options(args: argparse.Namespace) -> Options:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     desired = load_desired(_options(args))
-    for warning in desired.state.warnings:
+    for warning in sorted(set(desired.state.warnings) | desired.renderer.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     n = sum(len(a) for a in desired.artifacts.values())
     print(f"valid: {len(desired.state.devices)} devices, {len(desired.state.assignments)} "
@@ -190,12 +193,20 @@ COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan,
             "unlock": cmd_unlock}
 
 
+def _command(name: str):
+    if name in COMMANDS:
+        return COMMANDS[name]
+    from . import cli_inventory
+
+    return cli_inventory.COMMANDS[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except ConfigError as exc:
         print(f"error: the desired state is invalid ({len(exc.problems)} problem(s)):",
               file=sys.stderr)

@@ -73,6 +73,7 @@ class Renderer:
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self._resolved: dict[str, ResolvedDevice] | None = None
         self._last: tuple[str | None, dict[str, bytes]] | None = None
+        self.warnings: set[Problem] = set()
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -226,12 +227,25 @@ class Renderer:
                                      f"{base}{FIRMWARE_DIR}/{device.firmware.file}")
         if problems:
             raise ConfigError(problems)
+        self._warn_unsupported(device)
         return RenderInput(
             mac=device.mac, vendor=device.vendor, model=device.model, name=device.device.name,
             customer=device.customer, params=params, lines=tuple(lines),
             user_owned=device.user_owned, provisioning_url=self.provisioning_url(device, target),
             firmware=firmware, raw=params.get("raw", {}).get(device.vendor, {}),
         )
+
+    def _warn_unsupported(self, device: ResolvedDevice) -> None:
+        """A parameter the vendor cannot express is a warning naming device and parameter."""
+        supported = vendors.get(device.vendor).supported
+        for key in device.params:
+            if key != "raw" and key not in supported and device.params[key] not in (None, [], {}):
+                origin = device.origins.get(key) or next(
+                    (o for k, o in device.origins.items() if k.startswith(key + ".")), None)
+                file, line = (origin.file, origin.line) if origin else (device.located.file, 0)
+                self.warnings.add(Problem(
+                    file, line, key, f"{device.device.model} ({device.mac}) cannot express "
+                    f"parameter {key!r}; it is left out of this phone's files", "warning"))
 
     def _firmware_artifact(self, device: ResolvedDevice, located: Any) -> Artifact:
         image = device.firmware
