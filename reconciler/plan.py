@@ -38,6 +38,7 @@ class Observed:
     present: Mapping[str, FileStat] | None = None  # scan of managed directories
     verified: Mapping[str, str | None] | None = None  # --verify: path -> sha256 read back
     error: str | None = None  # the target could not be observed
+    pending: frozenset[str] = frozenset()  # journal of an interrupted apply: ours, content unknown
 
 
 @dataclass(frozen=True, order=True)
@@ -121,8 +122,14 @@ def diff_target(
     drift: list[Drift] = []
     refusals: list[str] = []
     unchanged = 0
+    pending = observed.pending
     for path, want in desired.items():
         have = manifest.get(path)
+        if path in pending:
+            # An interrupted apply may or may not have written it: write it again.
+            changes.append(FileChange(name, path, "put", "update" if have else "create",
+                                      want.sha256, want.size, want.device))
+            continue
         if have is None:
             if observed.present is not None and path in observed.present:
                 # Someone else's file sits where ours goes: never overwrite it silently.
@@ -152,11 +159,14 @@ def diff_target(
     if prune:
         deletes = [FileChange(name, path, "delete", "prune", entry.sha256, entry.size)
                    for path, entry in manifest.items() if path not in desired]
+        deletes += [FileChange(name, path, "delete", "prune", "", 0) for path in sorted(pending)
+                    if path not in desired and path not in manifest]
+        managed = len(set(manifest) | pending)
         if deletes and not force:
-            percent = 100.0 * len(deletes) / max(len(manifest), 1)
+            percent = 100.0 * len(deletes) / max(managed, 1)
             if percent > max_delete_percent:
                 refusals.append(
-                    f"target {name}: would delete {len(deletes)} of {len(manifest)} managed "
+                    f"target {name}: would delete {len(deletes)} of {managed} managed "
                     f"files ({percent:.1f}%), above policy.max_delete_percent "
                     f"({max_delete_percent:g}%); use --force to allow it")
         changes += deletes

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import vendors
 
 from . import record
-from .apply import TargetResult, execute
+from .apply import TargetResult, execute, read_journal
 from .errors import ConfigError, LockHeld, PlanMismatch, Problem, ProvctlError, UnsafePlan
 from .load import read_source
 from .plan import Desired, Observed, Plan, diff_target
@@ -49,6 +49,7 @@ class Options:
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
     use_cache: bool = True  # incremental rendering (render_cache.py)
+    stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
             for path in sorted(set(manifest.files)):
                 data = target.read(path)
                 verified[path] = None if data is None else hashlib.sha256(data).hexdigest()
-        return Observed(target.name, manifest, present, verified)
+        return Observed(target.name, manifest, present, verified, None, read_journal(target))
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))
 
@@ -250,11 +251,13 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     continue
                 changes = [c for c in the_plan.changes if c.target == name]
                 manifest = obs.manifest
-                if not changes and manifest.revision == desired.state.revision:
+                if not changes and not obs.pending and (
+                        manifest.revision == desired.state.revision):
                     results[name] = TargetResult(name)
                     continue
                 result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                    desired.state.revision)
+                                    desired.state.revision, pending=obs.pending,
+                                    stop=opts.stop)
                 results[name] = result
             receipt = _receipt(the_plan, results, started, desired.state.revision)
             if not the_plan.empty:

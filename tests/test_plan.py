@@ -93,3 +93,16 @@ def test_plan_checksum_is_stable_and_changes_with_content():
 def test_token_directories_are_shortened_for_display():
     assert show_path(f"{TOKEN}/001565aabb01.cfg") == "012345…/001565aabb01.cfg"
     assert show_path("firmware/x.rom") == "firmware/x.rom"
+
+
+def test_journalled_paths_are_ours_and_written_again():
+    desired = {"a/x.cfg": Desired("s", 10), "a/y.cfg": Desired("s", 10)}
+    manifest = {"a/y.cfg": entry("s")}
+    observed = Observed("t", Manifest(manifest), {"a/x.cfg": FileStat(10, 1.0)},
+                        pending=frozenset({"a/x.cfg", "a/y.cfg", "a/old.cfg"}))
+    changes, _, _, refusals = diff_target(desired, observed, prune=True, heal=False,
+                                          max_delete_percent=50, force=False)
+    assert refusals == []  # a/x.cfg is on the host but journalled: ours, not a foreign file
+    assert [(c.path, c.action, c.reason) for c in changes] == [
+        ("a/old.cfg", "delete", "prune"), ("a/x.cfg", "put", "create"),
+        ("a/y.cfg", "put", "update")]

@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 BaseTransport = httpx.BaseTransport
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ class HttpTransport:
             transport=transport,
             headers=dict(headers or {}),
             follow_redirects=False,
-            trust_env=False,
+            # Proxy and CA settings from the environment apply, except to a service on
+            # loopback (a test server), which is never reached through a proxy.
+            trust_env=(urlsplit(base_url).hostname or "") not in LOOPBACK,
         )
         self._origin = _origin(str(self._client.base_url))
 
@@ -172,7 +175,7 @@ class HttpTransport:
         method: str,
         url: str,
         *,
-        params: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         signer: Signer | None = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import OperationError, RedirectError
-from .base import DesiredRegistration, RedirectClient
+from .base import DesiredRegistration, RedirectClient, State
 from .plan import Record, RedirectChange
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def record_outcome(
         mac=change.mac, service=change.service, url=change.url, registered_at=None,
         opened=change.opened, state="active",
     )
-    state = "deprovision" if outcome == "failed" else "disabled"
+    state: State = "deprovision" if outcome == "failed" else "disabled"
     return replace(base, state=state, updated_at=stamp, message=message)
 
 

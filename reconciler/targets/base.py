@@ -24,6 +24,9 @@ STATE_DIR = ".provctl"
 MANIFEST = f"{STATE_DIR}/manifest.json"
 LOCK = f"{STATE_DIR}/lock.json"
 RECEIPTS = f"{STATE_DIR}/receipts"
+# Paths an apply is about to write, recorded before each batch so that a run killed between
+# a publish and the next manifest write still knows those files are its own.
+JOURNAL = f"{STATE_DIR}/journal.json"
 TMP_PREFIX = ".provctl-tmp-"  # temporary upload names; never listed as content
 
 
