@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet_fixtures import edit, fleet, run  # noqa: F401
+from fleet_fixtures import run
 
 from reconciler import apply as apply_mod
 from reconciler.errors import TargetError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from fleet_fixtures import FLEET_SECRET, edit, fleet, run  # noqa: F401
+from fleet_fixtures import FLEET_SECRET, edit, run
 
 from reconciler.secrets import url_token
 
@@ -82,7 +82,8 @@ def test_prune_beyond_the_limit_exits_3_until_forced(fleet, capsys):
     capsys.readouterr()
     assert run(fleet, "apply") == 3
     err = capsys.readouterr().err
-    assert "would delete 4 of 15 managed files (26.7%)" in err and "above policy.max_delete_percent (10%)" in err
+    assert "would delete 4 of 15 managed files (26.7%)" in err
+    assert "above policy.max_delete_percent (10%)" in err
     assert (www(fleet) / url_token(FLEET_SECRET, "001565ee0001")).exists()  # nothing deleted
     assert run(fleet, "apply", "--force") == 2
     assert not (www(fleet) / url_token(FLEET_SECRET, "001565ee0001")).exists()

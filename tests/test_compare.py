@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from fleet_fixtures import SECRETS, edit, fleet, run  # noqa: F401
+from fleet_fixtures import SECRETS, edit, run
 
 
 def git(repo, *args):

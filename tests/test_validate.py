@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fleet_fixtures import edit, fleet, run  # noqa: F401
+from fleet_fixtures import edit, run
 
 from reconciler.errors import ConfigError
 from reconciler.load import read_source
