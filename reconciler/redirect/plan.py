@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import UnsafePlan
 from .base import DesiredRegistration, Remote, State
@@ -57,6 +57,7 @@ Cause = Literal[
 ]
 
 ACTION_ORDER: dict[str, int] = {"deregister": 0, "update": 1, "register": 2, "conflict": 3}
+STATES: tuple[str, ...] = get_args(State)
 HOLDING: frozenset[str] = frozenset({"active", "provision", "deprovision"})
 # Deregistrations that follow from a change in git (not from the clock): the ones that count
 # against policy.max_delete_percent, like pruned files.
@@ -84,6 +85,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        if data.get("state") not in STATES:
+            raise ValueError(f"{data.get('mac')}: unknown state {data.get('state')!r}")
         return cls(
             mac=str(data["mac"]),
             service=str(data["service"]),

@@ -1,0 +1,206 @@
+"""A real HTTP server on 127.0.0.1 (free port, its own thread) that fakes a vendor API.
+
+Subclasses implement `handle(request) -> Reply`. The base class gives every fake:
+
+- a request log (`requests`: method, path, status) so tests can assert what reached the wire;
+- fault injection, consumed one request at a time before authentication (like a gateway):
+  `fail_next(n, status=500)`, `throttle_next(n)` (HTTP 429, or the vendor's own throttling
+  answer), `slow_next(n, delay)` (sleep past the client's timeout, then answer 503 — the
+  request is NOT applied);
+- `clock` (a callable, default time.time) and `skew` seconds added to it, to test timestamps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # the raw request target as sent: path + "?" + query (percent-encoded)
+    path: str  # decoded path
+    query: list[tuple[str, str]]  # decoded
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    host: str  # the Host header the client sent
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # JSON-serialisable, or bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if self.body is None:
+            return b""
+        return json.dumps(self.body).encode()
+
+
+@dataclass
+class _Fault:
+    kind: str  # "status" | "throttle" | "slow"
+    status: int = 500
+    delay: float = 0.0
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Logged:
+    method: str
+    path: str
+    status: int
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.requests: list[Logged] = []
+        self.clock: Callable[[], float] = time.time
+        self.skew = 0.0
+        self._faults: list[_Fault] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> FakeServer:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(
+                    method=self.command,
+                    target=self.path,
+                    path=parts.path,
+                    query=parse_qsl(parts.query, keep_blank_values=True),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    host=self.headers.get("Host", ""),
+                )
+                reply = fake._dispatch(request)
+                if reply is None:  # slow fault: the client has gone
+                    self.close_connection = True
+                    return
+                data = reply.encode()
+                try:
+                    self.send_response(reply.status)
+                    if data:
+                        self.send_header("Content-Type", "application/json")
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
+                                        daemon=True, name=type(self).__name__)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def now(self) -> float:
+        return self.clock() + self.skew
+
+    # -- faults --------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("status", status=status) for _ in range(n))
+
+    def throttle_next(self, n: int = 1, retry_after: str | None = None) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("throttle", retry_after=retry_after) for _ in range(n))
+
+    def slow_next(self, n: int = 1, delay: float = 1.0) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("slow", delay=delay) for _ in range(n))
+
+    def throttle_reply(self, retry_after: str | None) -> Reply:
+        """How this vendor says "slow down" (override for an in-band answer)."""
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return Reply(429, {"message": "Too Many Requests"}, headers)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> Reply | None:
+        with self.lock:
+            fault = self._faults.pop(0) if self._faults else None
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
+            self._log(request, 0)
+            return None
+        if fault is not None and fault.kind == "throttle":
+            reply = self.throttle_reply(fault.retry_after)
+        elif fault is not None:
+            reply = Reply(fault.status, {"message": "Internal Server Error"})
+        else:
+            with self.lock:
+                try:
+                    reply = self.handle(request)
+                except Exception as exc:  # a bug in the fake: make it loud, not a hang
+                    reply = Reply(599, {"message": f"fake error: {exc!r}"})
+        self._log(request, reply.status)
+        return reply
+
+    def _log(self, request: Request, status: int) -> None:
+        with self.lock:
+            self.requests.append(Logged(request.method, request.path, status))
+
+    def count(self, method: str | None = None, contains: str = "") -> int:
+        with self.lock:
+            return sum(
+                1 for r in self.requests
+                if (method is None or r.method == method) and contains in r.path
+            )
+
+    def handle(self, request: Request) -> Reply:
+        raise NotImplementedError

@@ -1,0 +1,158 @@
+"""The redirect transport: rate limiting, bounded retries with backoff, no secrets in logs."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import httpx
+import pytest
+from fakes import FakePolyZtp, FakeYealinkRps
+
+from reconciler.errors import RedirectError
+from reconciler.redirect.base import DesiredRegistration
+from reconciler.redirect.http import HttpTransport, RateLimiter, RetryPolicy
+from reconciler.redirect.poly import PolyZtpClient
+from reconciler.redirect.yealink import YealinkRpsClient
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_allows_a_burst_then_paces():
+    clock = Clock()
+    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
+    for _ in range(6):
+        limiter.acquire()
+    assert clock.slept == [0.5, 0.5, 0.5, 0.5]  # burst of 2, then one every 1/2 s
+    clock.now += 10  # idle: the bucket refills, up to the burst only
+    limiter.acquire()
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.slept[-1] == 0.5 and len(clock.slept) == 5
+
+
+def test_rate_limiter_with_a_no_op_sleep_never_spins():
+    limiter = RateLimiter(1.0, sleep=lambda s: None)
+    waits = [limiter.acquire() for _ in range(50)]
+    assert waits[0] == 0 and max(waits) > 40  # owed, not busy-waited
+
+
+def test_backoff_grows_is_jittered_bounded_and_honours_retry_after():
+    policy = RetryPolicy(attempts=10, base_delay=1.0, max_delay=8.0)
+    assert [policy.delay(n, lambda: 1.0, None) for n in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert [policy.delay(n, lambda: 0.0, None) for n in range(3)] == [0.5, 1, 2]
+    assert policy.delay(0, lambda: 0.5, 3.0) == 3.0
+    assert policy.delay(0, lambda: 0.5, 3600.0) == 8.0
+
+
+def _transport(handler, attempts=4):
+    clock = Clock()
+    transport = HttpTransport(
+        "svc", "https://api.example.test/v1/", rate_per_second=1000,
+        retry=RetryPolicy(attempts=attempts, base_delay=1.0, max_delay=30.0),
+        transport=httpx.MockTransport(handler), sleep=clock.sleep, rng=lambda: 1.0,
+    )
+    return transport, clock
+
+
+def test_retries_429_and_5xx_then_returns_the_answer():
+    answers = iter([429, 502, 200])
+    seen = []
+
+    def handler(request):
+        seen.append(request.url.path)
+        return httpx.Response(next(answers), json={"ok": True})
+
+    transport, clock = _transport(handler)
+    response = transport.request("GET", "things")
+    assert response.status == 200 and response.json() == {"ok": True}
+    assert seen == ["/v1/things"] * 3
+    assert [s for s in clock.slept if s >= 1] == [1.0, 2.0]
+
+
+def test_retry_after_header_is_used():
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200)])
+    transport, clock = _transport(lambda request: next(answers))
+    transport.request("GET", "x")
+    assert 7.0 in clock.slept
+
+
+def test_4xx_is_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(404)
+
+    transport, _ = _transport(handler)
+    assert transport.request("GET", "x").status == 404 and len(calls) == 1
+
+
+def test_every_attempt_failing_is_one_transient_error():
+    transport, _ = _transport(lambda request: httpx.Response(500), attempts=3)
+    with pytest.raises(RedirectError) as caught:
+        transport.request("POST", "x", json_body={"a": 1})
+    assert caught.value.transient and "after 3 attempts" in str(caught.value)
+
+
+def test_the_signer_runs_for_every_attempt():
+    answers = iter([503, 200])
+    nonces = []
+
+    def handler(request):
+        nonces.append(request.headers["X-Nonce"])
+        return httpx.Response(next(answers))
+
+    transport, _ = _transport(handler)
+    counter = iter(range(100))
+    transport.request("GET", "x", signer=lambda s: {"X-Nonce": str(next(counter))})
+    assert nonces == ["0", "1"]
+
+
+@pytest.mark.integration
+def test_connection_refused_is_transient():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    transport = HttpTransport("svc", f"http://127.0.0.1:{port}/", sleep=lambda s: None,
+                              retry=RetryPolicy(attempts=2))
+    with pytest.raises(RedirectError, match="connection failed") as caught:
+        transport.request("GET", "x")
+    assert caught.value.transient
+
+
+def test_links_off_the_service_origin_are_refused():
+    transport, _ = _transport(lambda request: httpx.Response(200))
+    with pytest.raises(RedirectError, match="refusing"):
+        transport.request("GET", "https://elsewhere.example.test/v1/x")
+
+
+@pytest.mark.integration
+def test_no_credentials_or_signatures_in_logs(caplog):
+    caplog.set_level(logging.DEBUG)
+    want = DesiredRegistration("001565aabb01", "s", "https://prov.example.net/tok/", "m/x")
+    with FakeYealinkRps({"ak-visible": "sk-hidden"}) as fake:
+        fake.fail_next(1, status=503)
+        client = YealinkRpsClient("y", "ak-visible", "sk-hidden", base_url=fake.url,
+                                  sleep=lambda s: None)
+        client.register(want)
+        client.deregister(want.mac)
+    with FakePolyZtp({"api-key-hidden": "acct"}) as fake:
+        client = PolyZtpClient("p", "api-key-hidden", base_url=fake.url + "/preview",
+                               sleep=lambda s: None)
+        client.register(want)
+    text = caplog.text
+    assert "registered 001565aabb01" in text
+    for secret in ("ak-visible", "sk-hidden", "api-key-hidden", "X-Ca-Signature", "/tok/"):
+        assert secret not in text

@@ -1,0 +1,154 @@
+"""Poly ZTP (API-KEY, profiles): the client against the faithful fake, over loopback."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fakes import FakePolyZtp
+
+from reconciler.errors import RedirectError
+from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.http import RetryPolicy
+from reconciler.redirect.poly import PolyZtpClient, profile_name
+
+pytestmark = pytest.mark.integration
+
+KEY = "poly-key-1"
+MAC1, MAC2, MAC3 = "0004f2aabb01", "0004f2aabb02", "0004f2aabb03"
+URL1 = "https://prov.example.net/t0k3n1/"
+URL2 = "https://prov.example.net/t0k3n2/"
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+def reg(mac: str, url: str = URL1, steal: bool = False) -> DesiredRegistration:
+    return DesiredRegistration(mac=mac, service="poly", url=url, model="poly/VVX450",
+                               steal=steal)
+
+
+@pytest.fixture
+def fake():
+    with FakePolyZtp({KEY: "acct-us", "poly-key-2": "acct-other"}) as server:
+        yield server
+
+
+def make_client(fake, **kwargs) -> PolyZtpClient:
+    options = {"timeout": 2.0, "retry": RetryPolicy(attempts=3, base_delay=0.01),
+               "sleep": no_sleep, "rate_per_second": 1000.0}
+    options.update(kwargs)
+    return PolyZtpClient("poly", KEY, base_url=fake.url + "/preview", **options)
+
+
+@pytest.fixture
+def client(fake):
+    c = make_client(fake)
+    yield c
+    c.close()
+
+
+def test_fake_requires_the_api_key(fake):
+    assert httpx.get(fake.url + "/preview/devices").status_code == 401
+    answer = httpx.get(fake.url + "/preview/devices", headers={"API-KEY": "nope"})
+    assert answer.status_code == 401 and answer.json() == {"message": "Unauthorized"}
+
+
+def test_fake_validates_mac_and_profile(fake):
+    headers = {"API-KEY": KEY}
+    bad_mac = httpx.post(fake.url + "/preview/devices", json={"id": "xyz", "profile": "p"},
+                         headers=headers)
+    assert bad_mac.status_code == 400
+    no_profile = httpx.post(fake.url + "/preview/devices", json={"id": MAC1, "profile": "p"},
+                            headers=headers)
+    assert no_profile.status_code == 400 and fake.devices == {}
+
+
+def test_wrong_key_is_a_permanent_error(fake):
+    client = PolyZtpClient("poly", "nope", base_url=fake.url + "/preview", sleep=no_sleep)
+    with pytest.raises(RedirectError, match="authentication refused") as caught:
+        client.lookup([MAC1])
+    assert not caught.value.transient and "nope" not in str(caught.value)
+
+
+def test_register_lookup_update_deregister(fake, client):
+    assert client.lookup([MAC1]) == {MAC1: Remote(MAC1, "nobody")}
+    client.register(reg(MAC1))
+    assert fake.device_url(MAC1) == URL1
+    assert client.lookup([MAC1]) == {MAC1: Remote(MAC1, "us", URL1)}
+    [profile] = fake.profiles_of("acct-us")
+    assert profile["name"] == profile_name(URL1) and "t0k3n" not in profile["name"]
+
+    client.update(reg(MAC1, URL2))
+    assert fake.device_url(MAC1) == URL2
+    assert [p["name"] for p in fake.profiles_of("acct-us")] == [profile_name(URL2)]  # old gone
+
+    client.deregister(MAC1)
+    assert fake.devices == {} and fake.profiles_of("acct-us") == []
+    client.deregister(MAC1)  # 404: already gone
+    assert client.lookup([MAC1]) == {MAC1: Remote(MAC1, "nobody")}
+
+
+def test_devices_with_the_same_url_share_a_profile(fake, client):
+    client.register(reg(MAC1, URL1))
+    client.register(reg(MAC2, URL1))
+    assert len(fake.profiles_of("acct-us")) == 1
+    client.deregister(MAC1)
+    assert len(fake.profiles_of("acct-us")) == 1  # MAC2 still uses it
+    assert fake.device_url(MAC2) == URL1
+
+
+def test_register_of_an_own_mac_repoints_it(fake, client):
+    client.register(reg(MAC1, URL1))
+    client.register(reg(MAC1, URL2))  # 409 "already exists" -> ours -> delete + post
+    assert fake.device_url(MAC1) == URL2
+
+
+def test_profiles_not_made_by_provctl_are_left_alone(fake, client):
+    fake.seed_device(MAC1, URL1, "acct-us")  # an operator's own profile
+    client.update(reg(MAC1, URL2))
+    assert fake.device_url(MAC1) == URL2
+    assert any(p["name"] == f"seed-{MAC1}" for p in fake.profiles_of("acct-us"))
+
+
+def test_another_accounts_mac_is_a_conflict_and_nothing_changes(fake, client):
+    fake.seed_device(MAC1, "https://elsewhere.example/", "acct-other")
+    assert client.lookup([MAC1]) == {MAC1: Remote(MAC1, "nobody")}  # invisible to us
+    with pytest.raises(RedirectError) as caught:
+        client.register(reg(MAC1, steal=True))
+    assert caught.value.conflict and "steal is not possible" in str(caught.value)
+    with pytest.raises(RedirectError) as caught:
+        client.deregister(MAC1)
+    assert caught.value.conflict
+    assert fake.device_url(MAC1) == "https://elsewhere.example/"
+    assert fake.devices[MAC1]["account"] == "acct-other"
+
+
+def test_device_list_uses_cursor_pagination(fake):
+    client = make_client(fake, page_size=10)
+    macs = [f"0004f20000{i:02x}" for i in range(25)]
+    for mac in macs:
+        fake.seed_device(mac, URL1, "acct-us")
+    fake.seed_device(MAC3, URL1, "acct-other")
+    assert client.list_macs() == macs
+    assert fake.count("GET", "/devices") == 3
+
+
+def test_throttling_is_survived(fake, client):
+    fake.throttle_next(2)
+    client.register(reg(MAC1))
+    assert fake.device_url(MAC1) == URL1
+
+
+def test_persistent_500_is_transient(fake, client):
+    fake.fail_next(3, status=500)
+    with pytest.raises(RedirectError) as caught:
+        client.register(reg(MAC1))
+    assert caught.value.transient and fake.devices == {}
+
+
+def test_timeout_then_success(fake):
+    client = make_client(fake, timeout=0.2)
+    fake.slow_next(1, delay=0.5)
+    client.register(reg(MAC1))
+    assert fake.device_url(MAC1) == URL1
