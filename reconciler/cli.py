@@ -69,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--state-dir", type=Path)
 
+    p = sub.add_parser("history", help="commits that changed what a phone gets; when applied")
+    _common(p, rev=False)
+    p.add_argument("mac")
+    p.add_argument("--max-count", type=int, default=100, help="commits to look back")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
     p = sub.add_parser("unlock", help="remove a stale target lock")
     _common(p, rev=False)
     p.add_argument("--target", required=True)
@@ -176,6 +182,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .history import history, history_text
+
+    mac = normalize_mac(args.mac)
+    changes = history(find_repo(args.repo), mac, args.max_count)
+    if args.format == "json":
+        print(json.dumps([asdict(c) for c in changes], indent=1))
+    else:
+        sys.stdout.write(history_text(mac, changes))
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     from .reconcile import opened
 
@@ -190,7 +210,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan,
             "apply": cmd_apply, "explain": cmd_explain, "status": cmd_status,
-            "unlock": cmd_unlock}
+            "history": cmd_history, "unlock": cmd_unlock}
 
 
 def _command(name: str):

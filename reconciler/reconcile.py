@@ -262,9 +262,16 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             receipt = _receipt(the_plan, results, started, desired.state.revision)
             if not the_plan.empty:
                 record.write_receipt(state_dir, receipt, live)
+            now = time.time()
             for name, result in results.items():
                 record.update_status(state_dir, name, desired.state.revision, result.ok,
-                                     time.time(), result.error)
+                                     now, result.error)
+                if result.ok and not the_plan.empty:
+                    record.note_applied(
+                        opts.repo, desired.state.revision,
+                        f"applied to {name} at {record.iso(now)} by {receipt['trigger']} "
+                        f"(receipt {receipt['id']}, {len(result.done)} change(s), plan "
+                        f"{receipt['plan_checksum'][:12]})")
             return ApplyResult(the_plan, results, receipt)
         finally:
             for name, lock in locks.items():

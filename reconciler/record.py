@@ -70,3 +70,57 @@ def update_status(state_dir: Path, target: str, revision: str, applied: bool,
 
 def iso(ts: float) -> str:
     return _iso(ts)
+
+
+# --- git notes: deployment next to intent ---------------------------------------------------
+
+NOTES_REF = "provctl"  # refs/notes/provctl
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def note_applied(repo: Path, revision: str, line: str) -> bool:
+    """Append one line to the applied commit's note under refs/notes/provctl.
+
+    Only a clean commit gets a note (a dirty working tree was never a commit). Returns whether
+    a note was written; a repository we cannot write to never fails the apply that succeeded.
+    """
+    import git
+
+    if not _is_commit(revision):
+        return False
+    try:
+        grepo = git.Repo(repo, search_parent_directories=True)
+        grepo.git.notes("--ref", NOTES_REF, "append", "-m", line, revision)
+        return True
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+
+
+def push_notes(repo: Path, remote: str = "origin") -> bool:
+    import git
+
+    try:
+        grepo = git.Repo(repo, search_parent_directories=True)
+        grepo.git.push(remote, f"refs/notes/{NOTES_REF}")
+        return True
+    except git.GitCommandError:
+        return False
+
+
+def read_notes(repo: Path) -> dict[str, list[str]]:
+    """commit sha -> note lines, for `history`."""
+    import git
+
+    try:
+        grepo = git.Repo(repo, search_parent_directories=True)
+        listing = grepo.git.notes("--ref", NOTES_REF, "list")
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return {}
+    notes: dict[str, list[str]] = {}
+    for row in listing.splitlines():
+        blob, _, commit = row.partition(" ")
+        notes[commit] = grepo.git.cat_file("-p", blob).splitlines()
+    return notes
