@@ -48,6 +48,8 @@ class Fleet(Strict):
 
 class SecretsSource(Strict):
     file: str | None = None  # a path, or a reference (env:NAME) that yields the path
+    age_file: str | None = None  # age-encrypted YAML map in the repository (docs/inventory.md)
+    recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
 
 
 class LocalTarget(Strict):
@@ -224,6 +226,7 @@ class Defaults(Strict):
     params: dict[str, Any] = {}
     model_params: dict[str, dict[str, Any]] = {}  # "yealink" or "yealink/T46U" -> params
     firmware: FirmwareChoice = "installed"
+    model_profiles: dict[str, str] = {}  # "yealink/T46U" -> profile, for imports and BYOD
 
 
 class Profile(Strict):
@@ -249,6 +252,7 @@ class Customer(Strict):
     sip: CustomerSip | None = None
     params: dict[str, Any] = {}
     status: Literal["active", "terminated"] = "active"
+    model_profiles: dict[str, str] = {}  # "yealink/T46U" -> profile; wins over defaults'
 
 
 # --- inventory and assignments ------------------------------------------------------------

@@ -197,7 +197,7 @@ class Renderer:
 
         def secret(ref: str, file: str, line: int, field: str) -> str:
             try:
-                return self.state.secrets.resolve(ref)
+                return self.state.secrets.resolve(ref, mac=device.mac)
             except MissingSecret as exc:
                 problems.append(Problem(file, line, field, str(exc)))
                 return ""
@@ -273,11 +273,12 @@ def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
 
 
 def _resolve_refs(value: Any, resolve: Any, key: str = "") -> Any:
-    """Replace secret references among parameter values by their values."""
+    """Replace secret references among parameter values by their values (derive: included,
+    with the phone's MAC for {mac})."""
     if isinstance(value, dict):
         return {k: _resolve_refs(v, resolve, f"{key}.{k}" if key else k) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_refs(v, resolve, key) for v in value]
-    if isinstance(value, str) and SECRET_REF.match(value) and not value.startswith("derive:"):
+    if isinstance(value, str) and SECRET_REF.match(value):
         return resolve(value, key)
     return value

@@ -179,7 +179,9 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     if provisioning is None or prov_doc is None:
         raise ConfigError(problems)
     prov = Located(provisioning, prov_doc)
-    secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting)
+    secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
+                      fleet_secret=provisioning.fleet.secret,
+                      age_file=provisioning.secrets.age_file)
     state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state)
@@ -255,7 +257,7 @@ def cross_check(state: DesiredState) -> list[Problem]:
         if p.params.get("admin_password"):
             _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
                           profile.file, profile.line("params", "admin_password"),
-                          ("params", "admin_password"), problems)
+                          ("params", "admin_password"), problems, device=True)
 
     if not state.devices:
         add(Problem("devices/", 0, "", "no devices in the desired state: refusing to treat an "
@@ -293,7 +295,12 @@ def cross_check(state: DesiredState) -> list[Problem]:
             add(Problem(located.file, located.line("mac"), "mac",
                         f"customer {d.customer!r} is terminated: its owned phone {mac} must be "
                         "removed from the inventory"))
+        elif customer and customer.value.status == "terminated":
+            add(Problem(located.file, located.line("customer"), "customer",
+                        f"customer {d.customer!r} is terminated: its allocated phone {mac} must "
+                        "return to the pool (provctl device move --pool)"))
 
+    _check_model_profiles(state, problems)
     _check_assignments(state, policy.max_phones_per_account, problems)
     _check_firmware(state, problems)
     return problems
@@ -313,10 +320,30 @@ def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:
     return refs
 
 
+def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
+    """model_profiles (defaults, customers): vendor/MODEL -> a profile that serves the model."""
+    tables = [(state.defaults, state.defaults.value.model_profiles)]
+    tables += [(c, c.value.model_profiles) for c in state.customers.values()]
+    for located, table in tables:
+        for model, name in table.items():
+            where = located.line("model_profiles", model)
+            fieldname = f"model_profiles.{model}"
+            vendor_name, _, model_name = model.partition("/")
+            profile = state.profiles.get(name)
+            if profile is None:
+                problems.append(Problem(located.file, where, fieldname,
+                                        f"unknown profile {name!r}"))
+            elif profile.value.vendor != vendor_name or model_name not in profile.value.models:
+                problems.append(Problem(located.file, where, fieldname,
+                                        f"model {model!r} is not one of profile {name!r}'s "
+                                        f"({profile.value.vendor}: "
+                                        f"{', '.join(profile.value.models)})"))
+
+
 def _check_secret(state: DesiredState, ref: tuple[str, Path_], file: str, line: int,
-                  path: Path_, problems: list[Problem]) -> None:
+                  path: Path_, problems: list[Problem], *, device: bool = False) -> None:
     try:
-        state.secrets.resolve(ref[0])
+        state.secrets.check(ref[0], device=device)
     except MissingSecret as exc:
         problems.append(Problem(file, line, ".".join(map(str, path)), str(exc)))
 
