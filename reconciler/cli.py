@@ -155,7 +155,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     expected = read_plan_file(args.plan) if args.plan else None
     result = apply(_options(args), expected)
     sys.stdout.write(output.plan_text(result.plan))
-    sys.stdout.write(output.apply_text(result.results))
+    sys.stdout.write(output.apply_text(result.results, result.redirect))
     return result.exit_code
 
 

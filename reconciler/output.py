@@ -13,6 +13,7 @@ from typing import Any
 from .apply import TargetResult
 from .compare import Comparison, FileDiff
 from .plan import FORMAT, Plan, show_path
+from .redirects import redact_url
 
 
 def plan_dict(plan: Plan) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "summary": plan.counts(),
         "targets": [asdict(t) for t in plan.targets],
         "changes": [dict(asdict(c), path=show_path(c.path)) for c in plan.changes],
-        "redirects": [asdict(r) for r in plan.redirects],
+        "redirects": [dict(asdict(r), url=redact_url(r.url)) for r in plan.redirects],
         "drift": [dict(asdict(d), path=show_path(d.path)) for d in plan.drift],
         "refusals": list(plan.refusals),
     }
@@ -63,7 +64,8 @@ def plan_text(plan: Plan) -> str:
         for d in (d for d in plan.drift if d.target == t.target):
             out.append(f"    drift {d.kind}: {show_path(d.path)}: {d.detail}")
     for r in plan.redirects:
-        out.append(f"  redirect {r.service}: {r.action} {r.mac}: {r.reason}")
+        out.append(f"  redirect {r.service}: {r.action} {r.mac} -> {redact_url(r.url)}: "
+                   f"{r.reason}")
     for refusal in plan.refusals:
         out.append(f"  REFUSED: {refusal}")
     out.append(f"Summary: {_summary_line(plan)}")
@@ -104,8 +106,16 @@ def render_plan(plan: Plan, fmt: str) -> str:
     return plan_text(plan)
 
 
-def apply_text(results: dict[str, TargetResult]) -> str:
+def apply_text(results: dict[str, TargetResult], redirect: Any = None) -> str:
     out = []
+    if redirect is not None and (redirect.done or redirect.failed or redirect.conflicts):
+        out.append(f"redirect: {len(redirect.done)} change(s) applied, {len(redirect.failed)} "
+                   f"failed, {len(redirect.conflicts)} held by another account")
+        for change, error in redirect.failed:
+            out.append(f"  {change.action} {change.mac} at {change.service}: {error}")
+        for change in redirect.conflicts:
+            out.append(f"  {change.mac} at {change.service}: held by another account (set "
+                       "redirect: {steal: true} on the device to take it over)")
     for name, r in sorted(results.items()):
         done = len(r.done)
         if r.error:

@@ -16,16 +16,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import vendors
 
-from . import record
+from . import record, redirects
 from .apply import TargetResult, execute, read_journal
 from .errors import ConfigError, LockHeld, PlanMismatch, Problem, ProvctlError, UnsafePlan
 from .load import read_source
-from .plan import Desired, Observed, Plan, diff_target
+from .plan import Desired, Observed, Plan, diff_target, show_path
 from .render import Artifact, Renderer
 from .render_cache import RenderCache, cache_path
 from .targets import open_target
@@ -49,6 +50,8 @@ class Options:
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
     use_cache: bool = True  # incremental rendering (render_cache.py)
+    now: datetime | None = None  # the clock, for redirect windows (tests pass one)
+    redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
 
 
@@ -134,8 +137,10 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
         return Observed(target.name, error=str(exc))
 
 
-def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options) -> Plan:
-    """Pure: desired artifacts + observed snapshots -> Plan."""
+def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options,
+              snapshot: redirects.RedirectSnapshot | None = None,
+              now: datetime | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -170,8 +175,38 @@ def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options
         drift += d
         summaries.append(s)
         refusals += r
-    return Plan(state.revision, tuple(changes), (), tuple(drift), tuple(summaries),
-                tuple(refusals))
+    redirect_changes: list[Any] = []
+    if snapshot is not None and now is not None:
+        from .plan import TargetSummary
+        from .redirect.plan import raise_if_unsafe
+
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        try:
+            raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
+                            force=opts.force)
+        except UnsafePlan as exc:
+            refusals.append(str(exc))
+        for service, error in sorted(snapshot.errors.items()):
+            summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
+    return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
+                tuple(summaries), tuple(refusals))
+
+
+@contextlib.contextmanager
+def redirect_clients(desired: Desired_, opts: Options) -> Iterator[redirects.Clients | None]:
+    if not desired.state.provisioning.value.redirect or opts.targets:
+        yield None  # no services, or a run limited to some targets: registrations untouched
+        return
+    clients = (redirects.Clients(desired.renderer, opts.redirect_factory)
+               if opts.redirect_factory else redirects.Clients(desired.renderer))
+    try:
+        yield clients
+    finally:
+        clients.close()
+
+
+def _now(opts: Options) -> datetime:
+    return opts.now or datetime.now(UTC)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -186,17 +221,19 @@ class PlanResult:
     def exit_code(self) -> int:
         if any(t.error for t in self.plan.targets):
             return 1
-        if self.plan.refusals:
+        if self.plan.refusals or any(r.action == "conflict" for r in self.plan.redirects):
             return 3
         return 0 if self.plan.empty and not self.plan.drift else 2
 
 
 def plan(opts: Options) -> PlanResult:
     desired = load_desired(opts)
-    with opened(desired) as targets:
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
                     for name, t in targets.items()}
-    return PlanResult(make_plan(desired, observed, opts), desired)
+        snapshot = redirects.observe(desired.renderer, clients, state_dir) if clients else None
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
 
 
 @dataclass
@@ -204,25 +241,30 @@ class ApplyResult:
     plan: Plan
     results: dict[str, TargetResult] = field(default_factory=dict)
     receipt: dict[str, Any] = field(default_factory=dict)
+    redirect: redirects.RedirectResult | None = None
 
     @property
     def exit_code(self) -> int:
         if any(r.error and r.error.startswith("refused:") for r in self.results.values()):
             return 3
         if any(not r.ok for r in self.results.values()) or any(
-                t.error for t in self.plan.targets):
+                t.error for t in self.plan.targets) or (self.redirect and self.redirect.failed):
             return 1
+        if self.redirect and self.redirect.conflicts:
+            return 3
         return 0 if self.plan.empty else 2
 
 
 def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
-    """Lock every target, observe, plan, check the plan, execute, record, unlock."""
+    """Lock the targets, observe, plan, check the plan, then write in this order: files put,
+    redirect registrations (deregistrations first), files deleted; record; unlock."""
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     started = time.time()
+    now = _now(opts)
     locks = {}
     results: dict[str, TargetResult] = {}
-    with opened(desired) as targets:
+    with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         try:
             for name, target in targets.items():
                 try:
@@ -234,9 +276,11 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             live = {n: t for n, t in targets.items() if n in locks}
             observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
                         for n, t in live.items()}
+            snapshot = (redirects.observe(desired.renderer, clients, state_dir)
+                        if clients and not results else None)
             desired_live = Desired_(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            the_plan = make_plan(desired_live, observed, opts)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now)
             if expected_checksum is not None and the_plan.checksum() != expected_checksum:
                 raise PlanMismatch(
                     f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
@@ -244,35 +288,56 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     "plan again")
             if the_plan.refusals and not opts.force:
                 raise UnsafePlan("; ".join(the_plan.refusals))
-            for name, target in live.items():
-                obs = observed[name]
-                if obs.error is not None:
-                    results[name] = TargetResult(name, error=obs.error)
-                    continue
-                changes = [c for c in the_plan.changes if c.target == name]
-                manifest = obs.manifest
-                if not changes and not obs.pending and (
-                        manifest.revision == desired.state.revision):
-                    results[name] = TargetResult(name)
-                    continue
-                result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                    desired.state.revision, pending=obs.pending,
-                                    stop=opts.stop)
-                results[name] = result
-            receipt = _receipt(the_plan, results, started, desired.state.revision)
+
+            def run_phase(action: str) -> None:
+                for name, target in live.items():
+                    obs = observed[name]
+                    if obs.error is not None:
+                        results[name] = TargetResult(name, error=obs.error)
+                        continue
+                    if name in results and results[name].error:
+                        continue
+                    changes = [c for c in the_plan.changes
+                               if c.target == name and c.action == action]
+                    manifest = obs.manifest if action == "put" else target.read_manifest()
+                    if not changes and not obs.pending and (
+                            manifest.revision == desired.state.revision):
+                        results.setdefault(name, TargetResult(name))
+                        continue
+                    result, _ = execute(target, changes, desired.artifacts[name], manifest,
+                                        desired.state.revision,
+                                        pending=obs.pending if action == "put" else frozenset(),
+                                        stop=opts.stop)
+                    if name in results:
+                        results[name].items += result.items
+                        results[name].error = results[name].error or result.error
+                    else:
+                        results[name] = result
+
+            run_phase("put")
+            redirect_result = None
+            if snapshot is not None and clients is not None and not opts.stop():
+                failed = {i.path for r in results.values() for i in r.failed}
+                skip = {c.device: f"its file {show_path(c.path)} failed to publish"
+                        for c in the_plan.changes if c.path in failed and c.device}
+                redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
+                                                  state_dir, now, skip)
+            run_phase("delete")
+            receipt = _receipt(the_plan, results, started, desired.state.revision,
+                               redirect_result)
             if not the_plan.empty:
                 record.write_receipt(state_dir, receipt, live)
-            now = time.time()
+            now_ts = time.time()
             for name, result in results.items():
                 record.update_status(state_dir, name, desired.state.revision, result.ok,
-                                     now, result.error)
+                                     now_ts, result.error)
                 if result.ok and not the_plan.empty:
                     record.note_applied(
                         opts.repo, desired.state.revision,
-                        f"applied to {name} at {record.iso(now)} by {receipt['trigger']} "
+                        f"applied to {name} at {record.iso(now_ts)} by {receipt['trigger']} "
                         f"(receipt {receipt['id']}, {len(result.done)} change(s), plan "
                         f"{receipt['plan_checksum'][:12]})")
-            return ApplyResult(the_plan, results, receipt)
+            return ApplyResult(the_plan, results, receipt, redirect_result)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
@@ -280,8 +345,10 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
 
 
 def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
-             revision: str) -> dict[str, Any]:
-    from .plan import show_path
+             revision: str, redirect: redirects.RedirectResult | None = None) -> dict[str, Any]:
+    def change(c: Any, error: str | None = None) -> dict[str, Any]:
+        return {"action": c.action, "mac": c.mac, "service": c.service, "cause": c.cause,
+                "url": redirects.redact_url(c.url), "error": error}
 
     return {
         "id": uuid.uuid4().hex[:12],
@@ -297,6 +364,10 @@ def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
             }
             for name, r in sorted(results.items())
         },
+        "redirects": [] if redirect is None else (
+            [change(c) for c in redirect.done]
+            + [change(c, error) for c, error in redirect.failed]
+            + [change(c, "held by another account") for c in redirect.conflicts]),
     }
 
 

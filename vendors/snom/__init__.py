@@ -359,6 +359,10 @@ class Snom:
                                 f"({name})")
         return problems
 
+    def redirect_url(self, directory_url: str, mac: str) -> str:
+        """SRAPS hands the phone a settings URL, not a directory: our per-MAC file."""
+        return f"{directory_url}{mac.upper()}.xml"
+
     def firmware_version(self, version: str) -> tuple[int, ...]:
         match = FIRMWARE_VERSION.match(version.strip())
         if not match:
