@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     p.add_argument("--target")
     p.add_argument("--state-dir", type=Path)
+    p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = sub.add_parser("history", help="commits that changed what a phone gets; when applied")
     _common(p, rev=False)
@@ -171,14 +173,42 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Offline: what the state directory says about targets and redirect registrations."""
+    from .redirect.plan import recorded_state
+    from .redirect.state import load_records, records_path
+
     repo = find_repo(args.repo)
-    status = record.read_status(args.state_dir or record.default_state_dir(repo))
+    state_dir = args.state_dir or record.default_state_dir(repo)
+    status = record.read_status(state_dir)
     if args.target:
         status = {k: v for k, v in status.items() if k == args.target}
-    if not status:
+    records = load_records(records_path(state_dir))
+    states: dict[str, int] = {}
+    for rec in records.values():
+        states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
+    if args.format == "json":
+        body = {"targets": status, "redirect": {"states": states}}
+        if args.devices:
+            body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
+        print(json.dumps(body, indent=1, sort_keys=True, default=str))
+        return 0
+    if not status and not records:
         print("no runs recorded yet")
         return 0
-    print(json.dumps(status, indent=1, sort_keys=True))
+    for name, entry in sorted(status.items()):
+        applied = entry.get("last_applied") or {}
+        attempted = entry.get("last_attempted") or {}
+        print(f"target {name}: last applied {applied.get('revision', '-')[:12]} at "
+              f"{applied.get('at', '-')}; last attempted {attempted.get('revision', '-')[:12]} "
+              f"at {attempted.get('at', '-')}"
+              + (f" — FAILED: {attempted['error']}" if attempted.get("error") else ""))
+    if records:
+        print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    if args.devices:
+        for mac, rec in sorted(records.items()):
+            since = f" since {rec.registered_at}" if rec.registered_at else ""
+            note = f" ({rec.message})" if getattr(rec, "message", "") else ""
+            print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
     return 0
 
 

@@ -88,3 +88,13 @@ def test_yealink_rps_through_the_reconciler(fleet, monkeypatch, capsys):
         monkeypatch.setenv("YEALINK_SK", "wrong")
         assert run(fleet, "plan") == 1  # the service cannot be observed: named, exit 1
         assert "redirect:yealink" in capsys.readouterr().out
+
+
+def test_status_shows_targets_and_redirect_states(fleet, capsys):
+    apply(Options(repo=fleet, now=DAY0))
+    capsys.readouterr()
+    assert run(fleet, "status", "--devices") == 0
+    out = capsys.readouterr().out
+    assert "target local: last applied worktree" in out
+    assert "redirect: 1 active" in out
+    assert f"  {MAC} active at default since 2026-11-02T09:00:00+00:00" in out
