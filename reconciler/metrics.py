@@ -1,0 +1,134 @@
+"""Prometheus metrics of the reconcile daemon (the only module importing prometheus_client).
+
+Served over HTTP (`--metrics-port`, 127.0.0.1 unless `--metrics-address`) and/or written as a
+node-exporter textfile (`--metrics-textfile`, atomically: temporary file, then rename). Metrics
+live in a private registry, so the textfile holds provctl's metrics only.
+
+    provctl_target_synced{target}                         1 if the tip is applied there, else 0
+    provctl_last_applied_timestamp_seconds{target}        when the last successful apply ended
+    provctl_last_applied_revision_timestamp_seconds{target}  commit time of the applied revision
+    provctl_run_duration_seconds                          histogram of reconcile runs
+    provctl_runs_total{outcome}                           noop|changed|failed|refused|invalid
+    provctl_changes_applied_total{target,action}          files put / deleted
+    provctl_failures_total{target,reason}                 invalid|failed|refused
+    provctl_drift_files{target}                           drifted files seen by the last run
+    provctl_redirect_states{state}                        MACs per redirect state (0 if unknown)
+    provctl_git_fetch_failures_total                      failed fetches of the followed remote
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client import write_to_textfile as _write_textfile
+
+REDIRECT_STATES = ("active", "disabled", "provision", "deprovision", "conflict")
+FAILURE_REASONS = ("invalid", "failed", "refused")
+ACTIONS = ("put", "delete")
+OUTCOMES = ("noop", "changed", "failed", "refused", "invalid")
+BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: the textfile stays small and stable
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.synced = Gauge("provctl_target_synced",
+                            "1 if the newest revision is applied on the target, else 0",
+                            ["target"], registry=r)
+        self.last_applied = Gauge("provctl_last_applied_timestamp_seconds",
+                                  "Unix time the last successful apply on the target ended",
+                                  ["target"], registry=r)
+        self.revision_time = Gauge("provctl_last_applied_revision_timestamp_seconds",
+                                   "Commit time of the revision last applied on the target",
+                                   ["target"], registry=r)
+        self.duration = Histogram("provctl_run_duration_seconds",
+                                  "Duration of reconcile runs (load to record)",
+                                  buckets=BUCKETS, registry=r)
+        self.runs = Counter("provctl_runs", "Reconcile runs by outcome", ["outcome"],
+                            registry=r)
+        self.changes = Counter("provctl_changes_applied",
+                               "Files written or deleted on targets", ["target", "action"],
+                               registry=r)
+        self.failures = Counter("provctl_failures",
+                                "Runs that failed, per target and reason", ["target", "reason"],
+                                registry=r)
+        self.drift = Gauge("provctl_drift_files", "Drifted files seen by the last run",
+                           ["target"], registry=r)
+        self.redirect = Gauge("provctl_redirect_states", "Devices per redirect state",
+                              ["state"], registry=r)
+        self.fetch_failures = Counter("provctl_git_fetch_failures",
+                                      "Failed fetches of the followed git remote", registry=r)
+        for state in REDIRECT_STATES:
+            self.redirect.labels(state).set(0)
+        for outcome in OUTCOMES:
+            self.runs.labels(outcome)
+        self._targets: set[str] = set()
+
+    # --- updates ------------------------------------------------------------------------------
+
+    def target(self, name: str) -> None:
+        """Create a target's series at zero so alerts see them before anything happens."""
+        if name in self._targets:
+            return
+        self._targets.add(name)
+        self.synced.labels(name).set(0)
+        self.drift.labels(name).set(0)
+        for action in ACTIONS:
+            self.changes.labels(name, action)
+        for reason in FAILURE_REASONS:
+            self.failures.labels(name, reason)
+
+    def run(self, outcome: str, seconds: float) -> None:
+        self.runs.labels(outcome).inc()
+        self.duration.observe(seconds)
+
+    def applied(self, target: str, *, synced: bool, when: float | None = None,
+                revision_time: float | None = None, puts: int = 0, deletes: int = 0,
+                drift: int | None = None) -> None:
+        self.target(target)
+        self.synced.labels(target).set(1 if synced else 0)
+        if when is not None:
+            self.last_applied.labels(target).set(when)
+        if revision_time is not None:
+            self.revision_time.labels(target).set(revision_time)
+        if puts:
+            self.changes.labels(target, "put").inc(puts)
+        if deletes:
+            self.changes.labels(target, "delete").inc(deletes)
+        if drift is not None:
+            self.drift.labels(target).set(drift)
+
+    def failed(self, target: str, reason: str) -> None:
+        self.target(target)
+        self.synced.labels(target).set(0)
+        self.failures.labels(target, reason).inc()
+
+    def redirect_states(self, counts: Mapping[str, int] | None) -> None:
+        """MACs per redirect state; states not given (or no data at all) read 0."""
+        counts = counts or {}
+        for state in sorted(set(REDIRECT_STATES) | set(counts)):
+            self.redirect.labels(state).set(counts.get(state, 0))
+
+    def fetch_failed(self) -> None:
+        self.fetch_failures.inc()
+
+    # --- export -------------------------------------------------------------------------------
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        """Serve /metrics from a background thread."""
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def write_textfile(self, path: Path) -> None:
+        """Write the node-exporter textfile atomically (a temporary name, then rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_textfile(str(path), self.registry)
