@@ -30,7 +30,7 @@ from .plan import Desired, Observed, Plan, diff_target, show_path
 from .render import Artifact, Renderer
 from .render_cache import RenderCache, cache_path
 from .targets import open_target
-from .targets.base import Manifest, Target
+from .targets.base import Target
 from .validate import DesiredState, load_state
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,3 @@ def read_plan_file(path: Path) -> str:
         return str(body["checksum"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError([Problem(str(path), 0, "--plan", f"not a provctl plan: {exc}")]) from exc
-
-
-def empty_manifest() -> Manifest:
-    return Manifest()
