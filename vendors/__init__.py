@@ -9,7 +9,7 @@ from pathlib import Path
 from .base import Vendor
 
 # Vendors with a complete module. A new vendor is added here and in templates/<name>/.
-KNOWN = ("yealink", "snom")
+KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

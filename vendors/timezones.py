@@ -24,10 +24,20 @@ tests (the Snom code's number must equal the zone's standard offset).
 
 `REFERENCE_YEARS` is fixed so that rendering stays a pure function of the desired state and the
 installed tz database; bump it when a country changes its rules.
+
+Other vendors describe a zone as a standard offset plus a daylight-saving *rule* ("last Sunday of
+March at 02:00"): Poly, Cisco MPP, Fanvil and Panasonic take the rule's parts as separate keys,
+Grandstream a POSIX TZ string (`CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00`). `dst_rule()`
+derives that rule from the zone's transitions in `REFERENCE_YEARS`, so it is exact for the years
+the rule holds; a zone whose switches are not "n-th / last weekday of a month" in both years (or
+that switches more than twice a year) is refused with a `ValueError` naming it. Gigaset Nx70 bases
+take an IANA name, but only from a fixed list (`GIGASET_ZONES`); `gigaset()` picks the zone itself
+or the first listed zone with the same clock.
 """
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -211,3 +221,162 @@ def snom(name: str) -> str:
 def table() -> dict[str, tuple[str | None, str | None]]:
     """The curated rows (for tests and documentation)."""
     return dict(_TABLE)
+
+
+# --- daylight-saving rules (Poly, Cisco, Fanvil, Panasonic, Grandstream) ----------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One yearly switch, as "the n-th (or last) weekday of a month, at a local time"."""
+
+    month: int  # 1-12
+    week: int  # 1-4, or 5 = the last such weekday of the month
+    weekday: int  # 0 = Sunday ... 6 = Saturday (POSIX numbering)
+    minutes: int  # local wall-clock time just before the switch, minutes after midnight
+
+    @property
+    def last(self) -> bool:
+        return self.week == 5
+
+
+@dataclass(frozen=True)
+class DstRule:
+    standard_minutes: int  # UTC offset of standard time
+    save_minutes: int  # what daylight-saving time adds
+    start: Change  # into daylight-saving time
+    end: Change  # back to standard time
+
+
+def _candidates(local: datetime) -> set[tuple[int, int, int, int]]:
+    days = calendar.monthrange(local.year, local.month)[1]
+    weekday = (local.weekday() + 1) % 7  # Monday=0 -> Sunday=0
+    minutes = local.hour * 60 + local.minute
+    nth = (local.day - 1) // 7 + 1
+    out = set()
+    if nth <= 4:
+        out.add((local.month, nth, weekday, minutes))
+    if local.day + 7 > days:
+        out.add((local.month, 5, weekday, minutes))
+    return out
+
+
+@cache
+def dst_rule(name: str) -> DstRule | None:
+    """The zone's daylight-saving rule; None without DST; ValueError when no weekday rule fits."""
+    c = clock(name)
+    if not c.dst:
+        return None
+    starts: list[set[tuple[int, int, int, int]]] = []
+    ends: list[set[tuple[int, int, int, int]]] = []
+    saves = set()
+    before = _offset(_zone(name), c.transitions[0][0] - 1) if c.transitions else 0
+    for minute, after in c.transitions:
+        local = datetime.fromtimestamp((minute + before) * 60, tz=UTC).replace(tzinfo=None)
+        (starts if after > before else ends).append(_candidates(local))
+        saves.add(abs(after - before))
+        before = after
+    years = len(REFERENCE_YEARS)
+    if len(starts) != years or len(ends) != years or len(saves) != 1:
+        raise ValueError(f"time zone {name!r} does not switch to and from daylight saving time "
+                         "once a year, which a phone's DST rule cannot express")
+    rules = []
+    for found in (starts, ends):
+        common = set.intersection(*found)
+        if not common:
+            raise ValueError(f"time zone {name!r} switches on dates that are not the same "
+                             "weekday of the month every year, which a phone's DST rule cannot "
+                             "express")
+        rules.append(Change(*max(common, key=lambda r: r[1])))  # "last" wins over "4th"
+    return DstRule(c.standard_minutes, saves.pop(), rules[0], rules[1])
+
+
+def _posix_name(name: str | None, fallback: str) -> str:
+    return name if name and name.isalpha() and len(name) >= 3 else fallback
+
+
+def _posix_offset(minutes: int) -> str:
+    sign = "-" if minutes > 0 else ""  # POSIX counts west of UTC as positive
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def _posix_change(change: Change) -> str:
+    hours, minutes = divmod(change.minutes, 60)
+    return f"M{change.month}.{change.week}.{change.weekday}/{hours:02d}:{minutes:02d}:00"
+
+
+def posix(name: str) -> str:
+    """A POSIX TZ string, e.g. "CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00".
+
+    Abbreviations are the zone's own when they are POSIX-valid (three or more letters), else
+    "STD" / "DST": only the offsets and the rule matter to a phone, and numeric abbreviations
+    ("+03") would need the <...> quoting not every firmware parses [I].
+    """
+    rule = dst_rule(name)
+    zone = _zone(name)
+    first = datetime(REFERENCE_YEARS[0], 1, 15, tzinfo=UTC)
+    if rule is None:
+        std = _posix_name(first.astimezone(zone).tzname(), "STD")
+        return std + _posix_offset(clock(name).standard_minutes)
+    c = clock(name)
+    names = {}
+    for minute, after in c.transitions[:2]:
+        moment = datetime.fromtimestamp(minute * 60, tz=UTC).astimezone(zone)
+        names[after] = moment.tzname()
+    std = _posix_name(names.get(rule.standard_minutes), "STD")
+    dst = _posix_name(names.get(rule.standard_minutes + rule.save_minutes), "DST")
+    if std == dst:
+        std, dst = "STD", "DST"
+    return (f"{std}{_posix_offset(rule.standard_minutes)}"
+            f"{dst}{_posix_offset(rule.standard_minutes + rule.save_minutes)},"
+            f"{_posix_change(rule.start)},{_posix_change(rule.end)}")
+
+
+# --- Gigaset Nx70: IANA names, from a fixed list --------------------------------------------
+
+# The zones an N670/N870 base accepts in DmGlobal.0.TimeZone [V wazo Nx70 common.py
+# _VALID_TZ_GIGASET]. Order matters for the same-clock fallback: the first match wins, so the
+# most common zone of each clock comes first.
+GIGASET_ZONES = (
+    "Europe/Berlin", "Europe/Paris", "Europe/Rome", "Europe/Madrid", "Europe/Amsterdam",
+    "Europe/Brussels", "Europe/Vienna", "Europe/Zurich", "Europe/Luxembourg",
+    "Europe/Copenhagen", "Europe/Stockholm", "Europe/Oslo", "Europe/Prague",
+    "Europe/Bratislava", "Europe/Budapest", "Europe/Warsaw", "Europe/Zagreb",
+    "Europe/Ljubljana", "Europe/Belgrade", "Europe/Sarajevo", "Europe/Skopje",
+    "Europe/Podgorica", "Europe/Tirane", "Europe/Andorra", "Europe/Gibraltar", "Europe/Malta",
+    "Europe/Monaco", "Europe/San_Marino", "Europe/Vatican", "Europe/Vaduz", "Europe/Busingen",
+    "Europe/London", "Europe/Dublin", "Europe/Lisbon", "Europe/Guernsey", "Europe/Isle_of_Man",
+    "Europe/Jersey", "Europe/Belfast", "Greenwich",
+    "Europe/Athens", "Europe/Helsinki", "Europe/Bucharest", "Europe/Sofia", "Europe/Riga",
+    "Europe/Tallinn", "Europe/Vilnius", "Europe/Kiev", "Europe/Chisinau", "Europe/Nicosia",
+    "Europe/Mariehamn", "Europe/Uzhgorod", "Europe/Zaporozhye", "Europe/Tiraspol",
+    "Africa/Cairo", "Europe/Kaliningrad",
+    "Europe/Istanbul", "Europe/Moscow", "Europe/Minsk", "Europe/Kirov", "Europe/Simferopol",
+    "Europe/Volgograd",
+    "Asia/Dubai", "Europe/Astrakhan", "Europe/Samara", "Europe/Ulyanovsk",
+    "Asia/Karachi", "Asia/Dhaka", "Asia/Hong_Kong", "Asia/Tokyo",
+    "Australia/Adelaide", "Australia/Darwin", "Australia/Brisbane", "Australia/Sydney",
+    "Pacific/Noumea",
+    "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles",
+    "America/Anchorage", "Pacific/Honolulu", "America/Caracas", "America/Sao_Paulo",
+)
+
+
+def gigaset(name: str) -> str:
+    """Gigaset `DmGlobal.0.TimeZone` for an IANA zone; ValueError (naming it) when none fits."""
+    clock(name)  # raises for names that are not IANA zones
+    if name in GIGASET_ZONES:
+        return name
+    current = _ALIASES.get(name, name)
+    if current in GIGASET_ZONES:
+        return current
+    wanted = _same_clock(name)
+    for other in GIGASET_ZONES:
+        try:
+            if _same_clock(other) == wanted:
+                return other
+        except ValueError:  # a listed name this tz database does not know
+            continue
+    raise ValueError(f"time zone {name!r}: no zone with the same clock is in the Gigaset "
+                     "list (see GIGASET_ZONES in vendors/timezones.py)")

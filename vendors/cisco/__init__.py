@@ -1,0 +1,392 @@
+"""Cisco MPP (68xx / 78xx / 88xx, 3PCC firmware): what is true of the vendor, and its mapping.
+
+Files per phone (see ../shared/reference/vendor-formats.md, "5. Cisco SPA5xx and MPP"):
+
+- `<mac>.xml` (12 lowercase hex digits, the `$MA` macro): an XML `<flat-profile>` with one
+  element per parameter. `Profile_Rule` inside it is the literal URL of this file, so the phone
+  keeps resyncing from it once it has fetched it (via DHCP option 150/160, the web UI or a
+  redirect that set `Profile_Rule` to `<directory>/$MA.xml`).
+- No `/$PSN.xml` bootstrap is written: the factory rule asks for it at the root of the server
+  (not in the phone's token directory), and the `$PSN` spelling per model is [I].
+
+XML, rendered with autoescape; UTF-8 only [V]. Duplicate elements: the last one wins [V], so
+`raw` keys replace generated ones (never duplicated). A line break or control character in a
+value is refused by `check()`, naming the parameter.
+
+Conventions (documented for operators):
+
+- User-owned mechanism: the `ua` attribute. Everything provctl writes is `ua="na"` (secrets,
+  provisioning, firmware) or `ua="ro"` (the user sees it but cannot change it). `ua` does not
+  keep a user's value once the profile carries one [V], and the `preserve-value` attribute that
+  would is [I]; so a *user-owned* parameter is not written at all (unspecified parameters are
+  left unchanged [V]) and the user's own value survives.
+- Line N = port N. Lines of the model without an account are cleared: `Line_Enable_N_` No and
+  the identity/credential elements empty, because the phone keeps whatever an earlier profile
+  set [V: unspecified parameters are left unchanged].
+- Codecs: `Preferred_Codec_N_`, `Second_…`, `Third_…`; a list of more than three codecs cannot be
+  ordered on the phone and is refused by `check()`. Codecs left out stay allowed at lower
+  preference (`Use_Pref_Codec_Only_N_` No).
+- Time zone: `Time_Zone` = `GMT±HH:MM` (standard offset) and `Daylight_Saving_Time_Rule` =
+  `start=M/D/W/H;end=M/D/W/H;save=H` with D = -1 (last) or the first day of the n-th week,
+  W 1 = Monday … 7 = Sunday [V example].
+- Language: only English (`English-US`, `en-US`); other languages need a dictionary server and
+  are refused by `check()`.
+- Keys (`line_keys[K]` → line key K): `line` → `Extension_K_` = line; `blf`, `speed_dial` →
+  `Extension_K_` Disabled + `Extended_Function_K_` (`fnc=blf+sd+cp;sub=…@$PROXY;nme=…` /
+  `fnc=sd;ext=…@$PROXY;nme=…` [I syntax]); `none` → `Extension_K_` Disabled. `park` and `dtmf`
+  are refused by `check()` (no verified syntax).
+- Resync: on reset (`provisioning.resync.on_boot`), and daily at `start` with a random delay up
+  to `end` (`Resync_At__HHmm_`, `Resync_At_Random_Delay` in seconds).
+- Not expressible, documented (`NOTES`): `vlan.priority`, `soft_keys`, `expansion_keys`,
+  `screensaver`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vendors import timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+
+# name: (lines, family) [I: datasheet line counts per the reference — verify]
+_MODELS: dict[str, tuple[int, str]] = {
+    "CP-6821-3PCC": (2, "68xx"), "CP-6841-3PCC": (4, "68xx"), "CP-6851-3PCC": (4, "68xx"),
+    "CP-6861-3PCC": (4, "68xx"), "CP-6871-3PCC": (6, "68xx"),
+    "CP-7811-3PCC": (1, "78xx"), "CP-7821-3PCC": (2, "78xx"), "CP-7841-3PCC": (4, "78xx"),
+    "CP-7861-3PCC": (16, "78xx"),
+    "CP-8811-3PCC": (10, "88xx"), "CP-8841-3PCC": (10, "88xx"), "CP-8845-3PCC": (10, "88xx"),
+    "CP-8851-3PCC": (10, "88xx"), "CP-8861-3PCC": (10, "88xx"), "CP-8865-3PCC": (10, "88xx"),
+}
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(name=name, lines=lines, family=family, keys=lines)
+    for name, (lines, family) in _MODELS.items()
+}
+
+# ISO 639-1 code -> (Language_Selection, Locale); others need a dictionary server
+LANGUAGES = {"en": ("English-US", "en-US")}
+
+# neutral codec -> codec name in Preferred_Codec_N_ [V reference; OPUS/iLBC I]
+CODECS = {"pcmu": "G711u", "pcma": "G711a", "g729": "G729a", "g722": "G722", "opus": "OPUS",
+          "ilbc": "iLBC"}
+CODEC_KEYS = ("Preferred_Codec_{}_", "Second_Preferred_Codec_{}_", "Third_Preferred_Codec_{}_")
+
+TRANSPORTS = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}
+
+NA, RO = "na", "ro"  # ua: no access / read-only for the user
+
+NOTES = {
+    "vlan.priority": "no key known",
+    "codecs": "at most three, in order",
+    "language": "English only (others need a dictionary server)",
+    "line_keys": "line, blf, speed_dial, none",
+    "user_owned": "not written (ua cannot keep a user's value)",
+}
+
+ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# sip78xx.11-0-0MPP-7, 11-3-7MPP0001-609, 12.0.1MPP-308, 11.3.7
+FIRMWARE_VERSION = re.compile(
+    r"^(?:sip(\d\d)xx\.)?(\d+)[-.](\d+)[-.](\d+)(?:(?:MPP|MSR)(\d*)(?:dev)?)?(?:-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    ua: str
+    value: str
+    param: str
+
+
+def _get(params: Mapping[str, Any], *path: str) -> Any:
+    value: Any = params
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    return str(value)
+
+
+def language_code(value: str) -> str:
+    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
+
+
+def gmt_offset(minutes: int) -> str:
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"GMT{sign}{hours:02d}:{rest:02d}"
+
+
+def _hour(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def dst_rule(rule: timezones.DstRule) -> str:
+    def part(change: timezones.Change) -> str:
+        day = -1 if change.last else (change.week - 1) * 7 + 1
+        weekday = 7 if change.weekday == 0 else change.weekday  # 1 = Monday ... 7 = Sunday
+        return f"{change.month}/{day}/{weekday}/{_hour(change.minutes)}"
+
+    return f"start={part(rule.start)};end={part(rule.end)};save={_hour(rule.save_minutes)}"
+
+
+class _Builder:
+    def __init__(self, device: RenderInput):
+        self.device = device
+        self.params = device.params
+        self.owned = device.user_owned
+        self.settings: list[Setting] = []
+        self.problems: list[str] = []
+
+    def put(self, name: str, value: Any, param: str, ua: str = RO) -> None:
+        self.settings.append(Setting(name, ua, _text(value), param))
+
+    def build(self) -> _Builder:
+        self.provisioning()
+        self.time_and_language()
+        self.network_and_features()
+        self.lines()
+        if self.device.lines:
+            self.keys()
+        self.raw()
+        return self
+
+    def provisioning(self) -> None:
+        url = self.device.provisioning_url + f"{self.device.mac}.xml"
+        resync = _get(self.params, "provisioning", "resync") or {}
+        start = resync.get("start") or "02:00"
+        end = resync.get("end") or "04:00"
+        on_boot = resync.get("on_boot")
+        window = (_minutes(end) - _minutes(start)) % (24 * 60)
+        self.put("Provision_Enable", True, "provisioning url", NA)
+        self.put("Profile_Rule", url, "provisioning url", NA)
+        self.put("Resync_On_Reset", True if on_boot is None else bool(on_boot),
+                 "provisioning.resync.on_boot", NA)
+        self.put("Resync_Periodic", 0, "provisioning.resync", NA)
+        self.put("Resync_At__HHmm_", start.replace(":", ""), "provisioning.resync.start", NA)
+        self.put("Resync_At_Random_Delay", window * 60, "provisioning.resync.end", NA)
+        if self.device.firmware is not None:
+            self.put("Upgrade_Enable", True, "firmware", NA)
+            self.put("Upgrade_Rule", self.device.firmware.url, "firmware", NA)
+        password = self.params.get("admin_password")
+        if password:
+            self.put("Admin_Password", password, "admin_password", NA)
+
+    def time_and_language(self) -> None:
+        ntp = self.params.get("ntp") or {}
+        if ntp.get("server"):
+            self.put("Primary_NTP_Server", ntp["server"], "ntp.server")
+        if ntp.get("server2"):
+            self.put("Secondary_NTP_Server", ntp["server2"], "ntp.server2")
+        tz = self.params.get("timezone")
+        if tz:
+            try:
+                rule = timezones.dst_rule(str(tz))
+                self.put("Time_Zone", gmt_offset(timezones.clock(str(tz)).standard_minutes),
+                         "timezone")
+                self.put("Daylight_Saving_Time_Enable", rule is not None, "timezone")
+                if rule is not None:
+                    self.put("Daylight_Saving_Time_Rule", dst_rule(rule), "timezone")
+            except ValueError as exc:
+                self.problems.append(f"timezone: {exc}")
+        language = self.params.get("language")
+        if language and "language" not in self.owned:
+            names = LANGUAGES.get(language_code(str(language)))
+            if names is None:
+                self.problems.append(f"language: {language!r}: Cisco MPP phones show other "
+                                     "languages than English only from a dictionary server, "
+                                     "which provctl does not set up")
+            else:
+                self.put("Language_Selection", names[0], "language")
+                self.put("Locale", names[1], "language")
+
+    def network_and_features(self) -> None:
+        vlan = self.params.get("vlan") or {}
+        if vlan.get("id"):
+            self.put("Enable_VLAN", True, "vlan.id", NA)
+            self.put("VLAN_ID", vlan["id"], "vlan.id", NA)
+        if vlan.get("pc_id"):
+            self.put("PC_Port_VLAN_ID", vlan["pc_id"], "vlan.pc_id", NA)
+        waiting = self.params.get("call_waiting")
+        if waiting is not None and "call_waiting" not in self.owned:
+            self.put("CW_Setting", bool(waiting), "call_waiting")  # [I] user preference
+
+    def lines(self) -> None:
+        model = self.device.model
+        by_port: dict[int, LineInput] = {}
+        for line in self.device.lines:
+            if not 1 <= line.port <= model.lines:
+                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
+                                     f"lines 1 to {model.lines}")
+                continue
+            by_port[line.port] = line
+        for n in range(1, model.lines + 1):
+            line = by_port.get(n)
+            if line is None:
+                self.put(f"Line_Enable_{n}_", False, f"port {n}", NA)
+                for name in ("Display_Name", "User_ID", "Auth_ID", "Password", "Proxy"):
+                    self.put(f"{name}_{n}_", "", f"port {n}", NA)
+            else:
+                self.line(n, line)
+
+    def line(self, n: int, line: LineInput) -> None:
+        where = f"of {line.account} on port {line.port}"
+        sip = line.sip or {}
+
+        def put(name: str, value: Any, param: str, ua: str = NA) -> None:
+            self.put(f"{name}_{n}_", value, f"{param} {where}", ua)
+
+        server = str(sip.get("server") or "")
+        put("Line_Enable", True, "account")
+        put("Display_Name", line.display_name, "display_name", RO)
+        put("User_ID", line.extension, "extension", RO)
+        put("Use_Auth_ID", True, "auth_user")
+        put("Auth_ID", line.auth_user, "auth_user")
+        put("Password", line.password, "password")
+        put("Proxy", f"{server}:{sip['port']}" if sip.get("port") else server, "sip.server")
+        if sip.get("transport"):
+            put("SIP_Transport", TRANSPORTS[sip["transport"]], "sip.transport")
+        if sip.get("expires"):
+            put("Register_Expires", sip["expires"], "sip.expires")
+        proxy = sip.get("outbound_proxy")
+        if proxy:
+            port = sip.get("outbound_proxy_port") or sip.get("port")
+            put("Outbound_Proxy", f"{proxy}:{port}" if port else proxy, "sip.outbound_proxy")
+            put("Use_OB_Proxy_In_Dialog", True, "sip.outbound_proxy")
+        else:
+            put("Outbound_Proxy", "", "sip.outbound_proxy")
+        codecs = (line.params or {}).get("codecs")
+        if codecs is None:
+            codecs = self.params.get("codecs")
+        if codecs is not None:
+            names: list[str] = []
+            for codec in codecs:
+                if codec not in CODECS:
+                    self.problems.append(f"codecs {where}: {codec} is not supported by Cisco "
+                                         f"MPP phones (supported: {', '.join(sorted(CODECS))})")
+                elif CODECS[codec] not in names:
+                    names.append(CODECS[codec])
+            if len(names) > len(CODEC_KEYS):
+                self.problems.append(f"codecs {where}: Cisco MPP phones order at most "
+                                     f"{len(CODEC_KEYS)} codecs, got {len(names)}")
+            for key, name in zip(CODEC_KEYS, names, strict=False):
+                self.put(key.format(n), name, f"codecs {where}", NA)
+            self.put(f"Use_Pref_Codec_Only_{n}_", False, f"codecs {where}", NA)
+
+    def keys(self) -> None:
+        if "line_keys" in self.owned:
+            return
+        keys = self.params.get("line_keys") or []
+        model = self.device.model
+        for k, key in enumerate(keys, start=1):
+            param = f"line_keys[{k}]"
+            if k > model.keys:
+                self.problems.append(f"{param}: {model.name} has {model.keys} line keys")
+                continue
+            kind = key.get("type") or "none"
+            value = str(key.get("value") or "")
+            label = str(key.get("label") or "")
+            if kind == "line":
+                self.put(f"Extension_{k}_", int(key.get("line") or 1), param)
+                if label:
+                    self.put(f"Short_Name_{k}_", label, param)
+            elif kind == "none":
+                self.put(f"Extension_{k}_", "Disabled", param)
+                self.put(f"Extended_Function_{k}_", "", param)
+            elif kind in ("blf", "speed_dial"):
+                if ";" in value or ";" in label:
+                    self.problems.append(f"{param}: ';' cannot appear in a Cisco extended "
+                                         "function")
+                    continue
+                function = (f"fnc=blf+sd+cp;sub={value}@$PROXY" if kind == "blf"
+                            else f"fnc=sd;ext={value}@$PROXY")  # [I] syntax
+                self.put(f"Extension_{k}_", "Disabled", param)
+                self.put(f"Extended_Function_{k}_", f"{function};nme={label or value}", param)
+            else:
+                self.problems.append(f"{param}: key type {kind!r} has no verified Cisco MPP "
+                                     "syntax; not supported")
+
+    def raw(self) -> None:
+        raw = self.device.raw or {}
+        added: list[Setting] = []
+        for key, value in raw.items():
+            key = str(key)
+            if not ELEMENT.match(key):
+                self.problems.append(f"raw.cisco: {key!r} is not a Cisco element name "
+                                     "(letters, digits and _ . - only)")
+                continue
+            added.append(Setting(key, NA, _text(value), f"raw.cisco.{key}"))
+        replaced = {s.name for s in added}
+        self.settings = [s for s in self.settings if s.name not in replaced] + added
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _build(device: RenderInput) -> _Builder:
+    return _Builder(device).build()
+
+
+class Cisco:
+    name = "cisco"
+    models: Mapping[str, ModelInfo] = MODELS
+    autoescape = True
+    supported = frozenset({
+        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
+        "vlan", "line_keys", "provisioning", "raw",
+    })
+    notes = NOTES
+    redirect_kinds: tuple[str, ...] = ()  # no redirect client in provctl
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        built = _build(device)
+        return [OutputFile(f"{device.mac}.xml", "cisco/mac.xml.j2", {
+            "mac": device.mac, "model": device.model.name,
+            "settings": [{"name": s.name, "ua": s.ua, "value": s.value} for s in built.settings],
+        })]
+
+    def check(self, device: RenderInput) -> list[str]:
+        built = _build(device)
+        problems = list(built.problems)
+        for s in built.settings:
+            if "\n" in s.value or "\r" in s.value:
+                problems.append(f"{s.param}: contains a line break, which a Cisco profile "
+                                f"value cannot carry ({s.name})")
+            elif XML_ILLEGAL.search(s.value):
+                problems.append(f"{s.param}: contains a control character XML cannot carry "
+                                f"({s.name})")
+        return problems
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        match = FIRMWARE_VERSION.match(version.strip())
+        if not match:
+            raise ValueError(f"Cisco MPP firmware version {version!r} is not "
+                             "<major>-<minor>-<maint>MPP[<sub>]-<build> (e.g. 11-3-7MPP0001-609, "
+                             "sip88xx.12-0-1MPP-308)")
+        _, major, minor, maint, sub, build = match.groups()
+        return (int(major), int(minor), int(maint), int(sub or 0), int(build or 0))
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        try:
+            self.firmware_version(version)
+        except ValueError as exc:
+            return str(exc)
+        family = FIRMWARE_VERSION.match(version.strip()).group(1)  # type: ignore[union-attr]
+        if family and model.family and f"{family}xx" != model.family:
+            return (f"firmware {version} is for Cisco {family}xx phones, but {model.name} is a "
+                    f"{model.family} phone")
+        return None
+
+
+VENDOR = Cisco()

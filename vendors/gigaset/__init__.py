@@ -1,0 +1,271 @@
+"""Gigaset N610 / N670 / N770 / N870 IP PRO (Nx70 DECT): what is true of the vendor, its mapping.
+
+A DECT base carries one SIP account per handset: port N of the device is handset N (accounts
+and handsets `00001`, `00002`, ...).
+
+Files per base (see ../shared/reference/vendor-formats.md, "7. Gigaset"):
+
+- `<mac>.xml` (12 lowercase hex digits) [V wazo Nx70]: `<provisioning version="1.1"
+  productID="e2">` with an optional `<firmware><file version= url=/></firmware>` and `<nvm>`
+  holding `<param name= value=/>` and `<oper>` operations. Values are *attributes*: rendered
+  with autoescape (`& < > "`), and a line break or control character is refused by `check()`,
+  naming the parameter. No common file exists for this family.
+
+Conventions (documented for operators):
+
+- Handset N: `<oper name="add_hs" value="0000N">` (registration window for the handset) with
+  `hs.0000N.DECT_AC` = the last four digits of the extension, zero-padded [V wazo], and
+  `SipAccount.0000N.*` (display name, user, auth name, password, provider id).
+- SIP servers: one `SipProvider.<i>` per distinct (server, port, transport, outbound proxy,
+  expiry) among the lines, numbered from 0 in port order [V wazo groups the same way].
+- Handset accounts of the model without a line are cleared (user, auth name, password, display
+  name empty): parameters in the NVM stay as set until changed [I]. Handset registrations are
+  not deleted (`DeleteNotProvisionedHS` is not used): unregistering a handset someone paired on
+  site is not provctl's call (conservative).
+- Time zone: `DmGlobal.0.TimeZone` takes an IANA name from a fixed list; a zone not in it gets
+  the first listed zone with the same clock (vendors/timezones.py `gigaset`).
+- Provisioning: `Provisioning.global.ProvisioningServer` = the base's directory URL without the
+  trailing '/' (as wazo writes it: the base appends `/<mac>.xml`) [I]. That is also the URL the
+  Gigaset redirect service (GRAPE, setting `ProvisioningServer`) is given (`redirect_url`).
+- Firmware, only when pinned: `<firmware><file version="2.65.0" url=.../></firmware>`.
+- User-owned parameters: the N-series XML has no permission flags (the reference found none;
+  Gigaset's Snom-derived desk phones have `perm`, these bases do not), and none of the
+  user-ownable parameters apply to a DECT base: nothing to do.
+- Not expressible (the core warns): `codecs`, `language`, `call_waiting`, `vlan`, keys,
+  `screensaver`, and `provisioning.resync` (no schedule keys in the reference). `ntp.server2`
+  is not written (one NTP server; NOTES).
+- `raw` keys are NVM parameter names, written as `<param>` last; a raw key equal to a
+  generated parameter replaces it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vendors import timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+
+# name: handsets = SIP accounts [V wazo plugin-info]
+_MODELS: dict[str, int] = {"N610": 8, "N670": 20, "N770": 100, "N870": 250, "N870E": 250}
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(name=name, lines=lines, family="nx70") for name, lines in _MODELS.items()
+}
+
+TRANSPORTS = {"udp": 1, "tcp": 2, "tls": 3}
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+NOTES = {"ntp.server2": "one NTP server only"}
+
+PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# 83.V2.65.0 (product.Vmajor.minor.patch) or 2.65.0
+FIRMWARE_VERSION = re.compile(r"^(?:(\d+)\.V)?(\d+)\.(\d+)\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    value: str
+    param: str
+
+
+@dataclass(frozen=True)
+class Handset:
+    number: str  # "00001"
+    access_code: str
+    param: str
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def handset(n: int) -> str:
+    return f"{n:05d}"
+
+
+def access_code(extension: str) -> str:
+    digits = "".join(c for c in extension if c.isdigit())
+    return digits[-4:].zfill(4)
+
+
+class _Builder:
+    def __init__(self, device: RenderInput):
+        self.device = device
+        self.params = device.params
+        self.settings: list[Param] = []
+        self.handsets: list[Handset] = []
+        self.problems: list[str] = []
+
+    def put(self, name: str, value: Any, param: str) -> None:
+        self.settings.append(Param(name, _text(value), param))
+
+    def build(self) -> _Builder:
+        self.common()
+        self.accounts()
+        self.raw()
+        return self
+
+    def common(self) -> None:
+        self.put("Provisioning.global.ProvisioningServer",
+                 self.device.provisioning_url.rstrip("/"), "provisioning url")
+        password = self.params.get("admin_password")
+        if password:
+            self.put("WebUIAccounts.1.Password", password, "admin_password")
+        ntp = self.params.get("ntp") or {}
+        if ntp.get("server"):
+            self.put("DmGlobal.0.NtpServer", ntp["server"], "ntp.server")
+        tz = self.params.get("timezone")
+        if tz:
+            try:
+                self.put("DmGlobal.0.TimeZone", timezones.gigaset(str(tz)), "timezone")
+            except ValueError as exc:
+                self.problems.append(f"timezone: {exc}")
+
+    def accounts(self) -> None:
+        model = self.device.model
+        by_port: dict[int, LineInput] = {}
+        for line in self.device.lines:
+            if not 1 <= line.port <= model.lines:
+                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
+                                     f"handsets 1 to {model.lines}")
+                continue
+            by_port[line.port] = line
+        providers: dict[tuple[Any, ...], int] = {}
+        for n in range(1, model.lines + 1):
+            line = by_port.get(n)
+            hs = handset(n)
+            if line is None:
+                for field in ("DisplayName", "UserName", "AuthName", "AuthPassword"):
+                    self.put(f"SipAccount.{hs}.{field}", "", f"port {n}")
+                continue
+            where = f"of {line.account} on port {line.port}"
+            sip = line.sip or {}
+            key = (sip.get("server"), sip.get("port"), sip.get("transport"),
+                   sip.get("outbound_proxy"), sip.get("outbound_proxy_port"),
+                   sip.get("expires"))
+            if key not in providers:
+                providers[key] = len(providers)
+                self.provider(providers[key], sip, where)
+            self.handsets.append(Handset(hs, access_code(line.extension), f"extension {where}"))
+            self.put(f"SipAccount.{hs}.ProviderId", providers[key], f"sip.server {where}")
+            self.put(f"SipAccount.{hs}.DisplayName", line.display_name, f"display_name {where}")
+            self.put(f"SipAccount.{hs}.UserName", line.extension, f"extension {where}")
+            self.put(f"SipAccount.{hs}.AuthName", line.auth_user, f"auth_user {where}")
+            self.put(f"SipAccount.{hs}.AuthPassword", line.password, f"password {where}")
+
+    def provider(self, i: int, sip: Mapping[str, Any], where: str) -> None:
+        p = f"SipProvider.{i}."
+        server = str(sip.get("server") or "")
+        transport = sip.get("transport") or "udp"
+        port = sip.get("port") or DEFAULT_PORTS[transport]
+        self.put(p + "Name", f"provctl-{i}", f"sip.server {where}")
+        self.put(p + "Domain", server, f"sip.server {where}")
+        self.put(p + "ProxyServerAddress", server, f"sip.server {where}")
+        self.put(p + "ProxyServerPort", port, f"sip.port {where}")
+        self.put(p + "RegServerAddress", server, f"sip.server {where}")
+        self.put(p + "RegServerPort", port, f"sip.port {where}")
+        self.put(p + "TransportProtocol", TRANSPORTS[transport], f"sip.transport {where}")
+        if sip.get("expires"):
+            self.put(p + "RegServerRefreshTimer", sip["expires"], f"sip.expires {where}")
+        proxy = sip.get("outbound_proxy")
+        if proxy:
+            self.put(p + "OutboundProxyMode", 0, f"sip.outbound_proxy {where}")  # always
+            self.put(p + "OutboundProxyAddress", proxy, f"sip.outbound_proxy {where}")
+            self.put(p + "OutboundProxyPort", sip.get("outbound_proxy_port") or port,
+                     f"sip.outbound_proxy_port {where}")
+        else:
+            self.put(p + "OutboundProxyMode", 2, f"sip.outbound_proxy {where}")  # never
+
+    def raw(self) -> None:
+        raw = self.device.raw or {}
+        added: list[Param] = []
+        for key, value in raw.items():
+            key = str(key)
+            if not PARAM_NAME.match(key):
+                self.problems.append(f"raw.gigaset: {key!r} is not an NVM parameter name "
+                                     "(letters, digits and _ . - only)")
+                continue
+            added.append(Param(key, _text(value), f"raw.gigaset.{key}"))
+        replaced = {s.name for s in added}
+        self.settings = [s for s in self.settings if s.name not in replaced] + added
+
+
+def _build(device: RenderInput) -> _Builder:
+    return _Builder(device).build()
+
+
+def firmware_file_version(version: str) -> str:
+    """"83.V2.65.0" or "2.65.0" -> "2.65.0" (the `<file version=...>` attribute)."""
+    match = FIRMWARE_VERSION.match(version.strip())
+    if not match:
+        raise ValueError(version)
+    return ".".join(match.groups()[1:])
+
+
+class Gigaset:
+    name = "gigaset"
+    models: Mapping[str, ModelInfo] = MODELS
+    autoescape = True
+    supported = frozenset({"sip", "ntp", "timezone", "admin_password", "raw"})
+    notes = NOTES
+    # Redirect service: Gigaset GRAPE (SRAPS platform, setting ProvisioningServer), or the
+    # legacy XML-RPC redirect (reference rps-apis.md §5.1).
+    redirect_kinds = ("gigaset-grape",)
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        built = _build(device)
+        firmware = None
+        if device.firmware is not None:
+            firmware = {"version": firmware_file_version(device.firmware.version),
+                        "url": device.firmware.url}
+        return [OutputFile(f"{device.mac}.xml", "gigaset/mac.xml.j2", {
+            "mac": device.mac, "model": device.model.name, "firmware": firmware,
+            "handsets": [{"number": h.number, "access_code": h.access_code}
+                         for h in built.handsets],
+            "params": [{"name": s.name, "value": s.value} for s in built.settings],
+        })]
+
+    def check(self, device: RenderInput) -> list[str]:
+        built = _build(device)
+        problems = list(built.problems)
+        values = [(s.param, s.name, s.value) for s in built.settings]
+        if device.firmware is not None:
+            values.append(("firmware", "firmware url", device.firmware.url))
+        for param, name, value in values:
+            if "\n" in value or "\r" in value:
+                problems.append(f"{param}: contains a line break, which a Gigaset parameter "
+                                f"(an XML attribute) cannot carry ({name})")
+            elif XML_ILLEGAL.search(value):
+                problems.append(f"{param}: contains a control character XML cannot carry "
+                                f"({name})")
+        return problems
+
+    def redirect_url(self, provisioning_url: str, mac: str) -> str:
+        """The URL to register at the redirect service: the base's ProvisioningServer."""
+        return provisioning_url.rstrip("/")
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        match = FIRMWARE_VERSION.match(version.strip())
+        if not match:
+            raise ValueError(f"Gigaset Nx70 firmware version {version!r} is not "
+                             "[<product>.V]<major>.<minor>.<patch>, e.g. 83.V2.65.0 or 2.65.0")
+        return tuple(int(part) for part in match.groups()[1:])
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        try:
+            self.firmware_version(version)
+        except ValueError as exc:
+            return str(exc)
+        product = FIRMWARE_VERSION.match(version.strip()).group(1)  # type: ignore[union-attr]
+        if product and product != "83":
+            return f"firmware {version} is for Gigaset product {product}, not the Nx70 (83)"
+        return None
+
+
+VENDOR = Gigaset()

@@ -1,0 +1,382 @@
+"""Panasonic (KX-HDV desk phones, KX-TGP5xx DECT): what is true of the vendor, and its mapping.
+
+Files per phone (see ../shared/reference/vendor-formats.md, "8. Panasonic"):
+
+- `Config<MAC>.cfg` (12 *uppercase* hex digits, the `{MAC}` macro) [V wazo]: the *standard*
+  (per-device) configuration file, which `CFG_STANDARD_FILE_PATH` points at.
+- `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`): a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a
+  factory phone that is pointed at the directory [I: model-named, as wazo and FusionPBX ship
+  it]. It names the per-device file with the `{MAC}` macro, so it is identical for every phone
+  of the model in one directory.
+
+Text, `NAME="value"` per line, CRLF line endings (`OutputFile.line_ending`), the magic comment
+on line 1 (`# Panasonic SIP Phone Standard Format File #`; KX-TGP5xx: `# PCC Standard Format
+File #` [V]) and an empty line at the end [V]. There is no escape: `check()` refuses, naming the
+parameter, a value holding `"`, a line break or a control character, a value over 500
+characters, a line over 537 bytes with its CRLF, and a file over 120 KB [V limits]. If a
+parameter appears twice the *first* wins [V], so a `raw` key replaces the generated one in place
+(never a second line).
+
+Conventions (documented for operators):
+
+- Line N = port N. Lines of the model without an account are cleared (`LINE_ENABLE_N`
+  "Disabled", identity and credentials ""): the phone keeps values an earlier file set [I].
+- Codecs: KX-HDV `CODEC_ENABLE<x>_N` / `CODEC_PRIORITY<x>_N` with x = 0 G.722, 1 PCMA,
+  3 G.729A, 4 PCMU [I: index mapping]; listed codecs get priority 1, 2, ... and the others
+  `CODEC_ENABLE` "N". KX-TGP5xx: `SDP_CODEC<k>_N` = the codec names in order [V FusionPBX], the
+  remaining positions "".
+- Time zone: `TIME_ZONE` = standard offset in minutes, `DST_ENABLE`, `DST_OFFSET`, and the rule
+  as `DST_START_MONTH`, `_ORDINAL_DAY` (1-4, 5 = last [I]), `_DAY_OF_WEEK` (0 = Sunday),
+  `_TIME` (minutes after midnight, wall clock before the switch) and the same for `DST_STOP_*`.
+- Provisioning: `CFG_STANDARD_FILE_PATH` = the literal URL of `Config<MAC>.cfg`;
+  `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key].
+- Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_VERSION`, `FIRM_FILE_PATH`.
+- User-owned parameters: in this text format settings made on the phone or its web UI already
+  win over every provisioning file [V]; per-parameter `perm` flags exist only in the XML variant
+  of other models (KX-UTG / UT670). A user-owned parameter is not written at all, so nothing of
+  ours competes with the user's value.
+- Not expressible (the core warns or NOTES say): `line_keys` and other keys (the
+  `FLEX_BUTTON_*` facility codes for BLF / speed dial are not verified), `screensaver`,
+  `ntp.server2`, `provisioning.resync.end`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vendors import timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+
+HEADERS = {
+    "hdv": "# Panasonic SIP Phone Standard Format File # DO NOT CHANGE THIS LINE!",
+    "tgp": "# PCC Standard Format File # DO NOT CHANGE THIS LINE!",
+}
+CRLF = "\r\n"
+MAX_VALUE = 500  # characters [V]
+MAX_LINE = 537  # bytes including CRLF [V]
+MAX_NAME = 32  # characters [V]
+MAX_FILE = 120 * 1024  # bytes [V KX-UT; the conservative limit of the family]
+
+# name: (lines, family) [I: datasheets; TGP5xx lines 1-8 V FusionPBX template]
+_MODELS: dict[str, tuple[int, str]] = {
+    "KX-HDV130": (2, "hdv"), "KX-HDV230": (6, "hdv"), "KX-HDV330": (12, "hdv"),
+    "KX-HDV430": (16, "hdv"), "KX-TGP500": (8, "tgp"), "KX-TGP550": (8, "tgp"),
+}
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(name=name, lines=lines, family=family)
+    for name, (lines, family) in _MODELS.items()
+}
+
+# ISO 639-1 code -> DEFAULT_LANGUAGE / WEB_LANGUAGE [I: two-letter codes]
+LANGUAGES = {"en": "en", "de": "de", "fr": "fr", "it": "it", "es": "es", "nl": "nl",
+             "pt": "pt", "ru": "ru", "pl": "pl", "sv": "sv"}
+
+# neutral codec -> KX-HDV codec index [I] / KX-TGP5xx SDP codec name [V FusionPBX]
+HDV_CODECS = {"g722": 0, "pcma": 1, "g729": 3, "pcmu": 4}
+TGP_CODECS = {"g722": "G722", "pcma": "PCMA", "g726": "G726-32", "g729": "G729A",
+              "pcmu": "PCMU"}
+TGP_CODEC_SLOTS = 5
+TRANSPORTS = {"udp": 0, "tcp": 1, "tls": 2}  # [I]
+
+NOTES = {
+    "ntp.server2": "one NTP server only",
+    "provisioning.resync": "daily at start (no window end)",
+    "user_owned": "not written (phone/web UI changes win by default)",
+}
+
+PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+FIRMWARE_VERSION = re.compile(r"^(\d{1,2})\.(\d{2,3})$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: str
+    param: str
+
+    def line(self) -> str:
+        return f'{self.name}="{self.value}"'
+
+
+def _get(params: Mapping[str, Any], *path: str) -> Any:
+    value: Any = params
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    return str(value)
+
+
+def language_code(value: str) -> str:
+    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
+
+
+def standard_file(mac: str) -> str:
+    return f"Config{mac.upper()}.cfg"
+
+
+class _Builder:
+    def __init__(self, device: RenderInput):
+        self.device = device
+        self.params = device.params
+        self.owned = device.user_owned
+        self.family = device.model.family
+        self.settings: list[Setting] = []
+        self.problems: list[str] = []
+
+    def put(self, name: str, value: Any, param: str) -> None:
+        self.settings.append(Setting(name, _text(value), param))
+
+    def build(self) -> _Builder:
+        self.provisioning()
+        self.time_and_language()
+        self.network_and_features()
+        self.lines()
+        self.raw()
+        return self
+
+    def provisioning(self) -> None:
+        url = self.device.provisioning_url
+        self.put("PROVISION_ENABLE", True, "provisioning url")
+        self.put("CFG_STANDARD_FILE_PATH", url + standard_file(self.device.mac),
+                 "provisioning url")
+        resync = _get(self.params, "provisioning", "resync") or {}
+        self.put("CFG_RESYNC_TIME", resync.get("start") or "02:00", "provisioning.resync.start")
+        firmware = self.device.firmware
+        if firmware is not None:
+            self.put("FIRM_UPGRADE_ENABLE", True, "firmware")
+            self.put("FIRM_VERSION", firmware.version, "firmware")
+            self.put("FIRM_FILE_PATH", firmware.url, "firmware")
+        password = self.params.get("admin_password")
+        if password:
+            self.put("ADMIN_ID", "admin", "admin_password")
+            self.put("ADMIN_PASS", password, "admin_password")
+
+    def time_and_language(self) -> None:
+        ntp = self.params.get("ntp") or {}
+        if ntp.get("server"):
+            self.put("NTP_ADDR", ntp["server"], "ntp.server")
+        tz = self.params.get("timezone")
+        if tz:
+            try:
+                self.timezone(str(tz))
+            except ValueError as exc:
+                self.problems.append(f"timezone: {exc}")
+        language = self.params.get("language")
+        if language and "language" not in self.owned:
+            code = LANGUAGES.get(language_code(str(language)))
+            if code is None:
+                self.problems.append(f"language: {language!r} has no Panasonic equivalent "
+                                     f"(known: {', '.join(sorted(LANGUAGES))})")
+            else:
+                self.put("DEFAULT_LANGUAGE", code, "language")
+                self.put("WEB_LANGUAGE", code, "language")
+
+    def timezone(self, name: str) -> None:
+        rule = timezones.dst_rule(name)
+        self.put("TIME_ZONE", timezones.clock(name).standard_minutes, "timezone")
+        self.put("DST_ENABLE", rule is not None, "timezone")
+        if rule is None:
+            return
+        self.put("DST_OFFSET", rule.save_minutes, "timezone")
+        for label, change in (("START", rule.start), ("STOP", rule.end)):
+            self.put(f"DST_{label}_MONTH", change.month, "timezone")
+            self.put(f"DST_{label}_ORDINAL_DAY", change.week, "timezone")
+            self.put(f"DST_{label}_DAY_OF_WEEK", change.weekday, "timezone")
+            self.put(f"DST_{label}_TIME", change.minutes, "timezone")
+
+    def network_and_features(self) -> None:
+        vlan = self.params.get("vlan") or {}
+        if vlan.get("id"):
+            self.put("VLAN_ENABLE", True, "vlan.id")
+            self.put("VLAN_ID_IP_PHONE", vlan["id"], "vlan.id")
+            if vlan.get("priority") is not None:
+                self.put("VLAN_PRI_IP_PHONE", vlan["priority"], "vlan.priority")
+        if vlan.get("pc_id"):
+            self.put("VLAN_ID_PC", vlan["pc_id"], "vlan.pc_id")
+
+    def lines(self) -> None:
+        model = self.device.model
+        by_port: dict[int, LineInput] = {}
+        for line in self.device.lines:
+            if not 1 <= line.port <= model.lines:
+                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
+                                     f"lines 1 to {model.lines}")
+                continue
+            by_port[line.port] = line
+        for n in range(1, model.lines + 1):
+            line = by_port.get(n)
+            if line is None:
+                self.put(f"LINE_ENABLE_{n}", "Disabled", f"port {n}")
+                for name in ("PHONE_NUMBER", "DISPLAY_NAME", "SIP_AUTHID", "SIP_PASS",
+                             "SIP_RGSTR_ADDR", "SIP_PRXY_ADDR", "SIP_SVCDOMAIN"):
+                    self.put(f"{name}_{n}", "", f"port {n}")
+            else:
+                self.line(n, line)
+
+    def line(self, n: int, line: LineInput) -> None:
+        where = f"of {line.account} on port {line.port}"
+        sip = line.sip or {}
+
+        def put(name: str, value: Any, param: str) -> None:
+            self.put(f"{name}_{n}", value, f"{param} {where}")
+
+        server = sip.get("server") or ""
+        put("LINE_ENABLE", "Enabled", "account")
+        put("PHONE_NUMBER", line.extension, "extension")
+        if self.family == "tgp":
+            put("LINE_ID", line.label, "label")
+        put("DISPLAY_NAME", line.display_name, "display_name")
+        put("SIP_AUTHID", line.auth_user, "auth_user")
+        put("SIP_PASS", line.password, "password")
+        put("SIP_RGSTR_ADDR", server, "sip.server")
+        put("SIP_PRXY_ADDR", server, "sip.server")
+        put("SIP_SVCDOMAIN", server, "sip.server")
+        if sip.get("port"):
+            put("SIP_RGSTR_PORT", sip["port"], "sip.port")
+            put("SIP_PRXY_PORT", sip["port"], "sip.port")
+        if sip.get("transport"):
+            put("SIP_TRANSPORT", TRANSPORTS[sip["transport"]], "sip.transport")
+        if sip.get("expires"):
+            put("REG_EXPIRE_TIME", sip["expires"], "sip.expires")
+        proxy = sip.get("outbound_proxy")
+        put("SIP_OUTPROXY_ADDR", proxy or "", "sip.outbound_proxy")
+        if proxy:
+            port = sip.get("outbound_proxy_port") or sip.get("port")
+            if port:
+                put("SIP_OUTPROXY_PORT", port, "sip.outbound_proxy_port")
+        waiting = self.params.get("call_waiting")
+        if waiting is not None and "call_waiting" not in self.owned:
+            put("CW_ENABLE", bool(waiting), "call_waiting")  # [V FusionPBX key]
+        codecs = (line.params or {}).get("codecs")
+        if codecs is None:
+            codecs = self.params.get("codecs")
+        if codecs is not None:
+            self.codecs(n, list(codecs), where)
+
+    def codecs(self, n: int, codecs: list[str], where: str) -> None:
+        table: Mapping[str, Any] = TGP_CODECS if self.family == "tgp" else HDV_CODECS
+        chosen: list[Any] = []
+        for codec in codecs:
+            if codec not in table:
+                self.problems.append(f"codecs {where}: {codec} is not supported by "
+                                     f"{self.device.model.name} (supported: "
+                                     f"{', '.join(sorted(table))})")
+            elif table[codec] not in chosen:
+                chosen.append(table[codec])
+        param = f"codecs {where}"
+        if self.family == "tgp":
+            for k in range(TGP_CODEC_SLOTS):
+                self.put(f"SDP_CODEC{k}_{n}", chosen[k] if k < len(chosen) else "", param)
+            return
+        for index in sorted(HDV_CODECS.values()):
+            if index in chosen:
+                self.put(f"CODEC_ENABLE{index}_{n}", True, param)
+                self.put(f"CODEC_PRIORITY{index}_{n}", chosen.index(index) + 1, param)
+            else:
+                self.put(f"CODEC_ENABLE{index}_{n}", False, param)
+
+    def raw(self) -> None:
+        raw = self.device.raw or {}
+        names = [s.name for s in self.settings]
+        for key, value in raw.items():
+            key = str(key)
+            if not PARAM_NAME.match(key) or len(key) > MAX_NAME:
+                self.problems.append(f"raw.panasonic: {key!r} is not a Panasonic parameter "
+                                     f"name (A-Z, 0-9 and _, at most {MAX_NAME} characters)")
+                continue
+            setting = Setting(key, _text(value), f"raw.panasonic.{key}")
+            if key in names:  # first occurrence wins on the phone: replace in place
+                self.settings[names.index(key)] = setting
+            else:
+                self.settings.append(setting)
+                names.append(key)
+
+
+def _build(device: RenderInput) -> _Builder:
+    return _Builder(device).build()
+
+
+def file_size(header: str, settings: list[Setting]) -> int:
+    """Bytes of the rendered standard file (CRLF, trailing empty line), as the template lays it."""
+    lines = [header, *(s.line() for s in settings), ""]
+    return len(CRLF.join(lines).encode("utf-8")) + len(CRLF)
+
+
+class Panasonic:
+    name = "panasonic"
+    models: Mapping[str, ModelInfo] = MODELS
+    autoescape = False
+    supported = frozenset({
+        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
+        "vlan", "provisioning", "raw",
+    })
+    notes = NOTES
+    redirect_kinds: tuple[str, ...] = ()  # no Panasonic redirect client in provctl
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        built = _build(device)
+        header = HEADERS[device.model.family]
+        return [
+            OutputFile(standard_file(device.mac), "panasonic/config.cfg.j2", {
+                "header": header,
+                "settings": [{"name": s.name, "value": s.value} for s in built.settings],
+            }, line_ending=CRLF),
+            OutputFile(f"{device.model.name}.cfg", "panasonic/config.cfg.j2", {
+                "header": header,
+                "settings": [{"name": "CFG_STANDARD_FILE_PATH",
+                              "value": device.provisioning_url + "Config{MAC}.cfg"}],
+            }, line_ending=CRLF),
+        ]
+
+    def check(self, device: RenderInput) -> list[str]:
+        built = _build(device)
+        problems = list(built.problems)
+        for s in built.settings:
+            if "\n" in s.value or "\r" in s.value:
+                problems.append(f"{s.param}: contains a line break, which a Panasonic value "
+                                f"cannot carry ({s.name})")
+            elif '"' in s.value:
+                problems.append(f'{s.param}: contains ", which a Panasonic value (always in '
+                                f'double quotes, no escape) cannot carry ({s.name})')
+            elif CONTROL.search(s.value):
+                problems.append(f"{s.param}: contains a control character ({s.name})")
+            elif len(s.value) > MAX_VALUE:
+                problems.append(f"{s.param}: {len(s.value)} characters, more than the "
+                                f"{MAX_VALUE} a Panasonic value may have ({s.name})")
+            elif len(s.line().encode("utf-8")) + len(CRLF) > MAX_LINE:
+                problems.append(f"{s.param}: the line is longer than the {MAX_LINE} bytes a "
+                                f"Panasonic phone reads ({s.name})")
+        size = file_size(HEADERS[device.model.family], built.settings)
+        if size > MAX_FILE:
+            problems.append(f"{standard_file(device.mac)}: {size} bytes, more than the "
+                            f"{MAX_FILE} bytes a Panasonic phone accepts (remove raw.panasonic "
+                            "keys)")
+        return problems
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        match = FIRMWARE_VERSION.match(version.strip())
+        if not match:
+            raise ValueError(f"Panasonic firmware version {version!r} is not NN.NNN "
+                             "(e.g. 01.133, 12.81)")
+        return tuple(int(part) for part in match.groups())
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        try:
+            self.firmware_version(version)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+VENDOR = Panasonic()

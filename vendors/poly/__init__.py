@@ -1,0 +1,408 @@
+"""Poly / Polycom (VVX, Edge E; UC Software): what is true of the vendor, and its mapping.
+
+Files per phone (see ../shared/reference/vendor-formats.md, "3. Poly"):
+
+- `<mac>.cfg` (12 lowercase hex digits): the *master* configuration file the phone requests
+  first (before the shared default `000000000000.cfg`, which provctl never writes: its content
+  would differ per phone). `<APPLICATION APP_FILE_PATH=... CONFIG_FILES=.../>`.
+- `<mac>-provctl.cfg`: the phone's settings, named in CONFIG_FILES. Never `<mac>-phone.cfg`
+  or `<mac>-web.cfg`: those are the files the phone itself writes with the user's UI changes.
+
+XML, rendered with autoescape; every parameter is an *attribute* of `<polycomConfig>`, so
+`& < > "` are escaped and a line break (attribute-value normalisation turns it into a space)
+or a control character is refused by `check()`, naming the parameter.
+
+Conventions (documented for operators):
+
+- Registration N = port N. Registrations of the model without a line are cleared (address,
+  credentials, label and server set to ""), so an account removed from git stops registering
+  even if the phone merged it earlier [I: UC Software rebuilds its configuration from the files
+  on each update, so this is belt and braces].
+- `device.*` parameters only apply with `device.set="1"` and their own `.set="1"` [V].
+- Provisioning server: `device.prov.serverName` = the phone's directory URL (scheme included)
+  and `device.prov.serverType` = 2 (HTTP) / 3 (HTTPS) [I: codes unverified; the URL carries the
+  scheme too]. The same directory URL is what the Poly ZTP profile points at (`redirect_url`).
+- Nightly resync: `prov.polling.mode="random"` between `provisioning.resync.start` and `.end`
+  [I: the literal "random" is from the admin guide's mode names]. Poly always checks on boot,
+  so `resync.on_boot` has no key.
+- Firmware: `APP_FILE_PATH` is the firmware URL when a version is pinned, "" otherwise (keep
+  the installed software) [I: empty path = no upgrade].
+- User-owned parameters: Poly has no per-parameter flag; UI changes are kept by the phone in its
+  override files and win over provisioning anyway. User-owned parameters are simply not written.
+- Keys: `line_keys` of type `blf` / `park` become `attendant.resourceList.K.*` (the slot is
+  watched; wazo does the same for park). `line` and `none` need no key (registrations get line
+  keys by themselves). `speed_dial` and `dtmf` need contact-directory entries / enhanced
+  feature keys and are refused by `check()` naming the key.
+- Not expressible, documented (`NOTES`): `ntp.server2`, `vlan.priority`, `vlan.pc_id`,
+  `soft_keys`, `expansion_keys`, `screensaver`.
+- Codecs: `voice.codecPref.*` is phone-wide, so every line of a phone must want the same list
+  (else `check()` says so); unlisted codecs get priority 0 (off) [I].
+- `raw` keys are parameter names, written as attributes last; a raw key equal to a generated
+  one replaces it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from vendors import timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+
+# name: (registrations, family) [V wazo v6_4_6/plugin-info for VVX; Edge E counts I: datasheets]
+_MODELS: dict[str, tuple[int, str]] = {
+    "VVX101": (1, "vvx"), "VVX150": (2, "vvx"), "VVX201": (2, "vvx"), "VVX250": (4, "vvx"),
+    "VVX301": (6, "vvx"), "VVX311": (6, "vvx"), "VVX350": (6, "vvx"), "VVX401": (12, "vvx"),
+    "VVX411": (12, "vvx"), "VVX450": (12, "vvx"), "VVX501": (12, "vvx"), "VVX601": (16, "vvx"),
+    "EdgeE100": (2, "edge"), "EdgeE220": (4, "edge"), "EdgeE300": (8, "edge"),
+    "EdgeE320": (8, "edge"), "EdgeE350": (8, "edge"), "EdgeE400": (16, "edge"),
+    "EdgeE450": (16, "edge"), "EdgeE500": (16, "edge"), "EdgeE550": (16, "edge"),
+}
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(name=name, lines=lines, family=family)
+    for name, (lines, family) in _MODELS.items()
+}
+
+# ISO 639-1 code -> lcl.ml.lang [V wazo _LOCALE; others I: same naming scheme]
+LANGUAGES = {
+    "en": "English_United_States",
+    "de": "German_Germany",
+    "fr": "French_France",
+    "it": "Italian_Italy",
+    "es": "Spanish_Spain",
+    "nl": "Dutch_Netherlands",
+    "pt": "Portuguese_Portugal",
+}
+
+# neutral codec -> voice.codecPref.<name> [V reference]; opus/ilbc/g726/gsm names unverified
+CODECS = {"g722": "G722", "pcmu": "G711_Mu", "pcma": "G711_A", "g729": "G729_AB"}
+
+TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
+SERVER_TYPES = {"http": "2", "https": "3"}  # [I] device.prov.serverType codes
+
+NOTES = {
+    "ntp.server2": "one SNTP server only",
+    "vlan.priority": "no key known",
+    "vlan.pc_id": "no key known",
+    "line_keys": "blf and park only (attendant resource list)",
+}
+
+PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?$")
+MAX_PATH = 255  # APP_FILE_PATH and each CONFIG_FILES entry [V]
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: str
+    param: str  # the vendor-neutral parameter it comes from, for check() messages
+
+
+def _get(params: Mapping[str, Any], *path: str) -> Any:
+    value: Any = params
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def language_code(value: str) -> str:
+    """"de", "de-DE", "de_CH" -> "de"."""
+    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
+
+
+def config_file(mac: str) -> str:
+    return f"{mac}-provctl.cfg"
+
+
+class _Builder:
+    def __init__(self, device: RenderInput):
+        self.device = device
+        self.params = device.params
+        self.owned = device.user_owned
+        self.settings: list[Setting] = []
+        self.problems: list[str] = []
+
+    def put(self, key: str, value: Any, param: str) -> None:
+        self.settings.append(Setting(key, _text(value), param))
+
+    def build(self) -> _Builder:
+        self.provisioning()
+        self.time_and_language()
+        self.network_and_features()
+        self.phone_codecs()
+        self.registrations()
+        if self.device.lines:
+            self.keys()
+        self.raw()
+        return self
+
+    def provisioning(self) -> None:
+        url = self.device.provisioning_url
+        scheme = urlsplit(url).scheme.lower()
+        self.put("device.set", "1", "provisioning url")
+        self.put("device.prov.serverType.set", "1", "provisioning url")
+        self.put("device.prov.serverType", SERVER_TYPES.get(scheme, "3"), "provisioning url")
+        self.put("device.prov.serverName.set", "1", "provisioning url")
+        self.put("device.prov.serverName", url, "provisioning url")
+        resync = _get(self.params, "provisioning", "resync") or {}
+        self.put("prov.polling.enabled", "1", "provisioning.resync")
+        self.put("prov.polling.mode", "random", "provisioning.resync")  # [I] literal
+        self.put("prov.polling.period", "86400", "provisioning.resync")
+        self.put("prov.polling.time", resync.get("start") or "02:00", "provisioning.resync.start")
+        self.put("prov.polling.timeRandomEnd", resync.get("end") or "04:00",
+                 "provisioning.resync.end")
+        password = self.params.get("admin_password")
+        if password:
+            self.put("device.auth.localAdminPassword.set", "1", "admin_password")
+            self.put("device.auth.localAdminPassword", password, "admin_password")
+
+    def time_and_language(self) -> None:
+        ntp = self.params.get("ntp") or {}
+        if ntp.get("server"):
+            self.put("tcpIpApp.sntp.address.overrideDHCP", "1", "ntp.server")
+            self.put("tcpIpApp.sntp.address", ntp["server"], "ntp.server")
+        tz = self.params.get("timezone")
+        if tz:
+            try:
+                self.timezone(str(tz))
+            except ValueError as exc:
+                self.problems.append(f"timezone: {exc}")
+        language = self.params.get("language")
+        if language and "language" not in self.owned:
+            name = LANGUAGES.get(language_code(str(language)))
+            if name is None:
+                self.problems.append(f"language: {language!r} has no Poly equivalent (known: "
+                                     f"{', '.join(sorted(LANGUAGES))})")
+            else:
+                self.put("lcl.ml.lang", name, "language")
+
+    def timezone(self, name: str) -> None:
+        rule = timezones.dst_rule(name)
+        standard = timezones.clock(name).standard_minutes
+        base = "tcpIpApp.sntp."
+        self.put(base + "gmtOffset.overrideDHCP", "1", "timezone")
+        self.put(base + "gmtOffset", standard * 60, "timezone")  # seconds [V]
+        if rule is None:
+            self.put(base + "daylightSavings.enable", "0", "timezone")
+            return
+        for change in (rule.start, rule.end):
+            if change.minutes % 60:
+                raise ValueError(f"time zone {name!r} switches at {change.minutes // 60}:"
+                                 f"{change.minutes % 60:02d}; Poly takes whole hours")
+        self.put(base + "daylightSavings.enable", "1", "timezone")
+        self.put(base + "daylightSavings.fixedDayEnable", "0", "timezone")
+        for label, change in (("start", rule.start), ("stop", rule.end)):
+            p = f"{base}daylightSavings.{label}."
+            self.put(p + "month", change.month, "timezone")
+            self.put(p + "dayOfWeek", change.weekday + 1, "timezone")  # 1 = Sunday [V]
+            self.put(p + "dayOfWeek.lastInMonth", "1" if change.last else "0", "timezone")
+            if not change.last:
+                self.put(p + "date", (change.week - 1) * 7 + 1, "timezone")  # [V wazo]
+            self.put(p + "time", change.minutes // 60, "timezone")
+
+    def network_and_features(self) -> None:
+        vlan = self.params.get("vlan") or {}
+        if vlan.get("id"):
+            self.put("device.net.vlanId.set", "1", "vlan.id")
+            self.put("device.net.vlanId", vlan["id"], "vlan.id")
+        waiting = self.params.get("call_waiting")
+        if waiting is not None and "call_waiting" not in self.owned:
+            self.put("call.callWaiting.enable", bool(waiting), "call_waiting")
+
+    def registrations(self) -> None:
+        model = self.device.model
+        by_port: dict[int, LineInput] = {}
+        for line in self.device.lines:
+            if not 1 <= line.port <= model.lines:
+                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
+                                     f"registrations 1 to {model.lines}")
+                continue
+            by_port[line.port] = line
+        for n in range(1, model.lines + 1):
+            line = by_port.get(n)
+            if line is None:
+                for field in ("address", "auth.userId", "auth.password", "label",
+                              "displayName", "server.1.address"):
+                    self.put(f"reg.{n}.{field}", "", f"port {n}")
+            else:
+                self.registration(n, line)
+
+    def registration(self, n: int, line: LineInput) -> None:
+        where = f"of {line.account} on port {line.port}"
+        sip = line.sip or {}
+        p = f"reg.{n}."
+
+        def put(key: str, value: Any, param: str) -> None:
+            self.put(p + key, value, f"{param} {where}")
+
+        put("address", line.extension, "extension")
+        put("auth.userId", line.auth_user, "auth_user")
+        put("auth.password", line.password, "password")
+        put("label", line.label, "label")
+        put("displayName", line.display_name, "display_name")
+        put("server.1.address", sip.get("server") or "", "sip.server")
+        if sip.get("port"):
+            put("server.1.port", sip["port"], "sip.port")
+        if sip.get("transport"):
+            put("server.1.transport", TRANSPORTS[sip["transport"]], "sip.transport")
+        if sip.get("expires"):
+            put("server.1.expires", sip["expires"], "sip.expires")
+        if sip.get("outbound_proxy"):
+            put("outboundProxy.address", sip["outbound_proxy"], "sip.outbound_proxy")
+            port = sip.get("outbound_proxy_port") or sip.get("port")
+            if port:
+                put("outboundProxy.port", port, "sip.outbound_proxy_port")
+            if sip.get("transport"):
+                put("outboundProxy.transport", TRANSPORTS[sip["transport"]], "sip.transport")
+
+    def phone_codecs(self) -> None:
+        """voice.codecPref.* is phone-wide [V key names]: every line must want the same list."""
+        wanted = self.params.get("codecs")
+        where = ""
+        lists = {}
+        for line in self.device.lines:
+            codecs = (line.params or {}).get("codecs")
+            lists[line.account] = list(codecs if codecs is not None else wanted or [])
+        if len({tuple(v) for v in lists.values()}) > 1:
+            self.problems.append(
+                "codecs: Poly phones take one codec preference list for all registrations, "
+                "but the lines differ (" + "; ".join(f"{a}: {', '.join(v)}"
+                                                     for a, v in lists.items()) + ")")
+            return
+        if lists:
+            wanted = next(iter(lists.values()))
+            where = " of " + ", ".join(lists)
+        if wanted is not None:
+            self.codecs(list(wanted), where)
+
+    def codecs(self, codecs: list[str], where: str) -> None:
+        enabled: list[str] = []
+        for codec in codecs:
+            if codec not in CODECS:
+                self.problems.append(f"codecs{where}: {codec} is not supported by Poly phones "
+                                     f"(supported: {', '.join(sorted(CODECS))})")
+            elif CODECS[codec] not in enabled:
+                enabled.append(CODECS[codec])
+        for priority, name in enumerate(enabled, start=1):
+            self.put(f"voice.codecPref.{name}", priority, f"codecs{where}")
+        for name in CODECS.values():
+            if name not in enabled:
+                self.put(f"voice.codecPref.{name}", "0", f"codecs{where}")  # 0 = off [I]
+
+    def keys(self) -> None:
+        keys = self.params.get("line_keys") or []
+        if "line_keys" in self.owned:
+            return
+        for k, key in enumerate(keys, start=1):
+            param = f"line_keys[{k}]"
+            kind = key.get("type") or "none"
+            if kind in ("line", "none"):
+                continue
+            if kind not in ("blf", "park"):
+                self.problems.append(f"{param}: key type {kind!r} needs a Poly contact "
+                                     "directory or enhanced feature key; not supported")
+                continue
+            base = f"attendant.resourceList.{k}."
+            self.put(base + "address", key.get("value") or "", param)
+            self.put(base + "label", key.get("label") or "", param)
+
+    def raw(self) -> None:
+        raw = self.device.raw or {}
+        added: list[Setting] = []
+        for key, value in raw.items():
+            key = str(key)
+            if not PARAM_NAME.match(key):
+                self.problems.append(f"raw.poly: {key!r} is not a Poly parameter name "
+                                     "(letters, digits and _ . - only)")
+                continue
+            added.append(Setting(key, _text(value), f"raw.poly.{key}"))
+        replaced = {s.key for s in added}
+        self.settings = [s for s in self.settings if s.key not in replaced] + added
+
+
+def _build(device: RenderInput) -> _Builder:
+    return _Builder(device).build()
+
+
+class Poly:
+    name = "poly"
+    models: Mapping[str, ModelInfo] = MODELS
+    autoescape = True
+    supported = frozenset({
+        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
+        "vlan", "line_keys", "provisioning", "raw",
+    })
+    notes = NOTES
+    # Redirect service: Poly ZTP. Its profiles hold a server address: the phone's directory,
+    # where it finds <mac>.cfg (reference rps-apis.md §3.1).
+    redirect_kinds = ("poly-ztp",)
+
+    def files(self, device: RenderInput) -> list[OutputFile]:
+        built = _build(device)
+        return [
+            OutputFile(f"{device.mac}.cfg", "poly/master.cfg.j2", {
+                "app_file_path": device.firmware.url if device.firmware else "",
+                "config_files": config_file(device.mac),
+            }),
+            OutputFile(config_file(device.mac), "poly/mac-provctl.cfg.j2", {
+                "mac": device.mac, "model": device.model.name,
+                "settings": [{"key": s.key, "value": s.value} for s in built.settings],
+            }),
+        ]
+
+    def check(self, device: RenderInput) -> list[str]:
+        built = _build(device)
+        problems = list(built.problems)
+        values = [(s.param, s.key, s.value) for s in built.settings]
+        if device.firmware is not None:
+            values.append(("firmware", "APP_FILE_PATH", device.firmware.url))
+            if len(device.firmware.url) > MAX_PATH:
+                problems.append(f"firmware: URL longer than {MAX_PATH} characters, which "
+                                "APP_FILE_PATH cannot carry")
+        for param, key, value in values:
+            if "\n" in value or "\r" in value:
+                problems.append(f"{param}: contains a line break, which a Poly parameter "
+                                f"(an XML attribute) cannot carry ({key})")
+            elif XML_ILLEGAL.search(value):
+                problems.append(f"{param}: contains a control character XML cannot carry "
+                                f"({key})")
+        return problems
+
+    def redirect_url(self, provisioning_url: str, mac: str) -> str:
+        """The URL to register at the redirect service for this phone."""
+        return provisioning_url
+
+    def firmware_version(self, version: str) -> tuple[int, ...]:
+        match = FIRMWARE_VERSION.match(version.strip())
+        if not match:
+            raise ValueError(f"Poly UC Software version {version!r} is not "
+                             "<major>.<minor>.<maintenance>[.<build>], e.g. 6.4.6.2390")
+        return tuple(int(part) for part in match.groups() if part is not None)
+
+    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
+        try:
+            major = self.firmware_version(version)[0]
+        except ValueError as exc:
+            return str(exc)
+        # VVX runs UC Software 5.x/6.x; Edge E runs 8.x and later [I]
+        if model.family == "vvx" and major > 6:
+            return f"UC Software {version} is not for {model.name} (VVX runs 5.x and 6.x)"
+        if model.family == "edge" and major < 8:
+            return f"UC Software {version} is not for {model.name} (Edge E runs 8.x or later)"
+        return None
+
+
+VENDOR = Poly()
