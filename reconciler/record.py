@@ -124,3 +124,62 @@ def read_notes(repo: Path) -> dict[str, list[str]]:
         blob, _, commit = row.partition(" ")
         notes[commit] = grepo.git.cat_file("-p", blob).splitlines()
     return notes
+
+
+# --- commits of desired-state edits (provctl import / device ... --commit) -------------------
+
+
+def _edit_repo(repo: Path):  # -> (git.Repo, worktree root)
+    import git
+
+    from .errors import Refused
+
+    try:
+        grepo = git.Repo(repo, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise Refused(f"{repo} is not inside a git repository: cannot --commit") from exc
+    return grepo, Path(grepo.working_tree_dir).resolve()
+
+
+def check_commit(repo: Path, paths: list[Path], branch: str) -> None:
+    """Before writing an edit that will be committed: refuse (Refused) unless the repository
+    has a commit, `branch` is a new valid branch name and none of `paths` has uncommitted
+    changes (they would end up in the commit)."""
+    import git
+
+    from .errors import Refused
+
+    grepo, root = _edit_repo(repo)
+    try:
+        _ = grepo.head.commit
+    except ValueError as exc:
+        raise Refused("the git repository has no commit yet: cannot branch from it") from exc
+    try:
+        grepo.git.check_ref_format("--branch", branch)
+    except git.GitCommandError as exc:
+        raise Refused(f"{branch!r} is not a valid branch name") from exc
+    if branch in {head.name for head in grepo.heads}:
+        raise Refused(f"branch {branch!r} already exists")
+    rels = [p.resolve().relative_to(root).as_posix() for p in paths]
+    dirty = grepo.git.status("--porcelain", "--untracked-files=all", "--", *rels)
+    if dirty.strip():
+        names = ", ".join(line[3:] for line in dirty.splitlines())
+        raise Refused(f"uncommitted changes in {names}: commit or stash them first")
+
+
+def commit_files(repo: Path, paths: list[Path], message: str, branch: str) -> str:
+    """Create `branch` at HEAD, switch to it and commit exactly `paths`; the commit's sha."""
+    import git
+
+    from .errors import OperationError
+
+    grepo, root = _edit_repo(repo)
+    rels = [p.resolve().relative_to(root).as_posix() for p in paths]
+    try:
+        grepo.git.checkout("-b", branch)
+        grepo.git.add("--", *rels)
+        grepo.git.commit("-m", message, "--", *rels)
+    except git.GitCommandError as exc:
+        detail = (exc.stderr or str(exc)).strip().splitlines()
+        raise OperationError(f"git commit failed: {detail[-1] if detail else exc}") from exc
+    return grepo.head.commit.hexsha

@@ -349,6 +349,26 @@ def age_decrypt(data: bytes, identities: list[object], where: str) -> str:
                             f"cannot decrypt {where} with the given identity") from exc
 
 
+def read_age_map(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The decrypted secrets of an age file ({} when it does not exist yet)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    return parse_secrets_map(age_decrypt(data, age_identities(environ), str(path)), str(path),
+                             "secrets.age_file")
+
+
+def write_age_map(path: Path, values: Mapping[str, str], recipients: list[str]) -> None:
+    """Encrypt the map to every recipient and replace the file atomically (only ciphertext
+    ever reaches the disk)."""
+    data = age_encrypt(dump_secrets_map(values), recipients)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def url_token(fleet_secret: str, scope: str) -> str:
     """The unguessable directory a phone fetches from: HMAC(fleet secret, MAC or customer)."""
     mac = hmac.new(fleet_secret.encode(), f"provctl-url-token:{scope}".encode(), hashlib.sha256)
