@@ -25,7 +25,8 @@ One cycle:
 
 A local repository is watched with watchdog (this is the only module importing it), with
 polling as a fallback; a remote URL is cloned once into `<state>/repo` and fetched every
-interval, and the notes recorded after an apply are pushed back to it.
+interval, and the notes recorded after an apply are pushed back to it. The git operations
+themselves live in load.py (reading) and record.py (notes), gitpython's two homes.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import logs, record
-from .errors import ConfigError, ProvctlError, Refused
+from . import load, logs, record
+from .errors import ConfigError, OperationError, ProvctlError, Refused
 from .reconcile import ApplyResult, Options, apply, plan
 
 log = logging.getLogger("provctl.daemon")
@@ -58,10 +59,6 @@ BACKOFF_MIN = 2.0
 BACKOFF_MAX = 300.0
 LOCK_FILE = "daemon.lock"
 CLONE_DIR = "repo"
-
-
-class FetchError(ProvctlError):
-    """The followed remote could not be fetched (transient: retried with back-off)."""
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -159,41 +156,29 @@ class LocalRepo:
     """A git work tree on this machine: its branch tip, watched with watchdog."""
 
     def __init__(self, cfg: Config):
-        import git
-
-        self.branch = cfg.branch
+        self.ref = f"refs/heads/{cfg.branch}"
         self.desired = _local_desired(cfg)
-        try:
-            self.grepo = git.Repo(self.desired, search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-            raise ConfigError([_problem("--repo", f"{self.desired} is not inside a git "
-                                        "repository")]) from exc
-        self.git_dir = Path(self.grepo.common_dir)
+        git_dir = load.refs_dir(self.desired) if self.desired.exists() else None
+        if git_dir is None:
+            raise ConfigError([_problem("--repo", f"{self.desired} is not a directory inside "
+                                        "a git repository")])
+        self.git_dir = git_dir
         self._observer: Any = None
 
-    def refresh(self) -> bool:
-        """Nothing to fetch; always due never (the refs are watched)."""
-        return True
+    def refresh(self) -> None:
+        """Nothing to fetch: the refs are watched (and polled)."""
 
     def tip(self) -> str | None:
-        import git
-
-        try:
-            return self.grepo.git.rev_parse("--verify", "--quiet",
-                                            f"refs/heads/{self.branch}^{{commit}}")
-        except git.GitCommandError:
-            return None
+        return load.branch_tip(self.desired, self.ref)
 
     def commit_time(self, rev: str) -> float | None:
-        with contextlib.suppress(Exception):
-            return float(self.grepo.commit(rev).committed_date)
-        return None
+        return load.commit_time(self.desired, rev)
 
     def prepare(self, rev: str) -> None:
         """The desired state is read from the commit; the operator's work tree is not touched."""
 
     def after_apply(self) -> None:
-        """Notes were written into this repository by the apply; nothing to push."""
+        """The apply wrote its notes into this repository; nothing to push."""
 
     def watch(self, wake: threading.Event) -> None:
         """Set `wake` when a ref may have moved (refs/, packed-refs, HEAD)."""
@@ -229,106 +214,35 @@ class RemoteRepo:
     def __init__(self, cfg: Config, state_dir: Path):
         self.url = cfg.repo
         self.branch = cfg.branch
+        self.ref = f"refs/remotes/origin/{cfg.branch}"
         self.dir = state_dir / CLONE_DIR
         self.desired = self.dir / cfg.subdir if cfg.subdir else self.dir
-        self.grepo: Any = None
-        self.fetched = False
 
-    def _open(self) -> Any:
-        import git
-
-        if self.grepo is not None:
-            return self.grepo
-        if (self.dir / ".git").exists():
-            grepo = git.Repo(self.dir)
-        else:
-            log.info("cloning %s into %s", self.url, self.dir, extra={"repo": self.url})
-            grepo = git.Repo.init(self.dir)
-            grepo.create_remote("origin", self.url)
-        if grepo.remotes.origin.url != self.url:
-            grepo.remotes.origin.set_url(self.url)
-        with grepo.config_writer() as cw:  # notes are commits: they need an identity
-            cw.set_value("user", "name", "provctl")
-            cw.set_value("user", "email", f"provctl@{_hostname()}")
-        self.grepo = grepo
-        return grepo
-
-    def refresh(self) -> bool:
-        """Fetch the branch; raise FetchError when the remote cannot be reached."""
-        import git
-
-        try:
-            grepo = self._open()
-            grepo.git.fetch("--quiet", "--no-tags", "origin",
-                            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}")
-        except (git.GitCommandError, OSError, ValueError) as exc:
-            raise FetchError(f"cannot fetch {self.branch} from {self.url}: "
-                             f"{_git_message(exc)}") from exc
-        self.fetched = True
-        return True
+    def refresh(self) -> None:
+        """Fetch the branch (cloning first if needed); OperationError if the remote fails."""
+        load.sync_clone(self.url, self.dir, self.branch)
 
     def tip(self) -> str | None:
-        import git
-
-        if self.grepo is None:
-            return None
-        try:
-            return self.grepo.git.rev_parse("--verify", "--quiet",
-                                            f"refs/remotes/origin/{self.branch}^{{commit}}")
-        except git.GitCommandError:
-            return None
+        return load.branch_tip(self.dir, self.ref) if (self.dir / ".git").exists() else None
 
     def commit_time(self, rev: str) -> float | None:
-        with contextlib.suppress(Exception):
-            return float(self.grepo.commit(rev).committed_date)
-        return None
+        return load.commit_time(self.dir, rev)
 
     def prepare(self, rev: str) -> None:
         """Check the revision out, so files read from disk (firmware images) match it."""
-        import git
-
-        try:
-            self.grepo.git.checkout("--quiet", "--force", "--detach", rev)
-        except git.GitCommandError as exc:
-            raise FetchError(f"cannot check out {rev[:12]} in {self.dir}: "
-                             f"{_git_message(exc)}") from exc
+        load.checkout(self.dir, rev)
 
     def after_apply(self) -> None:
-        """Push the notes the apply wrote; merge the remote's first if the push is refused."""
-        import git
-
-        if record.push_notes(self.dir):
-            return
-        ref = f"refs/notes/{record.NOTES_REF}"
-        try:
-            self.grepo.git.fetch("--quiet", "origin", f"+{ref}:{ref}-remote")
-            self.grepo.git.notes("--ref", record.NOTES_REF, "merge", "--quiet",
-                                 "-s", "cat_sort_uniq", f"{ref}-remote")
-        except git.GitCommandError as exc:
-            log.warning("cannot push the deployment notes to %s: %s", self.url,
-                        _git_message(exc))
-            return
+        """Push the deployment notes the apply wrote (refs/notes/provctl) to the remote."""
         if not record.push_notes(self.dir):
-            log.warning("cannot push the deployment notes to %s", self.url)
+            log.warning("cannot push the deployment notes to %s (kept in the clone; pushed "
+                        "with the next apply)", self.url, extra={"repo": self.url})
 
     def watch(self, wake: threading.Event) -> None:
         """A remote is fetched every interval; nothing to watch."""
 
     def close(self) -> None:
-        if self.grepo is not None:
-            self.grepo.close()
-
-
-def _git_message(exc: Exception) -> str:
-    text = str(getattr(exc, "stderr", "") or exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1].strip("' ") if lines else type(exc).__name__
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
+        """Nothing held open."""
 
 
 # --- one daemon per state directory -----------------------------------------------------------
@@ -457,18 +371,26 @@ class Daemon:
             tip = self._settle(tip)
             if self.stopping.is_set() or tip is None:
                 return
-        tip = self.source.tip() or tip  # right before starting: never a stale revision
         now = time.monotonic()
         if tip != self.last_rev:
-            self._track(tip, self._run(tip, "commit" if self.last_rev else "start"))
+            reason = "commit" if self.last_rev else "start"
         elif tip in self.invalid:
             if now >= self.next_drift:
                 self._report_last_good(tip)
                 self.next_drift = time.monotonic() + self.cfg.interval
+            return
         elif self.retry_at is not None and now >= self.retry_at:
-            self._track(tip, self._run(tip, "retry"))
+            reason = "retry"
         elif now >= self.next_drift:
-            self._track(tip, self._run(tip, "drift"))
+            reason = "drift"
+        else:
+            return
+        if self.source.tip() != tip:
+            # Right before starting: a newer commit came in; never run the stale one. The next
+            # cycle (at once) settles the new burst.
+            self.wake.set()
+            return
+        self._track(tip, self._run(tip, reason))
 
     def _settle(self, tip: str) -> str | None:
         """Wait until the refs are quiet for DEBOUNCE (bounded): a burst becomes one run."""
@@ -500,9 +422,13 @@ class Daemon:
     def _reload(self) -> None:
         self.reload.clear()
         log.info("SIGHUP: reloading (forgetting invalid revisions and back-off, running now)")
-        self.source.close()
-        self.source = self._source()
-        if not self.cfg.once:
+        try:
+            source = self._source()
+        except ProvctlError as exc:
+            log.error("reload: %s (keeping the repository as it was)", exc)
+        else:
+            self.source.close()
+            self.source = source
             self.source.watch(self.wake)
         self.invalid.clear()
         self.last_rev = None
@@ -517,7 +443,7 @@ class Daemon:
             return
         try:
             self.source.refresh()
-        except FetchError as exc:
+        except OperationError as exc:
             self.fetch_failed = True
             delay = min(self.fetch_backoff, self.cfg.interval)
             self.fetch_backoff = min(self.fetch_backoff * 2, BACKOFF_MAX)
@@ -737,6 +663,8 @@ def _redirect_states(state_dir: Path) -> dict[str, int] | None:
 def run_daemon(cfg: Config) -> int:
     """Set up logging, lock the state directory, serve metrics, loop. Returns the exit code."""
     logs.setup(cfg.log_format, logging.DEBUG if cfg.verbose else logging.INFO)
+    for noisy in ("watchdog", "git"):  # their debug output is every inotify event and git call
+        logging.getLogger(noisy).setLevel(logging.INFO)
     try:
         state_dir = state_dir_for(cfg)
         with daemon_lock(state_dir):

@@ -202,3 +202,85 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str,
         return [_construct(item, (*path, i), lines, file, problems)
                 for i, item in enumerate(node.value)]
     return _constructor.construct_object(node, deep=True)
+
+
+# --- following a branch (the daemon) --------------------------------------------------------
+
+
+def branch_tip(repo: Path, ref: str) -> str | None:
+    """The commit `ref` (e.g. refs/heads/main) points at, read fresh; None if it does not."""
+    import git
+
+    grepo = _git_repo(repo)
+    if grepo is None:
+        return None
+    try:
+        return grepo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}") or None
+    except git.GitCommandError:
+        return None
+    finally:
+        grepo.close()
+
+
+def commit_time(repo: Path, rev: str) -> float | None:
+    """Unix time of the commit (committer date), None if unknown."""
+    grepo = _git_repo(repo)
+    if grepo is None:
+        return None
+    try:
+        return float(grepo.commit(rev).committed_date)
+    except (ValueError, LookupError):
+        return None
+    finally:
+        grepo.close()
+
+
+def refs_dir(repo: Path) -> Path | None:
+    """The git directory holding the refs of the repository around `repo` (to watch it)."""
+    grepo = _git_repo(repo)
+    return None if grepo is None else Path(grepo.common_dir)
+
+
+def sync_clone(url: str, directory: Path, branch: str) -> None:
+    """Clone `url` into `directory` once (init + origin), then fetch `branch` into
+    refs/remotes/origin/<branch>. Raises OperationError when the remote cannot be fetched."""
+    import git
+
+    from .errors import OperationError
+
+    try:
+        if (directory / ".git").exists():
+            grepo = git.Repo(directory)
+        else:
+            grepo = git.Repo.init(directory)
+            grepo.create_remote("origin", url)
+        with grepo:
+            if grepo.remotes.origin.url != url:
+                grepo.remotes.origin.set_url(url)
+            with grepo.config_writer() as cw:  # git notes are commits: they need an identity
+                cw.set_value("user", "name", "provctl")
+                cw.set_value("user", "email", "provctl@localhost")
+            grepo.git.fetch("--quiet", "--no-tags", "origin",
+                            f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
+    except (git.GitCommandError, git.InvalidGitRepositoryError, OSError, ValueError) as exc:
+        raise OperationError(f"cannot fetch {branch} from {url}: {_git_message(exc)}") from exc
+
+
+def checkout(directory: Path, rev: str) -> None:
+    """Check `rev` out (detached) in a clone provctl owns, so files read from disk match it."""
+    import git
+
+    from .errors import OperationError
+
+    try:
+        with git.Repo(directory) as grepo:
+            grepo.git.checkout("--quiet", "--force", "--detach", rev)
+    except (git.GitCommandError, git.InvalidGitRepositoryError, OSError) as exc:
+        raise OperationError(f"cannot check out {rev[:12]} in {directory}: "
+                             f"{_git_message(exc)}") from exc
+
+
+def _git_message(exc: Exception) -> str:
+    text = str(getattr(exc, "stderr", "") or exc).strip()
+    lines = [ln.strip(" '") for ln in text.splitlines() if ln.strip(" '")]
+    return lines[-1] if lines else type(exc).__name__
