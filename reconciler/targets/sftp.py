@@ -31,6 +31,7 @@ import base64
 import collections
 import contextlib
 import hashlib
+import itertools
 import logging
 import posixpath
 import secrets
@@ -192,22 +193,29 @@ class _Attrs:
         return self.mode is not None and statmod.S_ISREG(self.mode)
 
 
+_u32 = struct.Struct(">I").pack
+_u64 = struct.Struct(">Q").pack
+_head = struct.Struct(">IBI").pack
+
+
 def _pack(cmd: int, rid: int, args: tuple[object, ...]) -> bytes:
-    body = [struct.pack(">BI", cmd, rid)]
+    """One request: uint32 length, byte type, uint32 id, then the arguments."""
+    parts = []
     for arg in args:
-        if isinstance(arg, _U64):
-            body.append(struct.pack(">Q", arg))
-        elif isinstance(arg, int):
-            body.append(struct.pack(">I", arg))
-        elif isinstance(arg, _Attrs):
-            body.append(arg.pack())
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode()  # type: ignore[union-attr]
+            parts += (_u32(len(data)), data)
+        elif kind is bytes:
+            parts += (_u32(len(arg)), arg)  # type: ignore[arg-type]
+        elif kind is int:
+            parts.append(_u32(arg))
+        elif kind is _U64:
+            parts.append(_u64(arg))
         else:
-            data = arg.encode() if isinstance(arg, str) else arg
-            assert isinstance(data, bytes)
-            body.append(struct.pack(">I", len(data)))
-            body.append(data)
-    packet = b"".join(body)
-    return struct.pack(">I", len(packet)) + packet
+            parts.append(arg.pack())  # type: ignore[union-attr]
+    body = b"".join(parts)
+    return _head(len(body) + 5, cmd, rid) + body
 
 
 class _Reply:
@@ -358,12 +366,15 @@ class _Engine:
         if self.credit >= length or self.credit == READ_CREDIT:
             self.credit -= length
             return True
-        self.starved.append(job)
+        if job not in self.starved:
+            self.starved.append(job)
         return False
 
     def give_credit(self, length: int) -> None:
         self.credit += length
-        while self.starved and self.credit > 0:
+        for _ in range(len(self.starved)):  # each waiting job once; it queues again if need be
+            if self.credit <= 0:
+                break
             self.starved.popleft().resume()
 
 
@@ -395,7 +406,7 @@ class _PutJob(_Job):
         self.index, self.op, self.results = index, op, results
         self.path = self.target._abs(op.path)
         self.dir, base = posixpath.split(self.path)
-        self.tmp = f"{self.dir}/{TMP_PREFIX}{base}.{secrets.token_hex(4)}"
+        self.tmp = f"{self.dir}/{TMP_PREFIX}{base}.{self.target._tmp_suffix()}"
         self.handle = b""
         self.error: str | None = None
         self.attrs: _Attrs | None = None
@@ -416,8 +427,15 @@ class _PutJob(_Job):
             self.target._dirs.add(d)
 
     def _made(self, d: str, reply: _Reply) -> None:
-        if reply.status()[0] == _FX_OK:
-            # Ours: give it dir_mode exactly (MKDIR's mode is subject to the server's umask).
+        if reply.status()[0] == _FX_OK and self.target._dir_chmod_needed:
+            # A new directory gets dir_mode minus the server's umask: look, and fix it if needed.
+            self.send(lambda t, reply: self._dir_mode(d, t, reply), _LSTAT, d)
+
+    def _dir_mode(self, d: str, t: int, reply: _Reply) -> None:
+        mode = reply.attrs().mode if t == _ATTRS else None
+        if mode is not None and statmod.S_IMODE(mode) == self.target.dir_mode:
+            self.target._dir_chmod_needed = False
+        else:
             self.send(self.ignore, _SETSTAT, d, _Attrs(mode=self.target.dir_mode))
 
     def _open(self) -> None:
@@ -872,7 +890,13 @@ class SftpTarget:
         self._dirs: set[str] = {self.root}  # directories known to exist
         self._temporaries: set[str] = set()  # temporary files that may be left on the host
         self._posix_rename = True
-        self._chmod_needed = True
+        self._chmod_needed = True  # until a new file shows the umask leaves file_mode alone
+        self._dir_chmod_needed = True  # the same for directories and dir_mode
+        self._tmp_prefix = secrets.token_hex(4)  # this run's temporary names: random + counter
+        self._tmp_count = itertools.count()
+
+    def _tmp_suffix(self) -> str:
+        return f"{self._tmp_prefix}{next(self._tmp_count):x}"
 
     @property
     def address(self) -> str:
@@ -912,10 +936,12 @@ class SftpTarget:
         if self.key_file is None or self._pkey is not None:
             return self._pkey
         try:
-            self._pkey = paramiko.PKey.from_path(self.key_file, self._passphrase)
+            passphrase = None if self._passphrase is None else self._passphrase.encode()
+            self._pkey = paramiko.PKey.from_path(self.key_file, passphrase)
         except FileNotFoundError:
             raise TargetError(self.name, f"key file {self.key_file} not found") from None
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError):
+            # (cryptography raises TypeError for an encrypted key without a passphrase)
             raise TargetError(
                 self.name, f"key file {self.key_file} is encrypted: set key_passphrase"
             ) from None
