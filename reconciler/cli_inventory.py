@@ -139,10 +139,13 @@ def _finish(ws: Workspace, args: argparse.Namespace, done: list[str], summary: s
         print("nothing to change")
         return 0
     try:
-        ws.validate()
+        remaining = ws.check()
     except ConfigError as exc:
         _print_problems("the result would be invalid; nothing was written", exc.problems)
         return 1
+    if remaining:
+        print(f"warning: {len(remaining)} problem(s) of the repository remain (they were there "
+              "before this edit): see provctl validate", file=sys.stderr)
     for line in done:
         print(line)
     files = ", ".join(changed)

@@ -435,6 +435,26 @@ class Workspace:
         """The whole edited repository, validated in memory (secrets redacted)."""
         return load_state(self.overlay(), redacting=True)
 
+    def check(self) -> list[Problem]:
+        """Validate the edited repository against the one before the edits: raise ConfigError
+        with the problems the edits add; return those that were there before and remain (so a
+        repository made invalid on purpose, e.g. by terminating a customer, can be repaired
+        one command at a time)."""
+        try:
+            load_state(self.overlay(), redacting=True)
+            return []
+        except ConfigError as exc:
+            after = [p for p in exc.problems if p.severity == "error"]
+        try:
+            load_state(self.source, redacting=True)
+            before: set[str] = set()
+        except ConfigError as exc:
+            before = {p.message for p in exc.problems}
+        added = [p for p in after if p.message not in before]
+        if added:
+            raise ConfigError(added)
+        return after
+
     def write(self) -> list[Path]:
         written = []
         for rel, data in self.changed().items():

@@ -496,7 +496,7 @@ def _unassign(ws: Workspace, mac: str, accounts: Iterable[AccountAt],
             done.append(f"unassigned {colon_mac(mac)} from {acc.account}")
         else:
             ws.remove_account(acc)
-            done.append(f"removed account {acc.account} (its only phone was {colon_mac(mac)})")
+            done.append(f"removed account {acc.account} (its last phone was {colon_mac(mac)})")
     return done
 
 
