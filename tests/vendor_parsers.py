@@ -139,3 +139,244 @@ def parse_snom_firmware(text: str) -> str:
     if child.tag != "firmware" or len(child) or child.attrib:
         raise FormatError(f"expected <firmware>URL</firmware>, got <{child.tag}>")
     return child.text or ""
+
+
+# --- shared XML helpers for the vendors that declare "UTF-8" in upper case ------------------
+
+XML_DECLARATION_UPPER = '<?xml version="1.0" encoding="UTF-8"?>'
+POLY_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+
+
+def _xml_root(text: str, declaration: str, tag: str, attributes: dict[str, str]) -> ET.Element:
+    first = text.split("\n", 1)[0]
+    if first != declaration:
+        raise FormatError(f"line 1 must be exactly {declaration!r}, got {first!r}")
+    if "\r" in text:
+        raise FormatError("carriage return in an XML file")
+    root = ET.fromstring(text.encode("utf-8"))  # rejects duplicate attributes, bad escaping
+    if root.tag != tag or dict(root.attrib) != attributes:
+        raise FormatError(f"root must be <{tag}> with {attributes}, got <{root.tag}> "
+                          f"{dict(root.attrib)}")
+    if (root.text or "").strip() or (root.tail or "").strip():
+        raise FormatError(f"<{tag}> must not hold text")
+    return root
+
+
+def _leaf(element: ET.Element) -> str:
+    if len(element):
+        raise FormatError(f"<{element.tag}> must hold text only")
+    if (element.tail or "").strip():
+        raise FormatError(f"text after <{element.tag}>")
+    return element.text or ""
+
+
+# --- Poly ----------------------------------------------------------------------------------
+
+POLY_MASTER_ATTRIBUTES = {"APP_FILE_PATH", "CONFIG_FILES", "MISC_FILES", "LOG_FILE_DIRECTORY",
+                          "OVERRIDES_DIRECTORY", "CONTACTS_DIRECTORY", "LICENSE_DIRECTORY"}
+_POLY_PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def parse_poly_master(text: str) -> dict[str, str]:
+    """Attributes of the master file's `<APPLICATION/>` (all seven, nothing else)."""
+    first = text.split("\n", 1)[0]
+    if first != POLY_DECLARATION:
+        raise FormatError(f"line 1 must be exactly {POLY_DECLARATION!r}")
+    root = ET.fromstring(text.encode("utf-8"))
+    if root.tag != "APPLICATION" or len(root) or (root.text or "").strip():
+        raise FormatError("the master file holds one empty <APPLICATION/>")
+    if set(root.attrib) != POLY_MASTER_ATTRIBUTES:
+        raise FormatError(f"<APPLICATION> attributes {sorted(root.attrib)}")
+    files = root.attrib["CONFIG_FILES"]
+    if len(root.attrib["APP_FILE_PATH"]) > 255 or any(len(f) > 255 for f in files.split(",")):
+        raise FormatError("APP_FILE_PATH and each CONFIG_FILES entry hold at most 255 chars")
+    return dict(root.attrib)
+
+
+def parse_poly_config(text: str) -> dict[str, str]:
+    """Parameters (the attributes of the one empty `<polycomConfig/>`)."""
+    first = text.split("\n", 1)[0]
+    if first != POLY_DECLARATION:
+        raise FormatError(f"line 1 must be exactly {POLY_DECLARATION!r}")
+    root = ET.fromstring(text.encode("utf-8"))  # a repeated parameter is a duplicate attribute
+    if root.tag != "polycomConfig" or len(root) or (root.text or "").strip():
+        raise FormatError("a Poly configuration file holds one empty <polycomConfig/>")
+    for name in root.attrib:
+        if not _POLY_PARAM.match(name):
+            raise FormatError(f"not a Poly parameter name: {name!r}")
+    return dict(root.attrib)
+
+
+# --- Grandstream ---------------------------------------------------------------------------
+
+_P_VALUE = re.compile(r"^P\d+$")
+
+
+def parse_grandstream(text: str) -> tuple[str, dict[str, str]]:
+    """(the `<mac>` element, P-value -> value) of a `cfg<mac>.xml`."""
+    root = _xml_root(text, XML_DECLARATION_UPPER, "gs_provision", {"version": "1"})
+    children = list(root)
+    if [c.tag for c in children] != ["mac", "config"]:
+        raise FormatError(f"<gs_provision> holds <mac> then <config>, got "
+                          f"{[c.tag for c in children]}")
+    mac_element, config = children
+    if mac_element.attrib or not re.fullmatch(r"[0-9a-f]{12}", _leaf(mac_element)):
+        raise FormatError("<mac> must hold 12 lowercase hex digits")
+    if dict(config.attrib) != {"version": "1"} or (config.text or "").strip():
+        raise FormatError('<config version="1"> expected')
+    out: dict[str, str] = {}
+    for element in config:
+        if not _P_VALUE.match(element.tag) or element.attrib:
+            raise FormatError(f"<config> holds only <Pnnn> elements, got <{element.tag}>")
+        if element.tag in out:
+            raise FormatError(f"duplicate {element.tag}")
+        out[element.tag] = _leaf(element)
+    return mac_element.text or "", out
+
+
+# --- Cisco ---------------------------------------------------------------------------------
+
+_CISCO_ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def parse_cisco(text: str) -> dict[str, tuple[str, str]]:
+    """Element -> (value, ua) of a `<flat-profile>`; every element carries `ua`."""
+    root = _xml_root(text, XML_DECLARATION_UPPER, "flat-profile", {})
+    out: dict[str, tuple[str, str]] = {}
+    for element in root:
+        if not _CISCO_ELEMENT.match(element.tag):
+            raise FormatError(f"not a Cisco element name: {element.tag!r}")
+        if set(element.attrib) != {"ua"} or element.attrib["ua"] not in ("na", "ro", "rw"):
+            raise FormatError(f"<{element.tag}> must carry exactly ua=na|ro|rw")
+        if element.tag in out:  # the phone would take the last; provctl writes each once
+            raise FormatError(f"duplicate <{element.tag}>")
+        out[element.tag] = (_leaf(element), element.attrib["ua"])
+    return out
+
+
+# --- Gigaset -------------------------------------------------------------------------------
+
+
+@dataclass
+class GigasetFile:
+    params: dict[str, str] = field(default_factory=dict)
+    handsets: list[str] = field(default_factory=list)  # add_hs operations, in order
+    firmware: dict[str, str] | None = None
+
+
+def parse_gigaset(text: str) -> GigasetFile:
+    root = _xml_root(text, XML_DECLARATION_UPPER, "provisioning",
+                     {"version": "1.1", "productID": "e2"})
+    out = GigasetFile()
+    tags = [c.tag for c in root]
+    if tags not in (["nvm"], ["firmware", "nvm"]):
+        raise FormatError(f"<provisioning> holds [<firmware>] <nvm>, got {tags}")
+    for section in root:
+        if section.attrib or (section.text or "").strip():
+            raise FormatError(f"<{section.tag}> takes no attributes or text")
+        if section.tag == "firmware":
+            files = list(section)
+            if len(files) != 1 or files[0].tag != "file" or len(files[0]):
+                raise FormatError("<firmware> holds one <file/>")
+            if set(files[0].attrib) != {"version", "url"}:
+                raise FormatError("<file> carries version and url")
+            out.firmware = dict(files[0].attrib)
+            continue
+        for element in section:
+            if element.tag == "param":
+                if set(element.attrib) != {"name", "value"} or len(element):
+                    raise FormatError("<param> is empty with exactly name and value")
+                name = element.attrib["name"]
+                if name in out.params:
+                    raise FormatError(f"duplicate parameter {name}")
+                out.params[name] = element.attrib["value"]
+            elif element.tag == "oper":
+                if element.attrib.get("name") != "add_hs" or set(element.attrib) != {"name",
+                                                                                     "value"}:
+                    raise FormatError(f"unexpected operation {element.attrib}")
+                inner = list(element)
+                if len(inner) != 1 or inner[0].attrib != {"name": "hs.RegStatus",
+                                                          "value": "ToReg"}:
+                    raise FormatError("add_hs holds one hs.RegStatus=ToReg parameter")
+                if not re.fullmatch(r"\d{5}", element.attrib["value"]):
+                    raise FormatError("handset numbers are five digits")
+                out.handsets.append(element.attrib["value"])
+            else:
+                raise FormatError(f"<nvm> holds <param> and <oper>, got <{element.tag}>")
+    return out
+
+
+# --- Fanvil (text dialect) -----------------------------------------------------------------
+
+FANVIL_HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
+FANVIL_FOOTER = "<<END OF FILE>>"
+_FANVIL_MODULE = re.compile(r"^<([A-Z0-9 ]+ MODULE)>$")
+_FANVIL_LINE = re.compile(r"^([^:\s][^:]*?) *:(.*)$")
+
+
+def parse_fanvil(text: str) -> dict[str, dict[str, str]]:
+    """module -> key -> value. Header first, footer last, every setting inside a module."""
+    if "\r" in text:
+        raise FormatError("carriage return in a Fanvil text file")
+    if not text.endswith("\n"):
+        raise FormatError("file does not end with a newline")
+    lines = text[:-1].split("\n")
+    if lines[0] != FANVIL_HEADER:
+        raise FormatError(f"line 1 must be exactly {FANVIL_HEADER!r}")
+    if lines[-1] != FANVIL_FOOTER:
+        raise FormatError(f"last line must be exactly {FANVIL_FOOTER!r}")
+    out: dict[str, dict[str, str]] = {}
+    module: dict[str, str] | None = None
+    for number, line in enumerate(lines[1:-1], start=2):
+        if line == "":
+            continue
+        header = _FANVIL_MODULE.match(line)
+        if header:
+            if header.group(1) in out:
+                raise FormatError(f"line {number}: module {header.group(1)} repeated")
+            module = out[header.group(1)] = {}
+            continue
+        match = _FANVIL_LINE.match(line)
+        if not match or module is None:
+            raise FormatError(f"line {number}: not 'Key :value' inside a module: {line!r}")
+        key, value = match.groups()
+        if key in module:
+            raise FormatError(f"line {number}: duplicate key {key!r}")
+        module[key] = value
+    return out
+
+
+# --- Panasonic -----------------------------------------------------------------------------
+
+PANASONIC_MAGIC = ("# Panasonic SIP Phone Standard Format File #", "# PCC Standard Format File #")
+_PANASONIC_LINE = re.compile(r'^([A-Z][A-Z0-9_]{0,31})="([^"]*)"$')
+
+
+def parse_panasonic(data: bytes) -> tuple[str, dict[str, str]]:
+    """(first line, NAME -> value) of a Panasonic text file, checking every documented limit."""
+    if len(data) > 120 * 1024:
+        raise FormatError(f"{len(data)} bytes: over the 120 KB limit")
+    if not data.endswith(b"\r\n\r\n"):
+        raise FormatError("the file must end with an empty line (CRLF CRLF)")
+    lines = data.split(b"\r\n")[:-1]  # split leaves "" after the final CRLF
+    if any(b"\n" in line or b"\r" in line for line in lines):
+        raise FormatError("every line must end with CRLF (bare LF or CR found)")
+    text = [line.decode("utf-8") for line in lines]
+    if not any(magic in text[0] for magic in PANASONIC_MAGIC):
+        raise FormatError(f"line 1 must hold the magic comment, got {text[0]!r}")
+    out: dict[str, str] = {}
+    for number, (raw, line) in enumerate(zip(lines[1:], text[1:], strict=True), start=2):
+        if len(raw) + 2 > 537:
+            raise FormatError(f"line {number}: {len(raw) + 2} bytes with CRLF, over 537")
+        if line == "" or line.startswith("#"):
+            continue
+        match = _PANASONIC_LINE.match(line)
+        if not match:
+            raise FormatError(f'line {number}: not NAME="value": {line!r}')
+        name, value = match.groups()
+        if len(value) > 500:
+            raise FormatError(f"line {number}: value over 500 characters")
+        if name in out:  # the phone would take the first; provctl writes each once
+            raise FormatError(f"line {number}: duplicate {name}")
+        out[name] = value
+    return text[0], out

@@ -234,7 +234,8 @@ class _Builder:
             if line is None:
                 self.put(f"Line_Enable_{n}_", False, f"port {n}", NA)
                 for name in ("Display_Name", "User_ID", "Auth_ID", "Password", "Proxy"):
-                    self.put(f"{name}_{n}_", "", f"port {n}", NA)
+                    ua = RO if name in ("Display_Name", "User_ID") else NA  # as when assigned
+                    self.put(f"{name}_{n}_", "", f"port {n}", ua)
             else:
                 self.line(n, line)
 
