@@ -353,8 +353,9 @@ def _secrets_check(repo: Path) -> int:
             try:
                 secrets.check(ref, device=in_params)
             except MissingSecret as exc:
+                shown = path[1:] if path and isinstance(path[0], int) else path  # list item
                 problems.append(Problem(file, doc.line(path),
-                                        ".".join(str(p) for p in path), str(exc)))
+                                        ".".join(str(p) for p in shown), str(exc)))
     if problems:
         _print_problems(f"{len(problems)} of {found} secret reference(s) do not resolve",
                         problems)

@@ -19,10 +19,10 @@ def _leaves(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
-def _show(renderer: Renderer, value: Any) -> str:
+def _show(renderer: Renderer, value: Any, mac: str | None = None) -> str:
     if isinstance(value, str) and SECRET_REF.match(value):
         try:
-            return renderer.state.secrets.redact(value)
+            return renderer.state.secrets.redact(value, mac)  # mac: derive's {mac}
         except Exception:  # noqa: BLE001 - a missing secret is reported by validate
             return f"<{value} unresolved>"
     return json.dumps(value, default=str) if not isinstance(value, str) else value
@@ -58,7 +58,7 @@ def explain(renderer: Renderer, mac: str, only: str | None = None) -> str:
             out.append(f"  {title}:")
         for key, value in rows:
             owned = " (user-owned)" if key.split(".")[0] in device.user_owned else ""
-            out.append(f"    {key} = {_show(renderer, value)}{owned}    <- "
+            out.append(f"    {key} = {_show(renderer, value, mac)}{owned}    <- "
                        f"{_origin(origins, key) or 'unset'}")
 
     section("device", device.params, device.origins)

@@ -150,14 +150,15 @@ class Secrets:
     def _lookup(self, ref: str, name: str) -> str:
         reasons = []
         if self._age_file:
+            # An encrypted file that cannot be read is an error, never a reason to fall back
+            # to (possibly older) values elsewhere.
             try:
                 found = self._age_secrets().get(name)
             except MissingSecret as exc:
-                reasons.append(str(exc).split(": ", 1)[-1])
-            else:
-                if found is not None:
-                    return found
-                reasons.append(f"not in {self._age_file}")
+                raise MissingSecret(ref, str(exc).split(": ", 1)[-1]) from exc
+            if found is not None:
+                return found
+            reasons.append(f"not in {self._age_file}")
         if self._file_ref or not self._age_file:
             try:
                 found = self._secrets_map().get(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -171,8 +172,6 @@ def test_round_trip_into_another_fleet_keeps_descriptions(fleet, tmp_path, capsy
         in exported
     # Another fleet: same customers and profiles, no pool phones yet.
     other = tmp_path / "other"
-    import shutil
-
     shutil.copytree(fleet, other)
     (other / "devices" / "pool.yaml").write_text("# the pool\n[]\n")
     pool_only = tmp_path / "pool-only.csv"
