@@ -341,7 +341,12 @@ class Daemon:
             while not self.stopping.is_set():
                 if self.reload.is_set():
                     self._reload()
-                self.cycle()
+                try:
+                    self.cycle()
+                except Exception:  # a bug outside a run: log it, back off, keep following
+                    log.exception("cycle crashed; retrying in %.0fs", self.backoff)
+                    self.retry_at = time.monotonic() + self.backoff
+                    self.backoff = min(self.backoff * 2, BACKOFF_MAX)
                 self._sleep()
             log.info("%s: daemon stopped (the batch in flight was finished and recorded)",
                      self.stopped_by, extra={"revision": self.last_rev})
@@ -356,6 +361,8 @@ class Daemon:
             log.error("branch %s not found in %s", self.cfg.branch, self.cfg.repo)
             return 1
         code = self._run(tip, "once")
+        if self.stopping.is_set():
+            return 0  # stopped by a signal: what was done is recorded; the next run completes it
         # The last fetched revision was reconciled, but a timer or cron job must see the failure.
         return 1 if self.fetch_failed and code in (0, 2) else code
 
@@ -495,7 +502,11 @@ class Daemon:
         """Apply `rev` once; record, log and count the outcome. Returns apply's exit code."""
         started = time.monotonic()
         extra = {"revision": rev, "reason": reason}
-        log.info("run %s at %s (%s)", "started", rev[:12], reason, extra=extra)
+        # A periodic drift check that changes nothing is routine: DEBUG, not a journal line a
+        # minute.
+        routine = reason == "drift"
+        log.log(logging.DEBUG if routine else logging.INFO, "run started at %s (%s)", rev[:12],
+                reason, extra=extra)
         try:
             self.source.prepare(rev)
             result = apply(Options(repo=self.source.desired, rev=rev, state_dir=self.state_dir,
@@ -517,9 +528,10 @@ class Daemon:
         if self.stopping.is_set() and code != 0 and outcome != "invalid":
             outcome = "failed"
         seconds = time.monotonic() - started
-        log.info("run finished: %s in %.2fs", outcome, seconds,
-                 extra={**extra, "outcome": outcome, "exit_code": code,
-                        "duration": round(seconds, 3)})
+        log.log(logging.DEBUG if routine and outcome == "noop" else logging.INFO,
+                "run finished: %s in %.2fs", outcome, seconds,
+                extra={**extra, "outcome": outcome, "exit_code": code,
+                       "duration": round(seconds, 3)})
         if self.metrics is not None:
             self.metrics.run(outcome, seconds)
             self._export()
@@ -537,12 +549,16 @@ class Daemon:
             deletes = sum(1 for i in r.done if i.action == "delete")
             fields = {"revision": rev, "target": name, "changes": len(r.done),
                       "failed": len(r.failed), "drift": drift.get(name, 0), "error": r.error}
-            if r.ok:
-                log.info("%s: %d change(s) applied at %s", name, len(r.done), rev[:12],
-                         extra=fields)
-            else:
+            if not r.ok:
                 log.error("%s: %s", name, r.error or f"{len(r.failed)} change(s) failed",
                           extra=fields)
+            elif drift.get(name):
+                log.warning("%s: %d file(s) drifted on the target; %d change(s) applied at %s",
+                            name, drift[name], len(r.done), rev[:12], extra=fields)
+            else:
+                log.log(logging.INFO if r.done else logging.DEBUG,
+                        "%s: %d change(s) applied at %s", name, len(r.done), rev[:12],
+                        extra=fields)
             if self.metrics is None:
                 continue
             if r.ok:
