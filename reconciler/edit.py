@@ -101,11 +101,37 @@ def _clean_token(token: CommentToken) -> CommentToken | None:
     return token
 
 
+def _tokens(node: Any) -> Iterator[CommentToken]:
+    if isinstance(node, CommentedMap | CommentedSeq):
+        for slots in node.ca.items.values():
+            for token in slots:
+                if isinstance(token, CommentToken):
+                    yield token
+                elif isinstance(token, list):
+                    yield from (t for t in token if isinstance(t, CommentToken))
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            yield from _tokens(child)
+
+
+def _shift_comments(node: Any, by: int) -> None:
+    """Move end-of-line comments `by` columns (they keep their place when an entry is written
+    indented, then shifted back)."""
+    if by:
+        for token in _tokens(node):
+            mark = token.start_mark
+            if mark is not None and not token.value.startswith("\n"):
+                mark.column = max(0, mark.column + by)
+
+
+Style = tuple[int, int, int, int]
+
+
 @dataclass
 class _Entry:
     item: Any
     index: int | None  # position in the original file; None = added
     changed: bool = False
+    style: Style | None = None  # the style of the file an added entry was moved from
 
 
 class YamlList:
@@ -132,7 +158,8 @@ class YamlList:
         self._spans = self._find_spans()
         for item in seq:
             _clean_comments(item)
-        self._style: tuple[int, int, int, int] | None = None
+        self._style: Style | None = None
+        self.decisive = False  # the file's entries told the styles apart
         if self._spans:
             self.style()  # measured before any entry changes
 
@@ -152,8 +179,8 @@ class YamlList:
     def items(self) -> Iterator[Any]:
         return (e.item for e in self.entries)
 
-    def append(self, item: Any) -> None:
-        self.entries.append(_Entry(item, None, True))
+    def append(self, item: Any, style: Style | None = None) -> None:
+        self.entries.append(_Entry(item, None, True, style))
 
     def remove(self, item: Any) -> None:
         for i, entry in enumerate(self.entries):
@@ -173,28 +200,31 @@ class YamlList:
 
     # --- output -------------------------------------------------------------------------------
 
-    def style(self) -> tuple[int, int, int, int]:
+    def style(self) -> Style:
         """The indentation style that reproduces the most original entries byte for byte."""
         if self._style is None:
-            best, score = _STYLES[0], -1
             sample = list(range(min(len(self._spans), 8)))
-            for style in _STYLES:
-                ok = sum(self._dump(self.seq[i], style)
-                         == "".join(self.lines[self._spans[i][0]:self._spans[i][1]])
-                         for i in sample)
-                if ok > score:
-                    best, score = style, ok
-            self._style = best
+            scores = [sum(self._dump(self.seq[i], style)
+                          == "".join(self.lines[self._spans[i][0]:self._spans[i][1]])
+                          for i in sample) for style in _STYLES]
+            self._style = _STYLES[scores.index(max(scores))]
+            self.decisive = max(scores) > min(scores)
         return self._style
 
-    def _dump(self, item: Any, style: tuple[int, int, int, int]) -> str:
+    def _dump(self, item: Any, style: Style) -> str:
         out = io.StringIO()
         seq = CommentedSeq([item])
-        _yaml(style).dump(seq, out)
+        shift = style[3]  # the root list is written indented by `shift`, then shifted back
+        _shift_comments(item, shift)
+        try:
+            _yaml(style).dump(seq, out)
+        finally:
+            _shift_comments(item, -shift)
         lines = out.getvalue().splitlines(keepends=True)
-        if style[3]:
-            lines = [line[style[3]:] if line.startswith(" " * style[3]) else line
-                     for line in lines]
+        if shift:
+            # Full-line comments are written as they were read; everything else moves back.
+            lines = [line[shift:] if line.startswith(" " * shift)
+                     and not line.lstrip().startswith("#") else line for line in lines]
         return "".join(lines[:_own_end(lines, 0, len(lines))])
 
     def render(self) -> str:
@@ -220,7 +250,8 @@ class YamlList:
             out[-1] += "\n"
         for entry in self.entries:
             if entry.index is None:
-                out.append(self._dump(entry.item, style))
+                own = entry.style if entry.style and not self.decisive else style
+                out.append(self._dump(entry.item, own))
         if not self.entries:
             out.append("[]\n")
         return "".join(out)
@@ -374,8 +405,8 @@ class Workspace:
                 if isinstance(item, dict):
                     yield DeviceAt(rel, item)
 
-    def add_device(self, rel: str, item: CommentedMap) -> None:
-        self.list(rel).append(item)
+    def add_device(self, rel: str, item: CommentedMap, style: Style | None = None) -> None:
+        self.list(rel).append(item, style)
         mac = _mac_of(item.get("mac"))
         if mac:
             self._index().setdefault(mac, rel)
@@ -390,8 +421,9 @@ class Workspace:
         """Move an entry to another file, with its comments and keys."""
         if rel == at.rel:
             return at
+        source = self.list(at.rel)
         self.remove_device(at)
-        self.add_device(rel, at.item)
+        self.add_device(rel, at.item, source.style() if source.decisive else None)
         return DeviceAt(rel, at.item)
 
     def touch(self, at: DeviceAt | AccountAt) -> None:

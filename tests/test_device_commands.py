@@ -97,11 +97,11 @@ def test_assign_follows_the_allocation_rules(fleet, capsys):
     assert "allocated to customer 'acme': cannot be assigned to globex/100" in \
         capsys.readouterr().err
     # A pooled phone may serve any customer; a new account is created in that customer's file.
-    assert run(fleet, "device", "assign", "00:15:65:EE:00:01", "--account", "globex/120",
+    assert run(fleet, "device", "assign", "00:15:65:EE:00:01", "--account", "globex/199",
                "--display-name", "Lab") == 2
     text = (fleet / "assignments" / "globex.yaml").read_text()
-    assert text.endswith('- account: globex/120\n  display_name: Lab\n'
-                         '  password: secret:globex/120\n  devices: ["00:15:65:EE:00:01"]\n')
+    assert text.endswith('- account: globex/199\n  display_name: Lab\n'
+                         '  password: secret:globex/199\n  devices: ["00:15:65:EE:00:01"]\n')
     # A port of a two-line phone, appended to an existing account in the file's own style.
     assert run(fleet, "device", "assign", "00:04:13:EE:00:02", "--account", "acme/201",
                "--port", "2") == 2
@@ -263,3 +263,44 @@ def test_move_with_per_device_tokens_changes_the_content_in_place(fleet, capsys)
     after = files[path].decode()
     assert "acme.pbx.example.net" not in after
     assert "ntp.globex.example.it" in after
+
+
+POOL = """\
+# The pool.
+
+- mac: "00:15:65:EE:00:01"   # shelf 3
+  model: yealink/T46U
+  profile: office-yealink
+  name: spare-1
+  params:
+    line_keys:
+      - {type: blf, value: "202", label: Bob}   # Bob's key
+      - type: speed_dial
+        value: "*97"
+  # keys above are for the lab
+
+# --- second batch (2026) ---
+- mac: '00:04:13:EE:00:02'
+  model: snom/D785
+  profile: desk-snom
+  name: spare-2
+"""
+
+
+def test_comments_quotes_and_nested_style_survive_edits(fleet, tmp_path):
+    (fleet / "devices" / "pool.yaml").write_text(POOL)
+    batch = tmp_path / "rename.csv"
+    batch.write_text("Action,Device name,MAC address,Device model\n"
+                     "update,spare-one,00:15:65:EE:00:01,\n")
+    assert run(fleet, "import", str(batch)) == 2
+    assert (fleet / "devices" / "pool.yaml").read_text() == POOL.replace(
+        "name: spare-1", "name: spare-one")
+    globex = (fleet / "devices" / "globex.yaml").read_text()
+    assert run(fleet, "device", "move", "00:15:65:EE:00:01", "--customer", "globex") == 2
+    entry = POOL.split("\n\n")[1].replace("name: spare-1", "customer: globex\n  name: spare-one")
+    entry += "\n"
+    assert (fleet / "devices" / "globex.yaml").read_text() == globex + entry
+    # The comment above the second batch belongs to it and stays; the header stays too.
+    assert (fleet / "devices" / "pool.yaml").read_text() == (
+        "# The pool.\n\n\n# --- second batch (2026) ---\n- mac: '00:04:13:EE:00:02'\n"
+        "  model: snom/D785\n  profile: desk-snom\n  name: spare-2\n")
