@@ -698,9 +698,6 @@ def run_daemon(cfg: Config) -> int:
                     metrics.target(name)
                 daemon._export()
             return daemon.run()
-    except ConfigError as exc:
-        log.error("%s", exc, extra={"problems": [str(p) for p in exc.problems]})
-        return exc.exit_code
     except ProvctlError as exc:
         log.error("%s", exc)
         return exc.exit_code
