@@ -103,6 +103,11 @@ def _redirects(state: DesiredState) -> dict[str, str]:
 
 
 def compare(repo: Path, base: str, head: str | None) -> Comparison:
+    # Both revisions must exist: an unknown base (a shallow CI clone) is an error, never an
+    # empty fleet that would show every phone as added.
+    read_source(repo, base)
+    if head is not None:
+        read_source(repo, head)
     result = Comparison(base, head or "worktree")
     try:
         after = _render(repo, head)

@@ -50,6 +50,7 @@ class Options:
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
     use_cache: bool = True  # incremental rendering (render_cache.py)
+    redacting: bool = False  # secrets as placeholders (validate --no-secrets)
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
@@ -65,11 +66,12 @@ class Desired_:
 def load_desired(opts: Options) -> Desired_:
     """load → validate → resolve → render, for the targets asked for."""
     source = read_source(opts.repo, opts.rev)
-    state = load_state(source, dict(opts.environ) if opts.environ is not None else None)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
+                       redacting=opts.redacting)
     names = target_names(state, opts.targets)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     cache = None
-    if opts.use_cache:
+    if opts.use_cache and not opts.redacting:
         fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         cache = RenderCache(cache_path(state_dir), fleet_secret)
     renderer = Renderer(state, cache)

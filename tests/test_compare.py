@@ -95,3 +95,18 @@ def test_big_change_is_truncated_for_a_pr_comment(fleet, capsys):
     md = capsys.readouterr().out
     assert len(md) < 65_536
     assert "more file(s) of acme" in md and "not shown to keep this comment short" in md
+
+
+def test_unknown_base_is_an_error_not_an_empty_fleet(fleet, capsys):
+    committed(fleet)
+    assert run(fleet, "plan", "--base", "origin/main") == 1
+    assert "unknown revision 'origin/main'" in capsys.readouterr().err
+
+
+def test_validate_without_secrets_for_pull_requests_from_forks(fleet, monkeypatch, capsys):
+    monkeypatch.delenv("PROVCTL_SECRETS_FILE")
+    monkeypatch.delenv("PROVCTL_FLEET_SECRET")
+    assert run(fleet, "validate") == 1
+    assert run(fleet, "validate", "--no-secrets") == 0
+    edit(fleet / "devices" / "initech.yaml", "snom/D715", "snom/D000")
+    assert run(fleet, "validate", "--no-secrets") == 1
