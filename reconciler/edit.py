@@ -350,6 +350,7 @@ class Workspace:
         self.source = read_source(repo)
         self._lists: dict[str, YamlList] = {}
         self._device_file: dict[str, str] | None = None
+        self._by_mac: dict[str, dict[str, CommentedMap]] = {}  # rel -> MAC -> entry
 
     def text(self, rel: str) -> str | None:
         data = self.source.files.get(rel)
@@ -394,10 +395,15 @@ class Workspace:
         rel = self._index().get(mac)
         if rel is None:
             return None
-        for item in self.list(rel).items():
-            if isinstance(item, dict) and _mac_of(item.get("mac")) == mac:
-                return DeviceAt(rel, item)
-        return None
+        entries = self._by_mac.get(rel)
+        if entries is None:
+            entries = self._by_mac[rel] = {}
+            for item in self.list(rel).items():
+                found = _mac_of(item.get("mac")) if isinstance(item, dict) else None
+                if found:
+                    entries.setdefault(found, item)
+        item = entries.get(mac)
+        return None if item is None else DeviceAt(rel, item)
 
     def devices(self) -> Iterator[DeviceAt]:
         for rel in self.rels("devices/"):
@@ -410,12 +416,15 @@ class Workspace:
         mac = _mac_of(item.get("mac"))
         if mac:
             self._index().setdefault(mac, rel)
+            if rel in self._by_mac:
+                self._by_mac[rel].setdefault(mac, item)
 
     def remove_device(self, at: DeviceAt) -> None:
         self.list(at.rel).remove(at.item)
         mac = _mac_of(at.item.get("mac"))
         if mac and self._index().get(mac) == at.rel:
             del self._index()[mac]
+            self._by_mac.get(at.rel, {}).pop(mac, None)
 
     def move_device(self, at: DeviceAt, rel: str) -> DeviceAt:
         """Move an entry to another file, with its comments and keys."""
@@ -501,6 +510,7 @@ class Workspace:
         self.source = read_source(self.repo)
         self._lists.clear()
         self._device_file = None
+        self._by_mac.clear()
         return written
 
 
