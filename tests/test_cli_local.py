@@ -82,7 +82,7 @@ def test_prune_beyond_the_limit_exits_3_until_forced(fleet, capsys):
     capsys.readouterr()
     assert run(fleet, "apply") == 3
     err = capsys.readouterr().err
-    assert "would delete 4 of 15 managed files (26.7%)" in err
+    assert "would delete 4 of 23 managed files (17.4%)" in err
     assert "above policy.max_delete_percent (10%)" in err
     assert (www(fleet) / url_token(FLEET_SECRET, "001565ee0001")).exists()  # nothing deleted
     assert run(fleet, "apply", "--force") == 2

@@ -18,13 +18,13 @@ def problems(repo) -> list[str]:
 
 def test_example_fleet_is_valid(fleet):
     state = load_state(read_source(fleet))
-    assert len(state.devices) == 9
+    assert len(state.devices) == 15
     assert "001565aabb02" in state.devices  # "0015.65aa.bb02" normalised
 
 
 def test_validate_command_exit_codes(fleet, capsys):
     assert run(fleet, "validate") == 0
-    assert "valid: 9 devices" in capsys.readouterr().out
+    assert "valid: 15 devices" in capsys.readouterr().out
     (fleet / "devices" / "acme.yaml").write_text("- mac: nope\n")
     assert run(fleet, "validate") == 1
     err = capsys.readouterr().err
