@@ -218,7 +218,7 @@ class _Builder:
             self.put("PC_Port_VLAN_ID", vlan["pc_id"], "vlan.pc_id", NA)
         waiting = self.params.get("call_waiting")
         if waiting is not None and "call_waiting" not in self.owned:
-            self.put("CW_Setting", bool(waiting), "call_waiting")  # [I] user preference
+            self.put("CW_Setting", bool(waiting), "call_waiting")  # [I] key name
 
     def lines(self) -> None:
         model = self.device.model
@@ -230,14 +230,14 @@ class _Builder:
                 continue
             by_port[line.port] = line
         for n in range(1, model.lines + 1):
-            line = by_port.get(n)
-            if line is None:
+            assigned = by_port.get(n)
+            if assigned is None:
                 self.put(f"Line_Enable_{n}_", False, f"port {n}", NA)
                 for name in ("Display_Name", "User_ID", "Auth_ID", "Password", "Proxy"):
                     ua = RO if name in ("Display_Name", "User_ID") else NA  # as when assigned
                     self.put(f"{name}_{n}_", "", f"port {n}", ua)
             else:
-                self.line(n, line)
+                self.line(n, assigned)
 
     def line(self, n: int, line: LineInput) -> None:
         where = f"of {line.account} on port {line.port}"

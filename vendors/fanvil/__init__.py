@@ -164,6 +164,7 @@ class _Builder:
         url = urlsplit(self.device.provisioning_url)
         self.put(AUTOUPDATE, "Download CommonConf", 0, "provisioning url")
         self.put(AUTOUPDATE, "Flash Server IP", url.netloc, "provisioning url")
+        # the literal name we publish, not the $mac macro (its case is not documented) [I]
         self.put(AUTOUPDATE, "Flash File Name", url.path.lstrip("/") + f"{self.device.mac}.cfg",
                  "provisioning url")
         self.put(AUTOUPDATE, "Flash Protocol", PROTOCOLS.get(url.scheme.lower(), 5),
@@ -216,7 +217,7 @@ class _Builder:
                                      f"{change.minutes % 60:02d}; Fanvil takes whole hours")
         self.put(PHONE, "Time Zone", standard // 15, "timezone")
         self.put(PHONE, "Time Zone Name", zone_name(standard), "timezone")
-        self.put(PHONE, "DST Type", 0 if rule is None else 1, "timezone")
+        self.put(PHONE, "DST Type", 0 if rule is None else 1, "timezone")  # 1 = by rule [I]
         if rule is None:
             return
         self.put(PHONE, "DST Rule Mode", 0, "timezone")
@@ -249,14 +250,14 @@ class _Builder:
                 continue
             by_port[line.port] = line
         for n in range(1, model.lines + 1):
-            line = by_port.get(n)
-            if line is None:
+            assigned = by_port.get(n)
+            if assigned is None:
                 self.put(SIP, f"SIP{n} Enable Reg", 0, f"port {n}")
                 for key in ("Phone Number", "Display Name", "Sip Name", "Register Addr",
                             "Register User", "Register Pswd", "Proxy Addr"):
                     self.put(SIP, f"SIP{n} {key}", "", f"port {n}")
             else:
-                self.line(n, line)
+                self.line(n, assigned)
 
     def line(self, n: int, line: LineInput) -> None:
         where = f"of {line.account} on port {line.port}"

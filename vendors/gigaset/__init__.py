@@ -112,6 +112,7 @@ class _Builder:
         return self
 
     def common(self) -> None:
+        # [I] no trailing '/': wazo writes the bare base URL and the base appends /<mac>.xml
         self.put("Provisioning.global.ProvisioningServer",
                  self.device.provisioning_url.rstrip("/"), "provisioning url")
         password = self.params.get("admin_password")
@@ -138,26 +139,29 @@ class _Builder:
             by_port[line.port] = line
         providers: dict[tuple[Any, ...], int] = {}
         for n in range(1, model.lines + 1):
-            line = by_port.get(n)
+            assigned = by_port.get(n)
             hs = handset(n)
-            if line is None:
+            if assigned is None:
                 for field in ("DisplayName", "UserName", "AuthName", "AuthPassword"):
                     self.put(f"SipAccount.{hs}.{field}", "", f"port {n}")
                 continue
-            where = f"of {line.account} on port {line.port}"
-            sip = line.sip or {}
+            where = f"of {assigned.account} on port {assigned.port}"
+            sip = assigned.sip or {}
             key = (sip.get("server"), sip.get("port"), sip.get("transport"),
                    sip.get("outbound_proxy"), sip.get("outbound_proxy_port"),
                    sip.get("expires"))
             if key not in providers:
                 providers[key] = len(providers)
                 self.provider(providers[key], sip, where)
-            self.handsets.append(Handset(hs, access_code(line.extension), f"extension {where}"))
+            # DECT registration PIN: the extension's last four digits [V wazo]
+            self.handsets.append(Handset(hs, access_code(assigned.extension),
+                                         f"extension {where}"))
             self.put(f"SipAccount.{hs}.ProviderId", providers[key], f"sip.server {where}")
-            self.put(f"SipAccount.{hs}.DisplayName", line.display_name, f"display_name {where}")
-            self.put(f"SipAccount.{hs}.UserName", line.extension, f"extension {where}")
-            self.put(f"SipAccount.{hs}.AuthName", line.auth_user, f"auth_user {where}")
-            self.put(f"SipAccount.{hs}.AuthPassword", line.password, f"password {where}")
+            self.put(f"SipAccount.{hs}.DisplayName", assigned.display_name,
+                     f"display_name {where}")
+            self.put(f"SipAccount.{hs}.UserName", assigned.extension, f"extension {where}")
+            self.put(f"SipAccount.{hs}.AuthName", assigned.auth_user, f"auth_user {where}")
+            self.put(f"SipAccount.{hs}.AuthPassword", assigned.password, f"password {where}")
 
     def provider(self, i: int, sip: Mapping[str, Any], where: str) -> None:
         p = f"SipProvider.{i}."

@@ -173,6 +173,7 @@ class _Builder:
         self.put(8458, 1, "provisioning.resync")  # random time in the window
         firmware = self.device.firmware
         if firmware is not None:
+            # [I] the phone fetches its family image by its fixed name from this directory
             scheme, path = _without_scheme(firmware.url.rsplit("/", 1)[0] + "/")
             self.put(6767, scheme, "firmware")
             self.put(192, path, "firmware")
@@ -225,14 +226,14 @@ class _Builder:
             else:
                 by_port[line.port] = line
         for n in range(1, min(model.lines, PROVISIONED_ACCOUNTS) + 1):
-            line = by_port.get(n)
+            assigned = by_port.get(n)
             pv = account_pvalues(n)
-            if line is None:
+            if assigned is None:
                 self.put(pv["active"], 0, f"port {n}")
                 for field in ("server", "user", "auth", "password", "display", "name"):
                     self.put(pv[field], "", f"port {n}")
             else:
-                self.account(n, line, pv)
+                self.account(n, assigned, pv)
 
     def account(self, n: int, line: LineInput, pv: dict[str, Any]) -> None:
         where = f"of {line.account} on port {line.port}"
@@ -275,6 +276,8 @@ class _Builder:
                 chosen.append(CODECS[codec])
         if not chosen:
             return
+        # [I] the remaining choices repeat the last listed codec, so codecs left out are not
+        # offered (conservative: a choice left unwritten keeps whatever the phone had)
         for i, slot in enumerate(slots):
             self.put(slot, chosen[min(i, len(chosen) - 1)], f"codecs {where}")
 
@@ -295,7 +298,7 @@ class _Builder:
                 self.problems.append(f"{param}: key type {kind!r} is not supported on "
                                      "Grandstream keys")
                 continue
-            step = 2 * (k - 1)
+            step = 2 * (k - 1)  # [V] keys 1 and 2; the step of 2 for later keys is [I]
             self.put(1363 + step, KEY_MODES[kind], param)
             self.put(1364 + step, int(key.get("line") or 1) - 1, param)  # account, 0-based
             self.put(1465 + step, key.get("label") or "", param)

@@ -151,6 +151,7 @@ class _Builder:
         self.put("CFG_STANDARD_FILE_PATH", url + standard_file(self.device.mac),
                  "provisioning url")
         resync = _get(self.params, "provisioning", "resync") or {}
+        # daily at the window's start; the window's end has no key [V CFG_RESYNC_TIME]
         self.put("CFG_RESYNC_TIME", resync.get("start") or "02:00", "provisioning.resync.start")
         firmware = self.device.firmware
         if firmware is not None:
@@ -191,7 +192,7 @@ class _Builder:
         self.put("DST_OFFSET", rule.save_minutes, "timezone")
         for label, change in (("START", rule.start), ("STOP", rule.end)):
             self.put(f"DST_{label}_MONTH", change.month, "timezone")
-            self.put(f"DST_{label}_ORDINAL_DAY", change.week, "timezone")
+            self.put(f"DST_{label}_ORDINAL_DAY", change.week, "timezone")  # 5 = last [I]
             self.put(f"DST_{label}_DAY_OF_WEEK", change.weekday, "timezone")
             self.put(f"DST_{label}_TIME", change.minutes, "timezone")
 
@@ -215,14 +216,14 @@ class _Builder:
                 continue
             by_port[line.port] = line
         for n in range(1, model.lines + 1):
-            line = by_port.get(n)
-            if line is None:
+            assigned = by_port.get(n)
+            if assigned is None:
                 self.put(f"LINE_ENABLE_{n}", "Disabled", f"port {n}")
                 for name in ("PHONE_NUMBER", "DISPLAY_NAME", "SIP_AUTHID", "SIP_PASS",
                              "SIP_RGSTR_ADDR", "SIP_PRXY_ADDR", "SIP_SVCDOMAIN"):
                     self.put(f"{name}_{n}", "", f"port {n}")
             else:
-                self.line(n, line)
+                self.line(n, assigned)
 
     def line(self, n: int, line: LineInput) -> None:
         where = f"of {line.account} on port {line.port}"

@@ -232,13 +232,15 @@ class _Builder:
                 continue
             by_port[line.port] = line
         for n in range(1, model.lines + 1):
-            line = by_port.get(n)
-            if line is None:
+            assigned = by_port.get(n)
+            if assigned is None:
+                # [I] UC Software rebuilds its configuration from the files, so this is belt
+                # and braces: a registration removed from git can never linger
                 for field in ("address", "auth.userId", "auth.password", "label",
                               "displayName", "server.1.address"):
                     self.put(f"reg.{n}.{field}", "", f"port {n}")
             else:
-                self.registration(n, line)
+                self.registration(n, assigned)
 
     def registration(self, n: int, line: LineInput) -> None:
         where = f"of {line.account} on port {line.port}"
@@ -354,6 +356,7 @@ class Poly:
         built = _build(device)
         return [
             OutputFile(f"{device.mac}.cfg", "poly/master.cfg.j2", {
+                # "" = keep the installed software [I: an empty path means no upgrade]
                 "app_file_path": device.firmware.url if device.firmware else "",
                 "config_files": config_file(device.mac),
             }),
