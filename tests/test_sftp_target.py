@@ -12,6 +12,8 @@ write with SSH_FX_PERMISSION_DENIED exactly as a server refusing the account doe
 
 from __future__ import annotations
 
+import os
+import socket
 import stat
 import subprocess
 import threading
@@ -137,6 +139,22 @@ def test_connection_refused_is_transient_and_names_host_port(fresh_sshd: SshServ
     assert f"{fresh_sshd.host}:{fresh_sshd.port}" in str(err.value)
 
 
+def test_server_that_never_answers_is_a_transient_timeout(sshd: SshServer, tmp_path: Path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    target = sshd.target(tmp_path, port=port, timeout=0.3)
+    target.backoff = 0.01
+    try:
+        with pytest.raises(TargetError) as err:
+            target.read_manifest()
+    finally:
+        silent.close()
+    assert err.value.transient
+    assert f"127.0.0.1:{port}" in str(err.value)
+
+
 # --- permission denied, and a path component that is a file --------------------------------
 
 
@@ -246,9 +264,9 @@ def test_file_and_directory_modes(sshd: SshServer, sftp_root: Path):
 # --- many files, and a server killed in the middle ------------------------------------------
 
 
-def _fleet(n: int, version: str) -> list[Put]:
-    return [Put(f"tok{i // 2:05d}/{i:012x}.cfg", f"{version}\n".encode() + bytes(1500 + i % 3000))
-            for i in range(n)]
+def _fleet(n: int, version: str, per_dir: int = 2) -> list[Put]:
+    return [Put(f"tok{i // per_dir:05d}/{i:012x}.cfg",
+                f"{version}\n".encode() + bytes(1500 + i % 3000)) for i in range(n)]
 
 
 def test_many_files_scan_and_read_back(sshd: SshServer, sftp_root: Path):
@@ -269,13 +287,26 @@ def test_many_files_scan_and_read_back(sshd: SshServer, sftp_root: Path):
     target.close()
 
 
+def test_read_many_large_files(sshd: SshServer, sftp_root: Path):
+    blobs = {f"fw/{i}.rom": os.urandom(700_000 + i) for i in range(4)}  # more than READ_CREDIT
+    for path, data in blobs.items():
+        (sftp_root / path).parent.mkdir(exist_ok=True)
+        (sftp_root / path).write_bytes(data)
+    target = sshd.target(sftp_root, sessions=1)
+
+    assert target.read_many([*blobs, "fw/missing.rom"]) == {**blobs, "fw/missing.rom": None}
+    target.close()
+
+
 def test_server_killed_mid_publish_then_rerun_converges(fresh_sshd: SshServer):
     root = fresh_sshd.root / "www"
     root.mkdir()
-    old, new = _fleet(3000, "v1"), _fleet(3000, "v2")
+    old, new = _fleet(1200, "v1", per_dir=12), _fleet(1200, "v2", per_dir=12)
+    for put in old:  # as published by an earlier run
+        (root / put.path).parent.mkdir(exist_ok=True)
+        (root / put.path).write_bytes(put.data)
     target = fresh_sshd.target(root, sessions=4, timeout=5)
     target.backoff = 0.02
-    assert all(r.error is None for r in target.execute(old))
 
     results: list = []
     run = threading.Thread(target=lambda: results.extend(target.execute(new)))

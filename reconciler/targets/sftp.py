@@ -65,7 +65,7 @@ from .base import (
 log = logging.getLogger(__name__)
 
 CHUNK = 32768  # bytes per WRITE or READ request, as OpenSSH's sftp client
-DEPTH = 48  # jobs (files, directories) in flight per session
+DEPTH = 64  # jobs (files, directories) in flight per session
 READ_CREDIT = 1 << 20  # bytes of READ replies outstanding per session (< the 2 MB SSH window)
 FLUSH = 1 << 15  # send buffered requests once this many bytes are waiting
 RETRIES = 3  # extra attempts after a dropped connection
@@ -332,7 +332,7 @@ class _Engine:
                         break
                     self.active.add(job)
                     job.start()
-                if not self.active:
+                if not self.active and not self.waiting:
                     return
                 self.flush()
                 data = self.channel.recv(1 << 18)
@@ -347,11 +347,15 @@ class _Engine:
                     t, rid = struct.unpack_from(">BI", buf, pos + 4)
                     reply = _Reply(buf, pos + 9)
                     pos += 4 + size
+                    if rid not in self.waiting:
+                        raise _Lost(f"the server answered request {rid}, which was not asked")
                     job, on_reply = self.waiting.pop(rid)
                     on_reply(t, reply)
                 buf = buf[pos:]
         except _Lost:
             raise
+        except struct.error as exc:
+            raise _Lost(f"malformed reply from the server: {exc}") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
             if _is_lost(exc) or not self.session.alive:
                 raise _Lost(str(exc) or type(exc).__name__) from exc
@@ -691,6 +695,7 @@ class _ReadJob(_Job):
         self.chunks: dict[int, bytes] = {}
         self.todo: list[tuple[int, int]] = []  # (offset, length) still to ask for, last first
         self.pending = 0
+        self.size: int | None = None
         self.failed = False
 
     def start(self) -> None:
@@ -714,7 +719,7 @@ class _ReadJob(_Job):
     def _sized(self, t: int, reply: _Reply) -> None:
         self.pending -= 1
         if t == _ATTRS:
-            size = reply.attrs().size or 0
+            self.size = size = reply.attrs().size or 0
             rest = [(o, min(CHUNK, size - o)) for o in range(CHUNK, size, CHUNK)]
             self.todo[:0] = rest[::-1]
         else:
@@ -738,8 +743,9 @@ class _ReadJob(_Job):
         if t == _DATA:
             data = reply.string()
             self.chunks[offset] = data
-            if 0 < len(data) < length:  # a short read: ask for the rest
-                self.todo.append((offset + len(data), length - len(data)))
+            end = offset + len(data)
+            if 0 < len(data) < length and (self.size is None or end < self.size):
+                self.todo.append((end, length - len(data)))  # a short read: ask for the rest
         else:
             code, text = reply.status()
             if code != _FX_EOF:
@@ -875,6 +881,7 @@ class SftpTarget:
         self.port = port
         self.user = user
         self.root = posixpath.normpath(str(root)) if str(root) else "."
+        self._prefix = "" if self.root == "/" else self.root  # + "/" + a relative path
         self.known_hosts = Path(known_hosts)
         self.key_file = None if key_file is None else Path(key_file)
         self._passphrase = key_passphrase
@@ -911,17 +918,17 @@ class SftpTarget:
         norm = posixpath.normpath(rel) if rel else "."
         if norm.startswith("/") or norm == ".." or norm.startswith("../"):
             raise TargetError(self.name, f"path escapes the root: {rel}")
-        return self.root if norm == "." else f"{self.root}/{norm}"
+        return self.root if norm == "." else f"{self._prefix}/{norm}"
 
     def _rel(self, path: str) -> str:
-        return "." if path == self.root else path[len(self.root) + 1:]
+        return "." if path == self.root else path[len(self._prefix) + 1:]
 
     def _all_dirs(self, directory: str) -> list[str]:
         """Every directory from just below the root down to `directory`, shallowest first."""
         if directory == self.root:
             return []
         parts = self._rel(directory).split("/")
-        return [f"{self.root}/{'/'.join(parts[:i])}" for i in range(1, len(parts) + 1)]
+        return [f"{self._prefix}/{'/'.join(parts[:i])}" for i in range(1, len(parts) + 1)]
 
     def _missing_dirs(self, directory: str) -> list[str]:
         levels = self._all_dirs(directory)
@@ -968,6 +975,7 @@ class SftpTarget:
                 look_for_keys=False, timeout=self.timeout, banner_timeout=self.timeout,
                 auth_timeout=self.timeout, channel_timeout=self.timeout,
             )
+            client.get_transport().set_keepalive(30)  # type: ignore[union-attr]
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self.timeout)
         except BaseException as exc:
@@ -1005,6 +1013,11 @@ class SftpTarget:
             return TargetError(self.name, f"cannot connect to {self.address}: {reasons}",
                                transient=True)
         if isinstance(exc, paramiko.SSHException):
+            if "No existing session" in str(exc) or "protocol banner" in str(exc):
+                return TargetError(
+                    self.name, f"{self.address} did not answer as an SSH server within "
+                    f"{self.timeout:g}s", transient=True,
+                )
             if "No authentication methods available" in str(exc):
                 return TargetError(
                     self.name, f"no key file configured and no SSH agent key for {self.address}"
@@ -1035,19 +1048,28 @@ class SftpTarget:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[_Session]:
-        """A session for one simple operation; a dropped connection is a transient error."""
+        """A session for one simple operation (paramiko's SFTPClient).
+
+        A dropped connection becomes a transient TargetError, an SFTP error status a permanent
+        one; the session goes back to the pool unless the connection is gone.
+        """
         session = self._checkout()
         try:
             yield session
         except Exception as exc:
-            if isinstance(exc, TargetError | LockHeld) and session.alive:
+            broken = not session.alive or _is_lost(exc)
+            if broken:
+                session.close()
+            else:
                 self._checkin(session)
+            if isinstance(exc, TargetError | LockHeld):
                 raise
-            session.close()
-            if _is_lost(exc) or isinstance(exc, OSError) and not session.alive:
+            if broken:
                 raise TargetError(
                     self.name, f"connection to {self.address} lost: {exc}", transient=True
                 ) from exc
+            if isinstance(exc, OSError):
+                raise TargetError(self.name, exc.strerror or str(exc)) from exc
             raise
         self._checkin(session)
 
@@ -1063,7 +1085,8 @@ class SftpTarget:
                 time.sleep(self.backoff * 2**attempt)
         return what()
 
-    def _run(self, factories: Sequence[Callable[[_Engine], _Job]]) -> list[str | None]:
+    def _run(self, factories: Sequence[Callable[[_Engine], _Job]], retry_connect: bool = True
+             ) -> list[str | None]:
         """Run jobs over a pool of sessions; for each job None (it completed) or why not.
 
         A job is made again by its factory to retry it on a fresh session after the
@@ -1072,7 +1095,7 @@ class SftpTarget:
         """
         if not factories:
             return []
-        first = self._retrying(self._checkout)
+        first = self._retrying(self._checkout) if retry_connect else self._checkout()
         run = _Run(self, factories)
         width = max(1, min(self.sessions, -(-len(factories) // OPS_PER_SESSION)))
         threads = [
@@ -1092,6 +1115,10 @@ class SftpTarget:
     # --- the Target protocol
 
     def execute(self, ops: Sequence[FileOp]) -> list[OpResult]:
+        return self._execute(ops)[0]
+
+    def _execute(self, ops: Sequence[FileOp]) -> tuple[list[OpResult], bool]:
+        """The results, and whether any op failed because the connection was lost."""
         for op in ops:
             self._abs(op.path)  # refuse a path outside the root before writing anything
         results: list[OpResult | None] = [None] * len(ops)
@@ -1104,18 +1131,19 @@ class SftpTarget:
                 factories.append(lambda e, i=i, op=op: _PutJob(e, i, op, results))
             else:
                 factories.append(lambda e, i=i, op=op: _DeleteJob(e, i, op, results))
-        # Temporary files left by an interrupted run (seen by scan, or ours): remove them.
+        # Temporary files an interrupted run left (ours, or seen by scan): remove them too.
         factories.extend(lambda e, p=p: _RemoveJob(e, p) for p in sorted(self._temporaries))
         failures = self._run(factories)
-        position = {i: k for k, i in enumerate(order)}
+        lost = False
         out = []
-        for i, op in enumerate(ops):
-            result = results[i]
-            if result is None:
-                why = failures[position[i]] or "not completed"
-                result = OpResult(op, error=f"{why}: {op.path}")
+        for k, i in enumerate(order):
+            if results[i] is None:
+                lost = True
+                results[i] = OpResult(ops[i], error=f"{failures[k]}: {ops[i].path}")
+        for result in results:
+            assert result is not None
             out.append(result)
-        return out
+        return out, lost
 
     def read_manifest(self) -> Manifest:
         data = self.read(MANIFEST)
@@ -1127,10 +1155,9 @@ class SftpTarget:
             raise TargetError(self.name, f"cannot read manifest {MANIFEST}: {exc}") from exc
 
     def write_manifest(self, manifest: Manifest) -> None:
-        [result] = self.execute([Put(MANIFEST, manifest.to_bytes())])
+        [result], lost = self._execute([Put(MANIFEST, manifest.to_bytes())])
         if result.error:
-            raise TargetError(self.name, f"cannot write manifest: {result.error}",
-                              transient=result.error.startswith("connection"))
+            raise TargetError(self.name, f"cannot write manifest: {result.error}", transient=lost)
 
     def scan(self, directories: Iterable[str]) -> dict[str, FileStat]:
         found: dict[str, FileStat] = {}
@@ -1157,7 +1184,7 @@ class SftpTarget:
         def attempt() -> None:
             out.clear()
             errors.clear()
-            lost = next((why for why in self._run(factories) if why), None)
+            lost = next((why for why in self._run(factories, retry_connect=False) if why), None)
             if lost:
                 raise TargetError(self.name, lost, transient=True)
 
@@ -1190,10 +1217,13 @@ class SftpTarget:
                     raise TargetError(self.name, f"permission denied: {LOCK}") from None
                 except FileNotFoundError as exc:
                     raise TargetError(self.name, f"cannot create {LOCK}: {exc}") from None
-                except OSError:
+                except OSError as exc:  # SFTP v3 says "failure" for "it exists", among others
                     if not session.alive:
                         raise
+                    failure = exc
                 held, age = self._held(sftp)
+                if held is None and age is None:
+                    raise TargetError(self.name, f"cannot create {LOCK}: {failure}")
                 if held is not None and held.id == lock.id:
                     return lock  # ours: created before a dropped connection, then retried
                 if held is None and age is not None and age < YOUNG_LOCK:
@@ -1201,12 +1231,11 @@ class SftpTarget:
                                    f"another run (or is unreadable, {age:.0f}s old)")
                 if held is not None and held.expires > time.time():
                     raise LockHeld(f"target {self.name}: {held.describe()}")
-                if held is not None or age is not None:
-                    log.warning("target %s: taking over expired %s", self.name,
-                                held.describe() if held else "unreadable lock")
-                    with contextlib.suppress(FileNotFoundError):
-                        sftp.remove(path)
-        raise TargetError(self.name, f"cannot create {LOCK}: it keeps reappearing")
+                log.warning("target %s: taking over expired %s", self.name,
+                            held.describe() if held else "unreadable lock")
+                with contextlib.suppress(FileNotFoundError):
+                    sftp.remove(path)
+        raise LockHeld(f"target {self.name}: lock {LOCK} keeps reappearing")
 
     def _held(self, sftp: paramiko.SFTPClient) -> tuple[LockInfo | None, float | None]:
         """The lock on the host; when it cannot be parsed, its age (both None: no lock)."""
