@@ -78,6 +78,21 @@ def test_changed_host_key_is_refused_and_nothing_is_written(
     assert _files(sftp_root) == []
 
 
+def test_host_key_of_another_type_is_a_changed_key(sshd: SshServer, sftp_root: Path,
+                                                   tmp_path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ecdsa = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line(ecdsa))  # the host had an ECDSA key
+
+    with pytest.raises(TargetError, match="CHANGED.* has ecdsa-sha2-nistp256 SHA256:") as err:
+        sshd.target(sftp_root, known_hosts=known).read_manifest()
+    assert fingerprint(sshd.host_public) in str(err.value)
+
+
 def test_host_key_known_for_another_port_is_not_trusted(
     sshd: SshServer, sftp_root: Path, tmp_path: Path
 ):

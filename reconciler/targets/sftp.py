@@ -22,7 +22,7 @@ file sees the old version or the new one, never half of it; the rename is sent o
 server has confirmed every write. A dropped connection retries the files that were in flight on
 a fresh connection, with backoff; anything else (permission denied, a path component that is a
 file) is that file's error alone. `scan()` and `read_many()` use the same pipeline (OPENDIR /
-READDIR, OPEN / READ), the lock and other single operations paramiko's SFTPClient.
+READDIR, OPEN / READ); the lock uses paramiko's SFTPClient on the same connections.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -95,18 +96,20 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 class _UnknownHostKey(Exception):
-    def __init__(self, key: paramiko.PKey):
+    def __init__(self, key: paramiko.PKey, known_types: list[str]):
         self.key = key
+        self.known_types = known_types  # key types known_hosts has for the host (not this one)
 
 
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
     """Never accept a host key that is not in the target's known_hosts file."""
 
     def missing_host_key(self, client, hostname, key):  # noqa: ANN001 - paramiko's signature
-        raise _UnknownHostKey(key)
+        known = client.get_host_keys().lookup(hostname)
+        raise _UnknownHostKey(key, sorted(known.keys()) if known else [])
 
 
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_TCP_QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # 0: not on this system
 
 
 class _QuickAckSocket(socket.socket):
@@ -128,7 +131,7 @@ class _QuickAckSocket(socket.socket):
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     raw = socket.create_connection((host, port), timeout=timeout)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if _TCP_QUICKACK is None:
+    if not _TCP_QUICKACK:
         return raw
     sock = _QuickAckSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
     sock.settimeout(timeout)
@@ -200,11 +203,11 @@ _head = struct.Struct(">IBI").pack
 
 def _pack(cmd: int, rid: int, args: tuple[object, ...]) -> bytes:
     """One request: uint32 length, byte type, uint32 id, then the arguments."""
-    parts = []
+    parts: list[bytes] = []
     for arg in args:
         kind = type(arg)
         if kind is str:
-            data = arg.encode()  # type: ignore[union-attr]
+            data = arg.encode()  # type: ignore[attr-defined]
             parts += (_u32(len(data)), data)
         elif kind is bytes:
             parts += (_u32(len(arg)), arg)  # type: ignore[arg-type]
@@ -213,7 +216,7 @@ def _pack(cmd: int, rid: int, args: tuple[object, ...]) -> bytes:
         elif kind is _U64:
             parts.append(_u64(arg))
         else:
-            parts.append(arg.pack())  # type: ignore[union-attr]
+            parts.append(arg.pack())  # type: ignore[attr-defined]
     body = b"".join(parts)
     return _head(len(body) + 5, cmd, rid) + body
 
@@ -426,14 +429,14 @@ class _PutJob(_Job):
     # [MKDIR...] OPEN: the server handles a channel's requests in order
     def _mkdirs(self, dirs: list[str]) -> None:
         for d in dirs:
-            self.send(lambda t, reply, d=d: self._made(d, reply), _MKDIR, d,
+            self.send(partial(self._made, d), _MKDIR, d,
                       _Attrs(mode=self.target.dir_mode))
             self.target._dirs.add(d)
 
-    def _made(self, d: str, reply: _Reply) -> None:
+    def _made(self, d: str, t: int, reply: _Reply) -> None:
         if reply.status()[0] == _FX_OK and self.target._dir_chmod_needed:
             # A new directory gets dir_mode minus the server's umask: look, and fix it if needed.
-            self.send(lambda t, reply: self._dir_mode(d, t, reply), _LSTAT, d)
+            self.send(partial(self._dir_mode, d), _LSTAT, d)
 
     def _dir_mode(self, d: str, t: int, reply: _Reply) -> None:
         mode = reply.attrs().mode if t == _ATTRS else None
@@ -582,7 +585,7 @@ class _PutJob(_Job):
             self._fail(f"{reason}: {self.op.path}", cleanup=False)
 
         for level in levels:
-            self.send(lambda kind, reply, level=level: seen(level, kind, reply), _LSTAT, level)
+            self.send(partial(seen, level), _LSTAT, level)
 
 
 class _DeleteJob(_Job):
@@ -733,7 +736,7 @@ class _ReadJob(_Job):
                 return
             self.todo.pop()
             self.pending += 1
-            self.send(lambda t, reply, o=offset, n=length: self._data(o, n, t, reply),
+            self.send(partial(self._data, offset, length),
                       _READ, self.handle, _U64(offset), length)
         if not self.pending:
             self._close()
@@ -882,8 +885,8 @@ class SftpTarget:
         self.user = user
         self.root = posixpath.normpath(str(root)) if str(root) else "."
         self._prefix = "" if self.root == "/" else self.root  # + "/" + a relative path
-        self.known_hosts = Path(known_hosts)
-        self.key_file = None if key_file is None else Path(key_file)
+        self.known_hosts = Path(known_hosts).expanduser()
+        self.key_file = None if key_file is None else Path(key_file).expanduser()
         self._passphrase = key_passphrase
         self.sessions = max(1, sessions)
         self.file_mode = file_mode
@@ -984,6 +987,13 @@ class SftpTarget:
         return _Session(client, sftp)
 
     def _connect_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, _UnknownHostKey) and exc.known_types:
+            return TargetError(
+                self.name,
+                f"host key of {self.address} has CHANGED: the server presented "
+                f"{exc.key.get_name()} {fingerprint(exc.key)} but {self.known_hosts} has only "
+                f"{', '.join(exc.known_types)} keys for it; refusing to connect",
+            )
         if isinstance(exc, _UnknownHostKey):
             return TargetError(
                 self.name,
@@ -996,8 +1006,9 @@ class SftpTarget:
                 self.name,
                 f"host key of {self.address} has CHANGED: the server presented "
                 f"{exc.key.get_name()} {fingerprint(exc.key)} but {self.known_hosts} has "
-                f"{fingerprint(exc.expected_key)}; refusing to connect (a man in the middle, "
-                f"or a reinstalled host: verify before updating known_hosts)",
+                f"{exc.expected_key.get_name()} {fingerprint(exc.expected_key)}; refusing to "
+                f"connect (a man in the middle, or a reinstalled host: verify before updating "
+                f"known_hosts)",
             )
         if isinstance(exc, paramiko.AuthenticationException):
             how = f"key {self.key_file}" if self.key_file else "the SSH agent's keys"
@@ -1128,11 +1139,11 @@ class SftpTarget:
         for i in order:
             op = ops[i]
             if isinstance(op, Put):
-                factories.append(lambda e, i=i, op=op: _PutJob(e, i, op, results))
+                factories.append(partial(_PutJob, index=i, op=op, results=results))
             else:
-                factories.append(lambda e, i=i, op=op: _DeleteJob(e, i, op, results))
+                factories.append(partial(_DeleteJob, index=i, op=op, results=results))
         # Temporary files an interrupted run left (ours, or seen by scan): remove them too.
-        factories.extend(lambda e, p=p: _RemoveJob(e, p) for p in sorted(self._temporaries))
+        factories.extend(partial(_RemoveJob, path=p) for p in sorted(self._temporaries))
         failures = self._run(factories)
         lost = False
         out = []
@@ -1163,7 +1174,8 @@ class SftpTarget:
         found: dict[str, FileStat] = {}
         errors: list[str] = []
         rels = sorted(set(directories))
-        self._batch([lambda e, r=r: _ListJob(e, r, found, errors) for r in rels], errors, found)
+        self._batch([partial(_ListJob, rel=r, found=found, errors=errors) for r in rels],
+                    errors, found)
         return found
 
     def read(self, path: str) -> bytes | None:
@@ -1174,7 +1186,7 @@ class SftpTarget:
         out: dict[str, bytes | None] = {}
         errors: list[str] = []
         rels = sorted(set(paths))
-        self._batch([lambda e, r=r: _ReadJob(e, r, out, errors) for r in rels], errors, out)
+        self._batch([partial(_ReadJob, rel=r, out=out, errors=errors) for r in rels], errors, out)
         return out
 
     def _batch(self, factories: list[Callable[[_Engine], _Job]], errors: list[str],
