@@ -84,10 +84,11 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     p.add_argument("--target", required=True)
     p.add_argument("--id", required=True, help="the lock id shown by the refusal")
-    from . import cli_daemon, cli_inventory
+    from . import cli_daemon, cli_inventory, cli_vendors
 
     cli_inventory.add_commands(sub)
     cli_daemon.add_commands(sub)
+    cli_vendors.add_commands(sub)
     return ap
 
 
@@ -250,9 +251,10 @@ COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan,
 
 
 def _command(name: str):
-    from . import cli_daemon, cli_inventory
+    from . import cli_daemon, cli_inventory, cli_vendors
 
-    return {**cli_inventory.COMMANDS, **cli_daemon.COMMANDS, **COMMANDS}[name]
+    return {**cli_inventory.COMMANDS, **cli_daemon.COMMANDS, **cli_vendors.COMMANDS,
+            **COMMANDS}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,7 @@ def _notes(vendor: vendors.Vendor) -> dict[str, str]:
 
 
 def _redirect(vendor: vendors.Vendor) -> str:
-    kinds: tuple[str, ...] | None = getattr(vendor, "redirect_kinds", None)
-    if kinds is None:  # modules that predate the attribute
-        kinds = {"yealink": ("yealink-rps",), "snom": ("snom-sraps",)}.get(vendor.name, ())
-    return ", ".join(kinds) or "-"
+    return ", ".join(vendor.redirect_kinds) or "-"
 
 
 def _models(vendor: vendors.Vendor) -> str:

@@ -91,6 +91,13 @@ def desired_registrations(renderer: Renderer, memory: dict[str, list[str]]
                    if service is None else "no target serves this device")
             problems.append(Problem(located.file, located.line("redirect"), "redirect", why))
             continue
+        kind = state.provisioning.value.redirect[service].kind
+        kinds = vendors.get(d.vendor).redirect_kinds
+        if kind != "local" and kind not in kinds:
+            problems.append(Problem(located.file, located.line("redirect"), "redirect",
+                                    f"redirect service {service!r} ({kind}) does not serve "
+                                    f"{d.vendor} phones (it takes: {', '.join(kinds) or 'none'})"))
+            continue
         value = json.dumps({"service": service, "until": str(window.until or ""),
                             "steal": window.steal}, sort_keys=True)
         seen = memory.get(mac)

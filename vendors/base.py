@@ -71,10 +71,15 @@ class OutputFile:
 
 
 class Vendor(Protocol):
+    """Optionally also `redirect_url(directory_url, mac) -> str` when the vendor's redirect
+    service must hand the phone a file URL rather than its directory (Snom, Gigaset), and
+    `notes: dict[param, str]` for parameters it covers only partly."""
+
     name: str
     models: Mapping[str, ModelInfo]
     autoescape: bool  # XML formats escape; text formats must not
     supported: frozenset[str]  # vendor-neutral parameter names it can express
+    redirect_kinds: tuple[str, ...]  # redirect services that serve its phones ("" = none)
 
     def files(self, device: RenderInput) -> list[OutputFile]:
         """The files this phone requests, with template and context. Pure."""

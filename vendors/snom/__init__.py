@@ -320,6 +320,7 @@ def _build(device: RenderInput) -> _Builder:
 
 class Snom:
     name = "snom"
+    redirect_kinds = ("snom-sraps",)
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
     supported = frozenset({

@@ -373,6 +373,7 @@ def _build(device: RenderInput) -> _Built:
 
 class Yealink:
     name = "yealink"
+    redirect_kinds = ("yealink-rps",)
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
     supported = frozenset({
