@@ -17,6 +17,7 @@ OWNERS = {
     "watchdog": {"reconciler/daemon.py"},
     "prometheus_client": {"reconciler/metrics.py"},
     "ruamel": {"reconciler/edit.py"},
+    "pyrage": {"reconciler/secrets.py"},
 }
 
 # A module in the left group must not import anything in the right groups (lower layers never
