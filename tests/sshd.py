@@ -206,6 +206,15 @@ class SshServer:
                     os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
+    def drop_connections(self) -> int:
+        """Kill every session process, keep the listener: clients must reconnect."""
+        assert self._proc is not None
+        victims = _descendants(self._proc.pid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(victims)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

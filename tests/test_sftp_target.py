@@ -352,6 +352,31 @@ def test_server_killed_mid_publish_then_rerun_converges(fresh_sshd: SshServer):
     target.close()
 
 
+def test_dropped_connections_are_retried_on_fresh_ones(fresh_sshd: SshServer):
+    root = fresh_sshd.root / "www"
+    root.mkdir()
+    puts = _fleet(1200, "v1", per_dir=12)
+    target = fresh_sshd.target(root, sessions=4)
+    target.backoff = 0.02
+
+    results: list = []
+    run = threading.Thread(target=lambda: results.extend(target.execute(puts)))
+    run.start()
+    watch = root / puts[len(puts) // 5].path
+    deadline = time.monotonic() + 20
+    while not watch.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    dropped = fresh_sshd.drop_connections()
+    run.join(30)
+
+    assert dropped and not run.is_alive()
+    assert [r.error for r in results] == [None] * len(puts)
+    for put in puts:
+        assert (root / put.path).read_bytes() == put.data
+    assert _leftovers(root) == []  # what the dropped uploads left behind is gone
+    target.close()
+
+
 def test_a_new_process_cleans_temporary_files_it_scans(sshd: SshServer, sftp_root: Path):
     (sftp_root / "tok").mkdir()
     (sftp_root / "tok" / f"{TMP_PREFIX}phone.cfg.dead1").write_bytes(b"half")

@@ -1145,6 +1145,11 @@ class SftpTarget:
         # Temporary files an interrupted run left (ours, or seen by scan): remove them too.
         factories.extend(partial(_RemoveJob, path=p) for p in sorted(self._temporaries))
         failures = self._run(factories)
+        if self._temporaries and not all(failures):
+            # Uploads interrupted by a dropped connection (and retried) left these behind.
+            with contextlib.suppress(TargetError):
+                self._run([partial(_RemoveJob, path=p) for p in sorted(self._temporaries)],
+                          retry_connect=False)
         lost = False
         out = []
         for k, i in enumerate(order):
