@@ -130,10 +130,11 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
         present = target.scan(_directories(wanted))
         verified = None
         if verify:
-            verified = {}
-            for path in sorted(set(manifest.files)):
-                data = target.read(path)
-                verified[path] = None if data is None else hashlib.sha256(data).hexdigest()
+            paths = sorted(manifest.files)
+            read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
+            contents = read_many(paths) if read_many else {p: target.read(p) for p in paths}
+            verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
+                        for p, data in contents.items()}
         return Observed(target.name, manifest, present, verified, None, read_journal(target))
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))

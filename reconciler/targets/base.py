@@ -55,7 +55,8 @@ class Manifest:
             "revision": self.revision,
             "files": {path: _entry_dict(e) for path, e in sorted(self.files.items())},
         }
-        return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+        # Compact: with indent, json falls back to its slow pure-Python encoder (100k files).
+        return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
