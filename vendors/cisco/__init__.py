@@ -50,6 +50,8 @@ from typing import Any
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
 
 # name: (lines, family) [I: datasheet line counts per the reference — verify]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -100,23 +102,10 @@ class Setting:
     param: str
 
 
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "Yes" if value else "No"
     return str(value)
-
-
-def language_code(value: str) -> str:
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def gmt_offset(minutes: int) -> str:

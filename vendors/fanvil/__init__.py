@@ -47,6 +47,8 @@ from urllib.parse import urlsplit
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import language_code
+from vendors.common import text as _text
 
 HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
 FOOTER = "<<END OF FILE>>"
@@ -110,25 +112,6 @@ class _Built:
                 out.append({"name": module, "settings": [
                     {"key": s.key.ljust(width), "value": s.value} for s in items]})
         return out
-
-
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def language_code(value: str) -> str:
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def zone_name(minutes: int) -> str:

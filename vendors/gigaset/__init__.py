@@ -47,6 +47,7 @@ from typing import Any
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import text as _text
 
 # name: handsets = SIP accounts [V wazo plugin-info]
 _MODELS: dict[str, int] = {"N610": 8, "N670": 20, "N770": 100, "N870": 250, "N870E": 250}
@@ -77,12 +78,6 @@ class Handset:
     number: str  # "00001"
     access_code: str
     param: str
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
 
 
 def handset(n: int) -> str:

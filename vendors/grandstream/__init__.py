@@ -53,6 +53,9 @@ from urllib.parse import urlsplit
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
+from vendors.common import text as _text
 
 # name: (accounts, family) [V GXP2135 8 wazo; others I: datasheets per the reference]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -115,25 +118,6 @@ class Setting:
     @property
     def name(self) -> str:
         return f"P{self.p}"
-
-
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def language_code(value: str) -> str:
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def _without_scheme(url: str) -> tuple[int, str]:

@@ -49,6 +49,8 @@ from typing import Any
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
 
 HEADERS = {
     "hdv": "# Panasonic SIP Phone Standard Format File # DO NOT CHANGE THIS LINE!",
@@ -102,23 +104,10 @@ class Setting:
         return f'{self.name}="{self.value}"'
 
 
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "Y" if value else "N"
     return str(value)
-
-
-def language_code(value: str) -> str:
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def standard_file(mac: str) -> str:

@@ -51,6 +51,9 @@ from urllib.parse import urlsplit
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
+from vendors.common import text as _text
 
 # name: (registrations, family) [V wazo v6_4_6/plugin-info for VVX; Edge E counts I: datasheets]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -101,26 +104,6 @@ class Setting:
     key: str
     value: str
     param: str  # the vendor-neutral parameter it comes from, for check() messages
-
-
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def language_code(value: str) -> str:
-    """"de", "de-DE", "de_CH" -> "de"."""
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def config_file(mac: str) -> str:

@@ -42,6 +42,8 @@ from typing import Any
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
 
 # name: identities [V wazo v10_1_215_13/plugin-info]
 _MODELS: dict[str, int] = {
@@ -113,24 +115,10 @@ class FunctionKey:
     param: str
 
 
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
-
-
-def language_code(value: str) -> str:
-    """"de", "de-DE", "de_CH" -> "de"."""
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 def firmware_file(model: str) -> str:

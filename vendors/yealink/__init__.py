@@ -39,6 +39,9 @@ from typing import Any
 
 from vendors import timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.common import get as _get
+from vendors.common import language_code
+from vendors.common import text as _text
 
 NULL = "%NULL%"  # blanks a value on the phone [I: wazo usage]
 HEADER = "#!version:1.0.0.1"
@@ -126,26 +129,6 @@ class _Built:
 
     def settings(self) -> list[Setting]:
         return [s for _, items in self.sections for s in items]
-
-
-def _get(params: Mapping[str, Any], *path: str) -> Any:
-    value: Any = params
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def language_code(value: str) -> str:
-    """"de", "de-DE", "de_CH" -> "de"."""
-    return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
 
 
 class _Builder:
