@@ -71,9 +71,9 @@ def generate(repo: Path, n: int) -> None:
             # every 10th account has three phones (ext, 91ext, 92ext), others one
             group = macs[k:k + (3 if ext % 10 == 0 else 1)]
             k += len(group)
-            macs = ", ".join(repr(m) for m in group)
+            listed = ", ".join(repr(m) for m in group)
             lines.append(f"- account: c{c:02}/{ext}\n  display_name: User {ext}\n"
-                         f"  password: secret:sip\n  devices: [{macs}]\n")
+                         f"  password: secret:sip\n  devices: [{listed}]\n")
             ext += 1
         (repo / "assignments" / f"c{c:02}.yaml").write_text("".join(lines))
 
