@@ -57,13 +57,15 @@ class Options:
 
 
 @dataclass
-class Desired_:
+class RenderedState:
+    """The desired state, validated and rendered: per target, path -> artifact."""
+
     state: DesiredState
     renderer: Renderer
     artifacts: dict[str, dict[str, Artifact]]  # target -> path -> artifact
 
 
-def load_desired(opts: Options) -> Desired_:
+def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
     source = read_source(opts.repo, opts.rev)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
@@ -88,7 +90,7 @@ def load_desired(opts: Options) -> Desired_:
         if opts.targets is None:
             cache.retain(renderer.cache_keys)
         cache.save()
-    return Desired_(state, renderer, artifacts)
+    return RenderedState(state, renderer, artifacts)
 
 
 def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
@@ -104,7 +106,7 @@ def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def opened(desired: Desired_) -> Iterator[dict[str, Target]]:
+def opened(desired: RenderedState) -> Iterator[dict[str, Target]]:
     state = desired.state
     targets: dict[str, Target] = {}
     try:
@@ -140,7 +142,7 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
         return Observed(target.name, error=str(exc))
 
 
-def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options,
+def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
               now: datetime | None = None) -> Plan:
     """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
@@ -196,7 +198,7 @@ def make_plan(desired: Desired_, observed: Mapping[str, Observed], opts: Options
 
 
 @contextlib.contextmanager
-def redirect_clients(desired: Desired_, opts: Options) -> Iterator[redirects.Clients | None]:
+def redirect_clients(desired: RenderedState, opts: Options) -> Iterator[redirects.Clients | None]:
     if not desired.state.provisioning.value.redirect or opts.targets:
         yield None  # no services, or a run limited to some targets: registrations untouched
         return
@@ -218,7 +220,7 @@ def _now(opts: Options) -> datetime:
 @dataclass
 class PlanResult:
     plan: Plan
-    desired: Desired_
+    desired: RenderedState
 
     @property
     def exit_code(self) -> int:
@@ -281,7 +283,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         for n, t in live.items()}
             snapshot = (redirects.observe(desired.renderer, clients, state_dir)
                         if clients and not results else None)
-            desired_live = Desired_(desired.state, desired.renderer,
+            desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
             the_plan = make_plan(desired_live, observed, opts, snapshot, now)
             if expected_checksum is not None and the_plan.checksum() != expected_checksum:
