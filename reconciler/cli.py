@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    p.add_argument("--live", action="store_true",
+                   help="also observe the targets (read-only): pending changes, drift, lock")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = sub.add_parser("history", help="commits that changed what a phone gets; when applied")
@@ -193,13 +195,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     states: dict[str, int] = {}
     for rec in records.values():
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
+    live = _live_status(args) if args.live else {}
     if args.format == "json":
-        body = {"targets": status, "redirect": {"states": states}}
+        body = {"targets": status, "redirect": {"states": states}, "live": live}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return 0
-    if not status and not records:
+    if not status and not records and not live:
         print("no runs recorded yet")
         return 0
     for name, entry in sorted(status.items()):
@@ -209,6 +212,12 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{applied.get('at', '-')}; last attempted {attempted.get('revision', '-')[:12]} "
               f"at {attempted.get('at', '-')}"
               + (f" — FAILED: {attempted['error']}" if attempted.get("error") else ""))
+    for name, entry in sorted(live.items()):
+        if entry.get("error"):
+            print(f"target {name}: cannot be observed: {entry['error']}")
+            continue
+        print(f"target {name} now: {entry['pending']} change(s) pending, {entry['drift']} "
+              f"drifted, lock {entry['lock'] or 'free'}")
     if records:
         print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     if args.devices:
@@ -217,6 +226,34 @@ def cmd_status(args: argparse.Namespace) -> int:
             note = f" ({rec.message})" if getattr(rec, "message", "") else ""
             print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
     return 0
+
+
+def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
+    from .reconcile import load_desired, make_plan, observe_target, opened
+    from .targets.base import LOCK, LockInfo
+
+    opts = _options(args)
+    opts.targets = [args.target] if args.target else None
+    desired = load_desired(opts)
+    out: dict[str, dict[str, object]] = {}
+    with opened(desired) as targets:
+        observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
+        the_plan = make_plan(desired, observed, opts)
+        for name, target in targets.items():
+            if observed[name].error:
+                out[name] = {"error": observed[name].error}
+                continue
+            lock = None
+            try:
+                data = target.read(LOCK)
+                lock = LockInfo.from_bytes(data).describe() if data else None
+            except (ValueError, TypeError, ProvctlError):
+                lock = "unreadable lock file"
+            out[name] = {"pending": sum(1 for c in the_plan.changes if c.target == name),
+                         "drift": sum(1 for d in the_plan.drift if d.target == name),
+                         "lock": lock}
+    return out
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -155,3 +155,19 @@ def test_render_one_device_and_explain(fleet, tmp_path, capsys):
     assert "codecs = [\"g722\", \"pcmu\", \"pcma\"]    <- profile (profiles/office-yealink" in text
     assert "admin_password = <secret:admin-password sha256:" in text
     assert "Adm1n-Demo" not in text
+
+
+def test_status_live_shows_pending_drift_and_lock(fleet, capsys):
+    run(fleet, "apply")
+    token = url_token(FLEET_SECRET, MAC)
+    (www(fleet) / token / f"{MAC}.cfg").unlink()
+    edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
+    from reconciler.targets.local import LocalTarget
+
+    lock = LocalTarget("local", www(fleet)).acquire_lock("ops-team", 600)
+    capsys.readouterr()
+    assert run(fleet, "status", "--live") == 0
+    out = capsys.readouterr().out
+    assert "target local: last applied" in out
+    assert "1 drifted" in out and f"lock {lock.id} held by ops-team" in out
+    assert "0 change(s) pending" not in out
