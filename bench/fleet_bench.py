@@ -109,12 +109,21 @@ def main() -> None:
 
         # validate alone, for the record
         from reconciler.load import read_source
+        from reconciler.render import render_processes
         from reconciler.validate import load_state
         timed("validate", lambda: load_state(read_source(repo)), t)
+        # a cold render (no cache: first run, or a template change), one process vs all cores
+        cold = Options(repo=repo, use_cache=False)
+        workers = render_processes()
+        os.environ["PROVCTL_RENDER_PROCESSES"] = "1"
+        timed("cold render, 1 process", lambda: load_desired(cold), t)
+        os.environ["PROVCTL_RENDER_PROCESSES"] = str(workers)
+        timed(f"cold render, {workers} processes", lambda: load_desired(cold), t)
 
         print(f"devices: {args.devices}, files: {n_files}, cores: {os.cpu_count()}")
         for label in ("validate", "validate+render", "first apply", "plan (up to date)",
-                      "apply 1% change"):
+                      "apply 1% change", "cold render, 1 process",
+                      f"cold render, {workers} processes"):
             print(f"  {label:<20} {t[label]:8.2f} s")
         print(f"  first apply wrote {sum(len(r.done) for r in first.results.values())} files")
         print(f"  1% change wrote {written} files; expected {expected} "

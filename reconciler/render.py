@@ -7,7 +7,10 @@ all problems are collected and raised together as one ConfigError.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,34 @@ from .templating import TemplateError, render
 from .validate import DesiredState
 
 FIRMWARE_DIR = "firmware"
+PARALLEL_MIN = 400  # below this many phones to render, worker processes cost more than they save
+
+
+def render_processes() -> int:
+    """Worker processes for rendering: PROVCTL_RENDER_PROCESSES, else the cores (at most 8)."""
+    configured = os.environ.get("PROVCTL_RENDER_PROCESSES")
+    if configured:
+        return max(1, int(configured))
+    return min(os.cpu_count() or 1, 8)
+
+
+# What a forked worker inherits (never pickled): the renderer and the phones to render.
+_WORKER: Renderer | None = None
+_WORK: list[tuple[str, str, RenderInput]] = []
+
+Rendered = list[tuple[str, bytes]]  # (file name, bytes) of one phone
+
+
+def _render_batch(span: tuple[int, int]) -> list[tuple[tuple[str, str], Rendered]]:
+    renderer = _WORKER
+    assert renderer is not None
+    out = []
+    for mac, target, rin in _WORK[span[0]:span[1]]:
+        try:
+            out.append(((mac, target), renderer._render_files(renderer.resolved()[mac], rin)))
+        except ConfigError:
+            pass  # found again, and reported, by render_device in the parent
+    return out
 
 
 @dataclass(frozen=True)
@@ -74,6 +105,8 @@ class Renderer:
         self._resolved: dict[str, ResolvedDevice] | None = None
         self._last: tuple[str | None, dict[str, bytes]] | None = None
         self.warnings: set[Problem] = set()
+        self._inputs: dict[tuple[str, str], RenderInput] = {}  # computed by the parallel pass
+        self._prerendered: dict[tuple[str, str], Rendered] = {}  # (mac, target): from workers
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -117,6 +150,7 @@ class Renderer:
         wanted = resolved.values() if macs is None else [resolved[m] for m in macs]
         problems: list[Problem] = []
         files: dict[str, Artifact] = {}
+        self._render_misses_in_parallel([d for d in wanted if serves(spec, d.customer)], target)
         for device in wanted:
             if not serves(spec, device.customer):
                 continue
@@ -129,9 +163,44 @@ class Renderer:
             raise ConfigError(problems)
         return dict(sorted(files.items()))
 
+    def _render_misses_in_parallel(self, devices: list[ResolvedDevice], target: str) -> None:
+        """Render the phones the cache does not know in worker processes, when there are many.
+
+        The workers are forked (they inherit the resolved state) and send back bytes; the
+        results wait in `_prerendered` for render_device. Problems are left for render_device
+        to find again in this process, so errors read the same either way.
+        """
+        workers = render_processes()
+        if workers < 2 or len(devices) < PARALLEL_MIN:
+            return
+        misses: list[tuple[str, str, RenderInput]] = []
+        for device in devices:
+            try:
+                rin = self.render_input(device, target)
+            except ConfigError:
+                continue
+            self._inputs[(device.mac, target)] = rin
+            key = self.cache.key(rin) if self.cache is not None else None
+            if key is None or self.cache is None or self.cache.get(key) is None:
+                misses.append((device.mac, target, rin))
+        if len(misses) < PARALLEL_MIN:
+            return
+        global _WORKER, _WORK
+        _WORKER, _WORK = self, misses
+        chunk = max(50, len(misses) // (workers * 8))
+        spans = [(i, i + chunk) for i in range(0, len(misses), chunk)]
+        gc.freeze()  # the workers' collector must not touch (and so copy) the inherited state
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for done in pool.imap_unordered(_render_batch, spans):
+                    self._prerendered.update(done)
+        finally:
+            gc.unfreeze()
+            _WORKER, _WORK = None, []
+
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
         """The files of one phone on one target (plus its firmware binary when pinned)."""
-        rin = self.render_input(device, target)
+        rin = self._inputs.pop((device.mac, target), None) or self.render_input(device, target)
         directory = self.directory(device)
         version = rin.firmware.version if rin.firmware else None
 
@@ -147,7 +216,8 @@ class Renderer:
                     path(name), sha, size, device=device.mac, firmware=version,
                     loader=lambda n=name: self._rendered_again(key, device, rin)[n]))
         else:
-            files = self._render_files(device, rin)
+            files = (self._prerendered.pop((device.mac, target), None)
+                     or self._render_files(device, rin))
             entry = []
             for name, data in files:
                 sha = hashlib.sha256(data).hexdigest()
