@@ -58,6 +58,7 @@ class LocalTarget(Strict):
     base_url: str
     customers: list[str] | None = None
     file_mode: int = 0o644
+    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 class SftpTarget(Strict):
@@ -75,7 +76,7 @@ class SftpTarget(Strict):
     file_mode: int = 0o644
     dir_mode: int = 0o755
     timeout: float = 15.0
-    firmware_dir: str = "firmware"
+    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]

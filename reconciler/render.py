@@ -27,7 +27,6 @@ from .secrets import MissingSecret, url_token
 from .templating import TemplateError, render
 from .validate import DesiredState
 
-FIRMWARE_DIR = "firmware"
 PARALLEL_MIN = 400  # below this many phones to render, worker processes cost more than they save
 
 
@@ -229,7 +228,7 @@ class Renderer:
         if key:
             self.cache_keys.add(key)
         if rin.firmware is not None:
-            artifacts.append(self._firmware_artifact(device, device.located))
+            artifacts.append(self._firmware_artifact(device, target))
         return artifacts
 
     def _rendered_again(self, key: str | None, device: ResolvedDevice,
@@ -294,7 +293,7 @@ class Renderer:
         firmware = None
         if device.firmware is not None:
             firmware = FirmwareInput(device.firmware.version, device.firmware.file,
-                                     f"{base}{FIRMWARE_DIR}/{device.firmware.file}")
+                                     f"{base}{spec.firmware_dir}/{device.firmware.file}")
         if problems:
             raise ConfigError(problems)
         self._warn_unsupported(device)
@@ -317,10 +316,13 @@ class Renderer:
                     file, line, key, f"{device.device.model} ({device.mac}) cannot express "
                     f"parameter {key!r}; it is left out of this phone's files", "warning"))
 
-    def _firmware_artifact(self, device: ResolvedDevice, located: Any) -> Artifact:
+    def _firmware_artifact(self, device: ResolvedDevice, target: str) -> Artifact:
+        """The binary a pin names, once per target in its shared firmware folder."""
         image = device.firmware
         assert image is not None
-        path = f"{FIRMWARE_DIR}/{image.file}"
+        located = device.located
+        spec = self.state.provisioning.value.targets[target]
+        path = f"{spec.firmware_dir}/{image.file}"
         if image.source is None:
             origin = device.firmware_origin
             raise ConfigError([Problem(origin.file if origin else located.file,

@@ -171,3 +171,16 @@ def test_status_live_shows_pending_drift_and_lock(fleet, capsys):
     assert "target local: last applied" in out
     assert "1 drifted" in out and f"lock {lock.id} held by ops-team" in out
     assert "0 change(s) pending" not in out
+
+
+def test_firmware_goes_to_the_targets_firmware_folder(fleet):
+    edit(fleet / "provisioning.yaml", 'base_url: "http://localhost:8080/"}',
+         'base_url: "http://localhost:8080/", firmware_dir: fw/yealink}')
+    assert run(fleet, "apply") == 2
+    token = url_token(FLEET_SECRET, "001565cc0001")  # the pinned T46U
+    cfg = (www(fleet) / token / "001565cc0001.cfg").read_text()
+    assert ("static.firmware.url = http://localhost:8080/fw/yealink/T46U-108.86.0.95.rom"
+            in cfg)
+    assert (www(fleet) / "fw" / "yealink" / "T46U-108.86.0.95.rom").exists()
+    assert "static.firmware.url" not in (www(fleet) / url_token(FLEET_SECRET, MAC)
+                                         / f"{MAC}.cfg").read_text()  # not pinned: nothing
