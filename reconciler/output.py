@@ -48,7 +48,10 @@ def _summary_line(plan: Plan) -> str:
     return ", ".join(parts)
 
 
-def plan_text(plan: Plan) -> str:
+TEXT_LIMIT = 200  # changes listed per target in text output; JSON always has every one
+
+
+def plan_text(plan: Plan, limit: int = TEXT_LIMIT) -> str:
     out = [f"Plan for revision {plan.revision[:12]} (checksum {plan.checksum()[:12]})"]
     for t in plan.targets:
         if t.error:
@@ -57,10 +60,12 @@ def plan_text(plan: Plan) -> str:
         mine = [c for c in plan.changes if c.target == t.target]
         out.append(f"  target {t.target}: {len(mine)} change(s), {t.unchanged} unchanged, "
                    f"{t.managed} managed")
-        for c in mine:
+        for c in mine[:limit]:
             sign = {"create": "+", "update": "~", "heal": "!", "prune": "-"}[c.reason]
             dev = f"  [{c.device}]" if c.device else ""
             out.append(f"    {sign} {show_path(c.path)}  ({c.reason}, {c.size} B){dev}")
+        if len(mine) > limit:
+            out.append(f"    … and {len(mine) - limit} more (--format json lists them all)")
         for d in (d for d in plan.drift if d.target == t.target):
             out.append(f"    drift {d.kind}: {show_path(d.path)}: {d.detail}")
     for r in plan.redirects:

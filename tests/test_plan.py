@@ -106,3 +106,14 @@ def test_journalled_paths_are_ours_and_written_again():
     assert [(c.path, c.action, c.reason) for c in changes] == [
         ("a/old.cfg", "delete", "prune"), ("a/x.cfg", "put", "create"),
         ("a/y.cfg", "put", "update")]
+
+
+def test_text_plan_lists_a_bounded_number_of_changes():
+    from reconciler.output import plan_text
+    from reconciler.plan import TargetSummary
+
+    changes = tuple(FileChange("t", f"d/{i:04}.cfg", "put", "create", "s", 1) for i in range(250))
+    text = plan_text(Plan("r", changes, targets=(TargetSummary("t", 0, 0),)), limit=200)
+    assert "d/0199.cfg" in text and "d/0200.cfg" not in text
+    assert "… and 50 more (--format json lists them all)" in text
+    assert "Summary: 250 to create" in text
