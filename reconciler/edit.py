@@ -250,8 +250,8 @@ class YamlList:
             out[-1] += "\n"
         for entry in self.entries:
             if entry.index is None:
-                own = entry.style if entry.style and not self.decisive else style
-                out.append(self._dump(entry.item, own))
+                entry_style = entry.style if entry.style and not self.decisive else style
+                out.append(self._dump(entry.item, entry_style))
         if not self.entries:
             out.append("[]\n")
         return "".join(out)
@@ -356,7 +356,7 @@ class Workspace:
         data = self.source.files.get(rel)
         return None if data is None else data.decode("utf-8")
 
-    def list(self, rel: str) -> YamlList:
+    def yaml_list(self, rel: str) -> YamlList:
         """The list file `rel` (created empty in memory when it does not exist yet)."""
         found = self._lists.get(rel)
         if found is None:
@@ -398,7 +398,7 @@ class Workspace:
         entries = self._by_mac.get(rel)
         if entries is None:
             entries = self._by_mac[rel] = {}
-            for item in self.list(rel).items():
+            for item in self.yaml_list(rel).items():
                 found = _mac_of(item.get("mac")) if isinstance(item, dict) else None
                 if found:
                     entries.setdefault(found, item)
@@ -407,12 +407,12 @@ class Workspace:
 
     def devices(self) -> Iterator[DeviceAt]:
         for rel in self.rels("devices/"):
-            for item in self.list(rel).items():
-                if isinstance(item, dict):
+            for item in self.yaml_list(rel).items():
+                if isinstance(item, CommentedMap):
                     yield DeviceAt(rel, item)
 
     def add_device(self, rel: str, item: CommentedMap, style: Style | None = None) -> None:
-        self.list(rel).append(item, style)
+        self.yaml_list(rel).append(item, style)
         mac = _mac_of(item.get("mac"))
         if mac:
             self._index().setdefault(mac, rel)
@@ -420,7 +420,7 @@ class Workspace:
                 self._by_mac[rel].setdefault(mac, item)
 
     def remove_device(self, at: DeviceAt) -> None:
-        self.list(at.rel).remove(at.item)
+        self.yaml_list(at.rel).remove(at.item)
         mac = _mac_of(at.item.get("mac"))
         if mac and self._index().get(mac) == at.rel:
             del self._index()[mac]
@@ -430,20 +430,20 @@ class Workspace:
         """Move an entry to another file, with its comments and keys."""
         if rel == at.rel:
             return at
-        source = self.list(at.rel)
+        source = self.yaml_list(at.rel)
         self.remove_device(at)
         self.add_device(rel, at.item, source.style() if source.decisive else None)
         return DeviceAt(rel, at.item)
 
     def touch(self, at: DeviceAt | AccountAt) -> None:
-        self.list(at.rel).touch(at.item)
+        self.yaml_list(at.rel).touch(at.item)
 
     # --- accounts -------------------------------------------------------------------------------
 
     def accounts(self) -> Iterator[AccountAt]:
         for rel in self.rels("assignments/"):
-            for item in self.list(rel).items():
-                if isinstance(item, dict):
+            for item in self.yaml_list(rel).items():
+                if isinstance(item, CommentedMap):
                     yield AccountAt(rel, item)
 
     def account(self, name: str) -> AccountAt | None:
@@ -454,11 +454,11 @@ class Workspace:
                 if any(ref_mac(ref) == mac for ref in a.item.get("devices") or [])]
 
     def add_account(self, rel: str, item: CommentedMap) -> AccountAt:
-        self.list(rel).append(item)
+        self.yaml_list(rel).append(item)
         return AccountAt(rel, item)
 
     def remove_account(self, at: AccountAt) -> None:
-        self.list(at.rel).remove(at.item)
+        self.yaml_list(at.rel).remove(at.item)
 
     # --- result -----------------------------------------------------------------------------
 

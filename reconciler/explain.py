@@ -64,7 +64,7 @@ def explain(renderer: Renderer, mac: str, only: str | None = None) -> str:
     section("device", device.params, device.origins)
     for line in device.lines:
         changed = {k: v for k, v in _leaves(line.params)
-                   if _origin(line.origins, k) and _origin(line.origins, k).layer == "line"}
+                   if (origin := _origin(line.origins, k)) and origin.layer == "line"}
         out.append(f"  line {line.port}: {line.account} as {line.extension} "
                    f"({_show(renderer, line.password_ref)})")
         if changed:

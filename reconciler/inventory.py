@@ -303,7 +303,7 @@ def _check_row(ws: Workspace, current: View, row: Row, action: str, mac: str | N
         return {}
     accounts = current.accounts.get(mac, []) if mac else []
     if action == "delete":
-        if accounts:
+        if mac and accounts:
             bad("Action", f"{colon_mac(mac)} is assigned to {', '.join(accounts)}: unassign it "
                 "first (provctl device unassign)")
         return {}

@@ -32,7 +32,8 @@ LAYOUT = (
     "firmware/*.yaml",
 )
 
-Path_ = tuple[str | int, ...]
+Key = str | int | float | None  # a mapping key (YAML allows any scalar) or a list index
+Path_ = tuple[Key, ...]
 
 
 @dataclass(frozen=True)

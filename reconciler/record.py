@@ -138,6 +138,8 @@ def _edit_repo(repo: Path):  # -> (git.Repo, worktree root)
         grepo = git.Repo(repo, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise Refused(f"{repo} is not inside a git repository: cannot --commit") from exc
+    if grepo.working_tree_dir is None:
+        raise Refused(f"{repo} is inside a bare git repository: cannot --commit")
     return grepo, Path(grepo.working_tree_dir).resolve()
 
 

@@ -208,12 +208,16 @@ class Renderer:
 
         key = self.cache.key(rin) if self.cache is not None else None
         hit = self.cache.get(key) if self.cache is not None and key else None
+
+        def loader(name: str) -> Callable[[], bytes]:
+            return lambda: self._rendered_again(key, device, rin)[name]
+
         artifacts = []
         if hit is not None:
             for name, sha, size in hit:
                 artifacts.append(Artifact(
                     path(name), sha, size, device=device.mac, firmware=version,
-                    loader=lambda n=name: self._rendered_again(key, device, rin)[n]))
+                    loader=loader(name)))
         else:
             files = (self._prerendered.pop((device.mac, target), None)
                      or self._render_files(device, rin))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 import vendors
 
 from .errors import ConfigError, Problem
-from .load import Doc, Path_, Source, parse_yaml
+from .load import Doc, Key, Path_, Source, parse_yaml
 from .model import (
     INHERIT,
     Assignment,
@@ -47,7 +47,7 @@ class Located(Generic[T]):
     def file(self) -> str:
         return self.doc.file
 
-    def line(self, *path: str | int) -> int:
+    def line(self, *path: Key) -> int:
         return self.doc.line((*self.base, *path))
 
 
@@ -173,8 +173,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         _params(located.value.params, located.doc, ("params",), problems)
         for key, layer in located.value.model_params.items():
             _params(layer, located.doc, ("model_params", key), problems)
-    for located in customers.values():
-        _params(located.value.params, located.doc, ("params",), problems)
+    for customer in customers.values():
+        _params(customer.value.params, customer.doc, ("params",), problems)
 
     if provisioning is None or prov_doc is None:
         raise ConfigError(problems)
@@ -242,21 +242,21 @@ def cross_check(state: DesiredState) -> list[Problem]:
     for ref in _provisioning_refs(prov.value):
         _check_secret(state, ref, prov.file, prov.line(*ref[1]), ref[1], problems)
 
-    for profile in state.profiles.values():
-        p = profile.value
+    for prof in state.profiles.values():
+        p = prof.value
         try:
             vendor = vendors.get(p.vendor)
         except KeyError:
-            add(Problem(profile.file, profile.line("vendor"), "vendor",
+            add(Problem(prof.file, prof.line("vendor"), "vendor",
                         f"unknown vendor {p.vendor!r} (known: {', '.join(vendors.KNOWN)})"))
             continue
         for i, model in enumerate(p.models):
             if model not in vendor.models:
-                add(Problem(profile.file, profile.line("models", i), f"models.{i}",
+                add(Problem(prof.file, prof.line("models", i), f"models.{i}",
                             f"unknown {p.vendor} model {model!r}"))
         if p.params.get("admin_password"):
             _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
-                          profile.file, profile.line("params", "admin_password"),
+                          prof.file, prof.line("params", "admin_password"),
                           ("params", "admin_password"), problems, device=True)
 
     if not state.devices:
@@ -322,7 +322,8 @@ def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:
 
 def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
     """model_profiles (defaults, customers): vendor/MODEL -> a profile that serves the model."""
-    tables = [(state.defaults, state.defaults.value.model_profiles)]
+    tables: list[tuple[Located[Defaults] | Located[Customer], dict[str, str]]] = [
+        (state.defaults, state.defaults.value.model_profiles)]
     tables += [(c, c.value.model_profiles) for c in state.customers.values()]
     for located, table in tables:
         for model, name in table.items():
