@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vendor_inputs import URL, VendorInputs
 from vendor_parsers import parse_cisco
 
 import vendors
-from reconciler.templating import render
-from vendors.base import FirmwareInput, LineInput, RenderInput
+from vendors.base import FirmwareInput, RenderInput
 from vendors.cisco import VENDOR
 
 MAC = "c80084a1b2c3"
 FILE = f"{MAC}.xml"
-URL = "https://prov.example.net/tok123/"
 GOLDEN = Path(__file__).parent / "golden" / "cisco"
 COMMON: dict[str, Any] = {
     "sip": {"server": "pbx.example.net", "port": 5060, "transport": "udp"},
@@ -32,29 +31,8 @@ PINNED = FirmwareInput("11-3-7MPP0001-609", "sip78xx.11-3-7MPP0001-609.loads",
                        "https://prov.example.net/firmware/sip78xx.11-3-7MPP0001-609.loads")
 
 
-def line(port: int = 1, account: str = "acme/201", extension: str = "201",
-         password: str = "S3cr&t", display_name: str = "Alice Example",
-         sip: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> LineInput:
-    return LineInput(port=port, account=account, extension=extension,
-                     auth_user=f"{extension}-auth", password=password,
-                     display_name=display_name, label=extension,
-                     sip=sip if sip is not None else COMMON["sip"], params=params or {})
-
-
-def device(model: str = "CP-7841-3PCC", lines: tuple[LineInput, ...] = (),
-           params: dict | None = None, user_owned: tuple[str, ...] = (),
-           firmware: FirmwareInput | None = None,
-           raw: dict[str, Any] | None = None) -> RenderInput:
-    return RenderInput(mac=MAC, vendor="cisco", model=VENDOR.models[model], name="desk",
-                       customer="acme", params=COMMON if params is None else params,
-                       lines=lines, user_owned=frozenset(user_owned), provisioning_url=URL,
-                       firmware=firmware, raw=raw or {})
-
-
-def rendered(dev: RenderInput) -> dict[str, str]:
-    assert VENDOR.check(dev) == []
-    return {out.name: render(out.template, out.context, autoescape=VENDOR.autoescape,
-                             line_ending=out.line_ending) for out in VENDOR.files(dev)}
+_inputs = VendorInputs(VENDOR, MAC, "CP-7841-3PCC", COMMON)
+line, device, rendered = _inputs.line, _inputs.device, _inputs.rendered
 
 
 def profile(dev: RenderInput) -> dict[str, str]:
