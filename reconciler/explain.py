@@ -51,9 +51,8 @@ def explain(renderer: Renderer, mac: str, only: str | None = None) -> str:
     if not only or only == "firmware":
         out.append(f"  firmware = {fw}    <- {device.firmware_origin}")
 
-    def section(title: str, params: dict[str, Any], origins: dict[str, Origin]) -> None:
-        rows = [(k, v) for k, v in _leaves(params) if not only or k == only
-                or k.startswith(only + ".")]
+    def section(title: str, rows: list[tuple[str, Any]], origins: dict[str, Origin]) -> None:
+        rows = [(k, v) for k, v in rows if not only or k == only or k.startswith(only + ".")]
         if rows:
             out.append(f"  {title}:")
         for key, value in rows:
@@ -61,13 +60,12 @@ def explain(renderer: Renderer, mac: str, only: str | None = None) -> str:
             out.append(f"    {key} = {_show(renderer, value, mac)}{owned}    <- "
                        f"{_origin(origins, key) or 'unset'}")
 
-    section("device", device.params, device.origins)
+    section("device", _leaves(device.params), device.origins)
     for line in device.lines:
-        changed = {k: v for k, v in _leaves(line.params)
-                   if (origin := _origin(line.origins, k)) and origin.layer == "line"}
+        # Only what the line layer (the assignment's params) sets itself.
+        changed = [(k, v) for k, v in _leaves(line.params)
+                   if (origin := _origin(line.origins, k)) and origin.layer == "line"]
         out.append(f"  line {line.port}: {line.account} as {line.extension} "
                    f"({_show(renderer, line.password_ref)})")
-        if changed:
-            section(f"line {line.port} overrides", line.params,
-                    {k: o for k, o in line.origins.items() if o.layer == "line"})
+        section(f"line {line.port} overrides", changed, line.origins)
     return "\n".join(out) + "\n"

@@ -184,3 +184,12 @@ def test_firmware_goes_to_the_targets_firmware_folder(fleet):
     assert (www(fleet) / "fw" / "yealink" / "T46U-108.86.0.95.rom").exists()
     assert "static.firmware.url" not in (www(fleet) / url_token(FLEET_SECRET, MAC)
                                          / f"{MAC}.cfg").read_text()  # not pinned: nothing
+
+
+def test_explain_shows_only_what_a_line_overrides(fleet, capsys):
+    assert run(fleet, "explain", "000413aabb04") == 0  # D785: port 1 acme/205, port 2 acme/201
+    text = capsys.readouterr().out
+    overrides = text.split("line 1 overrides:\n")[1].split("  line 2:")[0]
+    assert overrides.strip().splitlines() == [
+        'codecs = ["opus", "g722"]    <- line (assignments/acme.yaml:13)']
+    assert "line 2: acme/201 as 92201 (<secret:acme/201 sha256:" in text
