@@ -36,6 +36,13 @@ def _repo_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", help="desired-state directory (default: . or desired-state/)")
 
 
+def _repo_after_subcommand(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`provctl secrets check --repo X` as well as `provctl secrets --repo X check`."""
+    for child in commands.choices.values():
+        child.add_argument("--repo", default=argparse.SUPPRESS,
+                           help="desired-state directory (default: . or desired-state/)")
+
+
 def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check and show what would change; write nothing")
@@ -110,6 +117,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     q = sec.add_parser("set", help="set one secret; the value is read from stdin")
     q.add_argument("name")
     sec.add_parser("check", help="list every secret reference that does not resolve")
+    for group in (dev, sec):
+        _repo_after_subcommand(group)
 
 
 # --- edits --------------------------------------------------------------------------------

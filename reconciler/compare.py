@@ -14,7 +14,7 @@ from typing import Literal
 
 from .errors import ConfigError, Problem
 from .load import read_source
-from .plan import show_path
+from .plan import shorten_tokens, show_path
 from .render import Artifact, Renderer
 from .validate import DesiredState, load_state
 
@@ -135,7 +135,8 @@ def compare(repo: Path, base: str, head: str | None) -> Comparison:
         diff = ""
         if a is not None and b is not None:
             shown = show_path(path)
-            diff = "".join(difflib.unified_diff(a, b, f"a/{shown}", f"b/{shown}", n=2))
+            diff = shorten_tokens("".join(difflib.unified_diff(a, b, f"a/{shown}", f"b/{shown}",
+                                                              n=2)))
         result.files.append(FileDiff(customer, mac, target, path, status, diff))
     new_redirects = _redirects(after.state)
     for mac in sorted(set(old_redirects) | set(new_redirects)):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError, Problem
 from .load import _git_repo, read_source
+from .plan import shorten_tokens
 from .record import read_notes
 from .render import Renderer
 from .validate import load_state
@@ -53,7 +54,7 @@ def _summary(before: dict[str, str], after: dict[str, str], limit: int = 12) -> 
                  if line[:1] in "+-" and not line.startswith(("+++", "---"))]
         if lines:
             out.append(f"{name}:")
-            out += [f"  {line}" for line in lines[:limit]]
+            out += [f"  {shorten_tokens(line)}" for line in lines[:limit]]
             if len(lines) > limit:
                 out.append(f"  … {len(lines) - limit} more line(s)")
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -197,6 +198,14 @@ def _drift(target: str, path: str, size: int, mtime: float, sha256: str,
 
 def _show(path: str) -> str:
     return show_path(path)
+
+
+_TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{6})[0-9a-f]{26}(?![0-9a-f])")
+
+
+def shorten_tokens(text: str) -> str:
+    """URL tokens inside rendered content, shortened like paths (for diffs people read)."""
+    return _TOKEN.sub(r"\1…", text)
 
 
 def show_path(path: str) -> str:

@@ -110,3 +110,14 @@ def test_validate_without_secrets_for_pull_requests_from_forks(fleet, monkeypatc
     assert run(fleet, "validate", "--no-secrets") == 0
     edit(fleet / "devices" / "initech.yaml", "snom/D715", "snom/D000")
     assert run(fleet, "validate", "--no-secrets") == 1
+
+
+def test_diffs_never_show_a_whole_url_token(fleet, capsys):
+    import re
+
+    committed(fleet)
+    edit(fleet / "provisioning.yaml", "http://localhost:8080/", "https://prov.example.net/")
+    assert run(fleet, "plan", "--base", "HEAD", "--format", "markdown") == 2
+    md = capsys.readouterr().out
+    assert "+static.auto_provision.server.url = https://prov.example.net/" in md
+    assert not re.search(r"[0-9a-f]{32}", md)
