@@ -193,3 +193,10 @@ def test_explain_shows_only_what_a_line_overrides(fleet, capsys):
     assert overrides.strip().splitlines() == [
         'codecs = ["opus", "g722"]    <- line (assignments/acme.yaml:13)']
     assert "line 2: acme/201 as 92201 (<secret:acme/201 sha256:" in text
+
+
+def test_repo_option_after_a_sub_subcommand(fleet):
+    from reconciler.cli import main
+
+    assert main(["secrets", "check", "--repo", str(fleet)]) == 0
+    assert main(["secrets", "--repo", str(fleet), "check"]) == 0
