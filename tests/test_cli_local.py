@@ -200,3 +200,28 @@ def test_repo_option_after_a_sub_subcommand(fleet):
 
     assert main(["secrets", "check", "--repo", str(fleet)]) == 0
     assert main(["secrets", "--repo", str(fleet), "check"]) == 0
+
+
+def test_no_secret_in_receipts_manifests_status_or_logs(fleet, capsys, caplog):
+    import logging
+
+    import yaml
+    from fleet_fixtures import SECRETS
+
+    caplog.set_level(logging.DEBUG)
+    assert run(fleet, "apply") == 2
+    values = [str(v) for v in yaml.safe_load(SECRETS.read_text()).values()] + [FLEET_SECRET]
+    token = url_token(FLEET_SECRET, MAC)
+    state = fleet / ".provctl"
+    # What auditors read: receipts (state dir and target copies) and status.
+    written = [state / "receipts.jsonl", state / "status.json"]
+    written += list((www(fleet) / ".provctl" / "receipts").glob("*.json"))
+    assert len(written) == 3
+    # Operational state that must know registered URLs (tokens, no credentials) is private.
+    assert (state / "redirect-records.json").stat().st_mode & 0o077 == 0
+    captured = capsys.readouterr()
+    texts = [p.read_text() for p in written] + [captured.out, captured.err, caplog.text]
+    for text in texts:
+        for value in values:
+            assert value not in text
+        assert token not in text  # receipts, status, logs: tokens only shortened
