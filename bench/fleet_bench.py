@@ -128,9 +128,9 @@ def main() -> None:
         print(f"  first apply wrote {sum(len(r.done) for r in first.results.values())} files")
         print(f"  1% change wrote {written} files; expected {expected} "
               f"({'exact' if written == expected else 'MISMATCH'})")
-        target = 10.0
-        verdict = "met" if t["plan (up to date)"] < target else "NOT met"
-        print(f"  target: up-to-date plan under {target:.0f} s: {verdict}")
+        if args.devices == 10_000:  # the target is stated for 10,000 devices
+            verdict = "met" if t["plan (up to date)"] < 10.0 else "NOT met"
+            print(f"  target: up-to-date plan of 10,000 devices under 10 s: {verdict}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
