@@ -104,7 +104,8 @@ class Renderer:
         self._resolved: dict[str, ResolvedDevice] | None = None
         self._last: tuple[str | None, dict[str, bytes]] | None = None
         self.warnings: set[Problem] = set()
-        self._inputs: dict[tuple[str, str], RenderInput] = {}  # computed by the parallel pass
+        # (mac, target) -> (input, cache key), computed by the parallel pass
+        self._inputs: dict[tuple[str, str], tuple[RenderInput, str | None]] = {}
         self._prerendered: dict[tuple[str, str], Rendered] = {}  # (mac, target): from workers
 
     def resolved(self) -> dict[str, ResolvedDevice]:
@@ -178,8 +179,8 @@ class Renderer:
                 rin = self.render_input(device, target)
             except ConfigError:
                 continue
-            self._inputs[(device.mac, target)] = rin
             key = self.cache.key(rin) if self.cache is not None else None
+            self._inputs[(device.mac, target)] = (rin, key)
             if key is None or self.cache is None or self.cache.get(key) is None:
                 misses.append((device.mac, target, rin))
         if len(misses) < PARALLEL_MIN:
@@ -199,14 +200,18 @@ class Renderer:
 
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
         """The files of one phone on one target (plus its firmware binary when pinned)."""
-        rin = self._inputs.pop((device.mac, target), None) or self.render_input(device, target)
+        prepared = self._inputs.pop((device.mac, target), None)
+        if prepared is None:
+            rin = self.render_input(device, target)
+            key = self.cache.key(rin) if self.cache is not None else None
+        else:
+            rin, key = prepared
         directory = self.directory(device)
         version = rin.firmware.version if rin.firmware else None
 
         def path(name: str) -> str:
             return f"{directory}/{name}" if directory else name
 
-        key = self.cache.key(rin) if self.cache is not None else None
         hit = self.cache.get(key) if self.cache is not None and key else None
 
         def loader(name: str) -> Callable[[], bytes]:

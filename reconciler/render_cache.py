@@ -27,6 +27,9 @@ Entry = list[list[Any]]  # [[name, sha256, size], ...]
 
 
 def _default(value: Any) -> Any:
+    """JSON for what json does not know; dataclasses shallowly (json recurses, in C)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, frozenset | set):
         return sorted(value)
     if isinstance(value, date):
@@ -65,7 +68,7 @@ class RenderCache:
                 self._entries = {}
 
     def key(self, render_input: Any) -> str:
-        body = json.dumps(dataclasses.asdict(render_input), sort_keys=True, default=_default)
+        body = json.dumps(render_input, sort_keys=True, default=_default)
         mac = hmac.new(self._key, code_version(render_input.vendor).encode(), hashlib.sha256)
         mac.update(body.encode())
         return mac.hexdigest()[:40]

@@ -7,7 +7,6 @@ merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay refer
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,20 +71,24 @@ class _Port:
 
 def merge(params: dict[str, Any], origins: dict[str, Origin], layer: dict[str, Any],
           origin_of: Any, prefix: tuple[str, ...] = ()) -> None:
-    """Merge one layer into params in place; origin_of(path) -> Origin for a leaf path."""
+    """Merge one layer into params in place; origin_of(path) -> Origin for a leaf path.
+
+    Copy-on-write: a nested map is copied before the layer changes it, so phones can share the
+    maps and values of the layers below (resolved parameters are never mutated afterwards).
+    """
     for key, value in strip_inherit(layer).items():
         path = (*prefix, key)
+        current = params.get(key)
         if isinstance(value, dict):
-            current = params.get(key)
-            if not isinstance(current, dict):
-                current = params[key] = {}
+            current = params[key] = dict(current) if isinstance(current, dict) else {}
             merge(current, origins, value, origin_of, path)
-        else:
-            params[key] = copy.deepcopy(value)
-            dotted = ".".join(path)
-            for old in [k for k in origins if k.startswith(dotted + ".")]:
+            continue
+        if isinstance(current, dict):  # a map replaced by a value: forget its leaves' origins
+            below = ".".join(path) + "."
+            for old in [k for k in origins if k.startswith(below)]:
                 del origins[old]
-            origins[dotted] = origin_of(path)
+        params[key] = value
+        origins[".".join(path)] = origin_of(path)
 
 
 def _apply(layers: list[Layer], params: dict[str, Any], origins: dict[str, Origin]) -> None:
@@ -155,14 +158,14 @@ class Resolver:
         d = located.value
         customer = d.customer or self._account_customer.get(mac)
         shared_params, shared_origins = self._shared_layers(d, customer)
-        params = copy.deepcopy(shared_params)
+        params = dict(shared_params)
         origins = dict(shared_origins)
         _apply([("device", d.params, located, ("params",))], params, origins)
 
         lines = []
         for port in sorted(self._ports.get(mac, []), key=lambda p: p.port):
             a = port.assignment.value
-            line_params = copy.deepcopy(params)
+            line_params = dict(params)
             line_origins = dict(origins)
             _apply([("line", a.params, port.assignment, ("params",))], line_params, line_origins)
             lines.append(ResolvedLine(
