@@ -94,5 +94,8 @@ class Vendor(Protocol):
         ...
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        """Why this version cannot go on this model (e.g. wrong Yealink family), or None."""
+        """Why this version cannot go on this model (e.g. wrong Yealink family), or None.
+
+        Called only with a version that `firmware_version` parses (validate reports the rest).
+        """
         ...

@@ -368,10 +368,6 @@ class Cisco:
         return (int(major), int(minor), int(maint), int(sub or 0), int(build or 0))
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        try:
-            self.firmware_version(version)
-        except ValueError as exc:
-            return str(exc)
         family = FIRMWARE_VERSION.match(version.strip()).group(1)  # type: ignore[union-attr]
         if family and model.family and f"{family}xx" != model.family:
             return (f"firmware {version} is for Cisco {family}xx phones, but {model.name} is a "

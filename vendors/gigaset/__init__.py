@@ -257,10 +257,6 @@ class Gigaset:
         return tuple(int(part) for part in match.groups()[1:])
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        try:
-            self.firmware_version(version)
-        except ValueError as exc:
-            return str(exc)
         product = FIRMWARE_VERSION.match(version.strip()).group(1)  # type: ignore[union-attr]
         if product and product != "83":
             return f"firmware {version} is for Gigaset product {product}, not the Nx70 (83)"

@@ -379,10 +379,7 @@ class Poly:
         return tuple(int(part) for part in match.groups() if part is not None)
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        try:
-            major = self.firmware_version(version)[0]
-        except ValueError as exc:
-            return str(exc)
+        major = self.firmware_version(version)[0]
         # VVX runs UC Software 5.x/6.x; Edge E runs 8.x and later [I]
         if model.family == "vvx" and major > 6:
             return f"UC Software {version} is not for {model.name} (VVX runs 5.x and 6.x)"

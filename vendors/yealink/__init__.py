@@ -398,10 +398,7 @@ class Yealink:
         return tuple(int(part) for part in match.groups())
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        try:
-            family = self.firmware_version(version)[0]
-        except ValueError as exc:
-            return str(exc)
+        family = self.firmware_version(version)[0]
         if model.family and str(family) != model.family:
             return (f"firmware {version} is for Yealink family {family}, but {model.name} "
                     f"runs family {model.family} firmware ({model.family}.x.x.x)")
