@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write
 from .targets.base import RECEIPTS, Put, Target
 
 
@@ -28,15 +29,8 @@ def trigger() -> str:
     return f"{who}@{socket.gethostname()}"
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_receipt(state_dir: Path, receipt: dict[str, Any], targets: dict[str, Target]) -> None:
@@ -61,15 +55,13 @@ def update_status(state_dir: Path, target: str, revision: str, applied: bool,
                   now: float, error: str | None = None) -> None:
     status = read_status(state_dir)
     entry = status.setdefault(target, {})
-    entry["last_attempted"] = {"revision": revision, "at": _iso(now), "error": error}
+    entry["last_attempted"] = {"revision": revision, "at": iso(now), "error": error}
     if applied:
-        entry["last_applied"] = {"revision": revision, "at": _iso(now)}
-    _atomic_write(state_dir / "status.json", (json.dumps(status, indent=1, sort_keys=True)
+        entry["last_applied"] = {"revision": revision, "at": iso(now)}
+    atomic_write(state_dir / "status.json", (json.dumps(status, indent=1, sort_keys=True)
                                               + "\n").encode())
 
 
-def iso(ts: float) -> str:
-    return _iso(ts)
 
 
 # --- git notes: deployment next to intent ---------------------------------------------------

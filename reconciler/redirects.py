@@ -23,8 +23,8 @@ from typing import Any
 import vendors
 
 from .errors import ConfigError, Problem, RedirectError
+from .files import atomic_write
 from .model import RedirectWindow
-from .record import _atomic_write
 from .redirect import make_client
 from .redirect.base import DesiredRegistration, RedirectClient, Remote
 from .redirect.plan import Record, RedirectChange, plan_redirects
@@ -199,7 +199,7 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
                 log.info("redirect %s: %s %s", change.service, change.action, change.mac)
     finally:
         save_records(records_path(state_dir), records)
-        _atomic_write(_memory_path(state_dir),
+        atomic_write(_memory_path(state_dir),
                       json.dumps(snapshot.memory, sort_keys=True).encode())
     return result
 

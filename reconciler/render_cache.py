@@ -21,7 +21,7 @@ from typing import Any
 
 import vendors
 
-from .record import _atomic_write
+from .files import atomic_write
 
 Entry = list[list[Any]]  # [[name, sha256, size], ...]
 
@@ -92,7 +92,7 @@ class RenderCache:
         if self.path is None or not self._dirty:
             return
         try:
-            _atomic_write(self.path, json.dumps({"version": 1, "entries": self._entries},
+            atomic_write(self.path, json.dumps({"version": 1, "entries": self._entries},
                                                 separators=(",", ":")).encode())
         except OSError:
             pass  # an optimisation only

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RedirectError
+from ..files import atomic_write
 from .base import DesiredRegistration, Remote
-from .state import atomic_write
 
 log = logging.getLogger(__name__)
 

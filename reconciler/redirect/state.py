@@ -13,11 +13,8 @@ record; one device's failure never raises out of it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -25,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import OperationError, RedirectError
+from ..files import atomic_write
 from .base import DesiredRegistration, RedirectClient, State
 from .plan import Record, RedirectChange
 
@@ -74,21 +72,6 @@ def dump_records(records: Mapping[str, Record]) -> bytes:
 
 def save_records(path: Path, records: Mapping[str, Record]) -> None:
     atomic_write(path, dump_records(records))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def record_outcome(
