@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.reconcile import Options, apply, load_desired, plan  # noqa: E402
+from reconciler.pipeline.run import Options, apply, load_desired, plan  # noqa: E402
 
 YEALINK = ["T46U", "T54W", "T43U", "T48U"]
 SNOM = ["D785", "D735", "D715"]
@@ -108,9 +108,9 @@ def main() -> None:
         expected = len([i for i in range(args.devices) if i % 100 == 0])
 
         # validate alone, for the record
-        from reconciler.load import read_source
-        from reconciler.render import render_processes
-        from reconciler.validate import load_state
+        from reconciler.desired.load import read_source
+        from reconciler.desired.validate import load_state
+        from reconciler.render.renderer import render_processes
         timed("validate", lambda: load_state(read_source(repo)), t)
         # a cold render (no cache: first run, or a template change), one process vs all cores
         cold = Options(repo=repo, use_cache=False)

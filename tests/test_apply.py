@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fleet_fixtures import run
 
-from reconciler import apply as apply_mod
-from reconciler.errors import TargetError
-from reconciler.reconcile import Options, apply
+from reconciler.core.errors import TargetError
+from reconciler.pipeline import apply as apply_mod
+from reconciler.pipeline.run import Options, apply
 from reconciler.targets import local as local_mod
 from reconciler.targets.base import JOURNAL, Put
 

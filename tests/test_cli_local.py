@@ -7,7 +7,7 @@ import subprocess
 
 from fleet_fixtures import FLEET_SECRET, edit, run
 
-from reconciler.secrets import url_token
+from reconciler.render.addressing import url_token
 
 MAC = "001565aabb01"  # reception, Yealink T46U, account acme/200
 
@@ -196,7 +196,7 @@ def test_explain_shows_only_what_a_line_overrides(fleet, capsys):
 
 
 def test_repo_option_after_a_sub_subcommand(fleet):
-    from reconciler.cli import main
+    from reconciler.cli.main import main
 
     assert main(["secrets", "check", "--repo", str(fleet)]) == 0
     assert main(["secrets", "--repo", str(fleet), "check"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import vendors
-from reconciler import cli_vendors
+from reconciler.cli import vendors as cli_vendors
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "vendors.md"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import edit, run
 
-from reconciler.errors import ConfigError
-from reconciler.load import read_source
-from reconciler.validate import load_state
+from reconciler.core.errors import ConfigError
+from reconciler.desired.load import read_source
+from reconciler.desired.validate import load_state
 
 HEADER = "Action,Device name,Device model,MAC address,Customer,Owned by customer,Description," \
          "Serial,Profile\n"

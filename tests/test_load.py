@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.errors import ConfigError
-from reconciler.load import parse_yaml
-from reconciler.macs import normalize_mac
+from reconciler.core.errors import ConfigError
+from reconciler.core.macs import normalize_mac
+from reconciler.desired.load import parse_yaml
 
 
 @pytest.mark.parametrize("spelling", [

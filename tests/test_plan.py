@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.plan import Desired, FileChange, Observed, Plan, diff_target, show_path
+from reconciler.pipeline.plan import Desired, FileChange, Observed, Plan, diff_target
+from reconciler.render.addressing import show_path
 from reconciler.targets.base import FileStat, Manifest, ManifestEntry
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -109,8 +110,8 @@ def test_journalled_paths_are_ours_and_written_again():
 
 
 def test_text_plan_lists_a_bounded_number_of_changes():
-    from reconciler.output import plan_text
-    from reconciler.plan import TargetSummary
+    from reconciler.cli.output import plan_text
+    from reconciler.pipeline.plan import TargetSummary
 
     changes = tuple(FileChange("t", f"d/{i:04}.cfg", "put", "create", "s", 1) for i in range(250))
     text = plan_text(Plan("r", changes, targets=(TargetSummary("t", 0, 0),)), limit=200)

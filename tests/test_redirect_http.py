@@ -9,11 +9,11 @@ import httpx
 import pytest
 from fakes import FakePolyZtp, FakeYealinkRps
 
-from reconciler.errors import RedirectError
+from reconciler.core.errors import RedirectError
 from reconciler.redirect.base import DesiredRegistration
+from reconciler.redirect.clients.poly import PolyZtpClient
+from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import HttpTransport, RateLimiter, RetryPolicy
-from reconciler.redirect.poly import PolyZtpClient
-from reconciler.redirect.yealink import YealinkRpsClient
 
 
 class Clock:

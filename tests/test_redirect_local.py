@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import RedirectError
-from reconciler.model import LocalRedirect, PolyZtp, SnomSraps, YealinkRps
+from reconciler.core.errors import RedirectError
+from reconciler.desired.schema import LocalRedirect, PolyZtp, SnomSraps, YealinkRps
 from reconciler.redirect import make_client
 from reconciler.redirect.base import DesiredRegistration, Remote
-from reconciler.redirect.local import LocalRegistry
-from reconciler.redirect.poly import PolyZtpClient
-from reconciler.redirect.sraps import GRAPE, SrapsClient
-from reconciler.redirect.yealink import YealinkRpsClient
+from reconciler.redirect.clients.local import LocalRegistry
+from reconciler.redirect.clients.poly import PolyZtpClient
+from reconciler.redirect.clients.sraps import GRAPE, SrapsClient
+from reconciler.redirect.clients.yealink import YealinkRpsClient
 
 M1, M2 = "001565aabb01", "001565aabb02"
 U1, U2 = "http://localhost:8080/a/", "http://localhost:8080/b/"

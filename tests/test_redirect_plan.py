@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.errors import UnsafePlan
+from reconciler.core.errors import UnsafePlan
 from reconciler.redirect.base import DesiredRegistration, Remote
 from reconciler.redirect.plan import (
     Record,

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from fakes import FakePolyZtp
 
-from reconciler.errors import RedirectError
+from reconciler.core.errors import RedirectError
 from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.clients.poly import PolyZtpClient, profile_name
 from reconciler.redirect.http import RetryPolicy
-from reconciler.redirect.poly import PolyZtpClient, profile_name
 
 pytestmark = pytest.mark.integration
 

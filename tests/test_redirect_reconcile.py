@@ -10,9 +10,9 @@ import pytest
 from fakes import FakeYealinkRps
 from fleet_fixtures import FLEET_SECRET, edit, run
 
-from reconciler.reconcile import Options, apply, plan
-from reconciler.redirect.local import LocalRegistry
-from reconciler.secrets import url_token
+from reconciler.pipeline.run import Options, apply, plan
+from reconciler.redirect.clients.local import LocalRegistry
+from reconciler.render.addressing import url_token
 
 MAC = "001565aabb01"  # redirect: true in the example fleet
 DAY0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

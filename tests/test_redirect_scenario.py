@@ -13,11 +13,11 @@ import pytest
 from fakes import FakeYealinkRps
 
 from reconciler.redirect.base import DesiredRegistration, RedirectClient
+from reconciler.redirect.clients.local import LocalRegistry
+from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import RetryPolicy
-from reconciler.redirect.local import LocalRegistry
 from reconciler.redirect.plan import device_states, plan_redirects
 from reconciler.redirect.state import apply_change, load_records, save_records
-from reconciler.redirect.yealink import YealinkRpsClient
 
 pytestmark = pytest.mark.integration
 

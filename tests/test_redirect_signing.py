@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.redirect.http import SignInput
-from reconciler.redirect.sraps import (
+from reconciler.redirect.clients.sraps import (
     hawk_header,
     hawk_mac,
     normalized_string,
@@ -11,7 +10,8 @@ from reconciler.redirect.sraps import (
     payload_hash,
     timestamp_mac,
 )
-from reconciler.redirect.yealink import sign_headers, string_to_sign
+from reconciler.redirect.clients.yealink import sign_headers, string_to_sign
+from reconciler.redirect.http import SignInput
 
 AK, SK = "2df23f2d9c255e7138dc603b3847b58a", "d4a4be460a8d43609d8e8a5e7d0d4ad1"
 

@@ -10,10 +10,10 @@ import pytest
 from fakes import FakeSraps
 from fakes.sraps import GLOBAL_SERVER_URL, PHONE_SETTING_SERVER, PROVISIONING_SERVER
 
-from reconciler.errors import RedirectError
+from reconciler.core.errors import RedirectError
 from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.clients.sraps import GRAPE, SNOM, SrapsClient, hawk_header, pick_setting
 from reconciler.redirect.http import RetryPolicy, SignInput
-from reconciler.redirect.sraps import GRAPE, SNOM, SrapsClient, hawk_header, pick_setting
 
 pytestmark = pytest.mark.integration
 

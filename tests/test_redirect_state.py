@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.errors import OperationError, RedirectError
+from reconciler.core.errors import OperationError, RedirectError
 from reconciler.redirect.base import DesiredRegistration, Remote
 from reconciler.redirect.plan import Record, RedirectChange
 from reconciler.redirect.state import (

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from fakes import FakeYealinkRps
 
-from reconciler.errors import RedirectError
+from reconciler.core.errors import RedirectError
 from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.clients.yealink import YealinkRpsClient, content_md5, sign_headers
 from reconciler.redirect.http import RetryPolicy
-from reconciler.redirect.yealink import YealinkRpsClient, content_md5, sign_headers
 
 AK, SK = "2df23f2d9c255e7138dc603b3847b58a", "d4a4be460a8d43609d8e8a5e7d0d4ad1"
 pytestmark = pytest.mark.integration

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fleet_fixtures import edit
 
-from reconciler.errors import ConfigError
-from reconciler.reconcile import Options, load_desired
-from reconciler.render import PARALLEL_MIN
+from reconciler.core.errors import ConfigError
+from reconciler.pipeline.run import Options, load_desired
+from reconciler.render.renderer import PARALLEL_MIN
 
 
 def many_phones(fleet, n: int = PARALLEL_MIN + 50) -> None:

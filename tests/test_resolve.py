@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fleet_fixtures import edit
 
-from reconciler.load import read_source
-from reconciler.resolve import Resolver
-from reconciler.validate import load_state
+from reconciler.desired.load import read_source
+from reconciler.desired.resolve import Resolver
+from reconciler.desired.validate import load_state
 
 
 def test_a_phones_own_values_do_not_leak_into_its_neighbours(fleet):

@@ -14,11 +14,11 @@ from fleet_fixtures import FLEET_SECRET, edit, run
 from pyrage import x25519
 
 import vendors
-from reconciler.compare import compare
-from reconciler.errors import ConfigError
-from reconciler.load import read_source
-from reconciler.secrets import BadReference, derive_password, parse_derive
-from reconciler.validate import load_state
+from reconciler.core.errors import ConfigError
+from reconciler.desired.load import read_source
+from reconciler.desired.secrets import BadReference, derive_password, parse_derive
+from reconciler.desired.validate import load_state
+from reconciler.gitops.compare import compare
 
 # --- derived secrets ------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ import os
 import pytest
 from fleet_fixtures import FLEET_SECRET, edit, run
 
-from reconciler.load import read_source
-from reconciler.secrets import url_token
-from reconciler.validate import load_state
+from reconciler.desired.load import read_source
+from reconciler.desired.validate import load_state
+from reconciler.render.addressing import url_token
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sshd import SshServer, fingerprint, write_ed25519_key
 
-from reconciler.errors import LockHeld, TargetError
+from reconciler.core.errors import LockHeld, TargetError
 from reconciler.targets.base import TMP_PREFIX, Delete, Put
 
 pytestmark = pytest.mark.integration

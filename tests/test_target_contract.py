@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import LockHeld, TargetError
+from reconciler.core.errors import LockHeld, TargetError
 from reconciler.targets.base import (
     MANIFEST,
     TMP_PREFIX,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fleet_fixtures import edit, run
 
-from reconciler.errors import ConfigError
-from reconciler.load import read_source
-from reconciler.validate import load_state
+from reconciler.core.errors import ConfigError
+from reconciler.desired.load import read_source
+from reconciler.desired.validate import load_state
 
 
 def problems(repo) -> list[str]:

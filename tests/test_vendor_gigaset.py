@@ -10,7 +10,7 @@ import pytest
 from vendor_parsers import GigasetFile, parse_gigaset
 
 import vendors
-from reconciler.templating import render
+from reconciler.render.templating import render
 from vendors import timezones
 from vendors.base import FirmwareInput, LineInput, RenderInput
 from vendors.gigaset import VENDOR

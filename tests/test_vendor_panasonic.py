@@ -10,7 +10,7 @@ import pytest
 from vendor_parsers import FormatError, parse_panasonic
 
 import vendors
-from reconciler.templating import render
+from reconciler.render.templating import render
 from vendors.base import FirmwareInput, LineInput, RenderInput
 from vendors.panasonic import VENDOR
 

@@ -9,7 +9,7 @@ import pytest
 from vendor_parsers import SnomFile, parse_snom, parse_snom_firmware
 
 import vendors
-from reconciler.templating import render
+from reconciler.render.templating import render
 from vendors import timezones
 from vendors.base import FirmwareInput, LineInput, RenderInput
 from vendors.snom import VENDOR

@@ -8,7 +8,7 @@ import pytest
 from vendor_parsers import parse_yealink_boot, parse_yealink_cfg
 
 import vendors
-from reconciler.templating import render
+from reconciler.render.templating import render
 from vendors import timezones
 from vendors.base import FirmwareInput, LineInput, RenderInput
 from vendors.yealink import VENDOR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.templating import render
+from reconciler.render.templating import render
 from vendors.base import FirmwareInput, LineInput, RenderInput, Vendor
 
 URL = "https://prov.example.net/tok123/"

@@ -6,7 +6,7 @@ import importlib
 from functools import cache
 from pathlib import Path
 
-from .base import Vendor
+from vendors.base import Vendor
 
 # Vendors with a complete module. A new vendor is added here and in templates/<name>/.
 KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")

@@ -18,9 +18,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..model import LocalRedirect, PolyZtp, RedirectService, SnomSraps, YealinkRps
-from .base import DesiredRegistration, RedirectClient, Remote, State
-from .http import BaseTransport, RetryPolicy
+from reconciler.desired.schema import (
+    LocalRedirect,
+    PolyZtp,
+    RedirectService,
+    SnomSraps,
+    YealinkRps,
+)
+from reconciler.redirect.base import DesiredRegistration, RedirectClient, Remote, State
+from reconciler.redirect.http import BaseTransport, RetryPolicy
 
 __all__ = [
     "DesiredRegistration",
@@ -52,12 +58,12 @@ def make_client(
     """
     common = {"timeout": timeout, "retry": retry, "transport": transport, "sleep": sleep}
     if isinstance(spec, LocalRedirect):
-        from .local import LocalRegistry
+        from reconciler.redirect.clients.local import LocalRegistry
 
         path = Path(spec.path).expanduser()
         return LocalRegistry(name, path if path.is_absolute() else base_dir / path)
     if isinstance(spec, YealinkRps):
-        from .yealink import YealinkRpsClient
+        from reconciler.redirect.clients.yealink import YealinkRpsClient
 
         return YealinkRpsClient(
             name,
@@ -69,7 +75,7 @@ def make_client(
             **common,  # type: ignore[arg-type]
         )
     if isinstance(spec, SnomSraps):
-        from .sraps import FLAVOURS, SrapsClient
+        from reconciler.redirect.clients.sraps import FLAVOURS, SrapsClient
 
         return SrapsClient(
             name,
@@ -81,7 +87,7 @@ def make_client(
             **common,  # type: ignore[arg-type]
         )
     if isinstance(spec, PolyZtp):
-        from .poly import PolyZtpClient
+        from reconciler.redirect.clients.poly import PolyZtpClient
 
         return PolyZtpClient(
             name,

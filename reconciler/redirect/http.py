@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import RedirectError
+from reconciler.core.errors import RedirectError
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
 
-from ..errors import UnsafePlan
-from .base import DesiredRegistration, Remote, State
+from reconciler.core.errors import UnsafePlan
+from reconciler.redirect.base import DesiredRegistration, Remote, State
 
 Action = Literal["register", "update", "deregister", "conflict"]
 Cause = Literal[

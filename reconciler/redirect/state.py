@@ -21,10 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from ..errors import OperationError, RedirectError
-from ..files import atomic_write
-from .base import DesiredRegistration, RedirectClient, State
-from .plan import Record, RedirectChange
+from reconciler.core.errors import OperationError, RedirectError
+from reconciler.core.files import atomic_write
+from reconciler.redirect.base import DesiredRegistration, RedirectClient, State
+from reconciler.redirect.plan import Record, RedirectChange
 
 log = logging.getLogger(__name__)
 

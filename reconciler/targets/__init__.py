@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..model import LocalTarget as LocalSpec
-from ..model import SftpTarget as SftpSpec
-from .base import Target
-from .local import LocalTarget
+from reconciler.desired.schema import LocalTarget as LocalSpec
+from reconciler.desired.schema import SftpTarget as SftpSpec
+from reconciler.targets.base import Target
+from reconciler.targets.local import LocalTarget
 
 
 def _path(base: Path, text: str) -> Path:
@@ -21,7 +21,9 @@ def open_target(name: str, spec: LocalSpec | SftpSpec, base: Path,
     """Build the target object; connecting (for SFTP) happens on first use."""
     if isinstance(spec, LocalSpec):
         return LocalTarget(name, _path(base, spec.root), spec.file_mode)
-    from .sftp import SftpTarget  # paramiko is imported only when an SFTP target is used
+    from reconciler.targets.sftp import (
+        SftpTarget,  # paramiko is imported only when an SFTP target is used
+    )
 
     passphrase = None
     if spec.key_passphrase and resolve_secret is not None:

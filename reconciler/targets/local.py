@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import LockHeld, TargetError
-from .base import (
+from reconciler.core.errors import LockHeld, TargetError
+from reconciler.targets.base import (
     LOCK,
     MANIFEST,
     STATE_DIR,

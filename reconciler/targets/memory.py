@@ -14,8 +14,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from ..errors import LockHeld, TargetError
-from .base import LOCK, MANIFEST, FileOp, FileStat, LockInfo, Manifest, OpResult, Put
+from reconciler.core.errors import LockHeld, TargetError
+from reconciler.targets.base import (
+    LOCK,
+    MANIFEST,
+    FileOp,
+    FileStat,
+    LockInfo,
+    Manifest,
+    OpResult,
+    Put,
+)
 
 
 class MemoryTarget:

@@ -48,8 +48,8 @@ from typing import TypeVar
 
 import paramiko
 
-from ..errors import LockHeld, TargetError
-from .base import (
+from reconciler.core.errors import LockHeld, TargetError
+from reconciler.targets.base import (
     LOCK,
     MANIFEST,
     STATE_DIR,

@@ -1,0 +1,216 @@
+"""Resolve: layer the parameters of every phone, remembering where each value came from.
+
+Layers, lowest first: defaults < vendor < model < profile < profile model < customer < device <
+line. A null or "-" at a layer inherits from the layer below; dictionaries (sip, ntp, vlan, ...)
+merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import vendors
+from reconciler.core.errors import ConfigError, Problem
+from reconciler.desired.schema import Assignment, Device, FirmwareImage
+from reconciler.desired.validate import DesiredState, Located, extension_for, strip_inherit
+from vendors.base import ModelInfo
+
+
+@dataclass(frozen=True)
+class Origin:
+    layer: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.layer} ({self.file}:{self.line})"
+
+
+@dataclass(frozen=True)
+class ResolvedLine:
+    port: int
+    account: str
+    extension: str
+    auth_user: str
+    display_name: str
+    password_ref: str
+    params: dict[str, Any]
+    origins: dict[str, Origin]
+
+
+@dataclass(frozen=True)
+class ResolvedDevice:
+    mac: str
+    device: Device
+    located: Located[Device]
+    model: ModelInfo
+    customer: str | None  # allocated customer, else the customer of its accounts, else pool
+    params: dict[str, Any]
+    origins: dict[str, Origin]
+    lines: tuple[ResolvedLine, ...]
+    user_owned: frozenset[str]
+    firmware: FirmwareImage | None
+    firmware_origin: Origin | None
+
+    @property
+    def vendor(self) -> str:
+        return self.device.vendor
+
+
+Layer = tuple[str, dict[str, Any], Located[Any], tuple[str | int, ...]]
+
+
+@dataclass(frozen=True)
+class _Port:
+    port: int
+    extension: str
+    assignment: Located[Assignment]
+
+
+def merge(params: dict[str, Any], origins: dict[str, Origin], layer: dict[str, Any],
+          origin_of: Any, prefix: tuple[str, ...] = ()) -> None:
+    """Merge one layer into params in place; origin_of(path) -> Origin for a leaf path.
+
+    Copy-on-write: a nested map is copied before the layer changes it, so phones can share the
+    maps and values of the layers below (resolved parameters are never mutated afterwards).
+    """
+    for key, value in strip_inherit(layer).items():
+        path = (*prefix, key)
+        current = params.get(key)
+        if isinstance(value, dict):
+            current = params[key] = dict(current) if isinstance(current, dict) else {}
+            merge(current, origins, value, origin_of, path)
+            continue
+        if isinstance(current, dict):  # a map replaced by a value: forget its leaves' origins
+            below = ".".join(path) + "."
+            for old in [k for k in origins if k.startswith(below)]:
+                del origins[old]
+        params[key] = value
+        origins[".".join(path)] = origin_of(path)
+
+
+def _apply(layers: list[Layer], params: dict[str, Any], origins: dict[str, Origin]) -> None:
+    for name, values, located, base in layers:
+        if values:
+            merge(params, origins, values,
+                  lambda path, lo=located, b=base, n=name: Origin(n, lo.file, lo.line(*b, *path)))
+
+
+def _customer_layer(state: DesiredState, customer: str | None) -> list[Layer]:
+    located = state.customers.get(customer or "")
+    if located is None:
+        return []
+    c = located.value
+    layers: list[Layer] = []
+    if c.sip is not None:
+        sip = {"server": c.sip.domain, "transport": c.sip.transport, "port": c.sip.port,
+               "outbound_proxy": c.sip.outbound_proxy}
+        layers.append(("customer", {"sip": sip}, located, ()))
+    layers.append(("customer", c.params, located, ("params",)))
+    return layers
+
+
+class Resolver:
+    """Resolves devices, caching the shared layers (defaults .. customer) per combination."""
+
+    def __init__(self, state: DesiredState):
+        self.state = state
+        self._shared: dict[tuple[str, str, str | None], tuple[dict, dict]] = {}
+        self._account_customer: dict[str, str] = {}
+        self._ports: dict[str, list[_Port]] = {}
+        for located in state.assignments:
+            a = located.value
+            phones = list(dict.fromkeys(ref.mac for ref in a.devices))
+            for ref in a.devices:
+                self._account_customer.setdefault(ref.mac, a.customer)
+                extension = extension_for(a.extension, phones.index(ref.mac))
+                self._ports.setdefault(ref.mac, []).append(_Port(ref.port, extension, located))
+
+    def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+        key = (d.model, d.profile, customer)
+        cached = self._shared.get(key)
+        if cached is None:
+            state = self.state
+            defaults = state.defaults
+            profile = state.profiles[d.profile]
+            layers: list[Layer] = [
+                ("defaults", defaults.value.params, defaults, ("params",)),
+                ("vendor", defaults.value.model_params.get(d.vendor, {}), defaults,
+                 ("model_params", d.vendor)),
+                ("model", defaults.value.model_params.get(d.model, {}), defaults,
+                 ("model_params", d.model)),
+                ("profile", profile.value.params, profile, ("params",)),
+                ("profile model", profile.value.model_params.get(d.model_name, {}), profile,
+                 ("model_params", d.model_name)),
+                *_customer_layer(state, customer),
+            ]
+            params: dict[str, Any] = {}
+            origins: dict[str, Origin] = {}
+            _apply(layers, params, origins)
+            cached = self._shared[key] = (params, origins)
+        return cached
+
+    def resolve(self, mac: str) -> ResolvedDevice:
+        state = self.state
+        located = state.devices[mac]
+        d = located.value
+        customer = d.customer or self._account_customer.get(mac)
+        shared_params, shared_origins = self._shared_layers(d, customer)
+        params = dict(shared_params)
+        origins = dict(shared_origins)
+        _apply([("device", d.params, located, ("params",))], params, origins)
+
+        lines = []
+        for port in sorted(self._ports.get(mac, []), key=lambda p: p.port):
+            a = port.assignment.value
+            line_params = dict(params)
+            line_origins = dict(origins)
+            _apply([("line", a.params, port.assignment, ("params",))], line_params, line_origins)
+            lines.append(ResolvedLine(
+                port=port.port, account=a.account, extension=port.extension,
+                auth_user=a.auth_user or port.extension,
+                display_name=a.display_name or port.extension, password_ref=a.password,
+                params=line_params, origins=line_origins,
+            ))
+        profile = state.profiles[d.profile].value
+        firmware, fw_origin = self._firmware(located, customer)
+        return ResolvedDevice(
+            mac=mac, device=d, located=located,
+            model=vendors.get(d.vendor).models[d.model_name], customer=customer,
+            params=params, origins=origins, lines=tuple(lines),
+            user_owned=frozenset(profile.user_owned), firmware=firmware,
+            firmware_origin=fw_origin,
+        )
+
+    def _firmware(self, located: Located[Device], customer: str | None
+                  ) -> tuple[FirmwareImage | None, Origin | None]:
+        """defaults < model pin < profile < customer pin < device; "installed" = no firmware."""
+        state = self.state
+        d = located.value
+        choice = state.defaults.value.firmware
+        origin = Origin("defaults", state.defaults.file, state.defaults.line("firmware"))
+        for pin in state.pins:
+            if d.model in pin.value.models and pin.value.customer is None:
+                choice, origin = pin.value.version, Origin("pin", pin.file, pin.line("version"))
+        profile = state.profiles[d.profile]
+        if profile.value.firmware is not None:
+            choice = profile.value.firmware
+            origin = Origin("profile", profile.file, profile.line("firmware"))
+        for pin in state.pins:
+            if d.model in pin.value.models and pin.value.customer == customer and customer:
+                choice = pin.value.version
+                origin = Origin("customer pin", pin.file, pin.line("version"))
+        if d.firmware is not None:
+            choice, origin = d.firmware, Origin("device", located.file, located.line("firmware"))
+        if choice == "installed":
+            return None, origin
+        for img in state.catalog:
+            v = img.value
+            if v.vendor == d.vendor and d.model_name in v.models and v.version == choice:
+                return v, origin
+        raise ConfigError([Problem(origin.file, origin.line, "firmware",
+                                   f"firmware {choice} for {d.model} is not in the catalog")])
+
+    def all(self) -> list[ResolvedDevice]:
+        return [self.resolve(mac) for mac in self.state.devices]

@@ -1,0 +1,359 @@
+"""What users write: pydantic models (extra="forbid") for every file of the desired state.
+
+Field names here are the external contract (see docs/desired-state.md). Cross-file checks
+(references, MAC uniqueness, ports, ownership) live in validate.py; these models check the
+shape of one file at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reconciler.core.macs import normalize_mac
+
+SECRET_REF = re.compile(r"^(secret|env|file|derive):\S+$")
+FIRMWARE_FILE = re.compile(r"^[A-Za-z0-9._\-()]+$")
+INHERIT = "-"  # a value of "-" (or null) at a layer inherits from the layer below
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_ref(value: str) -> str:
+    if not SECRET_REF.match(value):
+        raise ValueError(
+            "must be a secret reference (secret:NAME, env:NAME, file:PATH or derive:NAME), "
+            "never a plaintext value"
+        )
+    return value
+
+
+SecretRef = Annotated[str, Field(description="secret:NAME | env:NAME | file:PATH")]
+
+
+# --- provisioning.yaml ---------------------------------------------------------------------
+
+
+class Fleet(Strict):
+    name: str
+    secret: SecretRef
+
+    _check = field_validator("secret")(_secret_ref)
+
+
+class SecretsSource(Strict):
+    file: str | None = None  # a path, or a reference (env:NAME) that yields the path
+    age_file: str | None = None  # age-encrypted YAML map in the repository (docs/inventory.md)
+    recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
+
+
+class LocalTarget(Strict):
+    kind: Literal["local"]
+    root: str
+    base_url: str
+    customers: list[str] | None = None
+    file_mode: int = 0o644
+    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+class SftpTarget(Strict):
+    kind: Literal["sftp"]
+    host: str
+    port: int = 22
+    user: str
+    key: str | None = None  # private key file; None = use the SSH agent
+    key_passphrase: SecretRef | None = None
+    known_hosts: str
+    root: str
+    base_url: str
+    customers: list[str] | None = None
+    sessions: int = Field(default=8, ge=1, le=64)
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    timeout: float = 15.0
+    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]
+
+
+class LocalRedirect(Strict):
+    kind: Literal["local"]
+    path: str
+
+
+class YealinkRps(Strict):
+    kind: Literal["yealink-rps"]
+    access_key: SecretRef
+    secret: SecretRef
+    base_url: str | None = None
+    server_name: str = "provctl"
+    rate_per_second: float = 5.0
+
+
+class SnomSraps(Strict):
+    kind: Literal["snom-sraps", "gigaset-grape"]
+    key_id: SecretRef
+    secret: SecretRef
+    base_url: str | None = None
+    rate_per_second: float = 5.0
+
+
+class PolyZtp(Strict):
+    kind: Literal["poly-ztp"]
+    api_key: SecretRef
+    base_url: str | None = None
+    rate_per_second: float = 5.0
+
+
+RedirectService = Annotated[
+    LocalRedirect | YealinkRps | SnomSraps | PolyZtp, Field(discriminator="kind")
+]
+
+
+class Policy(Strict):
+    prune: bool = True
+    max_delete_percent: float = Field(default=10, ge=0, le=100)
+    redirect_window_days: int = Field(default=7, ge=1, le=30)
+    max_phones_per_account: int = Field(default=8, ge=1, le=8)
+    drift: Literal["report", "heal"] = "report"
+    allow_downgrade: bool = False
+
+
+class Provisioning(Strict):
+    fleet: Fleet
+    url_tokens: Literal["per-device", "per-customer", "none"] = "per-device"
+    secrets: SecretsSource = SecretsSource()
+    targets: dict[str, Target] = Field(min_length=1)
+    redirect: dict[str, RedirectService] = {}
+    policy: Policy = Policy()
+
+
+# --- parameters (every layer) -------------------------------------------------------------
+
+Codec = Literal["opus", "g722", "pcmu", "pcma", "g729", "g726", "ilbc", "gsm"]
+Transport = Literal["udp", "tcp", "tls"]
+
+
+class SipParams(Strict):
+    server: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    transport: Transport | None = None
+    outbound_proxy: str | None = None
+    outbound_proxy_port: int | None = Field(default=None, ge=1, le=65535)
+    expires: int | None = Field(default=None, ge=30, le=86400)
+
+
+class NtpParams(Strict):
+    server: str | None = None
+    server2: str | None = None
+
+
+class VlanParams(Strict):
+    id: int | None = Field(default=None, ge=1, le=4094)
+    priority: int | None = Field(default=None, ge=0, le=7)
+    pc_id: int | None = Field(default=None, ge=1, le=4094)
+
+
+class Key(Strict):
+    """A programmable key: line, BLF, speed dial, call park, DTMF or nothing."""
+
+    type: Literal["line", "blf", "speed_dial", "park", "dtmf", "none"]
+    value: str = ""
+    label: str = ""
+    line: int = Field(default=1, ge=1)
+
+
+class Screensaver(Strict):
+    url: str | None = None
+    timeout: int | None = Field(default=None, ge=15)
+
+
+class Resync(Strict):
+    """Nightly re-fetch window; the phone picks a random time between start and end."""
+
+    start: str = "02:00"
+    end: str = "04:00"
+    on_boot: bool = True
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
+            raise ValueError("must be HH:MM (24 h)")
+        return value
+
+
+class ProvisioningParams(Strict):
+    resync: Resync | None = None
+
+
+class Params(Strict):
+    """Vendor-neutral parameters; every field optional because each layer is partial."""
+
+    sip: SipParams | None = None
+    codecs: list[Codec] | None = None
+    ntp: NtpParams | None = None
+    timezone: str | None = None
+    language: str | None = None
+    admin_password: SecretRef | None = None
+    call_waiting: bool | None = None
+    vlan: VlanParams | None = None
+    line_keys: list[Key] | None = None
+    soft_keys: list[Key] | None = None
+    expansion_keys: list[Key] | None = None
+    screensaver: Screensaver | None = None
+    provisioning: ProvisioningParams | None = None
+    raw: dict[str, dict[str, str | int | float | bool]] | None = None
+
+    _check = field_validator("admin_password")(lambda v: v if v is None else _secret_ref(v))
+
+
+PARAM_NAMES = tuple(Params.model_fields)
+USER_OWNABLE = ("line_keys", "soft_keys", "expansion_keys", "language", "screensaver",
+                "call_waiting")
+FirmwareChoice = str  # "installed" or a catalog version
+
+
+# --- defaults.yaml, profiles, customers -------------------------------------------------------
+
+
+class Defaults(Strict):
+    params: dict[str, Any] = {}
+    model_params: dict[str, dict[str, Any]] = {}  # "yealink" or "yealink/T46U" -> params
+    firmware: FirmwareChoice = "installed"
+    model_profiles: dict[str, str] = {}  # "yealink/T46U" -> profile, for imports and BYOD
+
+
+class Profile(Strict):
+    name: str
+    vendor: str
+    models: list[str] = Field(min_length=1)
+    params: dict[str, Any] = {}
+    model_params: dict[str, dict[str, Any]] = {}
+    user_owned: list[Literal[USER_OWNABLE]] = []  # type: ignore[valid-type]
+    firmware: FirmwareChoice | None = None
+
+
+class CustomerSip(Strict):
+    domain: str
+    transport: Transport | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    outbound_proxy: str | None = None
+
+
+class Customer(Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    sip: CustomerSip | None = None
+    params: dict[str, Any] = {}
+    status: Literal["active", "terminated"] = "active"
+    model_profiles: dict[str, str] = {}  # "yealink/T46U" -> profile; wins over defaults'
+
+
+# --- inventory and assignments ------------------------------------------------------------
+
+
+class RedirectWindow(Strict):
+    until: date | None = None
+    steal: bool = False
+
+
+class Device(Strict):
+    mac: str
+    model: str = Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9_.+-]+$")  # vendor/MODEL
+    profile: str
+    customer: str | None = None
+    owned_by_customer: bool = False
+    name: str = ""
+    serial: str | None = None
+    redirect: bool | RedirectWindow = False
+    params: dict[str, Any] = {}
+    firmware: FirmwareChoice | None = None
+    allow_downgrade: bool = False
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, value: object) -> str:
+        return normalize_mac(value)
+
+    @property
+    def vendor(self) -> str:
+        return self.model.split("/", 1)[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split("/", 1)[1]
+
+
+class PortRef(Strict):
+    mac: str
+    port: int = Field(default=1, ge=1)
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, value: object) -> str:
+        return normalize_mac(value)
+
+
+class Assignment(Strict):
+    account: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*/[0-9A-Za-z_.+-]+$")  # customer/extension
+    display_name: str = ""
+    password: SecretRef
+    auth_user: str | None = None
+    devices: list[PortRef] = Field(min_length=1)
+    params: dict[str, Any] = {}
+
+    _check = field_validator("password")(_secret_ref)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _ports(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"mac": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @property
+    def customer(self) -> str:
+        return self.account.split("/", 1)[0]
+
+    @property
+    def extension(self) -> str:
+        return self.account.split("/", 1)[1]
+
+
+# --- firmware ---------------------------------------------------------------------------------
+
+
+class FirmwareImage(Strict):
+    vendor: str
+    models: list[str] = Field(min_length=1)
+    version: str
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str | None = None  # path of the binary, relative to the repository
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        if not FIRMWARE_FILE.match(value):
+            raise ValueError("firmware file names may use only letters, digits and ._-()")
+        return value
+
+
+class FirmwarePin(Strict):
+    """Pin a version for models, optionally only for one customer."""
+
+    models: list[str] = Field(min_length=1)  # vendor/MODEL
+    version: str
+    customer: str | None = None
+
+
+class FirmwareFile(Strict):
+    catalog: list[FirmwareImage] = []
+    pins: list[FirmwarePin] = []

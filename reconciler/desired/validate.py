@@ -1,0 +1,454 @@
+"""Validate: every file against its pydantic model, then the cross-file rules.
+
+Every problem is collected (not just the first) and carries file:line and field. The result is a
+`DesiredState`: typed, checked, with each object's location kept for `explain` and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+import vendors
+from reconciler.core import layout
+from reconciler.core.errors import ConfigError, Problem
+from reconciler.desired.load import Doc, Key, Path_, Source, parse_yaml
+from reconciler.desired.schema import (
+    INHERIT,
+    Assignment,
+    Customer,
+    Defaults,
+    Device,
+    FirmwareFile,
+    FirmwareImage,
+    FirmwarePin,
+    Params,
+    Profile,
+    Provisioning,
+)
+from reconciler.desired.secrets import MissingSecret, Secrets
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Located(Generic[T]):
+    """A validated object and where it was written."""
+
+    value: T
+    doc: Doc
+    base: Path_ = ()
+
+    @property
+    def file(self) -> str:
+        return self.doc.file
+
+    def line(self, *path: Key) -> int:
+        return self.doc.line((*self.base, *path))
+
+
+@dataclass
+class DesiredState:
+    source: Source
+    provisioning: Located[Provisioning]
+    defaults: Located[Defaults]
+    profiles: dict[str, Located[Profile]]
+    customers: dict[str, Located[Customer]]
+    devices: dict[str, Located[Device]]  # by canonical MAC, in file order
+    assignments: list[Located[Assignment]]
+    catalog: list[Located[FirmwareImage]]
+    pins: list[Located[FirmwarePin]]
+    secrets: Secrets
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.source.root
+
+    @property
+    def revision(self) -> str:
+        return self.source.revision
+
+
+def strip_inherit(value: Any) -> Any:
+    """Drop null and "-" values: at a layer they mean "inherit from the layer below"."""
+    if isinstance(value, dict):
+        return {k: strip_inherit(v) for k, v in value.items() if v is not None and v != INHERIT}
+    return value
+
+
+def _problems(exc: ValidationError, doc: Doc, base: Path_ = ()) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        name = ".".join(str(x) for x in loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        out.append(Problem(doc.file, doc.line((*base, *loc)), name, message))
+    return out
+
+
+def _model(cls: type[T], data: Any, doc: Doc, problems: list[Problem],
+           base: Path_ = ()) -> T | None:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, doc, base))
+        return None
+
+
+def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Problem]) -> None:
+    """Check one layer's parameters against the vendor-neutral schema."""
+    if params:
+        _model(Params, strip_inherit(params), doc, problems, base)
+
+
+def load_state(source: Source, environ: dict[str, str] | None = None, *,
+               redacting: bool = False) -> DesiredState:
+    """Parse and validate everything; raise ConfigError with every problem found."""
+    problems: list[Problem] = []
+    docs: dict[str, Doc] = {}
+    for rel, data in source.files.items():
+        try:
+            docs[rel] = parse_yaml(rel, data)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+
+    prov_doc = docs.get("provisioning.yaml")
+    provisioning = None
+    if prov_doc is not None:
+        provisioning = _model(Provisioning, prov_doc.data or {}, prov_doc, problems)
+    elif "provisioning.yaml" not in source.files:
+        problems.append(Problem("provisioning.yaml", 0, "", "file is missing"))
+
+    defaults_doc = docs.get("defaults.yaml", Doc("defaults.yaml", {}, {(): 1}))
+    defaults = _model(Defaults, defaults_doc.data or {}, defaults_doc, problems) or Defaults()
+    _params(defaults.params, defaults_doc, ("params",), problems)
+    for key, layer in defaults.model_params.items():
+        _params(layer, defaults_doc, ("model_params", key), problems)
+
+    profiles = _named(docs, layout.PROFILES, Profile, "name", problems)
+    customers = _named(docs, layout.CUSTOMERS, Customer, "id", problems)
+    devices: dict[str, Located[Device]] = {}
+    assignments: list[Located[Assignment]] = []
+    catalog: list[Located[FirmwareImage]] = []
+    pins: list[Located[FirmwarePin]] = []
+
+    for rel, doc in docs.items():
+        if rel.startswith(layout.DEVICES):
+            for i, item in _items(doc, problems):
+                dev = _model(Device, item, doc, problems, (i,))
+                if dev is None:
+                    continue
+                here = Located(dev, doc, (i,))
+                if dev.mac in devices:
+                    first = devices[dev.mac]
+                    problems.append(Problem(rel, here.line("mac"), "mac",
+                                            f"duplicate MAC {dev.mac}: also in "
+                                            f"{first.file}:{first.line('mac')}"))
+                    continue
+                devices[dev.mac] = here
+                _params(dev.params, doc, (i, "params"), problems)
+        elif rel.startswith(layout.ASSIGNMENTS):
+            for i, item in _items(doc, problems):
+                acc = _model(Assignment, item, doc, problems, (i,))
+                if acc is not None:
+                    assignments.append(Located(acc, doc, (i,)))
+                    _params(acc.params, doc, (i, "params"), problems)
+        elif rel.startswith(layout.FIRMWARE):
+            fw = _model(FirmwareFile, doc.data or {}, doc, problems)
+            if fw is not None:
+                catalog += [Located(img, doc, ("catalog", i)) for i, img in enumerate(fw.catalog)]
+                pins += [Located(pin, doc, ("pins", i)) for i, pin in enumerate(fw.pins)]
+    for located in profiles.values():
+        _params(located.value.params, located.doc, ("params",), problems)
+        for key, layer in located.value.model_params.items():
+            _params(layer, located.doc, ("model_params", key), problems)
+    for customer in customers.values():
+        _params(customer.value.params, customer.doc, ("params",), problems)
+
+    if provisioning is None or prov_doc is None:
+        raise ConfigError(problems)
+    prov = Located(provisioning, prov_doc)
+    secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
+                      fleet_secret=provisioning.fleet.secret,
+                      age_file=provisioning.secrets.age_file)
+    state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
+                         devices, assignments, catalog, pins, secrets)
+    problems += cross_check(state)
+    errors = [p for p in problems if p.severity == "error"]
+    state.warnings = [p for p in problems if p.severity == "warning"]
+    if errors:
+        raise ConfigError(problems)
+    return state
+
+
+def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
+    if doc.data is None:
+        return []
+    if not isinstance(doc.data, list):
+        problems.append(Problem(doc.file, 1, "", "must be a list"))
+        return []
+    return enumerate(doc.data)
+
+
+def _named(docs: dict[str, Doc], prefix: str, cls: type[T], key: str,
+           problems: list[Problem]) -> dict[str, Located[T]]:
+    out: dict[str, Located[T]] = {}
+    for rel, doc in docs.items():
+        if not rel.startswith(prefix):
+            continue
+        obj = _model(cls, doc.data or {}, doc, problems)
+        if obj is None:
+            continue
+        name = getattr(obj, key)
+        if name in out:
+            problems.append(Problem(rel, doc.line((key,)), key,
+                                    f"duplicate {key} {name!r}: also in {out[name].file}"))
+            continue
+        out[name] = Located(obj, doc)
+    return out
+
+
+# --- cross-file rules ----------------------------------------------------------------------
+
+
+def extension_for(extension: str, index: int) -> str:
+    """The SIP user of an account's n-th phone: 201, 91201, 92201, ... 97201."""
+    return extension if index == 0 else f"9{index}{extension}"
+
+
+def cross_check(state: DesiredState) -> list[Problem]:
+    problems: list[Problem] = []
+    add = problems.append
+    prov = state.provisioning
+    policy = prov.value.policy
+
+    for name, target in prov.value.targets.items():
+        for cust in target.customers or []:
+            if cust not in state.customers:
+                add(Problem(prov.file, prov.line("targets", name, "customers"),
+                            f"targets.{name}.customers", f"unknown customer {cust!r}"))
+
+    for ref in _provisioning_refs(prov.value):
+        _check_secret(state, ref, prov.file, prov.line(*ref[1]), ref[1], problems)
+
+    for prof in state.profiles.values():
+        p = prof.value
+        try:
+            vendor = vendors.get(p.vendor)
+        except KeyError:
+            add(Problem(prof.file, prof.line("vendor"), "vendor",
+                        f"unknown vendor {p.vendor!r} (known: {', '.join(vendors.KNOWN)})"))
+            continue
+        for i, model in enumerate(p.models):
+            if model not in vendor.models:
+                add(Problem(prof.file, prof.line("models", i), f"models.{i}",
+                            f"unknown {p.vendor} model {model!r}"))
+        if p.params.get("admin_password"):
+            _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
+                          prof.file, prof.line("params", "admin_password"),
+                          ("params", "admin_password"), problems, device=True)
+
+    if not state.devices:
+        add(Problem("devices/", 0, "", "no devices in the desired state: refusing to treat an "
+                    "empty inventory as 'remove everything'"))
+
+    for mac, located in state.devices.items():
+        d = located.value
+        profile = state.profiles.get(d.profile)
+        if profile is None:
+            add(Problem(located.file, located.line("profile"), "profile",
+                        f"unknown profile {d.profile!r}"))
+        try:
+            vendor = vendors.get(d.vendor)
+        except KeyError:
+            add(Problem(located.file, located.line("model"), "model",
+                        f"unknown vendor {d.vendor!r} in model {d.model!r}"))
+            continue
+        if d.model_name not in vendor.models:
+            add(Problem(located.file, located.line("model"), "model",
+                        f"unknown model {d.model!r} (known {d.vendor} models: "
+                        f"{', '.join(sorted(vendor.models))})"))
+        elif profile is not None and (profile.value.vendor != d.vendor
+                                      or d.model_name not in profile.value.models):
+            add(Problem(located.file, located.line("model"), "model",
+                        f"model {d.model!r} is not one of profile {d.profile!r}'s "
+                        f"({profile.value.vendor}: {', '.join(profile.value.models)})"))
+        if d.customer is not None and d.customer not in state.customers:
+            add(Problem(located.file, located.line("customer"), "customer",
+                        f"unknown customer {d.customer!r}"))
+        if d.owned_by_customer and d.customer is None:
+            add(Problem(located.file, located.line("owned_by_customer"), "owned_by_customer",
+                        "a phone owned by a customer must name that customer"))
+        customer = state.customers.get(d.customer or "")
+        if customer and customer.value.status == "terminated" and d.owned_by_customer:
+            add(Problem(located.file, located.line("mac"), "mac",
+                        f"customer {d.customer!r} is terminated: its owned phone {mac} must be "
+                        "removed from the inventory"))
+        elif customer and customer.value.status == "terminated":
+            add(Problem(located.file, located.line("customer"), "customer",
+                        f"customer {d.customer!r} is terminated: its allocated phone {mac} must "
+                        "return to the pool (provctl device move --pool)"))
+
+    _check_model_profiles(state, problems)
+    _check_assignments(state, policy.max_phones_per_account, problems)
+    _check_firmware(state, problems)
+    return problems
+
+
+def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:
+    refs: list[tuple[str, Path_]] = [(prov.fleet.secret, ("fleet", "secret"))]
+    for name, svc in prov.redirect.items():
+        for key in ("access_key", "secret", "key_id", "api_key"):
+            value = getattr(svc, key, None)
+            if value:
+                refs.append((value, ("redirect", name, key)))
+    for name, target in prov.targets.items():
+        value = getattr(target, "key_passphrase", None)
+        if value:
+            refs.append((value, ("targets", name, "key_passphrase")))
+    return refs
+
+
+def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
+    """model_profiles (defaults, customers): vendor/MODEL -> a profile that serves the model."""
+    tables: list[tuple[Located[Defaults] | Located[Customer], dict[str, str]]] = [
+        (state.defaults, state.defaults.value.model_profiles)]
+    tables += [(c, c.value.model_profiles) for c in state.customers.values()]
+    for located, table in tables:
+        for model, name in table.items():
+            where = located.line("model_profiles", model)
+            fieldname = f"model_profiles.{model}"
+            vendor_name, _, model_name = model.partition("/")
+            profile = state.profiles.get(name)
+            if profile is None:
+                problems.append(Problem(located.file, where, fieldname,
+                                        f"unknown profile {name!r}"))
+            elif profile.value.vendor != vendor_name or model_name not in profile.value.models:
+                problems.append(Problem(located.file, where, fieldname,
+                                        f"model {model!r} is not one of profile {name!r}'s "
+                                        f"({profile.value.vendor}: "
+                                        f"{', '.join(profile.value.models)})"))
+
+
+def _check_secret(state: DesiredState, ref: tuple[str, Path_], file: str, line: int,
+                  path: Path_, problems: list[Problem], *, device: bool = False) -> None:
+    try:
+        state.secrets.check(ref[0], device=device)
+    except MissingSecret as exc:
+        problems.append(Problem(file, line, ".".join(map(str, path)), str(exc)))
+
+
+def _check_assignments(state: DesiredState, max_phones: int, problems: list[Problem]) -> None:
+    add = problems.append
+    taken: dict[tuple[str, int], str] = {}
+    device_customer: dict[str, tuple[str, str]] = {}
+    for located in state.assignments:
+        a = located.value
+        if a.customer not in state.customers:
+            add(Problem(located.file, located.line("account"), "account",
+                        f"unknown customer {a.customer!r} in account {a.account!r}"))
+        elif state.customers[a.customer].value.status == "terminated":
+            add(Problem(located.file, located.line("account"), "account",
+                        f"customer {a.customer!r} is terminated: remove account {a.account!r}"))
+        _check_secret(state, (a.password, ("password",)), located.file,
+                      located.line("password"), ("password",), problems)
+        macs = list(dict.fromkeys(ref.mac for ref in a.devices))
+        if len(macs) > max_phones:
+            add(Problem(located.file, located.line("devices"), "devices",
+                        f"account {a.account} has {len(macs)} phones; at most {max_phones} "
+                        f"(extensions {a.extension}, {extension_for(a.extension, 1)} … "
+                        f"{extension_for(a.extension, max_phones - 1)})"))
+        for i, ref in enumerate(a.devices):
+            where = located.line("devices", i)
+            dev = state.devices.get(ref.mac)
+            if dev is None:
+                add(Problem(located.file, where, f"devices.{i}",
+                            f"unknown device {ref.mac} (not in devices/)"))
+                continue
+            d = dev.value
+            if d.customer is not None and d.customer != a.customer:
+                what = "owned by" if d.owned_by_customer else "allocated to"
+                add(Problem(located.file, where, f"devices.{i}",
+                            f"device {ref.mac} is {what} customer {d.customer!r} and cannot be "
+                            f"assigned to account {a.account} of customer {a.customer!r}"))
+            first = device_customer.setdefault(ref.mac, (a.customer, a.account))
+            if first[0] != a.customer:
+                add(Problem(located.file, where, f"devices.{i}",
+                            f"device {ref.mac} is also assigned to {first[1]} of another "
+                            "customer"))
+            try:
+                lines = vendors.get(d.vendor).models[d.model_name].lines
+            except KeyError:
+                continue  # reported with the device
+            if ref.port > lines:
+                add(Problem(located.file, where, f"devices.{i}.port",
+                            f"{d.model} has {lines} line(s); port {ref.port} does not exist"))
+            key = (ref.mac, ref.port)
+            if key in taken:
+                add(Problem(located.file, where, f"devices.{i}",
+                            f"port {ref.port} of {ref.mac} is already assigned to {taken[key]}"))
+            else:
+                taken[key] = a.account
+
+
+def _check_firmware(state: DesiredState, problems: list[Problem]) -> None:
+    add = problems.append
+    known: set[tuple[str, str, str]] = set()  # (vendor, model, version)
+    for located in state.catalog:
+        img = located.value
+        try:
+            vendor = vendors.get(img.vendor)
+        except KeyError:
+            add(Problem(located.file, located.line("vendor"), "vendor",
+                        f"unknown vendor {img.vendor!r}"))
+            continue
+        try:
+            vendor.firmware_version(img.version)
+        except ValueError as exc:
+            add(Problem(located.file, located.line("version"), "version", str(exc)))
+            continue
+        for i, model in enumerate(img.models):
+            info = vendor.models.get(model)
+            if info is None:
+                add(Problem(located.file, located.line("models", i), f"models.{i}",
+                            f"unknown {img.vendor} model {model!r}"))
+                continue
+            why = vendor.check_firmware(info, img.version)
+            if why:
+                add(Problem(located.file, located.line("version"), "version", why))
+            known.add((img.vendor, model, img.version))
+
+    def check_choice(choice: str | None, models: Iterable[str], file: str, line: int,
+                     fieldname: str) -> None:
+        if choice is None or choice == "installed":
+            return
+        for model in models:
+            vendor, _, name = model.partition("/")
+            if (vendor, name, choice) not in known:
+                add(Problem(file, line, fieldname,
+                            f"firmware {choice} for {model} is not in the firmware catalog"))
+
+    for pin in state.pins:
+        check_choice(pin.value.version, pin.value.models, pin.file, pin.line("version"),
+                     "version")
+        if pin.value.customer and pin.value.customer not in state.customers:
+            add(Problem(pin.file, pin.line("customer"), "customer",
+                        f"unknown customer {pin.value.customer!r}"))
+    for prof in state.profiles.values():
+        p = prof.value
+        check_choice(p.firmware, [f"{p.vendor}/{m}" for m in p.models], prof.file,
+                     prof.line("firmware"), "firmware")
+    for dev in state.devices.values():
+        check_choice(dev.value.firmware, [dev.value.model], dev.file, dev.line("firmware"),
+                     "firmware")

@@ -1,0 +1,118 @@
+"""History: the commits that changed what one phone gets, and when each reached a target.
+
+A commit counts when the phone's rendered files differ from the previous commit's — so a change
+to a profile, a customer or the defaults that reached the phone through the layers counts, and
+a change elsewhere does not. Files are rendered with secrets redacted; "when applied" comes from
+the git notes the reconciler writes (refs/notes/provctl) on the applied commit or a later one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.core.errors import ConfigError, Problem
+from reconciler.desired.load import git_repo, read_source
+from reconciler.desired.validate import load_state
+from reconciler.gitops.repo import read_notes
+from reconciler.render.addressing import shorten_tokens
+from reconciler.render.renderer import Renderer
+
+
+@dataclass
+class Change:
+    commit: str
+    author: str
+    date: str
+    message: str
+    what: str  # "added", "changed", "removed", "invalid"
+    diff: list[str] = field(default_factory=list)  # redacted, a summary of changed lines
+    applied: list[str] = field(default_factory=list)  # note lines saying where and when
+
+
+def _phone_files(repo: Path, rev: str, mac: str) -> dict[str, str] | None:
+    """name -> redacted content of the phone's files at a revision; None when absent."""
+    state = load_state(read_source(repo, rev), redacting=True)
+    if mac not in state.devices:
+        return None
+    renderer = Renderer(state)
+    device = renderer.resolved()[mac]
+    target = renderer.primary_target(device)
+    if target is None:
+        return {}
+    return {art.path.rpartition("/")[2]: art.content().decode("utf-8", "replace")
+            for art in renderer.render_device(device, target) if art.source is None}
+
+
+def _summary(before: dict[str, str], after: dict[str, str], limit: int = 12) -> list[str]:
+    out = []
+    for name in sorted(set(before) | set(after)):
+        a = before.get(name, "").splitlines()
+        b = after.get(name, "").splitlines()
+        lines = [line for line in difflib.unified_diff(a, b, lineterm="", n=0)
+                 if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        if lines:
+            out.append(f"{name}:")
+            out += [f"  {shorten_tokens(line)}" for line in lines[:limit]]
+            if len(lines) > limit:
+                out.append(f"  … {len(lines) - limit} more line(s)")
+    return out
+
+
+def history(repo: Path, mac: str, max_count: int = 100) -> list[Change]:
+    grepo = git_repo(repo)
+    if grepo is None:
+        raise ConfigError([Problem(str(repo), 0, "", "history needs a git repository")])
+    prefix = repo.resolve().relative_to(Path(grepo.working_tree_dir).resolve()).as_posix()
+    paths = None if prefix == "." else prefix
+    commits = list(grepo.iter_commits("HEAD", paths=paths, max_count=max_count))[::-1]
+    notes = read_notes(repo)
+    order = {c.hexsha: i for i, c in enumerate(commits)}
+    changes: list[Change] = []
+    previous: dict[str, str] | None = None
+    for commit in commits:
+        meta = dict(commit=commit.hexsha, author=f"{commit.author.name} <{commit.author.email}>",
+                    date=commit.committed_datetime.isoformat(),
+                    message=commit.message.strip().splitlines()[0] if commit.message else "")
+        try:
+            files = _phone_files(repo, commit.hexsha, mac)
+        except ConfigError:
+            changes.append(Change(**meta, what="invalid"))
+            continue
+        if files == previous:
+            continue
+        what = ("added" if previous is None and files is not None else
+                "removed" if files is None else "changed")
+        changes.append(Change(**meta, what=what, diff=_summary(previous or {}, files or {})))
+        previous = files
+    # When applied: the note on the commit itself, or on the first later commit that has one.
+    for change in changes:
+        if change.what == "invalid":
+            continue
+        start = order[change.commit]
+        for later in commits[start:]:
+            if later.hexsha in notes:
+                suffix = "" if later.hexsha == change.commit else f" (with {later.hexsha[:10]})"
+                change.applied = [f"{line}{suffix}" for line in notes[later.hexsha]]
+                break
+    return changes
+
+
+def history_text(mac: str, changes: list[Change]) -> str:
+    if not changes:
+        return f"no commit changed what {mac} gets\n"
+    out = []
+    for c in changes:
+        out.append(f"{c.commit[:10]}  {c.date}  {c.author}")
+        out.append(f"    {c.message}")
+        if c.what == "invalid":
+            out.append("    (this revision did not validate; nothing of it was applied)")
+            continue
+        out.append(f"    {c.what}:")
+        out += [f"      {line}" for line in c.diff]
+        if c.applied:
+            out += [f"    {line}" for line in c.applied]
+        else:
+            out.append("    not applied yet")
+    return "\n".join(out) + "\n"

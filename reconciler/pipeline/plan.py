@@ -1,0 +1,200 @@
+"""Diff and plan: (rendered artifacts, observed snapshot) -> Plan. Pure: no I/O, no clock.
+
+A plan is a small closed set of frozen changes in a stable order — put file, delete file (and
+the redirect changes of redirect/plan.py) — with a checksum over them, so `apply --plan FILE`
+can refuse a plan that no longer matches a fresh one. Safety rules are evaluated here and
+recorded as refusals; the executor will not apply a plan that has any unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from reconciler.render.addressing import show_path
+from reconciler.targets.base import FileStat, Manifest
+
+FORMAT = "provctl-plan/1"
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the planner needs of an artifact: its digest, not its bytes."""
+
+    sha256: str
+    size: int
+    device: str | None = None
+    firmware: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One target as observed: its manifest and, when scanned, what is really there."""
+
+    target: str
+    manifest: Manifest = field(default_factory=Manifest)
+    present: Mapping[str, FileStat] | None = None  # scan of managed directories
+    verified: Mapping[str, str | None] | None = None  # --verify: path -> sha256 read back
+    error: str | None = None  # the target could not be observed
+    pending: frozenset[str] = frozenset()  # journal of an interrupted apply: ours, content unknown
+
+
+@dataclass(frozen=True, order=True)
+class FileChange:
+    target: str
+    path: str
+    action: Literal["put", "delete"]
+    reason: Literal["create", "update", "heal", "prune"]
+    sha256: str
+    size: int
+    device: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Drift:
+    target: str
+    path: str
+    kind: Literal["missing", "modified", "replaced"]
+    detail: str
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    target: str
+    managed: int  # files in the manifest before the run
+    unchanged: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    revision: str
+    changes: tuple[FileChange, ...] = ()
+    redirects: tuple[Any, ...] = ()  # redirect.plan.RedirectChange
+    drift: tuple[Drift, ...] = ()
+    targets: tuple[TargetSummary, ...] = ()
+    refusals: tuple[str, ...] = ()  # safety rules that stop apply unless --force
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.actionable_redirects
+
+    @property
+    def actionable_redirects(self) -> tuple[Any, ...]:
+        return tuple(r for r in self.redirects if r.action != "conflict")
+
+    def checksum(self) -> str:
+        body = {
+            "changes": [asdict(c) for c in self.changes],
+            "redirects": [asdict(r) for r in self.actionable_redirects],
+        }
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(data).hexdigest()
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "heal": 0, "prune": 0}
+        for change in self.changes:
+            out[change.reason] += 1
+        for r in self.redirects:
+            out[r.action] = out.get(r.action, 0) + 1
+        out["drift"] = len(self.drift)
+        out["unchanged"] = sum(t.unchanged for t in self.targets)
+        return out
+
+
+def diff_target(
+    desired: Mapping[str, Desired],
+    observed: Observed,
+    *,
+    prune: bool,
+    heal: bool,
+    max_delete_percent: float,
+    force: bool,
+    downgrade: Callable[[str, str, str], str | None] = lambda device, old, new: None,
+) -> tuple[list[FileChange], list[Drift], TargetSummary, list[str]]:
+    """Changes for one target: put what differs from the manifest, delete what the manifest
+    lists but is no longer desired. Files the reconciler did not publish are never touched."""
+    name = observed.target
+    manifest = observed.manifest.files
+    changes: list[FileChange] = []
+    drift: list[Drift] = []
+    refusals: list[str] = []
+    unchanged = 0
+    pending = observed.pending
+    for path, want in desired.items():
+        have = manifest.get(path)
+        if path in pending:
+            # An interrupted apply may or may not have written it: write it again.
+            changes.append(FileChange(name, path, "put", "update" if have else "create",
+                                      want.sha256, want.size, want.device))
+            continue
+        if have is None:
+            if observed.present is not None and path in observed.present:
+                # Someone else's file sits where ours goes: never overwrite it silently.
+                refusals.append(f"target {name}: {_show(path)} exists but was not published "
+                                "by provctl; remove it or use --force to replace it")
+            changes.append(FileChange(name, path, "put", "create", want.sha256, want.size,
+                                      want.device))
+            continue
+        if have.sha256 != want.sha256:
+            if have.firmware and want.firmware and want.device:
+                why = downgrade(want.device, have.firmware, want.firmware)
+                if why:
+                    refusals.append(f"target {name}: {why}")
+            changes.append(FileChange(name, path, "put", "update", want.sha256, want.size,
+                                      want.device))
+            continue
+        found = _drift(name, path, have.size, have.mtime, have.sha256, observed)
+        if found is None:
+            unchanged += 1
+            continue
+        drift.append(found)
+        if heal:
+            changes.append(FileChange(name, path, "put", "heal", want.sha256, want.size,
+                                      want.device))
+        else:
+            unchanged += 1
+    if prune:
+        deletes = [FileChange(name, path, "delete", "prune", entry.sha256, entry.size)
+                   for path, entry in manifest.items() if path not in desired]
+        deletes += [FileChange(name, path, "delete", "prune", "", 0) for path in sorted(pending)
+                    if path not in desired and path not in manifest]
+        managed = len(set(manifest) | pending)
+        if deletes and not force:
+            percent = 100.0 * len(deletes) / max(managed, 1)
+            if percent > max_delete_percent:
+                refusals.append(
+                    f"target {name}: would delete {len(deletes)} of {managed} managed "
+                    f"files ({percent:.1f}%), above policy.max_delete_percent "
+                    f"({max_delete_percent:g}%); use --force to allow it")
+        changes += deletes
+    summary = TargetSummary(name, len(manifest), unchanged)
+    return sorted(changes), sorted(drift), summary, refusals
+
+
+def _drift(target: str, path: str, size: int, mtime: float, sha256: str,
+           observed: Observed) -> Drift | None:
+    if observed.verified is not None and path in observed.verified:
+        got = observed.verified[path]
+        if got is None:
+            return Drift(target, path, "missing", "file is gone from the host")
+        if got != sha256:
+            return Drift(target, path, "modified", f"content differs (sha256 {got[:12]}…)")
+        return None
+    if observed.present is None:
+        return None
+    stat = observed.present.get(path)
+    if stat is None:
+        return Drift(target, path, "missing", "file is gone from the host")
+    if stat.size != size:
+        return Drift(target, path, "modified", f"size {stat.size}, published {size}")
+    if mtime and abs(stat.mtime - mtime) > 1.0:
+        return Drift(target, path, "replaced", "modification time differs from the publish")
+    return None
+
+
+def _show(path: str) -> str:
+    return show_path(path)

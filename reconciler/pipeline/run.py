@@ -1,0 +1,401 @@
+"""The pipeline, in order:
+
+    load → validate → resolve → render → observe → diff → plan → apply → record
+
+`load_desired` does load..render (pure once the files are read), `observe` only reads targets,
+`make_plan` is pure, `apply_plan` is the only writer and consumes a plan, `record` writes
+receipts and status. The CLI calls `plan()` or `apply()`; nothing else orchestrates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import vendors
+from reconciler.core.errors import (
+    ConfigError,
+    LockHeld,
+    PlanMismatch,
+    Problem,
+    ProvctlError,
+    UnsafePlan,
+)
+from reconciler.desired.load import read_source
+from reconciler.desired.validate import DesiredState, load_state
+from reconciler.gitops import repo as gitrepo
+from reconciler.pipeline import receipt as record
+from reconciler.pipeline.apply import TargetResult, execute, read_journal
+from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
+from reconciler.redirect import stage as redirects
+from reconciler.render.addressing import show_path
+from reconciler.render.cache import RenderCache, cache_path
+from reconciler.render.renderer import Artifact, Renderer
+from reconciler.targets import open_target
+from reconciler.targets.base import Target
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = 30 * 60.0  # seconds; an apply that dies leaves a lock others may take over after this
+
+
+@dataclass
+class Options:
+    repo: Path
+    rev: str | None = None
+    targets: list[str] | None = None  # None = every target
+    prune: bool | None = None  # None = policy.prune
+    force: bool = False
+    verify: bool = False  # read files back and hash them
+    heal: bool | None = None  # None = policy.drift == "heal"
+    state_dir: Path | None = None
+    environ: Mapping[str, str] | None = None
+    use_cache: bool = True  # incremental rendering (render_cache.py)
+    redacting: bool = False  # secrets as placeholders (validate --no-secrets)
+    now: datetime | None = None  # the clock, for redirect windows (tests pass one)
+    redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
+    stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+
+
+@dataclass
+class RenderedState:
+    """The desired state, validated and rendered: per target, path -> artifact."""
+
+    state: DesiredState
+    renderer: Renderer
+    artifacts: dict[str, dict[str, Artifact]]  # target -> path -> artifact
+
+    def addresses(self) -> redirects.Addresses:
+        """What the redirect stage needs: addressing and each phone's effective customer."""
+        customers = {mac: d.customer for mac, d in self.renderer.resolved().items()}
+        return redirects.Addresses(self.state, self.renderer.addressing, customers)
+
+
+def load_desired(opts: Options) -> RenderedState:
+    """load → validate → resolve → render, for the targets asked for."""
+    source = read_source(opts.repo, opts.rev)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
+                       redacting=opts.redacting)
+    names = target_names(state, opts.targets)
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    cache = None
+    if opts.use_cache and not opts.redacting:
+        fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
+        cache = RenderCache(cache_path(state_dir), fleet_secret)
+    renderer = Renderer(state, cache)
+    artifacts: dict[str, dict[str, Artifact]] = {}
+    problems: list[Problem] = []
+    for name in names:
+        try:
+            artifacts[name] = renderer.render_target(name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(sorted(set(problems)))
+    if cache is not None:
+        if opts.targets is None:
+            cache.retain(renderer.cache_keys)
+        cache.save()
+    return RenderedState(state, renderer, artifacts)
+
+
+def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
+    known = list(state.provisioning.value.targets)
+    if not wanted:
+        return known
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
+                                   "targets", f"unknown target {u!r} (known: {', '.join(known)})")
+                           for u in unknown])
+    return wanted
+
+
+@contextlib.contextmanager
+def opened(desired: RenderedState) -> Iterator[dict[str, Target]]:
+    state = desired.state
+    targets: dict[str, Target] = {}
+    try:
+        for name in desired.artifacts:
+            spec = state.provisioning.value.targets[name]
+            targets[name] = open_target(name, spec, state.root, state.secrets.resolve)
+        yield targets
+    finally:
+        for target in targets.values():
+            with contextlib.suppress(Exception):
+                target.close()
+
+
+def _directories(paths: Any) -> set[str]:
+    return {p.rpartition("/")[0] for p in paths}
+
+
+def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool) -> Observed:
+    """Read-only: the manifest, a scan of the managed directories, and (--verify) hashes."""
+    try:
+        manifest = target.read_manifest()
+        wanted = set(desired) | set(manifest.files)
+        present = target.scan(_directories(wanted))
+        verified = None
+        if verify:
+            paths = sorted(manifest.files)
+            read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
+            contents = read_many(paths) if read_many else {p: target.read(p) for p in paths}
+            verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
+                        for p, data in contents.items()}
+        return Observed(target.name, manifest, present, verified, None, read_journal(target))
+    except ProvctlError as exc:
+        return Observed(target.name, error=str(exc))
+
+
+def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
+              snapshot: redirects.RedirectSnapshot | None = None,
+              now: datetime | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
+    state = desired.state
+    policy = state.provisioning.value.policy
+    prune = policy.prune if opts.prune is None else opts.prune
+    heal = policy.drift == "heal" if opts.heal is None else opts.heal
+    changes, drift, summaries, refusals = [], [], [], []
+
+    def downgrade(mac: str, old: str, new: str) -> str | None:
+        device = state.devices.get(mac)
+        if device is None or policy.allow_downgrade or device.value.allow_downgrade:
+            return None
+        vendor = vendors.get(device.value.vendor)
+        try:
+            if vendor.firmware_version(new) < vendor.firmware_version(old):
+                return (f"firmware downgrade of {mac} from {old} to {new} refused (set "
+                        "allow_downgrade: true on the device or in policy)")
+        except ValueError:
+            return None
+        return None
+
+    for name, artifacts in desired.artifacts.items():
+        obs = observed[name]
+        if obs.error is not None:
+            from reconciler.pipeline.plan import TargetSummary
+
+            summaries.append(TargetSummary(name, 0, 0, obs.error))
+            continue
+        want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
+                                 max_delete_percent=policy.max_delete_percent, force=opts.force,
+                                 downgrade=downgrade)
+        changes += c
+        drift += d
+        summaries.append(s)
+        refusals += r
+    redirect_changes: list[Any] = []
+    if snapshot is not None and now is not None:
+        from reconciler.pipeline.plan import TargetSummary
+        from reconciler.redirect.plan import raise_if_unsafe
+
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        try:
+            raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
+                            force=opts.force)
+        except UnsafePlan as exc:
+            refusals.append(str(exc))
+        for service, error in sorted(snapshot.errors.items()):
+            summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
+    return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
+                tuple(summaries), tuple(refusals))
+
+
+@contextlib.contextmanager
+def redirect_clients(desired: RenderedState, opts: Options) -> Iterator[redirects.Clients | None]:
+    if not desired.state.provisioning.value.redirect or opts.targets:
+        yield None  # no services, or a run limited to some targets: registrations untouched
+        return
+    clients = (redirects.Clients(desired.state, opts.redirect_factory)
+               if opts.redirect_factory else redirects.Clients(desired.state))
+    try:
+        yield clients
+    finally:
+        clients.close()
+
+
+def _now(opts: Options) -> datetime:
+    return opts.now or datetime.now(UTC)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    desired: RenderedState
+
+    @property
+    def exit_code(self) -> int:
+        if any(t.error for t in self.plan.targets):
+            return 1
+        if self.plan.refusals or any(r.action == "conflict" for r in self.plan.redirects):
+            return 3
+        return 0 if self.plan.empty and not self.plan.drift else 2
+
+
+def plan(opts: Options) -> PlanResult:
+    desired = load_desired(opts)
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    with opened(desired) as targets, redirect_clients(desired, opts) as clients:
+        observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
+                    for name, t in targets.items()}
+        snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    results: dict[str, TargetResult] = field(default_factory=dict)
+    receipt: dict[str, Any] = field(default_factory=dict)
+    redirect: redirects.RedirectResult | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.error and r.error.startswith("refused:") for r in self.results.values()):
+            return 3
+        if any(not r.ok for r in self.results.values()) or any(
+                t.error for t in self.plan.targets) or (self.redirect and self.redirect.failed):
+            return 1
+        if self.redirect and self.redirect.conflicts:
+            return 3
+        return 0 if self.plan.empty else 2
+
+
+def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
+    """Lock the targets, observe, plan, check the plan, then write in this order: files put,
+    redirect registrations (deregistrations first), files deleted; record; unlock."""
+    desired = load_desired(opts)
+    state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    started = time.time()
+    now = _now(opts)
+    locks = {}
+    results: dict[str, TargetResult] = {}
+    with opened(desired) as targets, redirect_clients(desired, opts) as clients:
+        try:
+            for name, target in targets.items():
+                try:
+                    locks[name] = target.acquire_lock(record.trigger(), LOCK_TTL)
+                except LockHeld as exc:
+                    results[name] = TargetResult(name, error=f"refused: {exc}")
+                except ProvctlError as exc:
+                    results[name] = TargetResult(name, error=str(exc))
+            live = {n: t for n, t in targets.items() if n in locks}
+            observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
+                        for n, t in live.items()}
+            snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
+                        if clients and not results else None)
+            desired_live = RenderedState(desired.state, desired.renderer,
+                                    {n: desired.artifacts[n] for n in live})
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now)
+            if expected_checksum is not None and the_plan.checksum() != expected_checksum:
+                raise PlanMismatch(
+                    f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
+                    f"({the_plan.checksum()[:12]}…): the desired state or a target changed; "
+                    "plan again")
+            if the_plan.refusals and not opts.force:
+                raise UnsafePlan("; ".join(the_plan.refusals))
+
+            def run_phase(action: str) -> None:
+                for name, target in live.items():
+                    obs = observed[name]
+                    if obs.error is not None:
+                        results[name] = TargetResult(name, error=obs.error)
+                        continue
+                    if name in results and results[name].error:
+                        continue
+                    changes = [c for c in the_plan.changes
+                               if c.target == name and c.action == action]
+                    manifest = obs.manifest if action == "put" else target.read_manifest()
+                    if not changes and not obs.pending and (
+                            manifest.revision == desired.state.revision):
+                        results.setdefault(name, TargetResult(name))
+                        continue
+                    result, _ = execute(target, changes, desired.artifacts[name], manifest,
+                                        desired.state.revision,
+                                        pending=obs.pending if action == "put" else frozenset(),
+                                        stop=opts.stop)
+                    if name in results:
+                        results[name].items += result.items
+                        results[name].error = results[name].error or result.error
+                    else:
+                        results[name] = result
+
+            run_phase("put")
+            redirect_result = None
+            if snapshot is not None and clients is not None and not opts.stop():
+                failed = {i.path for r in results.values() for i in r.failed}
+                skip = {c.device: f"its file {show_path(c.path)} failed to publish"
+                        for c in the_plan.changes if c.path in failed and c.device}
+                redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
+                                                  state_dir, now, skip)
+            run_phase("delete")
+            receipt = _receipt(the_plan, results, started, desired.state.revision,
+                               redirect_result)
+            if not the_plan.empty:
+                record.write_receipt(state_dir, receipt, live)
+            now_ts = time.time()
+            for name, result in results.items():
+                record.update_status(state_dir, name, desired.state.revision, result.ok,
+                                     now_ts, result.error)
+                if result.ok and not the_plan.empty:
+                    gitrepo.note_applied(
+                        opts.repo, desired.state.revision,
+                        f"applied to {name} at {record.iso(now_ts)} by {receipt['trigger']} "
+                        f"(receipt {receipt['id']}, {len(result.done)} change(s), plan "
+                        f"{receipt['plan_checksum'][:12]})")
+            return ApplyResult(the_plan, results, receipt, redirect_result)
+        finally:
+            for name, lock in locks.items():
+                with contextlib.suppress(ProvctlError, OSError):
+                    targets[name].release_lock(lock)
+
+
+def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
+             revision: str, redirect: redirects.RedirectResult | None = None) -> dict[str, Any]:
+    def change(c: Any, error: str | None = None) -> dict[str, Any]:
+        return {"action": c.action, "mac": c.mac, "service": c.service, "cause": c.cause,
+                "url": redirects.redact_url(c.url), "error": error}
+
+    return {
+        "id": uuid.uuid4().hex[:12],
+        "revision": revision,
+        "trigger": record.trigger(),
+        "plan_checksum": the_plan.checksum(),
+        "started": record.iso(started),
+        "ended": record.iso(time.time()),
+        "targets": {
+            name: {
+                "error": r.error,
+                "items": [dict(asdict(i), path=show_path(i.path)) for i in r.items],
+            }
+            for name, r in sorted(results.items())
+        },
+        "redirects": [] if redirect is None else (
+            [change(c) for c in redirect.done]
+            + [change(c, error) for c, error in redirect.failed]
+            + [change(c, "held by another account") for c in redirect.conflicts]),
+    }
+
+
+def read_plan_file(path: Path) -> str:
+    """The checksum of a plan written by `plan --format json`."""
+    import json
+
+    try:
+        body = json.loads(path.read_text())
+        return str(body["checksum"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([Problem(str(path), 0, "--plan", f"not a provctl plan: {exc}")]) from exc

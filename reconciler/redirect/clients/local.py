@@ -1,0 +1,146 @@
+"""`kind: local`: a redirect "service" that is a JSON file on this machine.
+
+The embedded default of the example fleet, and a stand-in wherever no vendor account exists.
+The file maps MAC → {url, account, registered_at}:
+
+    {"001565aabb01": {"account": "provctl", "registered_at": "2026-01-01T00:00:00+00:00",
+                      "url": "http://localhost:8080/t0k3n/"}}
+
+Entries under another `account` are held by someone else: registering such a MAC is a conflict
+unless the device says `steal: true`. `seed()` writes such an entry (tests, demos). Writes are
+atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.errors import RedirectError
+from reconciler.core.files import atomic_write
+from reconciler.redirect.base import DesiredRegistration, Remote
+
+log = logging.getLogger(__name__)
+
+ACCOUNT = "provctl"
+
+
+class LocalRegistry:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        account: str = ACCOUNT,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.name = name
+        self.path = path
+        self.account = account
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    # -- file ----------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise RedirectError(self.name, f"cannot read {self.path}: {exc}") from exc
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise ValueError("expected an object of MAC -> {url, account, registered_at}")
+        except ValueError as exc:
+            raise RedirectError(self.name, f"cannot read {self.path}: {exc}") from exc
+        return data
+
+    def _save(self, data: dict[str, dict[str, Any]]) -> None:
+        try:
+            atomic_write(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        except OSError as exc:
+            raise RedirectError(self.name, f"cannot write {self.path}: {exc}") from exc
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The whole registry (every account)."""
+        with self._lock:
+            return self._load()
+
+    def seed(self, mac: str, url: str, account: str) -> None:
+        """Put an entry under any account (simulate a MAC held by someone else)."""
+        with self._lock:
+            data = self._load()
+            data[mac] = {
+                "url": url, "account": account, "registered_at": self._clock().isoformat(),
+            }
+            self._save(data)
+
+    # -- RedirectClient ------------------------------------------------------------------
+
+    def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
+        data = self.entries()
+        found: dict[str, Remote] = {}
+        for mac in macs:
+            entry = data.get(mac)
+            if entry is None:
+                found[mac] = Remote(mac, "nobody")
+            elif entry.get("account") == self.account:
+                found[mac] = Remote(mac, "us", entry.get("url"))
+            else:
+                found[mac] = Remote(mac, "other")
+        return found
+
+    def register(self, reg: DesiredRegistration) -> None:
+        with self._lock:
+            data = self._load()
+            entry = data.get(reg.mac)
+            if entry is not None and entry.get("account") != self.account:
+                if not reg.steal:
+                    raise RedirectError(
+                        self.name, f"{reg.mac} is held by another account", conflict=True
+                    )
+                log.warning("%s: taking %s from another account (steal: true)",
+                            self.name, reg.mac)
+            data[reg.mac] = {
+                "url": reg.url,
+                "account": self.account,
+                "registered_at": self._clock().isoformat(),
+            }
+            self._save(data)
+        log.info("%s: registered %s", self.name, reg.mac)
+
+    def update(self, reg: DesiredRegistration) -> None:
+        with self._lock:
+            data = self._load()
+            entry = data.get(reg.mac)
+            if entry is None or entry.get("account") != self.account:
+                pass  # fall through to register (which checks ownership)
+            else:
+                entry["url"] = reg.url
+                self._save(data)
+                log.info("%s: updated %s", self.name, reg.mac)
+                return
+        self.register(reg)
+
+    def deregister(self, mac: str) -> None:
+        with self._lock:
+            data = self._load()
+            entry = data.get(mac)
+            if entry is None:
+                log.debug("%s: %s already deregistered", self.name, mac)
+                return
+            if entry.get("account") != self.account:
+                raise RedirectError(self.name, f"{mac} is held by another account", conflict=True)
+            del data[mac]
+            self._save(data)
+        log.info("%s: deregistered %s", self.name, mac)
+
+    def close(self) -> None:
+        pass

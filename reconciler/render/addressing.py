@@ -1,0 +1,72 @@
+"""Addressing: where a phone's files live and the URL it fetches them from.
+
+Shared by the renderer (which writes the URL into files) and the redirect stage (which registers
+it at a vendor's service), so both always agree. Pure: a function of provisioning.yaml, the fleet
+secret and the phone's MAC and customer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+from reconciler.desired.schema import LocalTarget, Provisioning, SftpTarget
+
+TargetSpec = LocalTarget | SftpTarget
+
+
+def url_token(fleet_secret: str, scope: str) -> str:
+    """The unguessable directory a phone fetches from: HMAC(fleet secret, MAC or customer)."""
+    mac = hmac.new(fleet_secret.encode(), f"provctl-url-token:{scope}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def serves(target: TargetSpec, customer: str | None) -> bool:
+    return target.customers is None or (customer is not None and customer in target.customers)
+
+
+class Addressing:
+    """Token directories, primary targets and provisioning URLs of one desired state."""
+
+    def __init__(self, provisioning: Provisioning, fleet_secret: str):
+        self.provisioning = provisioning
+        self.fleet_secret = fleet_secret
+
+    def directory(self, mac: str, customer: str | None) -> str:
+        """The token directory of a phone ("" when url_tokens is none)."""
+        mode = self.provisioning.url_tokens
+        if mode == "per-device":
+            return url_token(self.fleet_secret, mac)
+        if mode == "per-customer":
+            return url_token(self.fleet_secret, f"customer:{customer or '-pool-'}")
+        return ""
+
+    def primary_target(self, customer: str | None) -> str | None:
+        """The first target (in provisioning.yaml order) that serves the customer."""
+        for name, target in self.provisioning.targets.items():
+            if serves(target, customer):
+                return name
+        return None
+
+    def provisioning_url(self, mac: str, customer: str | None, target: str) -> str:
+        base = self.provisioning.targets[target].base_url
+        base = base if base.endswith("/") else base + "/"
+        directory = self.directory(mac, customer)
+        return f"{base}{directory}/" if directory else base
+
+
+_TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{6})[0-9a-f]{26}(?![0-9a-f])")
+
+
+def shorten_tokens(text: str) -> str:
+    """URL tokens inside rendered content, shortened like paths (for diffs people read)."""
+    return _TOKEN.sub(r"\1…", text)
+
+
+def show_path(path: str) -> str:
+    """A path for people: the URL token directory shortened so output never leaks it."""
+    head, sep, tail = path.partition("/")
+    if sep and len(head) == 32 and all(c in "0123456789abcdef" for c in head):
+        return f"{head[:6]}…/{tail}"
+    return path
