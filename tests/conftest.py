@@ -44,3 +44,25 @@ def sftp_root(sshd: SshServer, request: pytest.FixtureRequest) -> Path:
     root = sshd.root / f"{request.node.name[:60]}-{os.urandom(3).hex()}"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def nginx_factory(tmp_path):
+    """Start real nginx servers (tests/nginx.py) on 127.0.0.1; all stopped at the end."""
+    from nginx import NginxServer, nginx_missing_reason
+
+    reason = nginx_missing_reason()
+    if reason and os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(f"CI must run the nginx tests: {reason} (scripts/system-deps installs it)")
+    if reason:
+        pytest.skip(reason)
+    servers: list[NginxServer] = []
+
+    def start(root, server_block=None, access_log=None):
+        server = NginxServer(root, server_block, access_log).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.cleanup()
