@@ -127,6 +127,14 @@ class Resolver:
                 extension = extension_for(a.extension, phones.index(ref.mac))
                 self._ports.setdefault(ref.mac, []).append(_Port(ref.port, extension, located))
 
+    def customer(self, mac: str) -> str | None:
+        """The effective customer: allocated, else that of the phone's first account."""
+        return self.state.devices[mac].value.customer or self._account_customer.get(mac)
+
+    def shared(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+        """Parameters and origins of the layers below the device (shared; never mutate)."""
+        return self._shared_layers(d, customer)
+
     def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
         key = (d.model, d.profile, customer)
         cached = self._shared.get(key)

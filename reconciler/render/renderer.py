@@ -11,8 +11,10 @@ import gc
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from reconciler.desired.secrets import MissingSecret
 from reconciler.desired.validate import DesiredState
 from reconciler.render.addressing import Addressing, serves
 from reconciler.render.cache import RenderCache
+from reconciler.render.keys import PhoneKeys
 from reconciler.render.templating import TemplateError, render
 from vendors.base import FirmwareInput, LineInput, RenderInput
 
@@ -38,23 +41,30 @@ def render_processes() -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+@dataclass(frozen=True)
+class Phone:
+    """One phone rendered for one target: what a worker process sends back."""
+
+    files: tuple[tuple[str, str, int, bytes], ...] = ()  # name, sha256, size, bytes (packed?)
+    firmware: tuple[str, str, str, str | None] | None = None  # version, file, sha256, source
+    problems: tuple[Problem, ...] = ()
+    packed: bool = False  # bytes are zlib-compressed (many phones kept for apply)
+
+
+# A file of a phone: name, sha256, size, and its bytes (bytes, packed?) or None (from the cache)
+FileRow = tuple[str, str, int, tuple[bytes, bool] | None]
+
 # What a forked worker inherits (never pickled): the renderer and the phones to render.
 _WORKER: Renderer | None = None
-_WORK: list[tuple[str, str, RenderInput]] = []
-
-Rendered = list[tuple[str, bytes]]  # (file name, bytes) of one phone
+_WORK: tuple[str, list[str]] = ("", [])
 
 
-def _render_batch(span: tuple[int, int]) -> list[tuple[tuple[str, str], Rendered]]:
+def _render_batch(span: tuple[int, int]) -> tuple[int, list[Phone], set[Problem]]:
     renderer = _WORKER
     assert renderer is not None
-    out = []
-    for mac, target, rin in _WORK[span[0]:span[1]]:
-        try:
-            out.append(((mac, target), renderer._render_files(renderer.resolved()[mac], rin)))
-        except ConfigError:
-            pass  # found again, and reported, by render_device in the parent
-    return out
+    target, macs = _WORK
+    phones = [renderer.render_phone(mac, target, pack=True) for mac in macs[span[0]:span[1]]]
+    return span[0], phones, renderer.warnings
 
 
 @dataclass(frozen=True)
@@ -88,19 +98,29 @@ class Artifact:
 
 
 class Renderer:
-    def __init__(self, state: DesiredState, cache: RenderCache | None = None):
+    """Renders phones, incrementally when given a cache and the phones' keys.
+
+    A phone whose key (render/keys.py) is in the cache is neither resolved nor rendered: its
+    artifacts come from the cache entry and its bytes are rendered again only if a file must be
+    uploaded. The others are rendered, in forked worker processes when there are many, and their
+    bytes are kept (compressed) for apply, so the first apply renders each file once.
+    """
+
+    def __init__(self, state: DesiredState, cache: RenderCache | None = None,
+                 keys: PhoneKeys | None = None):
         self.state = state
         self.resolver = Resolver(state)
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         self.addressing = Addressing(state.provisioning.value, self.fleet_secret)
         self.cache = cache
+        self.keys = keys if cache is not None else None
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
+        self.rendered = 0  # phones rendered (not found in the cache) in this run
         self._resolved: dict[str, ResolvedDevice] | None = None
-        self._last: tuple[str | None, dict[str, bytes]] | None = None
+        self._last: tuple[tuple[str, str], dict[str, bytes]] | None = None
         self.warnings: set[Problem] = set()
-        # (mac, target) -> (input, cache key), computed by the parallel pass
-        self._inputs: dict[tuple[str, str], tuple[RenderInput, str | None]] = {}
-        self._prerendered: dict[tuple[str, str], Rendered] = {}  # (mac, target): from workers
+        self._unsupported: dict[tuple[str, str, str | None], list[tuple[str, str, int]]] = {}
+        self._binaries: dict[Path, int | str] = {}  # firmware source -> size, or why not
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -116,6 +136,10 @@ class Renderer:
             self._resolved = out
         return self._resolved
 
+    def customer_of(self, mac: str) -> str | None:
+        """A phone's effective customer, without resolving it."""
+        return self.resolver.customer(mac)
+
     def directory(self, device: ResolvedDevice) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""
         return self.addressing.directory(device.mac, device.customer)
@@ -129,106 +153,137 @@ class Renderer:
     def render_target(self, target: str, macs: Iterable[str] | None = None) -> dict[str, Artifact]:
         """All files of one target: path -> Artifact. Raises ConfigError with every problem."""
         spec = self.state.provisioning.value.targets[target]
-        resolved = self.resolved()
-        wanted = resolved.values() if macs is None else [resolved[m] for m in macs]
+        chosen = self.state.devices if macs is None else list(macs)
+        served = [mac for mac in chosen if serves(spec, self.customer_of(mac))]
         problems: list[Problem] = []
         files: dict[str, Artifact] = {}
-        self._render_misses_in_parallel([d for d in wanted if serves(spec, d.customer)], target)
-        for device in wanted:
-            if not serves(spec, device.customer):
+        misses: list[tuple[str, str | None]] = []
+        for mac in served:
+            key = self.keys.key(mac, target) if self.keys is not None else None
+            entry = self.cache.get(key) if self.cache is not None and key else None
+            if entry is None:
+                misses.append((mac, key))
                 continue
+            assert key is not None
+            self.cache_keys.add(key)
+            names: list[FileRow] = [(name, sha, size, None) for name, sha, size in entry[0]]
+            firmware = tuple(entry[1]) if entry[1] else None
             try:
-                for artifact in self.render_device(device, target):
-                    files[artifact.path] = artifact
+                for art in self._artifacts(mac, target, names, firmware):
+                    files[art.path] = art
             except ConfigError as exc:
                 problems += exc.problems
+            self._warn_cached(mac)
+        rendered = self._render_many([mac for mac, _ in misses], target)
+        self.rendered += len(misses)
+        for (mac, key), phone in zip(misses, rendered, strict=True):
+            if phone.problems:
+                problems += phone.problems
+                continue
+            names = [(name, sha, size, (data, phone.packed))
+                     for name, sha, size, data in phone.files]
+            try:
+                arts = self._artifacts(mac, target, names, phone.firmware)
+            except ConfigError as exc:
+                problems += exc.problems
+                continue
+            for art in arts:
+                files[art.path] = art
+            if key and self.cache is not None:
+                self.cache.put(key, [[[n, sha, size] for n, sha, size, _ in phone.files],
+                                     list(phone.firmware) if phone.firmware else None])
+                self.cache_keys.add(key)
         if problems:
             raise ConfigError(problems)
         return dict(sorted(files.items()))
 
-    def _render_misses_in_parallel(self, devices: list[ResolvedDevice], target: str) -> None:
-        """Render the phones the cache does not know in worker processes, when there are many.
+    def _render_many(self, macs: list[str], target: str) -> list[Phone]:
+        """Render phones, in forked worker processes when there are many.
 
-        The workers are forked (they inherit the resolved state) and send back bytes; the
-        results wait in `_prerendered` for render_device. Problems are left for render_device
-        to find again in this process, so errors read the same either way.
+        The workers inherit the desired state (fork, never pickled), resolve and render their
+        share and send back compressed bytes, problems and warnings.
         """
         workers = render_processes()
-        if workers < 2 or len(devices) < PARALLEL_MIN:
-            return
-        misses: list[tuple[str, str, RenderInput]] = []
-        for device in devices:
-            try:
-                rin = self.render_input(device, target)
-            except ConfigError:
-                continue
-            key = self.cache.key(rin) if self.cache is not None else None
-            self._inputs[(device.mac, target)] = (rin, key)
-            if key is None or self.cache is None or self.cache.get(key) is None:
-                misses.append((device.mac, target, rin))
-        if len(misses) < PARALLEL_MIN:
-            return
+        if workers < 2 or len(macs) < PARALLEL_MIN:
+            return [self.render_phone(mac, target) for mac in macs]
         global _WORKER, _WORK
-        _WORKER, _WORK = self, misses
-        chunk = max(50, len(misses) // (workers * 8))
-        spans = [(i, i + chunk) for i in range(0, len(misses), chunk)]
+        _WORKER, _WORK = self, (target, macs)
+        chunk = max(50, len(macs) // (workers * 8))
+        spans = [(i, i + chunk) for i in range(0, len(macs), chunk)]
+        out: list[Phone] = [Phone()] * len(macs)
         gc.freeze()  # the workers' collector must not touch (and so copy) the inherited state
         try:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_batch, spans):
-                    self._prerendered.update(done)
+                for start, phones, warnings in pool.imap_unordered(_render_batch, spans):
+                    out[start:start + len(phones)] = phones
+                    self.warnings |= warnings
         finally:
             gc.unfreeze()
-            _WORKER, _WORK = None, []
+            _WORKER, _WORK = None, ("", [])
+        return out
+
+    def render_phone(self, mac: str, target: str, *, pack: bool = False) -> Phone:
+        """Resolve and render one phone for one target; problems are returned, not raised."""
+        try:
+            device = self.resolver.resolve(mac)
+            return self._render_resolved(device, target, pack)
+        except ConfigError as exc:
+            return Phone(problems=tuple(exc.problems))
+
+    def _render_resolved(self, device: ResolvedDevice, target: str, pack: bool) -> Phone:
+        rin = self.render_input(device, target)
+        files = []
+        for name, data in self._render_files(device, rin):
+            sha = hashlib.sha256(data).hexdigest()
+            files.append((name, sha, len(data), zlib.compress(data, 1) if pack else data))
+        firmware = None
+        image = device.firmware
+        if image is not None:
+            if image.source is None:
+                origin = device.firmware_origin
+                located = device.located
+                return Phone(problems=(Problem(
+                    origin.file if origin else located.file, origin.line if origin else 0,
+                    "source", f"firmware {image.file} has no source to publish"),))
+            firmware = (image.version, image.file, image.sha256, image.source)
+        return Phone(tuple(files), firmware, packed=pack)
 
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
         """The files of one phone on one target (plus its firmware binary when pinned)."""
-        prepared = self._inputs.pop((device.mac, target), None)
-        if prepared is None:
-            rin = self.render_input(device, target)
-            key = self.cache.key(rin) if self.cache is not None else None
-        else:
-            rin, key = prepared
-        directory = self.directory(device)
-        version = rin.firmware.version if rin.firmware else None
+        phone = self._render_resolved(device, target, pack=False)
+        if phone.problems:
+            raise ConfigError(list(phone.problems))
+        names = [(name, sha, size, (data, False)) for name, sha, size, data in phone.files]
+        return self._artifacts(device.mac, target, names, phone.firmware)
 
-        def path(name: str) -> str:
-            return f"{directory}/{name}" if directory else name
+    def _artifacts(self, mac: str, target: str,
+                   names: Sequence[FileRow],
+                   firmware: tuple[str, str, str, str | None] | None) -> list[Artifact]:
+        directory = self.addressing.directory(mac, self.customer_of(mac))
+        version = firmware[0] if firmware else None
+        out = []
+        for name, sha, size, kept in names:
+            path = f"{directory}/{name}" if directory else name
+            if kept is None:  # from the cache: rendered again only if it must be uploaded
+                out.append(Artifact(path, sha, size, device=mac, firmware=version,
+                                    loader=partial(self._rendered_again, mac, target, name)))
+            elif kept[1]:
+                out.append(Artifact(path, sha, size, device=mac, firmware=version,
+                                    loader=partial(zlib.decompress, kept[0])))
+            else:
+                out.append(Artifact(path, sha, size, kept[0], device=mac, firmware=version))
+        if firmware is not None:
+            out.append(self._firmware_artifact(target, firmware))
+        return out
 
-        hit = self.cache.get(key) if self.cache is not None and key else None
-
-        def loader(name: str) -> Callable[[], bytes]:
-            return lambda: self._rendered_again(key, device, rin)[name]
-
-        artifacts = []
-        if hit is not None:
-            for name, sha, size in hit:
-                artifacts.append(Artifact(
-                    path(name), sha, size, device=device.mac, firmware=version,
-                    loader=loader(name)))
-        else:
-            files = (self._prerendered.pop((device.mac, target), None)
-                     or self._render_files(device, rin))
-            entry = []
-            for name, data in files:
-                sha = hashlib.sha256(data).hexdigest()
-                artifacts.append(Artifact(path(name), sha, len(data), data, device=device.mac,
-                                          firmware=version))
-                entry.append([name, sha, len(data)])
-            if self.cache is not None and key:
-                self.cache.put(key, entry)
-        if key:
-            self.cache_keys.add(key)
-        if rin.firmware is not None:
-            artifacts.append(self._firmware_artifact(device, target))
-        return artifacts
-
-    def _rendered_again(self, key: str | None, device: ResolvedDevice,
-                        rin: RenderInput) -> dict[str, bytes]:
-        """Bytes of a cached phone's files; the last phone is kept, as apply asks file by file."""
-        if self._last is None or self._last[0] != key:
-            self._last = (key, dict(self._render_files(device, rin)))
-        return self._last[1]
+    def _rendered_again(self, mac: str, target: str, name: str) -> bytes:
+        """Bytes of a cached phone's file; the last phone is kept, as apply asks file by file."""
+        if self._last is None or self._last[0] != (mac, target):
+            phone = self.render_phone(mac, target)
+            if phone.problems:
+                raise ConfigError(list(phone.problems))
+            self._last = ((mac, target), {n: data for n, _, _, data in phone.files})
+        return self._last[1][name]
 
     def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
@@ -298,35 +353,80 @@ class Renderer:
 
     def _warn_unsupported(self, device: ResolvedDevice) -> None:
         """A parameter the vendor cannot express is a warning naming device and parameter."""
-        supported = vendors.get(device.vendor).supported
-        for key in device.params:
-            if key != "raw" and key not in supported and device.params[key] not in (None, [], {}):
-                origin = device.origins.get(key) or next(
-                    (o for k, o in device.origins.items() if k.startswith(key + ".")), None)
-                file, line = (origin.file, origin.line) if origin else (device.located.file, 0)
-                self.warnings.add(Problem(
-                    file, line, key, f"{device.device.model} ({device.mac}) cannot express "
-                    f"parameter {key!r}; it is left out of this phone's files", "warning"))
+        for key, file, line in _unsupported(device.vendor, device.params, device.origins,
+                                            device.located):
+            self.warnings.add(_unsupported_warning(device.device, device.mac, key, file, line))
 
-    def _firmware_artifact(self, device: ResolvedDevice, target: str) -> Artifact:
+    def _warn_cached(self, mac: str) -> None:
+        """The warnings of a phone found in the cache (it is not resolved): those of its shared
+        layers, computed once per combination; a phone with its own parameters is resolved."""
+        located = self.state.devices[mac]
+        d = located.value
+        if d.params:
+            self._warn_unsupported(self.resolver.resolve(mac))
+            return
+        customer = self.customer_of(mac)
+        combo = (d.model, d.profile, customer)
+        found = self._unsupported.get(combo)
+        if found is None:
+            found = []
+            if self._may_warn(d, customer):  # cheap: the layers' top-level keys
+                params, origins = self.resolver.shared(d, customer)
+                found = _unsupported(d.vendor, params, origins, located)
+            self._unsupported[combo] = found
+        for key, file, line in found:
+            self.warnings.add(_unsupported_warning(d, mac, key, file, line))
+
+    def _may_warn(self, d: Any, customer: str | None) -> bool:
+        """Whether a layer below the device sets a parameter the vendor cannot express."""
+        state = self.state
+        defaults = state.defaults.value
+        profile = state.profiles[d.profile].value
+        layers = [defaults.params, defaults.model_params.get(d.vendor, {}),
+                  defaults.model_params.get(d.model, {}), profile.params,
+                  profile.model_params.get(d.model_name, {})]
+        cust = state.customers.get(customer or "")
+        if cust is not None:
+            layers.append(cust.value.params)
+        supported = vendors.get(d.vendor).supported
+        return any(key != "raw" and key not in supported for layer in layers for key in layer)
+
+    def _firmware_artifact(self, target: str,
+                           firmware: tuple[str, str, str, str | None]) -> Artifact:
         """The binary a pin names, once per target in its shared firmware folder."""
-        image = device.firmware
-        assert image is not None
-        located = device.located
+        _, file, sha256, source_name = firmware
+        assert source_name is not None
         spec = self.state.provisioning.value.targets[target]
-        path = f"{spec.firmware_dir}/{image.file}"
-        if image.source is None:
-            origin = device.firmware_origin
-            raise ConfigError([Problem(origin.file if origin else located.file,
-                                       origin.line if origin else 0, "source",
-                                       f"firmware {image.file} has no source to publish")])
-        source = self.state.root / image.source
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise ConfigError([Problem(str(image.source), 0, "source",
-                                       f"firmware binary missing: {exc.strerror}")]) from exc
-        return Artifact(path, image.sha256, size, source=source)
+        source = self.state.root / source_name
+        size = self._binaries.get(source)
+        if size is None:
+            try:
+                size = self._binaries[source] = source.stat().st_size
+            except OSError as exc:
+                size = self._binaries[source] = exc.strerror or str(exc)
+        if isinstance(size, str):
+            raise ConfigError([Problem(str(source_name), 0, "source",
+                                       f"firmware binary missing: {size}")])
+        return Artifact(f"{spec.firmware_dir}/{file}", sha256, size, source=source)
+
+
+def _unsupported(vendor_name: str, params: Mapping[str, Any], origins: Mapping[str, Any],
+                 located: Any) -> list[tuple[str, str, int]]:
+    """(parameter, file, line) of every resolved parameter the vendor cannot express."""
+    supported = vendors.get(vendor_name).supported
+    out = []
+    for key in params:
+        if key != "raw" and key not in supported and params[key] not in (None, [], {}):
+            origin = origins.get(key) or next(
+                (o for k, o in origins.items() if k.startswith(key + ".")), None)
+            file, line = (origin.file, origin.line) if origin else (located.file, 0)
+            out.append((key, file, line))
+    return out
+
+
+def _unsupported_warning(device: Any, mac: str, key: str, file: str, line: int) -> Problem:
+    return Problem(file, line, key, f"{device.model} ({mac}) cannot express parameter "
+                   f"{key!r}; it is left out of this phone's files", "warning")
 
 
 def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
