@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--target", action="append", help="only this target (repeatable)")
         p.add_argument("--verify", action="store_true", help="read files back and hash them")
+        p.add_argument("--scan", action="store_true", default=None,
+                       help="scan the whole target for drift now (default: when "
+                            "policy.drift_scan_every has passed; else trust the manifest)")
         p.add_argument("--heal", action="store_true", default=None,
                        help="rewrite drifted files (default: policy.drift)")
         p.add_argument("--prune", action="store_true", default=None,
@@ -102,6 +105,7 @@ def _options(args: argparse.Namespace) -> Options:
         repo=find_repo(args.repo), rev=getattr(args, "rev", None),
         targets=getattr(args, "target", None), prune=getattr(args, "prune", None),
         force=getattr(args, "force", False), verify=getattr(args, "verify", False),
+        scan=getattr(args, "scan", None),
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
     )
 

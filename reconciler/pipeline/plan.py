@@ -40,6 +40,10 @@ class Observed:
     verified: Mapping[str, str | None] | None = None  # --verify: path -> sha256 read back
     error: str | None = None  # the target could not be observed
     pending: frozenset[str] = frozenset()  # journal of an interrupted apply: ours, content unknown
+    # False: `present` covers only where files are to be created (the manifest is trusted for
+    # the rest, policy.drift_scan_every); drift is judged on full scans only.
+    scanned: bool = True
+    journal: tuple[str, ...] = ()  # journal records folded into `manifest` (apply.py)
 
 
 @dataclass(frozen=True, order=True)
@@ -184,7 +188,7 @@ def _drift(target: str, path: str, size: int, mtime: float, sha256: str,
         if got != sha256:
             return Drift(target, path, "modified", f"content differs (sha256 {got[:12]}…)")
         return None
-    if observed.present is None:
+    if observed.present is None or not observed.scanned:
         return None
     stat = observed.present.get(path)
     if stat is None:

@@ -64,4 +64,22 @@ def update_status(state_dir: Path, target: str, revision: str, applied: bool,
 
 
 
+def last_scan(state_dir: Path, target: str) -> tuple[float, int] | None:
+    """When the target was last scanned in full (epoch seconds) and how many files drifted."""
+    entry = read_status(state_dir).get(target, {}).get("last_scan") or {}
+    at, drift = entry.get("ts"), entry.get("drift", 0)
+    if not isinstance(at, int | float) or not isinstance(drift, int):
+        return None
+    return float(at), drift
+
+
+def record_scan(state_dir: Path, target: str, now: float, drift: int) -> None:
+    """A full scan ran: the next is due policy.drift_scan_every later, or at once if it found
+    drift (so drift stays visible on every run until it is gone)."""
+    status = read_status(state_dir)
+    status.setdefault(target, {})["last_scan"] = {"at": iso(now), "ts": now, "drift": drift}
+    atomic_write(state_dir / "status.json", (json.dumps(status, indent=1, sort_keys=True)
+                                              + "\n").encode())
+
+
 # --- git notes: deployment next to intent ---------------------------------------------------

@@ -58,6 +58,7 @@ class Options:
     prune: bool | None = None  # None = policy.prune
     force: bool = False
     verify: bool = False  # read files back and hash them
+    scan: bool | None = None  # scan the whole target for drift; None = when due (policy)
     heal: bool | None = None  # None = policy.drift == "heal"
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
@@ -171,22 +172,60 @@ def _directories(paths: Any) -> set[str]:
     return {p.rpartition("/")[0] for p in paths}
 
 
-def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool) -> Observed:
-    """Read-only: the manifest, a scan of the managed directories, and (--verify) hashes."""
+def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool,
+                   scan: bool = True) -> Observed:
+    """Read-only: the manifest and the journal; with `scan`, what is in every managed
+    directory (drift), with `verify` also the hashes. Without a scan, only the directories of
+    files to be created are listed: someone else's file there must not be overwritten."""
     try:
         manifest = target.read_manifest()
-        wanted = set(desired) | set(manifest.files)
-        present = target.scan(_directories(wanted))
+        pending = read_journal(target)
         verified = None
+        if scan or verify:
+            wanted = set(desired) | set(manifest.files)
+            present = target.scan(_directories(wanted))
+        else:
+            creates = [p for p in desired if p not in manifest.files]
+            found = target.scan(_directories(creates)) if creates else {}
+            present = {p: found[p] for p in creates if p in found}
         if verify:
             paths = sorted(manifest.files)
             read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
             contents = read_many(paths) if read_many else {p: target.read(p) for p in paths}
             verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
                         for p, data in contents.items()}
-        return Observed(target.name, manifest, present, verified, None, read_journal(target))
+        return Observed(target.name, manifest, present, verified, None, pending,
+                        scanned=scan or verify)
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))
+
+
+def scan_due(opts: Options, state: DesiredState, state_dir: Path, target: str) -> bool:
+    """A full scan now? Asked for (--scan, --verify); else when policy.drift_scan_every has
+    passed since the last one, or the last one found drift (until it is gone)."""
+    if opts.scan is not None:
+        return opts.scan or opts.verify
+    if opts.verify:
+        return True
+    every = state.provisioning.value.policy.drift_scan_every
+    last = record.last_scan(state_dir, target)
+    return every <= 0 or last is None or last[1] > 0 or time.time() - last[0] >= every
+
+
+def _observe_all(desired: RenderedState, targets: Mapping[str, Target], opts: Options,
+                 state_dir: Path) -> dict[str, Observed]:
+    return {name: observe_target(t, desired.artifacts[name], opts.verify,
+                                 scan_due(opts, desired.state, state_dir, name))
+            for name, t in targets.items()}
+
+
+def _record_scans(the_plan: Plan, observed: Mapping[str, Observed], state_dir: Path) -> None:
+    now = time.time()
+    for name, obs in observed.items():
+        if obs.scanned and obs.error is None:
+            drift = sum(1 for d in the_plan.drift if d.target == name)
+            with contextlib.suppress(OSError):
+                record.record_scan(state_dir, name, now, drift)
 
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
@@ -282,10 +321,11 @@ def plan(opts: Options) -> PlanResult:
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
-        observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
-                    for name, t in targets.items()}
+        observed = _observe_all(desired, targets, opts, state_dir)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
+    the_plan = make_plan(desired, observed, opts, snapshot, _now(opts))
+    _record_scans(the_plan, observed, state_dir)
+    return PlanResult(the_plan, desired)
 
 
 @dataclass
@@ -326,8 +366,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 except ProvctlError as exc:
                     results[name] = TargetResult(name, error=str(exc))
             live = {n: t for n, t in targets.items() if n in locks}
-            observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
-                        for n, t in live.items()}
+            observed = _observe_all(desired, live, opts, state_dir)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
@@ -340,6 +379,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     "plan again")
             if the_plan.refusals and not opts.force:
                 raise UnsafePlan("; ".join(the_plan.refusals))
+            _record_scans(the_plan, observed, state_dir)
 
             def run_phase(action: str) -> None:
                 for name, target in live.items():
