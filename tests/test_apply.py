@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fleet_fixtures import run
+import pytest
+from fleet_fixtures import edit, run
 
 from reconciler.core.errors import TargetError
 from reconciler.pipeline import apply as apply_mod
-from reconciler.pipeline.run import Options, apply
+from reconciler.pipeline.apply import JOURNAL_DIR
+from reconciler.pipeline.run import Options, apply, plan
 from reconciler.targets import local as local_mod
-from reconciler.targets.base import JOURNAL, Put
+from reconciler.targets.base import OpResult, Put
 
 
 class Dropping(local_mod.LocalTarget):
@@ -35,12 +37,12 @@ def test_a_run_dropped_mid_apply_converges_on_the_next(fleet, monkeypatch, capsy
     monkeypatch.setattr("reconciler.targets.LocalTarget", Dropping)
     assert run(fleet, "apply") == 1
     www = fleet / "out" / "www"
-    assert (www / JOURNAL).exists()  # the paths it may have written are known
+    assert list((www / JOURNAL_DIR).glob("*.json"))  # the paths it may have written are known
     assert "connection dropped" in capsys.readouterr().out
     monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
     # No "not published by provctl" refusal: the journal says these files are ours.
     assert run(fleet, "apply") == 2
-    assert not (www / JOURNAL).exists()
+    assert not (www / JOURNAL_DIR).exists()
     assert run(fleet, "apply") == 0
 
 
@@ -72,3 +74,143 @@ def test_firmware_is_verified_after_upload(fleet, monkeypatch):
     failed = result.results["local"].failed
     assert [i.path for i in failed] == ["firmware/T46U-108.86.0.95.rom"]
     assert "does not match the catalog's sha256 after upload" in failed[0].error
+
+
+# --- the journal: a crash anywhere converges; costs do not grow with the run ---------------
+
+
+class Crash(BaseException):
+    """The process dies here (no except clause of provctl catches a BaseException)."""
+
+
+class Crashing(local_mod.LocalTarget):
+    """Dies after `budget` file operations on phones' files, in the middle of a batch."""
+
+    budget = 0
+    manifests = 0
+
+    def execute(self, ops):
+        out = []
+        for op in ops:
+            if not op.path.startswith(".provctl"):
+                if Crashing.budget <= 0:
+                    raise Crash()
+                Crashing.budget -= 1
+            out += super().execute([op])
+        return out
+
+    def write_manifest(self, manifest):
+        Crashing.manifests += 1
+        super().write_manifest(manifest)
+
+
+def published(fleet) -> dict[str, bytes]:
+    www = fleet / "out" / "www"
+    return {p.relative_to(www).as_posix(): p.read_bytes() for p in www.rglob("*")
+            if p.is_file() and ".provctl" not in p.parts}
+
+
+def desired_bytes(fleet) -> dict[str, bytes]:
+    from reconciler.pipeline.run import load_desired
+
+    desired = load_desired(Options(repo=fleet, use_cache=False))
+    return {path: art.content() for path, art in desired.artifacts["local"].items()}
+
+
+@pytest.mark.parametrize("budget", [0, 1, 4, 5, 6, 11, 22])
+def test_a_crash_anywhere_in_the_puts_converges(fleet, monkeypatch, budget):
+    monkeypatch.setattr(apply_mod, "BATCH", 5)
+    monkeypatch.setattr("reconciler.targets.LocalTarget", Crashing)
+    Crashing.budget = budget
+    with pytest.raises(Crash):
+        apply(Options(repo=fleet))
+    monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
+    result = apply(Options(repo=fleet))  # no "not published by provctl" refusal
+    assert result.exit_code == 2, result.plan.refusals
+    written = {i.path for i in result.results["local"].done}
+    assert len(written) <= len(desired_bytes(fleet)) - budget + 5  # what was confirmed stays
+    assert apply(Options(repo=fleet)).exit_code == 0
+    assert published(fleet) == desired_bytes(fleet)
+    assert not (fleet / "out" / "www" / JOURNAL_DIR).exists()
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.99])
+def test_a_crash_in_the_deletes_converges(fleet, monkeypatch, where):
+    monkeypatch.setattr(apply_mod, "BATCH", 2)
+    assert apply(Options(repo=fleet)).exit_code == 2
+    edit(fleet / "provisioning.yaml", "max_delete_percent: 10", "max_delete_percent: 100")
+    (fleet / "devices" / "globex.yaml").write_text("[]\n")
+    (fleet / "assignments" / "globex.yaml").unlink()
+    changes = plan(Options(repo=fleet)).plan.changes
+    assert sum(c.action == "delete" for c in changes) >= 3
+    monkeypatch.setattr("reconciler.targets.LocalTarget", Crashing)
+    Crashing.budget = int(where * len(changes))
+    with pytest.raises(Crash):
+        apply(Options(repo=fleet))
+    monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
+    assert apply(Options(repo=fleet)).exit_code == 2
+    assert apply(Options(repo=fleet)).exit_code == 0
+    assert published(fleet) == desired_bytes(fleet)
+
+
+def test_a_crash_after_the_manifest_converges(fleet, monkeypatch):
+    """The run dies after writing its manifest, before removing its journal records."""
+
+    class DiesCleaningUp(local_mod.LocalTarget):
+        def execute(self, ops):
+            if any(op.path.startswith(JOURNAL_DIR) and not isinstance(op, Put) for op in ops):
+                raise Crash()
+            return super().execute(ops)
+
+    monkeypatch.setattr("reconciler.targets.LocalTarget", DiesCleaningUp)
+    with pytest.raises(Crash):
+        apply(Options(repo=fleet))
+    monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
+    journal = fleet / "out" / "www" / JOURNAL_DIR
+    assert list(journal.glob("*.json"))
+    result = apply(Options(repo=fleet))
+    assert result.exit_code == 0 and not result.plan.changes
+    assert not journal.exists()
+
+
+def test_records_the_manifest_holds_are_never_applied_again(fleet, monkeypatch):
+    """Records whose removal failed must not win over a newer manifest (a no-op stays one)."""
+
+    class KeepsRecords(local_mod.LocalTarget):
+        def execute(self, ops):
+            kept = [op for op in ops if not isinstance(op, Put)
+                    and op.path.startswith(f"{JOURNAL_DIR}/000000000002-")]
+            done = super().execute([op for op in ops if op not in kept])
+            return done + [OpResult(op, error="permission denied") for op in kept]
+
+    assert apply(Options(repo=fleet)).exit_code == 2  # generation 1
+    monkeypatch.setattr("reconciler.targets.LocalTarget", KeepsRecords)
+    edit(fleet / "devices" / "acme.yaml", "Europe/Lisbon", "Europe/Rome")
+    assert apply(Options(repo=fleet)).exit_code == 2  # generation 2: its records stay
+    edit(fleet / "devices" / "acme.yaml", "Europe/Rome", "Europe/Lisbon")
+    assert apply(Options(repo=fleet)).exit_code == 2  # generation 3: the file as it was
+    journal = fleet / "out" / "www" / JOURNAL_DIR
+    assert list(journal.glob("000000000002-*.json"))  # left behind, saying "Europe/Rome"
+    monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
+    result = apply(Options(repo=fleet))
+    assert (result.exit_code, result.plan.changes) == (0, ())
+    assert published(fleet) == desired_bytes(fleet)
+
+
+def test_the_manifest_is_written_once_and_records_stay_small(fleet, monkeypatch):
+    monkeypatch.setattr(apply_mod, "BATCH", 4)
+    sizes = []
+    original = local_mod.LocalTarget.execute
+
+    def spy(self, ops):
+        sizes.extend(len(op.data) for op in ops
+                     if isinstance(op, Put) and op.path.startswith(JOURNAL_DIR))
+        return original(self, ops)
+
+    monkeypatch.setattr(local_mod.LocalTarget, "execute", spy)
+    monkeypatch.setattr("reconciler.targets.LocalTarget", Crashing)
+    Crashing.budget, Crashing.manifests = 10_000, 0
+    result = apply(Options(repo=fleet))
+    assert result.exit_code == 2 and Crashing.manifests == 1
+    n = len(result.results["local"].done)
+    assert len(sizes) >= n // 4 and max(sizes) < 4 * 2 * 200  # one record per batch, each small

@@ -1,17 +1,30 @@
 """Apply: the only stage that writes. It executes a plan's changes on one locked target.
 
 Order on a target: puts first (a phone must find its file before a redirect points at it), then
-deletes. The manifest records exactly what was done, so a run that is
-interrupted at any point converges on the next one: every file is either old or new, and
-files it may have written are known from the journal.
+deletes. Every file is either old or new at any moment (targets publish atomically), and a run
+interrupted at any point converges on the next one, with costs that grow with what the run
+does, not with the size of the target:
+
+- **The journal is append-only**: before each batch of puts one small record names the paths
+  it is about to write (so they stay ours, content unknown, if the run dies) and confirms what
+  the batch before it did (path, sha256, size, mtime). Records are files under JOURNAL_DIR
+  written with the target's own atomic put: no record is ever rewritten, and each costs the
+  same however long the run.
+- **The manifest is written once**, at the end. The records are its checkpoints: observing
+  folds the records a crashed run left behind into the manifest (`read_journal`), so what was
+  confirmed is known and only the unconfirmed paths are written again.
+- Records carry a generation (one more than the manifest's, or than any leftover record's);
+  the manifest written at the end names the newest generation it holds, so leftover records
+  of that generation or older (their deletion failed) are never applied twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import time
+import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -23,8 +36,7 @@ from reconciler.targets.base import JOURNAL, Delete, FileOp, Manifest, ManifestE
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # files per batch; SIGTERM is honoured between batches
-MANIFEST_EVERY = 10.0  # seconds between manifest rewrites during a long apply
+BATCH = 200  # files per batch (and per journal record); SIGTERM is honoured between batches
 
 
 @dataclass(frozen=True)
@@ -59,38 +71,134 @@ class TargetResult:
         return self.error is None and not self.failed
 
 
-def read_journal(target: Target) -> frozenset[str]:
+JOURNAL_DIR = posixpath.join(posixpath.dirname(JOURNAL), "journal")
+RECORD = "provctl-journal/2"
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """What the journal records on a target say, folded onto its manifest."""
+
+    manifest: Manifest  # the manifest with every confirmed put and delete applied
+    pending: frozenset[str] = frozenset()  # announced, never confirmed: ours, content unknown
+    records: tuple[str, ...] = ()  # the record files read (removed once a manifest holds them)
+    generation: int = 0  # the newest generation among them
+
+
+def _generation(path: str) -> int:
     try:
-        data = target.read(JOURNAL)
-        return frozenset(json.loads(data)["paths"]) if data else frozenset()
-    except (ValueError, KeyError, TypeError):
-        return frozenset()
+        return int(posixpath.basename(path).split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
-def _write_journal(target: Target, paths: set[str]) -> str | None:
-    body = json.dumps({"paths": sorted(paths)}).encode()
-    outcome = target.execute([Put(JOURNAL, body)])[0]
-    return outcome.error
+def read_journal(target: Target, manifest: Manifest) -> JournalState:
+    """Fold the journal records found on the target onto its manifest (read-only)."""
+    pending: set[str] = set()
+    legacy = target.read(JOURNAL)  # provctl-journal/1: one file of paths, rewritten per batch
+    if legacy:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            pending |= set(json.loads(legacy)["paths"])
+    names = sorted(p for p in target.scan([JOURNAL_DIR]) if p.endswith(".json"))
+    if not names:
+        return JournalState(manifest, frozenset(pending), (JOURNAL,) if legacy else ())
+    read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
+    bodies = read_many(names) if read_many else {n: target.read(n) for n in names}
+    files = dict(manifest.files)
+    for name in names:
+        if _generation(name) <= manifest.journal:
+            continue  # already in the manifest: its run finished but could not remove it
+        try:
+            record = json.loads(bodies.get(name) or b"")
+            if record.get("format") != RECORD:
+                continue
+            for path, sha, size, mtime, firmware in record["done"]:
+                files[path] = ManifestEntry(sha, int(size), float(mtime), firmware)
+                pending.discard(path)
+            for path in record["deleted"]:
+                files.pop(path, None)
+                pending.discard(path)
+            pending |= set(record["intent"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a torn record (written with a temporary name + rename: unlikely)
+    generation = max((_generation(n) for n in names), default=0)
+    records = (*names, JOURNAL) if legacy else tuple(names)
+    return JournalState(Manifest(files, manifest.revision, manifest.journal),
+                        frozenset(pending), records, generation)
+
+
+class Journal:
+    """The records of one apply on one target: one file per batch, never rewritten."""
+
+    def __init__(self, target: Target, state: JournalState):
+        self.target = target
+        self.records = list(state.records)  # to remove once the manifest holds them
+        self.generation = max(state.generation, state.manifest.journal) + 1
+        self.seq = 0
+        self.done: list[list[object]] = []  # confirmed since the last record
+        self.deleted: list[str] = []
+        self.announced: set[str] = set(state.pending)  # ours, maybe written
+        self.confirmed: set[str] = set()  # put or deleted by this apply
+
+    @classmethod
+    def resume(cls, target: Target, manifest: Manifest, pending: frozenset[str],
+               records: Sequence[str]) -> Journal:
+        """The journal of an apply that starts from an observation (manifest already folded)."""
+        generation = max((_generation(r) for r in records), default=0)
+        return cls(target, JournalState(manifest, pending, tuple(records), generation))
+
+    def write(self, intent: Sequence[str]) -> str | None:
+        """One record: what is confirmed since the last one, and what is about to be written.
+        Returns the target's error, if any."""
+        if not intent and not self.done and not self.deleted:
+            return None
+        name = f"{JOURNAL_DIR}/{self.generation:012d}-{self.seq:06d}.json"
+        body = json.dumps({"format": RECORD, "intent": list(intent), "done": self.done,
+                           "deleted": self.deleted}, separators=(",", ":")).encode()
+        outcome = self.target.execute([Put(name, body)])[0]
+        if outcome.error is None:
+            self.records.append(name)
+            self.seq += 1
+            self.done, self.deleted = [], []
+        return outcome.error
+
+    def finish(self) -> str | None:
+        """After the manifest was written: remove the records it holds, keeping in a new one
+        the paths announced but never confirmed (a failed put: ours, content unknown)."""
+        old, self.records = self.records, []
+        leftover = sorted(self.announced - self.confirmed)
+        error = None
+        if leftover:
+            self.generation += 1  # newer than the manifest: read again by the next run
+            self.seq = 0
+            self.done, self.deleted = [], []
+            error = self.write(leftover)
+        if old:
+            self.target.execute([Delete(path) for path in old])  # harmless if it fails
+        return error
 
 
 def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[str, Artifact],
             manifest: Manifest, revision: str, *, pending: frozenset[str] = frozenset(),
-            stop: Callable[[], bool] = lambda: False,
-            clock: Callable[[], float] = time.monotonic) -> tuple[TargetResult, Manifest]:
+            stop: Callable[[], bool] = lambda: False, journal: Journal | None = None,
+            finish: bool = True, complete: bool = True) -> tuple[TargetResult, Manifest]:
     """Run the changes for one target (already locked); return results and the new manifest.
 
-    Before each batch the paths it will write go to the journal; the manifest is rewritten
-    every MANIFEST_EVERY seconds and at the end, when the journal is cleared. `stop()` is
-    checked between batches (SIGTERM in the daemon): what was done is recorded, nothing more
-    is started.
+    Before each batch of puts a journal record names its paths (and confirms the batch
+    before). With `finish`, the manifest is written once at the end, then the records are
+    removed; without it (puts, before the redirect stage and the deletes) a last record
+    confirms the last batch and the manifest is left to the call that finishes. `complete`:
+    whether the earlier phases of this apply succeeded (the revision is recorded only then).
+    `stop()` is checked between batches (SIGTERM in the daemon): what was done is recorded,
+    nothing more is started.
     """
     result = TargetResult(target.name)
+    journal = journal or Journal(target, JournalState(manifest))
+    journal.announced |= pending
     files: dict[str, ManifestEntry] = dict(manifest.files)
-    journal = set(pending)
     ordered = [c for c in changes if c.action == "put"] + [c for c in changes
                                                            if c.action == "delete"]
     by_path = {c.path: c for c in ordered}
-    last_write = clock()
     for start in range(0, len(ordered), BATCH):
         if stop():
             result.error = "stopped before finishing (SIGTERM); the next run completes it"
@@ -106,13 +214,14 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
                                                    change.reason, str(exc)))
             else:
                 ops.append(Delete(change.path))
-        new_paths = {op.path for op in ops if isinstance(op, Put)} - journal
-        if new_paths:
-            journal |= new_paths
-            error = _write_journal(target, journal)
+        intent = [op.path for op in ops
+                  if isinstance(op, Put) and op.path not in journal.announced]
+        if intent:
+            error = journal.write(intent)
             if error:
-                result.error = f"cannot write {JOURNAL}: {error}"
+                result.error = f"cannot write the journal {JOURNAL_DIR}: {error}"
                 break
+            journal.announced.update(intent)
         try:
             outcomes = target.execute(ops)
         except ProvctlError as exc:
@@ -128,35 +237,30 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
             if error is not None:
                 log.warning("%s: %s %s failed: %s", target.name, change.action,
                             show_path(change.path), error)
-                continue
+                continue  # a failed put stays announced: ours, written again next run
             log.info("%s: %s %s (%s)", target.name, change.action, show_path(change.path),
                      change.reason)
             if change.action == "put":
                 art = artifacts[change.path]
-                files[change.path] = ManifestEntry(
-                    art.sha256, art.size, outcome.stat.mtime if outcome.stat else 0.0,
-                    art.firmware)
+                mtime = outcome.stat.mtime if outcome.stat else 0.0
+                files[change.path] = ManifestEntry(art.sha256, art.size, mtime, art.firmware)
+                journal.done.append([change.path, art.sha256, art.size, mtime, art.firmware])
             else:
                 files.pop(change.path, None)
-        if clock() - last_write >= MANIFEST_EVERY:
-            try:
-                target.write_manifest(Manifest(files, manifest.revision))
-            except ProvctlError as exc:
-                result.error = str(exc)
-                break
-            last_write = clock()
-    complete = result.ok
-    final = Manifest(files, revision if complete else manifest.revision)
+                journal.deleted.append(change.path)
+            journal.confirmed.add(change.path)
+    ok = complete and result.ok
+    final = Manifest(files, revision if ok else manifest.revision, journal.generation)
     try:
-        target.write_manifest(final)
-        if journal:
-            # Only what is confirmed leaves the journal; a failed or unknown put stays: ours,
-            # content unknown, written again by the next run.
-            leftover = journal - {i.path for i in result.done}
-            if leftover:
-                _write_journal(target, leftover)
-            else:
-                target.execute([Delete(JOURNAL)])
+        if finish:
+            target.write_manifest(final)
+            error = journal.finish()
+            if error:
+                result.error = result.error or f"cannot write the journal: {error}"
+        else:
+            error = journal.write(())  # confirm the last batch: the checkpoint until finish
+            if error:
+                result.error = result.error or f"cannot write the journal: {error}"
     except ProvctlError as exc:
         result.error = result.error or str(exc)
     return result, final

@@ -35,7 +35,7 @@ from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state, validate_file
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
-from reconciler.pipeline.apply import TargetResult, execute, read_journal
+from reconciler.pipeline.apply import Journal, TargetResult, execute, read_journal
 from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
@@ -178,8 +178,8 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
     directory (drift), with `verify` also the hashes. Without a scan, only the directories of
     files to be created are listed: someone else's file there must not be overwritten."""
     try:
-        manifest = target.read_manifest()
-        pending = read_journal(target)
+        journal = read_journal(target, target.read_manifest())
+        manifest, pending = journal.manifest, journal.pending
         verified = None
         if scan or verify:
             wanted = set(desired) | set(manifest.files)
@@ -195,7 +195,7 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
             verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
                         for p, data in contents.items()}
         return Observed(target.name, manifest, present, verified, None, pending,
-                        scanned=scan or verify)
+                        scanned=scan or verify, journal=journal.records)
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))
 
@@ -381,7 +381,15 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 raise UnsafePlan("; ".join(the_plan.refusals))
             _record_scans(the_plan, observed, state_dir)
 
+            journals = {n: Journal.resume(t, observed[n].manifest, observed[n].pending,
+                                          observed[n].journal)
+                        for n, t in live.items() if observed[n].error is None}
+            manifests = {n: observed[n].manifest for n in journals}
+
             def run_phase(action: str) -> None:
+                # Puts leave their journal records as the checkpoint; the delete phase
+                # (after the redirect stage) writes the manifest, once, and removes them.
+                finish = action == "delete"
                 for name, target in live.items():
                     obs = observed[name]
                     if obs.error is not None:
@@ -391,15 +399,18 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         continue
                     changes = [c for c in the_plan.changes
                                if c.target == name and c.action == action]
-                    manifest = obs.manifest if action == "put" else target.read_manifest()
-                    if not changes and not obs.pending and (
-                            manifest.revision == desired.state.revision):
+                    journal = journals[name]
+                    idle = not changes and not journal.records and not journal.announced
+                    if not changes and (not finish or (
+                            idle and manifests[name].revision == desired.state.revision)):
                         results.setdefault(name, TargetResult(name))
                         continue
-                    result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                        desired.state.revision,
-                                        pending=obs.pending if action == "put" else frozenset(),
-                                        stop=opts.stop)
+                    result, manifests[name] = execute(
+                        target, changes, desired.artifacts[name], manifests[name],
+                        desired.state.revision,
+                        pending=obs.pending if action == "put" else frozenset(),
+                        stop=opts.stop, journal=journal, finish=finish,
+                        complete=name not in results or results[name].ok)
                     if name in results:
                         results[name].items += result.items
                         results[name].error = results[name].error or result.error

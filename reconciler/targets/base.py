@@ -48,13 +48,18 @@ class ManifestEntry:
 class Manifest:
     files: Mapping[str, ManifestEntry] = field(default_factory=dict)
     revision: str | None = None  # desired-state revision last applied completely
+    # The newest generation of journal records (pipeline/apply.py) folded into these files:
+    # records of that generation or older that a crash left behind are not applied again.
+    journal: int = 0
 
     def to_bytes(self) -> bytes:
-        body = {
+        body: dict[str, object] = {
             "version": 1,
             "revision": self.revision,
             "files": {path: _entry_dict(e) for path, e in sorted(self.files.items())},
         }
+        if self.journal:
+            body["journal"] = self.journal
         # Compact: with indent, json falls back to its slow pure-Python encoder (100k files).
         return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
@@ -70,13 +75,14 @@ class Manifest:
             )
             for path, e in body.get("files", {}).items()
         }
-        return cls(files=files, revision=body.get("revision"))
+        return cls(files=files, revision=body.get("revision"), journal=int(body.get("journal", 0)))
 
 
 def _entry_dict(entry: ManifestEntry) -> dict[str, object]:
-    d = asdict(entry)
-    if d["firmware"] is None:
-        del d["firmware"]
+    # Not dataclasses.asdict: it recurses and deep-copies (7 s for 150,000 entries).
+    d: dict[str, object] = {"sha256": entry.sha256, "size": entry.size, "mtime": entry.mtime}
+    if entry.firmware is not None:
+        d["firmware"] = entry.firmware
     return d
 
 
