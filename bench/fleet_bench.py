@@ -13,7 +13,7 @@ them), as the kernel counts them (wait4):
 - first apply: empty target, empty state directory;
 - no-op plan: nothing changed (the plan trusts the manifest; `--scan` is the next row);
 - no-op plan --scan: the same, with the full scan of the target (drift check);
-- one device changed, apply: one device's name edited in the working tree;
+- one device changed, apply: one device given a parameter of its own, in the working tree;
 - commit → published, one device: another device edited and committed, then
   `provctl daemon --repo R --once` (reads the revision from git, applies it, writes the note).
 
@@ -102,11 +102,13 @@ def git(repo: Path, *args: str) -> None:
                     "user.email=bench@example.invalid", *args], check=True)
 
 
-def rename_device(repo: Path, customer: int, old: str, new: str) -> None:
+def change_device(repo: Path, customer: int, name: str) -> None:
+    """Give one device a parameter of its own (its config file changes)."""
     path = repo / "devices" / f"c{customer:02}.yaml"
     text = path.read_text()
-    assert f"name: {old}}}" in text, old
-    path.write_text(text.replace(f"name: {old}}}", f"name: {new}}}", 1))
+    assert f"name: {name}}}" in text, name
+    path.write_text(text.replace(f"name: {name}}}",
+                                 f"name: {name}, params: {{timezone: Europe/Rome}}}}", 1))
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -231,15 +233,15 @@ def main() -> None:
                        env, {0})
         rows.append((scan, read_note, r["wall"]))
 
-        rename_device(repo, 0, "phone-0", "phone-0-renamed")
+        change_device(repo, 0, "phone-0")
         one = measure("one device changed, apply", [*cli, "apply", "--repo", str(repo)], env,
                       {2})
         one_files = receipt_count(repo)
         rows.append((one, read_note, r["wall"]))
 
-        git(repo, "commit", "-qam", "phone-0 renamed")
-        rename_device(repo, 1, "phone-100", "phone-100-renamed")
-        git(repo, "commit", "-qam", "phone-100 renamed")
+        git(repo, "commit", "-qam", "phone-0 in Rome")
+        change_device(repo, 1, "phone-100")
+        git(repo, "commit", "-qam", "phone-100 in Rome")
         daemon = measure("commit → published (daemon --once)",
                          [*cli, "daemon", "--repo", str(repo), "--once"], env, {2})
         daemon_files = receipt_count(repo)

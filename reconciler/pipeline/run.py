@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -449,6 +449,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
 
 def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
              revision: str, redirect: redirects.RedirectResult | None = None) -> dict[str, Any]:
+    unchanged = {t.target: t.unchanged for t in the_plan.targets}
+
     def change(c: Any, error: str | None = None) -> dict[str, Any]:
         return {"action": c.action, "mac": c.mac, "service": c.service, "cause": c.cause,
                 "url": redirects.redact_url(c.url), "error": error}
@@ -460,10 +462,14 @@ def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
         "plan_checksum": the_plan.checksum(),
         "started": record.iso(started),
         "ended": record.iso(time.time()),
+        "summary": the_plan.counts(),
         "targets": {
             name: {
                 "error": r.error,
-                "items": [dict(asdict(i), path=show_path(i.path)) for i in r.items],
+                "summary": _item_summary(r, unchanged.get(name, 0)),
+                # the changed paths only (done or failed), never the unchanged ones
+                "items": [{"target": i.target, "path": show_path(i.path), "action": i.action,
+                           "reason": i.reason, "error": i.error} for i in r.items],
             }
             for name, r in sorted(results.items())
         },
@@ -472,6 +478,13 @@ def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
             + [change(c, error) for c, error in redirect.failed]
             + [change(c, "held by another account") for c in redirect.conflicts]),
     }
+
+
+def _item_summary(result: TargetResult, unchanged: int) -> dict[str, int]:
+    out = {"put": 0, "delete": 0, "failed": 0, "unchanged": unchanged}
+    for item in result.items:
+        out["failed" if item.error else item.action] += 1
+    return out
 
 
 def read_plan_file(path: Path) -> str:
