@@ -32,14 +32,21 @@ class Addressing:
     def __init__(self, provisioning: Provisioning, fleet_secret: str):
         self.provisioning = provisioning
         self.fleet_secret = fleet_secret
+        self._keyed = hmac.new(fleet_secret.encode(), digestmod=hashlib.sha256)
+
+    def _token(self, scope: str) -> str:
+        """url_token(fleet_secret, scope), from an HMAC keyed once (100,000 phones)."""
+        mac = self._keyed.copy()
+        mac.update(f"provctl-url-token:{scope}".encode())
+        return mac.hexdigest()[:32]
 
     def directory(self, mac: str, customer: str | None) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""
         mode = self.provisioning.url_tokens
         if mode == "per-device":
-            return url_token(self.fleet_secret, mac)
+            return self._token(mac)
         if mode == "per-customer":
-            return url_token(self.fleet_secret, f"customer:{customer or '-pool-'}")
+            return self._token(f"customer:{customer or '-pool-'}")
         return ""
 
     def primary_target(self, customer: str | None) -> str | None:

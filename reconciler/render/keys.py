@@ -24,6 +24,7 @@ import hashlib
 import hmac
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import vendors
 from reconciler.desired.schema import Assignment
@@ -62,10 +63,8 @@ class PhoneKeys:
             for mac in dict.fromkeys(ref.mac for ref in a.devices):
                 self._accounts.setdefault(mac, []).append(located)
                 self._account_customer.setdefault(mac, a.customer)
-        self._shared: bytes | None = None
-        self._shared_failed = False
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
-        self._code: dict[str, bytes] = {}
+        self._bases: dict[tuple[str, str], Any] = {}  # (vendor, target) -> keyed HMAC, primed
 
     def customer(self, mac: str) -> str | None:
         """The phone's effective customer: allocated, else that of its first account."""
@@ -79,14 +78,21 @@ class PhoneKeys:
                 out += _part(self.state.secrets.resolve(ref))
         return out
 
-    def _shared_part(self) -> bytes:
-        if self._shared is None:
+    def _base(self, vendor: str, target: str) -> Any:
+        """HMAC(fleet secret) primed with the code, the target and the shared layers."""
+        found = self._bases.get((vendor, target))
+        if found is None:
             state = self.state
-            parts = [state.provisioning.digest, state.defaults.digest]
+            parts = [code_version(vendor), own_code_version(), target,
+                     state.provisioning.digest, state.defaults.digest]
             parts += [x.digest for x in state.catalog] + [x.digest for x in state.pins]
-            self._shared = (b"".join(_part(p) for p in parts)
-                            + self._values(state.defaults.refs) + _part(own_code_version()))
-        return self._shared
+            found = hmac.new(self._secret, b"".join(_part(p) for p in parts), hashlib.sha256)
+            try:
+                found.update(self._values(state.defaults.refs))
+            except MissingSecret:
+                found = False
+            self._bases[(vendor, target)] = found
+        return found
 
     def _layer_part(self, profile: str, customer: str | None) -> bytes | None:
         key = (profile, customer)
@@ -108,19 +114,22 @@ class PhoneKeys:
         then rendered, and the problem reported, like any phone without a cache entry)."""
         located = self.state.devices[mac]
         d = located.value
-        code = self._code.get(d.vendor)
-        if code is None:
-            code = self._code[d.vendor] = _part(code_version(d.vendor))
-        layers = self._layer_part(d.profile, self.customer(mac))
-        if layers is None or self._shared_failed:
+        base = self._base(d.vendor, target)
+        layers = self._layer_part(d.profile, d.customer or self._account_customer.get(mac))
+        if base is False or layers is None:
             return None
+        h = base.copy()
+        h.update(layers)
+        # digests are 40 hex digits and secret values length-prefixed: the parts cannot run
+        # into one another
+        h.update(f"{mac}{located.digest}".encode())
         try:
-            shared = self._shared_part()
-            own = _part(located.digest) + self._values(located.refs)
+            if located.refs:
+                h.update(self._values(located.refs))
             for account in self._accounts.get(mac, ()):
-                own += _part(account.digest) + self._values(account.refs)
+                h.update(account.digest.encode())
+                if account.refs:
+                    h.update(self._values(account.refs))
         except MissingSecret:
-            self._shared_failed = self._shared is None
             return None
-        body = code + _part(target) + shared + layers + _part(mac) + own
-        return hmac.new(self._secret, body, hashlib.sha256).hexdigest()[:40]
+        return h.hexdigest()[:40]
