@@ -150,8 +150,12 @@ class FileCache:
             return found
         self.misses += 1
         result = validate_file(rel, data)
-        self._store(self.directory / name, result)
-        return result
+        packed = self._store(self.directory / name, result)
+        if packed is None:
+            return result
+        # as from the cache: the parsed data and line marks are kept compressed (about a
+        # tenth), decoded only if asked for
+        return FileResult(cast(Doc, LazyDoc(rel, packed)), result.objects, result.problems)
 
     def _load(self, path: Path, rel: str) -> FileResult | None:
         try:
@@ -172,7 +176,8 @@ class FileCache:
                 os.utime(path)
         return FileResult(cast(Doc, LazyDoc(rel, packed)), objects, problems)
 
-    def _store(self, path: Path, result: FileResult) -> None:
+    def _store(self, path: Path, result: FileResult) -> bytes | None:
+        """Write the entry; return the Doc, packed (None when the file is not YAML)."""
         packed = None if result.doc is None else zlib.compress(pickle.dumps(result.doc), 1)
         body = _dumps((result.objects, result.problems, packed))
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
@@ -183,6 +188,7 @@ class FileCache:
             os.replace(tmp, path)  # no fsync: a torn entry fails its HMAC and is a miss
         except OSError:
             pass
+        return packed
 
     def prune(self) -> None:
         """Forget entries no run has used for a day (call after a load of a whole state)."""

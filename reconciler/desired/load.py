@@ -154,7 +154,12 @@ def parse_yaml(file: str, data: bytes) -> Doc:
         return Doc(file, None, {(): 1})
     lines: dict[Path_, int] = {}
     problems: list[Problem] = []
-    value = _construct(node, (), lines, file, problems)
+    try:
+        value = _construct(node, (), lines, file, problems)
+    finally:
+        # construct_object remembers every node it built (for aliases); a module-wide
+        # constructor would keep every file's nodes alive: 40 MB per 10,000 phones.
+        _constructor.constructed_objects.clear()
     if problems:
         raise ConfigError(problems)
     return Doc(file, value, lines)

@@ -17,11 +17,48 @@ from reconciler.desired.validate import DesiredState, Located, extension_for, st
 from vendors.base import ModelInfo
 
 
-@dataclass(frozen=True)
 class Origin:
-    layer: str
-    file: str
-    line: int
+    """Where a resolved value was written: the layer, the file and the line.
+
+    The line is looked up only when asked for (`Origin.at`): resolving 100,000 phones makes
+    millions of origins and reads a handful (explain, a problem, a warning), so a cached file's
+    line marks are never decoded for the rest. Never mutated.
+    """
+
+    __slots__ = ("layer", "_where", "_path", "_line")
+
+    def __init__(self, layer: str, file: str, line: int):
+        self.layer = layer
+        self._where: Any = file
+        self._path: tuple[Any, ...] | None = None
+        self._line: int | None = line
+
+    @classmethod
+    def at(cls, layer: str, located: Located[Any], path: tuple[Any, ...]) -> Origin:
+        origin = cls.__new__(cls)
+        origin.layer, origin._where, origin._path, origin._line = layer, located, path, None
+        return origin
+
+    @property
+    def file(self) -> str:
+        return self._where if self._path is None else self._where.file
+
+    @property
+    def line(self) -> int:
+        if self._line is None:
+            self._line = self._where.line(*(self._path or ()))
+        return self._line
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Origin):
+            return NotImplemented
+        return (self.layer, self.file, self.line) == (other.layer, other.file, other.line)
+
+    def __hash__(self) -> int:
+        return hash((self.layer, self.file, self.line))
+
+    def __repr__(self) -> str:
+        return f"Origin({self.layer!r}, {self.file!r}, {self.line!r})"
 
     def __str__(self) -> str:
         return f"{self.layer} ({self.file}:{self.line})"
@@ -94,7 +131,7 @@ def _apply(layers: list[Layer], params: dict[str, Any], origins: dict[str, Origi
     for name, values, located, base in layers:
         if values:
             merge(params, origins, values,
-                  lambda path, lo=located, b=base, n=name: Origin(n, lo.file, lo.line(*b, *path)))
+                  lambda path, lo=located, b=base, n=name: Origin.at(n, lo, (*b, *path)))
 
 
 def _customer_layer(state: DesiredState, customer: str | None) -> list[Layer]:

@@ -138,19 +138,20 @@ def data_digest(value: Any) -> str:
 def secret_refs(value: Any) -> tuple[str, ...]:
     """Every secret reference among the values of some YAML data, in order."""
     out: list[str] = []
-
-    def walk(v: Any) -> None:
-        if isinstance(v, dict):
-            for item in v.values():
-                walk(item)
-        elif isinstance(v, list):
-            for item in v:
-                walk(item)
-        elif isinstance(v, str) and SECRET_REF.match(v):
-            out.append(v)
-
-    walk(value)
+    _collect_refs(value, out)
     return tuple(out)
+
+
+def _collect_refs(value: Any, out: list[str]) -> None:
+    # not a closure: a recursive one is a reference cycle, garbage only the collector frees
+    if isinstance(value, dict):
+        for item in value.values():
+            _collect_refs(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_refs(item, out)
+    elif isinstance(value, str) and SECRET_REF.match(value):
+        out.append(value)
 
 
 def validate_file(rel: str, data: bytes) -> FileResult:

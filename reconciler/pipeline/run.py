@@ -122,7 +122,6 @@ def load_desired(opts: Options) -> RenderedState:
         cache.save()
     if files is not None:
         files.prune()
-    gc.freeze()  # observe, plan and apply allocate a lot; the state need not be scanned again
     log.debug("desired state: %d/%d file(s) from the cache, %d phone(s) rendered",
               files.hits if files else 0, len(source.files), renderer.rendered)
     return RenderedState(state, renderer, artifacts)
@@ -131,12 +130,15 @@ def load_desired(opts: Options) -> RenderedState:
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Loading builds millions of objects and no garbage cycles worth collecting: the cyclic
-    collector would walk the growing heap again and again (2-3× the CPU at 100,000 phones)."""
+    collector would walk the growing heap again and again (2-3× the CPU at 100,000 phones).
+    What was built is then frozen (gc.freeze), before the collector is enabled again, so that
+    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if enabled:
             gc.enable()
 

@@ -311,21 +311,20 @@ class Renderer:
         spec = self.state.provisioning.value.targets[target]
         base = spec.base_url if spec.base_url.endswith("/") else spec.base_url + "/"
 
-        def secret(ref: str, file: str, line: int, field: str) -> str:
+        def secret(ref: str, origins: dict[str, Any], key: str, field: str) -> str:
             try:
                 return self.state.secrets.resolve(ref, mac=device.mac)
-            except MissingSecret as exc:
-                problems.append(Problem(file, line, field, str(exc)))
+            except MissingSecret as exc:  # located only now: lines are looked up lazily
+                problems.append(Problem(*_origin(origins, key, located), field, str(exc)))
                 return ""
 
         params = _resolve_refs(device.params, lambda ref, key: secret(
-            ref, *(_origin(device.origins, key, located)), key))
+            ref, device.origins, key, key))
         lines = []
         for line in device.lines:
-            a_file, a_line = _origin(line.origins, "", located)
-            password = secret(line.password_ref, a_file, a_line, f"{line.account}.password")
+            password = secret(line.password_ref, line.origins, "", f"{line.account}.password")
             line_params = _resolve_refs(line.params, lambda ref, key, o=line.origins: secret(
-                ref, *(_origin(o, key, located)), key))
+                ref, o, key, key))
             sip = line_params.get("sip", {})
             if not sip.get("server"):
                 problems.append(Problem(located.file, located.line("mac"), "sip.server",
