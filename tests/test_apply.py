@@ -169,8 +169,11 @@ def test_a_crash_after_the_manifest_converges(fleet, monkeypatch):
     journal = fleet / "out" / "www" / JOURNAL_DIR
     assert list(journal.glob("*.json"))
     result = apply(Options(repo=fleet))
-    assert result.exit_code == 0 and not result.plan.changes
-    assert not journal.exists()
+    assert result.exit_code == 0 and not result.plan.changes  # the records: already held
+    edit(fleet / "devices" / "acme.yaml", "Europe/Lisbon", "Europe/Rome")
+    assert apply(Options(repo=fleet)).exit_code == 2
+    assert not journal.exists()  # removed with the next manifest written
+    assert published(fleet) == desired_bytes(fleet)
 
 
 def test_records_the_manifest_holds_are_never_applied_again(fleet, monkeypatch):
@@ -214,3 +217,55 @@ def test_the_manifest_is_written_once_and_records_stay_small(fleet, monkeypatch)
     assert result.exit_code == 2 and Crashing.manifests == 1
     n = len(result.results["local"].done)
     assert len(sizes) >= n // 4 and max(sizes) < 4 * 2 * 200  # one record per batch, each small
+
+
+def test_a_small_apply_on_a_large_target_writes_records_not_the_manifest(fleet, monkeypatch):
+    """The records are the manifest's delta until they grow: then it is rewritten, once."""
+    from reconciler.pipeline.run import observe_target
+    from reconciler.targets.local import LocalTarget
+
+    monkeypatch.setattr(apply_mod, "COMPACT_BELOW", 0)  # the example fleet as a large one
+    monkeypatch.setattr(apply_mod, "MAX_RECORDS", 5)
+    assert apply(Options(repo=fleet)).exit_code == 2
+    www = fleet / "out" / "www"
+    manifest = (www / ".provctl" / "manifest.json").read_bytes()
+    assert not (www / JOURNAL_DIR).exists()  # a first apply writes the manifest
+    for zone in ("Europe/Rome", "Europe/Paris"):
+        edit(fleet / "devices" / "acme.yaml", "Europe/Lisbon" if zone == "Europe/Rome"
+             else "Europe/Rome", zone)
+        result = apply(Options(repo=fleet))
+        assert result.exit_code == 2 and len(result.results["local"].done) == 1
+        assert (www / ".provctl" / "manifest.json").read_bytes() == manifest  # untouched
+        assert apply(Options(repo=fleet)).exit_code == 0
+        assert published(fleet) == desired_bytes(fleet)
+    observed = observe_target(LocalTarget("local", www), {}, False, False)
+    import hashlib
+
+    assert {p: e.sha256 for p, e in observed.manifest.files.items()} == {
+        p: hashlib.sha256(data).hexdigest() for p, data in desired_bytes(fleet).items()}
+    assert len(observed.journal) == 4 and not observed.pending
+    edit(fleet / "devices" / "acme.yaml", "Europe/Paris", "Europe/Lisbon")
+    assert apply(Options(repo=fleet)).exit_code == 2  # past five records: compacted
+    assert (www / ".provctl" / "manifest.json").read_bytes() != manifest
+    assert not (www / JOURNAL_DIR).exists()
+    assert apply(Options(repo=fleet)).exit_code == 0
+    assert published(fleet) == desired_bytes(fleet)
+
+
+def test_a_crash_with_records_as_the_delta_converges(fleet, monkeypatch):
+    monkeypatch.setattr(apply_mod, "COMPACT_BELOW", 0)
+    assert apply(Options(repo=fleet)).exit_code == 2
+    edit(fleet / "devices" / "acme.yaml", "Europe/Lisbon", "Europe/Rome")
+    assert apply(Options(repo=fleet)).exit_code == 2  # its records stay
+    edit(fleet / "customers" / "globex.yaml", "globex", "globex")  # no-op edit, same bytes
+    edit(fleet / "defaults.yaml", "pool.ntp.org", "ntp.example.net")  # every phone
+    monkeypatch.setattr(apply_mod, "BATCH", 4)
+    monkeypatch.setattr("reconciler.targets.LocalTarget", Crashing)
+    Crashing.budget = 9
+    with pytest.raises(Crash):
+        apply(Options(repo=fleet))
+    monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
+    result = apply(Options(repo=fleet))
+    assert result.exit_code == 2 and not result.plan.refusals
+    assert apply(Options(repo=fleet)).exit_code == 0
+    assert published(fleet) == desired_bytes(fleet)

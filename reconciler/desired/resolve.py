@@ -154,19 +154,26 @@ class Resolver:
     def __init__(self, state: DesiredState):
         self.state = state
         self._shared: dict[tuple[str, str, str | None], tuple[dict, dict]] = {}
-        self._account_customer: dict[str, str] = {}
-        self._ports: dict[str, list[_Port]] = {}
+        self.account_customer: dict[str, str] = {}  # mac -> customer of its first account
+        self.accounts: dict[str, list[Located[Assignment]]] = {}  # mac -> accounts, in order
         for located in state.assignments:
             a = located.value
+            for mac in dict.fromkeys(ref.mac for ref in a.devices):
+                self.accounts.setdefault(mac, []).append(located)
+                self.account_customer.setdefault(mac, a.customer)
+
+    def _ports(self, mac: str) -> list[_Port]:
+        ports = []
+        for located in self.accounts.get(mac, ()):
+            a = located.value
             phones = list(dict.fromkeys(ref.mac for ref in a.devices))
-            for ref in a.devices:
-                self._account_customer.setdefault(ref.mac, a.customer)
-                extension = extension_for(a.extension, phones.index(ref.mac))
-                self._ports.setdefault(ref.mac, []).append(_Port(ref.port, extension, located))
+            extension = extension_for(a.extension, phones.index(mac))
+            ports += [_Port(ref.port, extension, located) for ref in a.devices if ref.mac == mac]
+        return ports
 
     def customer(self, mac: str) -> str | None:
         """The effective customer: allocated, else that of the phone's first account."""
-        return self.state.devices[mac].value.customer or self._account_customer.get(mac)
+        return self.state.devices[mac].value.customer or self.account_customer.get(mac)
 
     def shared(self, d: Device, customer: str | None) -> tuple[dict, dict]:
         """Parameters and origins of the layers below the device (shared; never mutate)."""
@@ -200,14 +207,14 @@ class Resolver:
         state = self.state
         located = state.devices[mac]
         d = located.value
-        customer = d.customer or self._account_customer.get(mac)
+        customer = d.customer or self.account_customer.get(mac)
         shared_params, shared_origins = self._shared_layers(d, customer)
         params = dict(shared_params)
         origins = dict(shared_origins)
         _apply([("device", d.params, located, ("params",))], params, origins)
 
         lines = []
-        for port in sorted(self._ports.get(mac, []), key=lambda p: p.port):
+        for port in sorted(self._ports(mac), key=lambda p: p.port):
             a = port.assignment.value
             line_params = dict(params)
             line_origins = dict(origins)

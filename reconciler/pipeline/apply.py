@@ -10,9 +10,11 @@ does, not with the size of the target:
   the batch before it did (path, sha256, size, mtime). Records are files under JOURNAL_DIR
   written with the target's own atomic put: no record is ever rewritten, and each costs the
   same however long the run.
-- **The manifest is written once**, at the end. The records are its checkpoints: observing
-  folds the records a crashed run left behind into the manifest (`read_journal`), so what was
-  confirmed is known and only the unconfirmed paths are written again.
+- **The manifest is written at most once**, at the end, and only when the records have grown
+  (MAX_RECORDS, or a twentieth of its entries): until then the records are its delta, and an
+  apply that changes a few files writes a few small records, not 25 MB. Observing folds the
+  records into the manifest (`read_journal`), those a crashed run left behind included, so what
+  was confirmed is known and only the unconfirmed paths are written again.
 - Records carry a generation (one more than the manifest's, or than any leftover record's);
   the manifest written at the end names the newest generation it holds, so leftover records
   of that generation or older (their deletion failed) are never applied twice.
@@ -37,6 +39,8 @@ from reconciler.targets.base import JOURNAL, Delete, FileOp, Manifest, ManifestE
 log = logging.getLogger(__name__)
 
 BATCH = 200  # files per batch (and per journal record); SIGTERM is honoured between batches
+MAX_RECORDS = 64  # journal records kept as the manifest's delta before it is rewritten
+COMPACT_BELOW = 2000  # entries: a manifest this small is always rewritten (it costs nothing)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ def read_journal(target: Target, manifest: Manifest) -> JournalState:
     read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
     bodies = read_many(names) if read_many else {n: target.read(n) for n in names}
     files = dict(manifest.files)
+    revision = manifest.revision
     for name in names:
         if _generation(name) <= manifest.journal:
             continue  # already in the manifest: its run finished but could not remove it
@@ -119,11 +124,12 @@ def read_journal(target: Target, manifest: Manifest) -> JournalState:
                 files.pop(path, None)
                 pending.discard(path)
             pending |= set(record["intent"])
+            revision = record.get("revision") or revision
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a torn record (written with a temporary name + rename: unlikely)
     generation = max((_generation(n) for n in names), default=0)
     records = (*names, JOURNAL) if legacy else tuple(names)
-    return JournalState(Manifest(files, manifest.revision, manifest.journal),
+    return JournalState(Manifest(files, revision, manifest.journal),
                         frozenset(pending), records, generation)
 
 
@@ -138,6 +144,7 @@ class Journal:
         self.done: list[list[object]] = []  # confirmed since the last record
         self.deleted: list[str] = []
         self.announced: set[str] = set(state.pending)  # ours, maybe written
+        self.entries = 0  # manifest entries confirmed in the records this apply wrote
         self.confirmed: set[str] = set()  # put or deleted by this apply
 
     @classmethod
@@ -147,20 +154,38 @@ class Journal:
         generation = max((_generation(r) for r in records), default=0)
         return cls(target, JournalState(manifest, pending, tuple(records), generation))
 
-    def write(self, intent: Sequence[str]) -> str | None:
-        """One record: what is confirmed since the last one, and what is about to be written.
-        Returns the target's error, if any."""
-        if not intent and not self.done and not self.deleted:
+    def write(self, intent: Sequence[str], revision: str | None = None) -> str | None:
+        """One record: what is confirmed since the last one, what is about to be written, and
+        (at the end of a complete apply) the revision. Returns the target's error, if any."""
+        if not intent and not self.done and not self.deleted and revision is None:
             return None
         name = f"{JOURNAL_DIR}/{self.generation:012d}-{self.seq:06d}.json"
-        body = json.dumps({"format": RECORD, "intent": list(intent), "done": self.done,
-                           "deleted": self.deleted}, separators=(",", ":")).encode()
+        record: dict[str, object] = {"format": RECORD, "intent": list(intent),
+                                     "done": self.done, "deleted": self.deleted}
+        if revision is not None:
+            record["revision"] = revision
+        body = json.dumps(record, separators=(",", ":")).encode()
         outcome = self.target.execute([Put(name, body)])[0]
         if outcome.error is None:
             self.records.append(name)
             self.seq += 1
+            self.entries += len(self.done) + len(self.deleted)
             self.done, self.deleted = [], []
         return outcome.error
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to record: no path announced, no record written by this apply, no legacy
+        journal to remove (records kept as the manifest's delta may stay as they are)."""
+        return not self.announced and self.seq == 0 and JOURNAL not in self.records
+
+    def worth_compacting(self, files: int) -> bool:
+        """Rewrite the manifest now? When it is small, when the records grow past MAX_RECORDS
+        or hold more than a twentieth of its entries; until then a small apply on a large
+        target writes only its records."""
+        delta = self.entries + len(self.done) + len(self.deleted)
+        return (files < COMPACT_BELOW or JOURNAL in self.records
+                or len(self.records) + 1 > MAX_RECORDS or delta * 20 > files)
 
     def finish(self) -> str | None:
         """After the manifest was written: remove the records it holds, keeping in a new one
@@ -252,11 +277,16 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
     ok = complete and result.ok
     final = Manifest(files, revision if ok else manifest.revision, journal.generation)
     try:
-        if finish:
+        if finish and journal.worth_compacting(len(files)):
             target.write_manifest(final)
             error = journal.finish()
             if error:
                 result.error = result.error or f"cannot write the journal: {error}"
+        elif finish:  # the records stay, as the manifest's delta: folded in by read_journal
+            error = journal.write((), revision if ok and revision != manifest.revision else None)
+            if error:
+                result.error = result.error or f"cannot write the journal: {error}"
+            final = Manifest(files, final.revision, manifest.journal)
         else:
             error = journal.write(())  # confirm the last batch: the checkpoint until finish
             if error:

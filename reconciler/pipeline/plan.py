@@ -12,12 +12,25 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from reconciler.render.addressing import show_path
 from reconciler.targets.base import FileStat, Manifest
 
 FORMAT = "provctl-plan/1"
+
+
+class DesiredFile(Protocol):
+    """What the planner reads of a desired file: Desired, or the renderer's Artifact as is."""
+
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def device(self) -> str | None: ...
+    @property
+    def firmware(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,7 @@ class Plan:
 
 
 def diff_target(
-    desired: Mapping[str, Desired],
+    desired: Mapping[str, DesiredFile],
     observed: Observed,
     *,
     prune: bool,

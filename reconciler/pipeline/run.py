@@ -36,11 +36,10 @@ from reconciler.desired.validate import DesiredState, load_state, validate_file
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import Journal, TargetResult, execute, read_journal
-from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
+from reconciler.pipeline.plan import Observed, Plan, diff_target
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
 from reconciler.render.cache import RenderCache, cache_path
-from reconciler.render.keys import PhoneKeys
 from reconciler.render.renderer import Artifact, Renderer
 from reconciler.targets import open_target
 from reconciler.targets.base import Target
@@ -101,12 +100,8 @@ def load_desired(opts: Options) -> RenderedState:
         state = load_state(source, environ, redacting=opts.redacting,
                            validate=files or validate_file)
         names = target_names(state, opts.targets)
-        cache = keys = None
-        if incremental:
-            fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
-            cache = RenderCache(cache_path(state_dir))
-            keys = PhoneKeys(state, fleet_secret)
-        renderer = Renderer(state, cache, keys)
+        cache = RenderCache(cache_path(state_dir)) if incremental else None
+        renderer = Renderer(state, cache)  # with a cache: phones keyed (render/keys.py)
         artifacts: dict[str, dict[str, Artifact]] = {}
         problems: list[Problem] = []
         for name in names:
@@ -260,8 +255,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
 
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
-        want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
-        c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
+        c, d, s, r = diff_target(artifacts, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade)
         changes += c
@@ -402,9 +396,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     changes = [c for c in the_plan.changes
                                if c.target == name and c.action == action]
                     journal = journals[name]
-                    idle = not changes and not journal.records and not journal.announced
                     if not changes and (not finish or (
-                            idle and manifests[name].revision == desired.state.revision)):
+                            journal.idle and manifests[name].revision == desired.state.revision)):
                         results.setdefault(name, TargetResult(name))
                         continue
                     result, manifests[name] = execute(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import vendors
+from reconciler.desired.resolve import Resolver
 from reconciler.desired.schema import Assignment
 from reconciler.desired.secrets import MissingSecret
 from reconciler.desired.validate import DesiredState, Located
@@ -53,16 +54,12 @@ def _part(text: str) -> bytes:
 
 
 class PhoneKeys:
-    def __init__(self, state: DesiredState, fleet_secret: str):
+    def __init__(self, state: DesiredState, fleet_secret: str, resolver: Resolver | None = None):
         self.state = state
         self._secret = fleet_secret.encode()
-        self._accounts: dict[str, list[Located[Assignment]]] = {}
-        self._account_customer: dict[str, str] = {}
-        for located in state.assignments:
-            a = located.value
-            for mac in dict.fromkeys(ref.mac for ref in a.devices):
-                self._accounts.setdefault(mac, []).append(located)
-                self._account_customer.setdefault(mac, a.customer)
+        resolver = resolver or Resolver(state)  # its map of each phone's accounts
+        self._accounts: dict[str, list[Located[Assignment]]] = resolver.accounts
+        self._account_customer: dict[str, str] = resolver.account_customer
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
         self._bases: dict[tuple[str, str], Any] = {}  # (vendor, target) -> keyed HMAC, primed
 

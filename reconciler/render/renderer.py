@@ -113,6 +113,8 @@ class Renderer:
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         self.addressing = Addressing(state.provisioning.value, self.fleet_secret)
         self.cache = cache
+        if cache is not None and keys is None:
+            keys = PhoneKeys(state, self.fleet_secret, self.resolver)
         self.keys = keys if cache is not None else None
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self.rendered = 0  # phones rendered (not found in the cache) in this run
