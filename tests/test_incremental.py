@@ -83,6 +83,19 @@ def test_a_comment_renders_nothing_and_moved_lines_stay_right(fleet, warm, tmp_p
     assert same_as_cold(fleet, warm, tmp_path) == 0
 
 
+def test_warnings_of_cached_phones_follow_their_own_parameters(fleet, warm, tmp_path):
+    """The DECT base cannot express the codecs of defaults.yaml (a warning); a device that
+    clears them, or sets one of its own that its vendor lacks, changes its warnings."""
+    devices = fleet / "devices" / "mixed.yaml"
+    for old, new in [("  name: shop-floor-dect\n", "  name: shop-floor-dect\n  params: {}\n"),
+                     ("params: {}", "params: {codecs: []}"),
+                     ("params: {codecs: []}", "params: {codecs: [g722], vlan: {id: 5}}"),
+                     ("params: {codecs: [g722], vlan: {id: 5}}", "params: {vlan: {id: 5}}")]:
+        edit(devices, old, new)
+        assert same_as_cold(fleet, warm, tmp_path) == 1  # the phone changed: rendered
+        assert same_as_cold(fleet, warm, tmp_path) == 0  # and now from the cache
+
+
 def test_a_secret_value_renders_the_phones_that_use_it(fleet, warm, tmp_path, monkeypatch):
     secrets = Path(__import__("os").environ["PROVCTL_SECRETS_FILE"])
     edit(secrets, '"S3cr&t<201>"', '"N3w&<201>"')  # acme/201: Alice's three phones
@@ -227,7 +240,8 @@ def _dump(path: Path, value) -> None:
 def random_edit(repo: Path, rng: random.Random) -> str:
     """One edit of a kind that can change some phones' files (or none)."""
     kind = rng.choice(["device", "device-params", "move", "profile", "customer", "defaults",
-                       "secret", "assignment", "firmware", "reorder", "remove", "noise"])
+                       "secret", "assignment", "firmware", "reorder", "remove", "noise",
+                       "warn-layer", "warn-device"])
     c = f"c{rng.randrange(3)}"
     dev_file, acc_file = repo / "devices" / f"{c}.yaml", repo / "assignments" / f"{c}.yaml"
     devices, accounts = _load(dev_file), _load(acc_file)
@@ -272,6 +286,19 @@ def random_edit(repo: Path, rng: random.Random) -> str:
         fw = _load(p)
         fw["pins"] = [] if fw["pins"] else [{"models": ["yealink/T46U"], "version": "installed"}]
         _dump(p, fw)
+    elif kind == "warn-layer":  # Snom cannot express screensaver: a warning per phone
+        p = repo / "profiles" / "p1.yaml"
+        prof = _load(p)
+        if "screensaver" in prof["params"]:
+            del prof["params"]["screensaver"]
+        else:
+            prof["params"]["screensaver"] = {"url": "https://cdn.example/bg.png"}
+        _dump(p, prof)
+    elif kind == "warn-device":  # set it, or clear the profile's on one phone
+        d = rng.choice(devices)
+        d["params"] = rng.choice([{"screensaver": None}, {"screensaver": {"url": "x"}},
+                                  {"soft_keys": []}, {"language": "de"}])
+        _dump(dev_file, devices)
     elif kind == "reorder":  # same phones, other order in the file: line numbers move
         rng.shuffle(devices)
         _dump(dev_file, devices)
@@ -315,7 +342,11 @@ def test_a_key_never_hides_a_change(tmp_path, monkeypatch, seed):
         hidden = [phone for phone, got in new_phones.items()
                   if phone in phones and phones[phone] != got and keys[phone] == new_keys[phone]]
         assert hidden == [], f"a key hid a change after {kinds}"
-        assert run(repo, state)[0] == files, f"incremental differs from cold after {kinds}"
+        cold_warnings = run(repo, tmp_path / "cold", cold=True)[1]
+        for _ in range(2):  # the edited phones rendered, then every phone from the cache
+            got, warnings, _ = run(repo, state)
+            assert got == files, f"incremental differs from cold after {kinds}"
+            assert warnings == cold_warnings, f"warnings differ after {kinds}"
         keys, phones = new_keys, new_phones
 
 

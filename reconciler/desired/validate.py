@@ -446,8 +446,10 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
     add = problems.append
     taken: dict[tuple[str, int], str] = {}
     device_customer: dict[str, tuple[str, str]] = {}
+    lines_of: dict[str, int | None] = {}  # vendor/MODEL -> lines (None: reported elsewhere)
     for located in state.assignments:
         a = located.value
+        account_customer = a.customer
         if a.customer not in state.customers:
             add(Problem(located.file, located.line("account"), "account",
                         f"unknown customer {a.customer!r} in account {a.account!r}"))
@@ -472,19 +474,23 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
                             f"unknown device {ref.mac} (not in devices/)"))
                 continue
             d = dev.value
-            if d.customer is not None and d.customer != a.customer:
+            if d.customer is not None and d.customer != account_customer:
                 what = "owned by" if d.owned_by_customer else "allocated to"
                 add(Problem(located.file, where(), f"devices.{i}",
                             f"device {ref.mac} is {what} customer {d.customer!r} and cannot be "
                             f"assigned to account {a.account} of customer {a.customer!r}"))
-            first = device_customer.setdefault(ref.mac, (a.customer, a.account))
-            if first[0] != a.customer:
+            first = device_customer.setdefault(ref.mac, (account_customer, a.account))
+            if first[0] != account_customer:
                 add(Problem(located.file, where(), f"devices.{i}",
                             f"device {ref.mac} is also assigned to {first[1]} of another "
                             "customer"))
-            try:
-                lines = vendors.get(d.vendor).models[d.model_name].lines
-            except KeyError:
+            if d.model not in lines_of:
+                try:
+                    lines_of[d.model] = vendors.get(d.vendor).models[d.model_name].lines
+                except KeyError:
+                    lines_of[d.model] = None
+            lines = lines_of[d.model]
+            if lines is None:
                 continue  # reported with the device
             if ref.port > lines:
                 add(Problem(located.file, where(), f"devices.{i}.port",

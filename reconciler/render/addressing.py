@@ -32,13 +32,11 @@ class Addressing:
     def __init__(self, provisioning: Provisioning, fleet_secret: str):
         self.provisioning = provisioning
         self.fleet_secret = fleet_secret
-        self._keyed = hmac.new(fleet_secret.encode(), digestmod=hashlib.sha256)
+        self._key = fleet_secret.encode()
 
     def _token(self, scope: str) -> str:
-        """url_token(fleet_secret, scope), from an HMAC keyed once (100,000 phones)."""
-        mac = self._keyed.copy()
-        mac.update(f"provctl-url-token:{scope}".encode())
-        return mac.hexdigest()[:32]
+        """url_token(fleet_secret, scope), in one C call (100,000 phones)."""
+        return hmac.digest(self._key, f"provctl-url-token:{scope}".encode(), "sha256").hex()[:32]
 
     def directory(self, mac: str, customer: str | None) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""

@@ -1,7 +1,7 @@
 """Phone keys: one digest per phone and target that changes whenever its files could change.
 
-A phone's files are a function of what it is built from, so its key is an HMAC (keyed with the
-fleet secret: the cache reveals nothing of the secrets below) of:
+A phone's files are a function of what it is built from, so its key is a MAC (keyed BLAKE2b,
+its key derived from the fleet secret: the cache reveals nothing of the secrets below) of:
 
 - the code: the vendor's module and templates (`cache.code_version`), provctl's own desired/ and
   render/ packages, and the versions of jinja2 and markupsafe;
@@ -24,7 +24,6 @@ import hashlib
 import hmac
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import vendors
 from reconciler.desired.resolve import Resolver
@@ -56,12 +55,13 @@ def _part(text: str) -> bytes:
 class PhoneKeys:
     def __init__(self, state: DesiredState, fleet_secret: str, resolver: Resolver | None = None):
         self.state = state
-        self._secret = fleet_secret.encode()
+        # keyed BLAKE2b (a MAC in one call), its key derived from the fleet secret
+        self._key = hmac.digest(fleet_secret.encode(), b"provctl-phone-key", "sha256")
         resolver = resolver or Resolver(state)  # its map of each phone's accounts
         self._accounts: dict[str, list[Located[Assignment]]] = resolver.accounts
         self._account_customer: dict[str, str] = resolver.account_customer
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
-        self._bases: dict[tuple[str, str], Any] = {}  # (vendor, target) -> keyed HMAC, primed
+        self._bases: dict[tuple[str, str], bytes | None] = {}  # (vendor, target) -> prefix
 
     def customer(self, mac: str) -> str | None:
         """The phone's effective customer: allocated, else that of its first account."""
@@ -75,21 +75,21 @@ class PhoneKeys:
                 out += _part(self.state.secrets.resolve(ref))
         return out
 
-    def _base(self, vendor: str, target: str) -> Any:
-        """HMAC(fleet secret) primed with the code, the target and the shared layers."""
-        found = self._bases.get((vendor, target))
-        if found is None:
+    def _base(self, vendor: str, target: str) -> bytes | None:
+        """The code, the target and the shared layers, once per vendor and target."""
+        key = (vendor, target)
+        if key not in self._bases:
             state = self.state
             parts = [code_version(vendor), own_code_version(), target,
                      state.provisioning.digest, state.defaults.digest]
             parts += [x.digest for x in state.catalog] + [x.digest for x in state.pins]
-            found = hmac.new(self._secret, b"".join(_part(p) for p in parts), hashlib.sha256)
             try:
-                found.update(self._values(state.defaults.refs))
+                found: bytes | None = (b"".join(_part(p) for p in parts)
+                                       + self._values(state.defaults.refs))
             except MissingSecret:
-                found = False
-            self._bases[(vendor, target)] = found
-        return found
+                found = None
+            self._bases[key] = found
+        return self._bases[key]
 
     def _layer_part(self, profile: str, customer: str | None) -> bytes | None:
         key = (profile, customer)
@@ -113,20 +113,18 @@ class PhoneKeys:
         d = located.value
         base = self._base(d.vendor, target)
         layers = self._layer_part(d.profile, d.customer or self._account_customer.get(mac))
-        if base is False or layers is None:
+        if base is None or layers is None:
             return None
-        h = base.copy()
-        h.update(layers)
         # digests are 40 hex digits and secret values length-prefixed: the parts cannot run
         # into one another
-        h.update(f"{mac}{located.digest}".encode())
+        own = f"{mac}{located.digest}".encode()
         try:
             if located.refs:
-                h.update(self._values(located.refs))
+                own += self._values(located.refs)
             for account in self._accounts.get(mac, ()):
-                h.update(account.digest.encode())
+                own += account.digest.encode()
                 if account.refs:
-                    h.update(self._values(account.refs))
+                    own += self._values(account.refs)
         except MissingSecret:
             return None
-        return h.hexdigest()[:40]
+        return hashlib.blake2b(base + layers + own, key=self._key, digest_size=20).hexdigest()

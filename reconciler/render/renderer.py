@@ -156,26 +156,37 @@ class Renderer:
         """All files of one target: path -> Artifact. Raises ConfigError with every problem."""
         spec = self.state.provisioning.value.targets[target]
         chosen = self.state.devices if macs is None else list(macs)
-        served = [mac for mac in chosen if serves(spec, self.customer_of(mac))]
         problems: list[Problem] = []
         files: dict[str, Artifact] = {}
         misses: list[tuple[str, str | None]] = []
-        for mac in served:
-            key = self.keys.key(mac, target) if self.keys is not None else None
-            entry = self.cache.get(key) if self.cache is not None and key else None
+        key_of = self.keys.key if self.keys is not None else None
+        lookup = self.cache.get if self.cache is not None else None
+        again = self._rendered_again
+        for mac in chosen:  # the hot loop of a no-op at 100,000 phones: kept tight
+            customer = self.resolver.customer(mac)
+            if not serves(spec, customer):
+                continue
+            key = key_of(mac, target) if key_of is not None else None
+            entry = lookup(key) if lookup is not None and key else None
             if entry is None:
                 misses.append((mac, key))
                 continue
             assert key is not None
             self.cache_keys.add(key)
-            names: list[FileRow] = [(name, sha, size, None) for name, sha, size in entry[0]]
-            firmware = tuple(entry[1]) if entry[1] else None
-            try:
-                for art in self._artifacts(mac, target, names, firmware):
+            firmware = entry[1]
+            directory = self.addressing.directory(mac, customer)
+            version = firmware[0] if firmware else None
+            for name, sha, size in entry[0]:  # bytes rendered again only if uploaded
+                path = f"{directory}/{name}" if directory else name
+                files[path] = Artifact(path, sha, size, None, None, mac, version,
+                                       partial(again, mac, target, name))
+            if firmware:
+                try:
+                    art = self._firmware_artifact(target, tuple(firmware))
                     files[art.path] = art
-            except ConfigError as exc:
-                problems += exc.problems
-            self._warn_cached(mac)
+                except ConfigError as exc:
+                    problems += exc.problems
+            self._warn_cached(mac, customer)
         rendered = self._render_many([mac for mac, _ in misses], target)
         self.rendered += len(misses)
         for (mac, key), phone in zip(misses, rendered, strict=True):
@@ -358,15 +369,12 @@ class Renderer:
                                             device.located):
             self.warnings.add(_unsupported_warning(device.device, device.mac, key, file, line))
 
-    def _warn_cached(self, mac: str) -> None:
+    def _warn_cached(self, mac: str, customer: str | None) -> None:
         """The warnings of a phone found in the cache (it is not resolved): those of its shared
-        layers, computed once per combination; a phone with its own parameters is resolved."""
+        layers, computed once per combination. A phone whose own parameters could change them
+        (an unsupported one, or one that overrides a layer's unsupported one) is resolved."""
         located = self.state.devices[mac]
         d = located.value
-        if d.params:
-            self._warn_unsupported(self.resolver.resolve(mac))
-            return
-        customer = self.customer_of(mac)
         combo = (d.model, d.profile, customer)
         found = self._unsupported.get(combo)
         if found is None:
@@ -375,6 +383,12 @@ class Renderer:
                 params, origins = self.resolver.shared(d, customer)
                 found = _unsupported(d.vendor, params, origins, located)
             self._unsupported[combo] = found
+        if d.params:
+            supported = vendors.get(d.vendor).supported
+            flagged = {key for key, _, _ in found}
+            if any(key != "raw" and (key not in supported or key in flagged) for key in d.params):
+                self._warn_unsupported(self.resolver.resolve(mac))
+                return
         for key, file, line in found:
             self.warnings.add(_unsupported_warning(d, mac, key, file, line))
 
