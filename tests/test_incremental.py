@@ -159,7 +159,7 @@ def test_the_file_cache_ignores_entries_it_did_not_write(fleet, tmp_path):
     again = reader("defaults.yaml", data)
     assert isinstance(again.doc, LazyDoc) and again.doc.data == first.doc.data
     assert (reader.hits, reader.misses) == (1, 0)
-    assert again.objects[0][1] == first.objects[0][1]
+    assert again.objects[0].value == first.objects[0].value
     (entry,) = [p for p in cache_dir.iterdir() if not p.name.startswith(".")]
     evil = FileCache(cache_dir, "secret-b")
     assert evil("defaults.yaml", data).doc.data == first.doc.data
@@ -176,6 +176,9 @@ def test_cached_file_results_equal_fresh_ones(fleet, tmp_path):
     for rel, data in source.files.items():
         got, want = FileCache(tmp_path, FLEET_SECRET)(rel, data), validate_file(rel, data)
         assert (got.objects, got.problems) == (want.objects, want.problems)
+        assert [(x.digest, x.refs) for x in got.objects] == [
+            (x.digest, x.refs) for x in want.objects]
+        assert all(x.doc is got.doc for x in got.objects)  # one LazyDoc per file
         assert got.doc.lines == want.doc.lines and got.doc.line(("params",)) == want.doc.line(
             ("params",))
 
@@ -362,3 +365,19 @@ def test_many_phones_render_in_workers_and_match(tmp_path, monkeypatch):
     assert rendered == 90 + 30  # every phone, and c1's again for the second target
     edit(repo / "defaults.yaml", "pool.ntp.org", "ntp.example.net")
     assert same_as_cold(repo, tmp_path / "state", tmp_path) == 120
+
+
+@pytest.mark.parametrize("secret", ["s", "x" * 64, "y" * 65, "z" * 200, "ünï"])
+def test_url_tokens_from_the_precomputed_hmac_are_url_token(secret):
+    from reconciler.render.addressing import Addressing, url_token
+    from reconciler.render.renderer import Artifact, _cached_artifact
+
+    class Spec:
+        url_tokens = "per-device"
+
+    addressing = Addressing(Spec(), secret)  # type: ignore[arg-type]
+    for scope in ("001565aabb01", "customer:acme", ""):
+        assert addressing._token(scope) == url_token(secret, scope)
+    loader = bytes
+    assert _cached_artifact("p", "s", 1, "m", None, loader) == Artifact(
+        "p", "s", 1, device="m", loader=loader)

@@ -113,7 +113,13 @@ class LazyDoc:
         return self._doc
 
     def __getattr__(self, name: str) -> Any:  # data, lines, and whatever Doc grows
+        if name.startswith("__"):  # pickle and copy probe dunders: never decode for them
+            raise AttributeError(name)
         return getattr(self._real(), name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        packed = self._packed or zlib.compress(pickle.dumps(self._doc), 1)
+        return (LazyDoc, (self.file, packed))
 
     def line(self, path: Any = ()) -> int:
         return self._real().line(path)
@@ -155,7 +161,7 @@ class FileCache:
             return result
         # as from the cache: the parsed data and line marks are kept compressed (about a
         # tenth), decoded only if asked for
-        return FileResult(cast(Doc, LazyDoc(rel, packed)), result.objects, result.problems)
+        return result.with_doc(cast(Doc, LazyDoc(rel, packed)))
 
     def _load(self, path: Path, rel: str) -> FileResult | None:
         try:
@@ -166,20 +172,25 @@ class FileCache:
         if not hmac.compare_digest(mac, hmac.new(self._key, body, hashlib.sha256).digest()):
             return None  # not written by us with this fleet secret: never unpickled
         try:
-            objects, problems, packed = pickle.loads(body)
+            result = pickle.loads(body)
         except Exception:  # noqa: BLE001 - a stale or corrupt entry is only a miss
             return None
-        if packed is None:
-            return FileResult(None, (), problems)
+        if not isinstance(result, FileResult):
+            return None
         if time.time() - _mtime(path) > TOUCH_AFTER:
             with contextlib.suppress(OSError):
                 os.utime(path)
-        return FileResult(cast(Doc, LazyDoc(rel, packed)), objects, problems)
+        return result
 
     def _store(self, path: Path, result: FileResult) -> bytes | None:
-        """Write the entry; return the Doc, packed (None when the file is not YAML)."""
+        """Write the entry; return the Doc, packed (None when the file is not YAML).
+
+        The entry is the FileResult with a LazyDoc: its Located objects come back through
+        pickle's C path (no __init__ per object) sharing one LazyDoc per file."""
         packed = None if result.doc is None else zlib.compress(pickle.dumps(result.doc), 1)
-        body = _dumps((result.objects, result.problems, packed))
+        stored = result if packed is None else result.with_doc(
+            cast(Doc, LazyDoc(result.doc.file if result.doc else "", packed)))
+        body = _dumps(stored)
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,9 +235,9 @@ def open_cache(source: Source, environ: dict[str, str] | None,
     if data is None:
         return None
     objects = validate_file(layout.PROVISIONING, data).objects
-    if not objects or not isinstance(objects[0][1], Provisioning):
+    if not objects or not isinstance(objects[0].value, Provisioning):
         return None
-    provisioning = objects[0][1]
+    provisioning = objects[0].value
     try:
         secret = secrets_for(source, provisioning, environ).resolve(provisioning.fleet.secret)
     except MissingSecret:

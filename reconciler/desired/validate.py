@@ -123,8 +123,13 @@ class FileResult:
     its path inside the file, the digest of its YAML data and the secret references in it."""
 
     doc: Doc | None  # None when the file is not valid YAML
-    objects: tuple[tuple[Path_, BaseModel, str, tuple[str, ...]], ...] = ()
+    objects: tuple[Located[Any], ...] = ()
     problems: tuple[Problem, ...] = ()
+
+    def with_doc(self, doc: Doc) -> FileResult:
+        """The same objects, located in another Doc of the same file (a cached one)."""
+        return FileResult(doc, tuple(Located(x.value, doc, x.base, x.digest, x.refs)
+                                     for x in self.objects), self.problems)
 
 
 FileValidator = Callable[[str, bytes], FileResult]
@@ -204,7 +209,7 @@ def validate_file(rel: str, data: bytes) -> FileResult:
             for part, models in (("catalog", fw.catalog), ("pins", fw.pins)):
                 for i, obj in enumerate(models):
                     found.append(((part, i), obj, body[part][i]))
-    objects = tuple((base, obj, data_digest(item), secret_refs(item))
+    objects = tuple(Located(obj, doc, base, data_digest(item), secret_refs(item))
                     for base, obj, item in found)
     return FileResult(doc, objects, tuple(problems))
 
@@ -228,8 +233,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         result = results.get(rel)
         if result is None:
             return []
-        return [Located(obj, result.doc, b, digest, refs)  # type: ignore[arg-type]
-                for b, obj, digest, refs in result.objects if b[:len(base)] == base]
+        return [x for x in result.objects if x.base[:len(base)] == base]
 
     prov_list = located(layout.PROVISIONING)
     if "provisioning.yaml" not in source.files:

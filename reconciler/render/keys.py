@@ -61,6 +61,7 @@ class PhoneKeys:
         self._accounts: dict[str, list[Located[Assignment]]] = resolver.accounts
         self._account_customer: dict[str, str] = resolver.account_customer
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
+        self._account_parts: dict[int, bytes] = {}  # id(located account) -> its part
         self._bases: dict[tuple[str, str], bytes | None] = {}  # (vendor, target) -> prefix
 
     def customer(self, mac: str) -> str | None:
@@ -122,9 +123,11 @@ class PhoneKeys:
             if located.refs:
                 own += self._values(located.refs)
             for account in self._accounts.get(mac, ()):
-                own += account.digest.encode()
-                if account.refs:
-                    own += self._values(account.refs)
+                part = self._account_parts.get(id(account))
+                if part is None:
+                    part = self._account_parts[id(account)] = (
+                        account.digest.encode() + self._values(account.refs))
+                own += part
         except MissingSecret:
             return None
         return hashlib.blake2b(base + layers + own, key=self._key, digest_size=20).hexdigest()

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,21 @@ class Artifact:
         return data
 
 
+_ARTIFACT_FIELDS = ("path", "sha256", "size", "data", "source", "device", "firmware", "loader")
+assert tuple(f.name for f in fields(Artifact)) == _ARTIFACT_FIELDS
+
+
+def _cached_artifact(path: str, sha256: str, size: int, device: str, firmware: str | None,
+                     loader: Callable[[], bytes]) -> Artifact:
+    """Artifact(path, sha256, size, device=, firmware=, loader=) without the frozen __init__'s
+    object.__setattr__ per field: a third of the cost, 150,000 times on a no-op."""
+    art = object.__new__(Artifact)
+    object.__setattr__(art, "__dict__", {
+        "path": path, "sha256": sha256, "size": size, "data": None, "source": None,
+        "device": device, "firmware": firmware, "loader": loader})
+    return art
+
+
 class Renderer:
     """Renders phones, incrementally when given a cache and the phones' keys.
 
@@ -178,8 +193,8 @@ class Renderer:
             version = firmware[0] if firmware else None
             for name, sha, size in entry[0]:  # bytes rendered again only if uploaded
                 path = f"{directory}/{name}" if directory else name
-                files[path] = Artifact(path, sha, size, None, None, mac, version,
-                                       partial(again, mac, target, name))
+                files[path] = _cached_artifact(path, sha, size, mac, version,
+                                               partial(again, mac, target, name))
             if firmware:
                 try:
                     art = self._firmware_artifact(target, tuple(firmware))
