@@ -68,13 +68,19 @@ def code_version() -> str:
     return h.hexdigest()
 
 
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__  # the slots' descriptors
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def _model(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> BaseModel:
-    """Rebuild a validated model without validating again (it was valid when it was stored)."""
-    obj = cls.__new__(cls)
+    """Rebuild a validated model without validating again (it was valid when it was stored):
+    what pydantic's __setstate__ does, 250,000 times at 100,000 phones."""
+    obj = object.__new__(cls)
     object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _set_fields(obj, fields_set)
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
 
 
@@ -86,6 +92,38 @@ class _Pickler(pickle.Pickler):
                 and not obj.__pydantic_private__):
             return _model, (type(obj), obj.__dict__, obj.__pydantic_fields_set__)
         return NotImplemented
+
+
+def _share(result: FileResult) -> None:
+    """Make equal strings, and equal sets of fields set, in a file's models one object (in
+    place; equal values): pickle then stores each once, and 50,000 phones of one model,
+    profile or customer share its name when loaded instead of holding 50,000 copies. A shared
+    fields-set is never changed: the models are frozen (pydantic copies it for model_copy)."""
+    seen: dict[str, str] = {}
+    sets: dict[frozenset[str], set[str]] = {}
+
+    def share(value: Any) -> Any:
+        if type(value) is str:
+            return seen.setdefault(value, value)
+        if isinstance(value, BaseModel):
+            fields = value.__dict__
+            for key, item in fields.items():
+                fields[key] = share(item)
+            given = value.__pydantic_fields_set__
+            _set_fields(value, sets.setdefault(frozenset(given), given))
+            return value
+        if type(value) is list:
+            value[:] = [share(item) for item in value]
+            return value
+        if type(value) is dict:
+            shared = {share(k): share(v) for k, v in value.items()}
+            value.clear()
+            value.update(shared)
+            return value
+        return value
+
+    for located in result.objects:
+        share(located.value)
 
 
 def _dumps(value: Any) -> bytes:
@@ -188,6 +226,7 @@ class FileCache:
         The entry is the FileResult with a LazyDoc: its Located objects come back through
         pickle's C path (no __init__ per object) sharing one LazyDoc per file."""
         packed = None if result.doc is None else zlib.compress(pickle.dumps(result.doc), 1)
+        _share(result)
         stored = result if packed is None else result.with_doc(
             cast(Doc, LazyDoc(result.doc.file if result.doc else "", packed)))
         body = _dumps(stored)

@@ -233,6 +233,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         result = results.get(rel)
         if result is None:
             return []
+        if not base:
+            return list(result.objects)
         return [x for x in result.objects if x.base[:len(base)] == base]
 
     prov_list = located(layout.PROVISIONING)

@@ -23,9 +23,23 @@ from typing import Any
 import vendors
 from reconciler.core.files import atomic_write
 
-# [[[name, sha256, size], ...], firmware]; firmware: [version, file, sha256, source] or None
+# [files, firmware]: files "sha256/size/name" lines (one string: a few objects per phone, not a
+# dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source] or None
 Entry = list[Any]
-FORMAT = 2
+FORMAT = 3
+
+
+def pack_files(files: list[tuple[str, str, int]]) -> str:
+    """(name, sha256, size) of a phone's files, as an entry keeps them."""
+    return "\n".join(f"{sha}/{size}/{name}" for name, sha, size in files)
+
+
+def unpack_files(text: str) -> list[tuple[str, str, int]]:
+    out: list[tuple[str, str, int]] = []
+    for line in text.split("\n") if text else ():
+        sha, size, name = line.split("/", 2)
+        out.append((name, sha, int(size)))
+    return out
 COMPACT_MIN = 1000  # log lines (or unused entries) tolerated before the snapshot is rewritten
 
 
