@@ -24,14 +24,17 @@ import vendors
 from reconciler.core.errors import (
     ConfigError,
     LockHeld,
+    NotFound,
     PlanMismatch,
     Problem,
     ProvctlError,
     UnsafePlan,
 )
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
+from reconciler.pipeline import narrow
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
@@ -63,6 +66,23 @@ class Options:
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+    # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
+    devices: frozenset[str] | None = None
+    customers: frozenset[str] | None = None
+    # progress(phase, done, total): phases "load", "render <target>" (phones), "observe",
+    # "publish <target>" and "delete <target>" (files), "register" (redirect changes)
+    progress: Callable[[str, int, int], None] | None = None
+    # confirm(plan) is called with the plan apply is about to carry out, before the first
+    # write and under the target locks; False cancels the run (nothing is written)
+    confirm: Callable[[Plan], bool] | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        return self.devices is not None or self.customers is not None
+
+    def report(self, phase: str, done: int = 0, total: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
 
 
 @dataclass
@@ -81,6 +101,7 @@ class RenderedState:
 
 def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
+    opts.report("load")
     source = read_source(opts.repo, opts.rev)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
                        redacting=opts.redacting)
@@ -94,6 +115,8 @@ def load_desired(opts: Options) -> RenderedState:
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []
     for name in names:
+        if opts.progress is not None:
+            renderer.progress = lambda done, total, n=name: opts.report(f"render {n}", done, total)
         try:
             artifacts[name] = renderer.render_target(name)
         except ConfigError as exc:
@@ -165,6 +188,14 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     prune = policy.prune if opts.prune is None else opts.prune
     heal = policy.drift == "heal" if opts.heal is None else opts.heal
     changes, drift, summaries, refusals = [], [], [], []
+    selection = None
+    if opts.narrowed:
+        selection = narrow.select(desired.renderer, desired.artifacts, opts.devices or (),
+                                  opts.customers or ())
+        unknown = narrow.unknown_macs(selection, state.devices, observed)
+        if unknown:
+            raise NotFound(f"unknown device {unknown[0]} (not in devices/*.yaml and no file of "
+                           f"it is published){did_you_mean(unknown[0], state.devices)}")
 
     def downgrade(mac: str, old: str, new: str) -> str | None:
         device = state.devices.get(mac)
@@ -187,9 +218,14 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
         want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        if selection is not None:
+            want = selection.narrow(name, want, obs)
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade)
+        if selection is not None:
+            c = [x for x in c if selection.owns(name, x.path)]
+            d = [x for x in d if selection.owns(name, x.path)]
         changes += c
         drift += d
         summaries.append(s)
@@ -200,6 +236,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         from reconciler.redirect.plan import raise_if_unsafe
 
         redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        if selection is not None:
+            redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
             raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
                             force=opts.force)
@@ -249,6 +287,7 @@ def plan(opts: Options) -> PlanResult:
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
+        opts.report("observe")
         observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
                     for name, t in targets.items()}
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
@@ -261,6 +300,7 @@ class ApplyResult:
     results: dict[str, TargetResult] = field(default_factory=dict)
     receipt: dict[str, Any] = field(default_factory=dict)
     redirect: redirects.RedirectResult | None = None
+    cancelled: bool = False  # confirm() said no: nothing was written
 
     @property
     def exit_code(self) -> int:
@@ -293,6 +333,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 except ProvctlError as exc:
                     results[name] = TargetResult(name, error=str(exc))
             live = {n: t for n, t in targets.items() if n in locks}
+            opts.report("observe")
             observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
                         for n, t in live.items()}
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
@@ -307,6 +348,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     "plan again")
             if the_plan.refusals and not opts.force:
                 raise UnsafePlan("; ".join(the_plan.refusals))
+            if opts.confirm is not None and not opts.confirm(the_plan):
+                return ApplyResult(the_plan, results, cancelled=True)
 
             def run_phase(action: str) -> None:
                 for name, target in live.items():
@@ -323,10 +366,18 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                             manifest.revision == desired.state.revision):
                         results.setdefault(name, TargetResult(name))
                         continue
+                    # A narrowed run leaves the manifest at the revision it had: the target
+                    # as a whole is not at the new one.
+                    revision = manifest.revision if opts.narrowed else desired.state.revision
+                    phase = f"{'publish' if action == 'put' else 'delete'} {name}"
+
+                    def progress(done: int, total: int, phase: str = phase) -> None:
+                        opts.report(phase, done, total)
+
                     result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                        desired.state.revision,
+                                        revision,
                                         pending=obs.pending if action == "put" else frozenset(),
-                                        stop=opts.stop)
+                                        stop=opts.stop, progress=progress)
                     if name in results:
                         results[name].items += result.items
                         results[name].error = results[name].error or result.error
@@ -340,17 +391,22 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 skip = {c.device: f"its file {show_path(c.path)} failed to publish"
                         for c in the_plan.changes if c.path in failed and c.device}
                 redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
-                                                  state_dir, now, skip)
+                                                  state_dir, now, skip,
+                                                  progress=lambda done, total: opts.report(
+                                                      "register", done, total))
             run_phase("delete")
             receipt = _receipt(the_plan, results, started, desired.state.revision,
                                redirect_result)
+            if opts.narrowed:
+                receipt["only"] = {"devices": sorted(opts.devices or ()),
+                                   "customers": sorted(opts.customers or ())}
             if not the_plan.empty:
                 record.write_receipt(state_dir, receipt, live)
             now_ts = time.time()
             for name, result in results.items():
-                record.update_status(state_dir, name, desired.state.revision, result.ok,
-                                     now_ts, result.error)
-                if result.ok and not the_plan.empty:
+                record.update_status(state_dir, name, desired.state.revision,
+                                     result.ok and not opts.narrowed, now_ts, result.error)
+                if result.ok and not the_plan.empty and not opts.narrowed:
                     gitrepo.note_applied(
                         opts.repo, desired.state.revision,
                         f"applied to {name} at {record.iso(now_ts)} by {receipt['trigger']} "
