@@ -13,19 +13,25 @@ from collections.abc import Iterator
 
 USAGE_EXIT = 64  # EX_USAGE (sysexits.h): never argparse's 2, which means "changes pending"
 
-EXITS = {
-    "run": "0 nothing to change · 2 changes pending (plan) or made (apply) · 1 invalid desired "
-           "state or a failed operation · 3 refused (safety limit, lock, conflict, answered no) "
-           "· 64 usage error",
-    "show": "0 shown · 1 invalid desired state or not found · 64 usage error",
-    "edit": "0 nothing to change · 2 files changed (or would be, --dry-run) · 1 invalid, "
-            "nothing written · 3 refused · 64 usage error",
-    "validate": "0 valid · 1 invalid (every problem with file:line) · 64 usage error",
-    "status": "0 shown; with --exit-code: 0 in sync, 2 changes pending, 1 the last run failed "
-              "(or a target cannot be observed) · 64 usage error",
-    "daemon": "0 stopped by SIGTERM/SIGINT · with --once apply's codes: 0, 2, 1, 3 · 3 "
-              "another daemon holds the state directory · 64 usage error",
-    "write": "0 written · 1 failed (nothing half written) · 64 usage error",
+EXITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "run": (("0", "nothing to change"), ("2", "changes pending (plan) or made (apply)"),
+            ("1", "invalid desired state or a failed operation"),
+            ("3", "refused: a safety limit, a lock, a conflict, or apply answered no"),
+            ("64", "usage error")),
+    "show": (("0", "shown"), ("1", "invalid desired state, or not found"), ("64", "usage error")),
+    "edit": (("0", "nothing to change"), ("2", "files changed (or would be, with --dry-run)"),
+             ("1", "invalid: nothing written"), ("3", "refused"), ("64", "usage error")),
+    "validate": (("0", "valid"), ("1", "invalid (every problem with file:line)"),
+                 ("64", "usage error")),
+    "status": (("0", "shown; with --exit-code: in sync"),
+               ("2", "with --exit-code: changes or drift pending"),
+               ("1", "with --exit-code: the last run failed, or a target cannot be observed"),
+               ("64", "usage error")),
+    "daemon": (("0", "stopped by SIGTERM/SIGINT (--once: nothing to change)"),
+               ("2", "--once: changes made"), ("1", "--once: invalid or failed"),
+               ("3", "another daemon holds the state directory (--once: refused)"),
+               ("64", "usage error")),
+    "write": (("0", "written"), ("1", "failed (nothing half written)"), ("64", "usage error")),
 }
 
 # command path -> (example lines, exit codes key)
@@ -59,7 +65,7 @@ EXAMPLES: dict[str, tuple[tuple[str, ...], str]] = {
                         "edit"),
     "secrets": (("provctl secrets set acme/205 < password.txt",), "edit"),
     "secrets set": (("printf %s 'S3cret' | provctl secrets set acme/205",), "edit"),
-    "secrets edit": (("EDITOR=nano provctl secrets edit",), "edit"),
+    "secrets edit": (("provctl secrets edit    # in $VISUAL or $EDITOR",), "edit"),
     "secrets check": (("provctl secrets check",), "validate"),
     "daemon": (("provctl daemon --repo /srv/phones --interval 60 --metrics-port 9310",
                 "provctl daemon --once --repo ssh://git@git.example.net/voice/phones.git "
@@ -101,7 +107,8 @@ def epilog(path: tuple[str, ...]) -> str | None:
     examples, exits = entry
     lines = ["example:" if len(examples) == 1 else "examples:"]
     lines += [f"  {e}" for e in examples]
-    lines += ["", f"exit codes: {EXITS[exits]}"]
+    lines += ["", "exit codes:"]
+    lines += [f"  {code:<3} {meaning}" for code, meaning in EXITS[exits]]
     return "\n".join(lines)
 
 

@@ -92,7 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    help="status, receipts, lock, clone (default: $PROVCTL_STATE_DIR, "
                         "$STATE_DIRECTORY, or <repo>/.provctl for a local repository)")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text, or json: one object per line (journald keeps them as they are)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
                    help="address of the metrics server (default: 127.0.0.1)")
