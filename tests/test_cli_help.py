@@ -153,3 +153,22 @@ def test_bash_completion_completes_subcommands_and_flags(capsys):
     assert complete("apply", "--auto") == ["--auto-approve"]
     assert set(complete("device", "")) >= {"add", "remove", "assign"}
     assert "--model" in complete("device", "add", "--mo")
+
+
+def test_the_daemon_entry_point_also_exits_64_on_usage_errors():
+    from reconciler.daemon.loop import main as daemon_main
+
+    with pytest.raises(SystemExit) as exit_:
+        daemon_main(["--bogus"])
+    assert exit_.value.code == 64
+
+
+def test_build_info_metric_names_the_version(tmp_path):
+    import platform
+
+    from reconciler.daemon.metrics import Metrics
+
+    path = tmp_path / "provctl.prom"
+    Metrics().write_textfile(path)
+    assert (f'provctl_build_info{{python="{platform.python_version()}",version="{__version__}"}}'
+            " 1.0") in path.read_text()

@@ -713,7 +713,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provctl daemon",
                                 description="follow a branch and reconcile its newest revision")
     add_arguments(p)
-    return run_daemon(config_from_args(p.parse_args(argv)))
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # a usage error exits 64, never 2 ("changes made")
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None
+    return run_daemon(config_from_args(args))
 
 
 if __name__ == "__main__":
