@@ -223,7 +223,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     opts = _options(args)
-    opts.devices = None
     opts.targets = [args.target] if args.target else None
     desired = load_desired(opts)
     renderer = desired.renderer

@@ -135,10 +135,9 @@ def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
     if not wanted:
         return known
     unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
-                                   "targets", f"unknown target {u!r} (known: {', '.join(known)})")
-                           for u in unknown])
+    if unknown:  # a name on the command line, not a fault of the desired state
+        raise NotFound(f"unknown target {unknown[0]!r}{did_you_mean(unknown[0], known)} "
+                       f"(known: {', '.join(known)})")
     return wanted
 
 
