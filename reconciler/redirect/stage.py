@@ -28,7 +28,13 @@ from reconciler.desired.validate import DesiredState
 from reconciler.redirect import make_client
 from reconciler.redirect.base import DesiredRegistration, RedirectClient, Remote
 from reconciler.redirect.plan import Record, RedirectChange, plan_redirects
-from reconciler.redirect.state import apply_change, load_records, records_path, save_records
+from reconciler.redirect.state import (
+    apply_change,
+    load_records,
+    records_path,
+    save_records,
+    understood,
+)
 from reconciler.render.addressing import Addressing
 
 log = logging.getLogger(__name__)
@@ -164,7 +170,9 @@ def observe(addresses: Addresses, clients: Clients, state_dir: Path) -> Redirect
     errors: dict[str, str] = {}
     for service, macs in sorted(by_service.items()):
         try:
-            remote.update(clients.get(service).lookup(sorted(macs)))
+            client = clients.get(service)
+            with understood(service, "lookup"):
+                remote.update(client.lookup(sorted(macs)))
         except RedirectError as exc:
             errors[service] = str(exc)
     return RedirectSnapshot(desired, remote, records, errors, new_memory)
