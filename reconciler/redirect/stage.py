@@ -186,7 +186,7 @@ def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[Re
 class RedirectResult:
     done: list[RedirectChange] = field(default_factory=list)
     failed: list[tuple[RedirectChange, str]] = field(default_factory=list)
-    conflicts: list[RedirectChange] = field(default_factory=list)
+    conflicts: list[tuple[RedirectChange, str]] = field(default_factory=list)  # (change, why)
 
 
 def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Clients,
@@ -203,14 +203,14 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
                 result.failed.append((change, f"not registered: {skip[change.mac]}"))
                 continue
             if change.action == "conflict":
-                result.conflicts.append(change)
+                result.conflicts.append((change, change.reason))
             record, error = apply_change(clients.get(change.service), change,
                                          snapshot.desired.get(change.mac),
                                          records.get(change.mac), now)
             records[change.mac] = record
             if error is not None:
                 if error.conflict:
-                    result.conflicts.append(change)
+                    result.conflicts.append((change, str(error)))
                 else:
                     result.failed.append((change, str(error)))
             elif change.action != "conflict":
