@@ -137,6 +137,10 @@ def _origin(url: str) -> str:
 
 
 class YealinkRpsClient:
+    # [V] /work/shared/reference/rps-apis.md §"Ownership": only the XML-RPC API has isOverride;
+    # the JSON Open API spoken here has no override flag.
+    can_steal = False
+
     def __init__(
         self,
         name: str,
