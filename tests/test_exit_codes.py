@@ -118,3 +118,19 @@ def test_a_stale_plan_file_is_recorded_as_refused(fleet, tmp_path):
     error = status(fleet)["local"]["last_attempted"]["error"]
     assert error.startswith("refused: the plan file (")
     assert "last_applied" not in status(fleet)["local"]
+
+
+def test_a_run_whose_files_failed_one_by_one_records_why(fleet, monkeypatch):
+    from reconciler.targets import local as local_mod
+
+    original = local_mod.LocalTarget.read
+
+    def corrupt(self, path):
+        data = original(self, path)
+        return b"corrupted" if path.startswith("firmware/") and data else data
+
+    monkeypatch.setattr(local_mod.LocalTarget, "read", corrupt)
+    assert run(fleet, "apply") == 1
+    error = status(fleet)["local"]["last_attempted"]["error"]
+    assert error.startswith("1 change(s) failed, first: put firmware/T46U-108.86.0.95.rom: "
+                            "firmware on the target does not match")
