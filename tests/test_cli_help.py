@@ -42,9 +42,9 @@ def test_each_command_help_ends_with_an_example_and_the_exit_codes(path, capsys)
     text = capsys.readouterr().out
     assert "\nexample" in text
     assert f"provctl {path}" in text[text.rindex("\nexample"):]
+    assert "exit codes:" in text
     tail = text.rstrip().split("exit codes:")[-1]
-    assert "exit codes:" in text and "64  usage error" in tail
-    assert text.rstrip().endswith("usage error")
+    assert "64" in tail and text.rstrip().endswith("usage error")
 
 
 @pytest.mark.parametrize("argv", [["plan", "--bogus"], [], ["apply", "--plan"],

@@ -24,7 +24,7 @@ EXITS: dict[str, tuple[tuple[str, str], ...]] = {
     "validate": (("0", "valid"), ("1", "invalid (every problem with file:line)"),
                  ("64", "usage error")),
     "status": (("0", "shown; with --exit-code: in sync"),
-               ("2", "with --exit-code: changes or drift pending"),
+               ("2", "with --exit-code: changes pending (as plan counts them)"),
                ("1", "with --exit-code: the last run failed, or a target cannot be observed"),
                ("64", "usage error")),
     "daemon": (("0", "stopped by SIGTERM/SIGINT (--once: nothing to change)"),

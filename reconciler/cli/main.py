@@ -180,8 +180,9 @@ def _modules() -> list[Any]:
     from reconciler.cli import daemon as cli_daemon
     from reconciler.cli import inventory as cli_inventory
     from reconciler.cli import vendors as cli_vendors
+    from reconciler.cli import zerotouch as cli_zerotouch
 
-    return [cli_inventory, cli_daemon, cli_vendors]
+    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch]
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -406,12 +407,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> int:
     """--exit-code: 1 when the last run failed (or a target cannot be observed), 2 when changes
-    or drift are pending, 0 in sync."""
+    are pending (drift counts when it would be healed, as for plan), 0 in sync."""
     if any((e.get("last_attempted") or {}).get("error") for e in status.values()):
         return 1
     if any(e.get("error") for e in live.values()):
         return 1
-    if any(e.get("pending") or e.get("drift") for e in live.values()):
+    if any(e.get("pending") for e in live.values()):
         return 2
     return 0
 

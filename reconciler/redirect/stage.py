@@ -27,8 +27,14 @@ from reconciler.desired.schema import RedirectWindow
 from reconciler.desired.validate import DesiredState
 from reconciler.redirect import make_client
 from reconciler.redirect.base import DesiredRegistration, RedirectClient, Remote
-from reconciler.redirect.plan import Record, RedirectChange, plan_redirects
-from reconciler.redirect.state import apply_change, load_records, records_path, save_records
+from reconciler.redirect.plan import Environment, Record, RedirectChange, plan_redirects
+from reconciler.redirect.state import (
+    apply_change,
+    load_records,
+    records_path,
+    save_records,
+    understood,
+)
 from reconciler.render.addressing import Addressing
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ class RedirectSnapshot:
     records: dict[str, Record]
     errors: dict[str, str] = field(default_factory=dict)  # service -> why it was not observed
     memory: dict[str, list[str]] = field(default_factory=dict)  # mac -> [value, first revision]
+    env: Environment = field(default_factory=Environment)  # this environment's URLs, stealers
 
 
 def _memory_path(state_dir: Path) -> Path:
@@ -162,23 +169,35 @@ def observe(addresses: Addresses, clients: Clients, state_dir: Path) -> Redirect
             by_service.setdefault(rec.service, set()).add(mac)
     remote: dict[str, Remote] = {}
     errors: dict[str, str] = {}
+    stealers: set[str] = set()
     for service, macs in sorted(by_service.items()):
         try:
-            remote.update(clients.get(service).lookup(sorted(macs)))
+            client = clients.get(service)
+            stealers |= {service} if client.can_steal else set()
+            with understood(service, "lookup"):
+                remote.update(client.lookup(sorted(macs)))
         except RedirectError as exc:
             errors[service] = str(exc)
-    return RedirectSnapshot(desired, remote, records, errors, new_memory)
+    return RedirectSnapshot(desired, remote, records, errors, new_memory,
+                            environment(addresses.state, stealers))
+
+
+def environment(state: DesiredState, can_steal: set[str]) -> Environment:
+    """This environment of the fleet: the base URLs of its targets (see redirect/plan.py)."""
+    return Environment.of((t.base_url for t in state.provisioning.value.targets.values()),
+                          can_steal)
 
 
 def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[RedirectChange]:
-    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days)
+    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days,
+                          env=snapshot.env)
 
 
 @dataclass
 class RedirectResult:
     done: list[RedirectChange] = field(default_factory=list)
     failed: list[tuple[RedirectChange, str]] = field(default_factory=list)
-    conflicts: list[RedirectChange] = field(default_factory=list)
+    conflicts: list[tuple[RedirectChange, str]] = field(default_factory=list)  # (change, why)
 
 
 def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Clients,
@@ -199,14 +218,14 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
                 result.failed.append((change, f"not registered: {skip[change.mac]}"))
                 continue
             if change.action == "conflict":
-                result.conflicts.append(change)
+                result.conflicts.append((change, change.reason))
             record, error = apply_change(clients.get(change.service), change,
                                          snapshot.desired.get(change.mac),
                                          records.get(change.mac), now)
             records[change.mac] = record
             if error is not None:
                 if error.conflict:
-                    result.conflicts.append(change)
+                    result.conflicts.append((change, str(error)))
                 else:
                     result.failed.append((change, str(error)))
             elif change.action != "conflict":

@@ -6,7 +6,8 @@ Subclasses implement `handle(request) -> Reply`. The base class gives every fake
 - fault injection, consumed one request at a time before authentication (like a gateway):
   `fail_next(n, status=500)`, `throttle_next(n)` (HTTP 429, or the vendor's own throttling
   answer), `slow_next(n, delay)` (sleep past the client's timeout, then answer 503 — the
-  request is NOT applied);
+  request is NOT applied), `answer_next(n, body, after=0)` (HTTP 200 with this body, whatever
+  was asked, once `after` requests have been answered normally: a service answering nonsense);
 - `clock` (a callable, default time.time) and `skew` seconds added to it, to test timestamps.
 """
 
@@ -52,10 +53,11 @@ class Reply:
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "throttle" | "slow"
+    kind: str  # "status" | "throttle" | "slow" | "answer" | "none" (answered normally)
     status: int = 500
     delay: float = 0.0
     retry_after: str | None = None
+    body: Any = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,11 @@ class FakeServer:
         with self.lock:
             self._faults.extend(_Fault("slow", delay=delay) for _ in range(n))
 
+    def answer_next(self, n: int = 1, body: Any = None, after: int = 0) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("none") for _ in range(after))
+            self._faults.extend(_Fault("answer", status=200, body=body) for _ in range(n))
+
     def throttle_reply(self, retry_after: str | None) -> Reply:
         """How this vendor says "slow down" (override for an in-band answer)."""
         headers = {"Retry-After": retry_after} if retry_after else {}
@@ -174,12 +181,16 @@ class FakeServer:
     def _dispatch(self, request: Request) -> Reply | None:
         with self.lock:
             fault = self._faults.pop(0) if self._faults else None
+        if fault is not None and fault.kind == "none":
+            fault = None
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
             self._log(request, 0)
             return None
         if fault is not None and fault.kind == "throttle":
             reply = self.throttle_reply(fault.retry_after)
+        elif fault is not None and fault.kind == "answer":
+            reply = Reply(fault.status, fault.body)
         elif fault is not None:
             reply = Reply(fault.status, {"message": "Internal Server Error"})
         else:
