@@ -38,6 +38,8 @@ def test_device_limits_apply_to_that_phone(fleet, capsys):
     assert manifest["revision"] is None  # the target as a whole is not at the new revision
     status = json.loads((fleet / ".provctl" / "status.json").read_text())
     assert "last_applied" not in status["local"]
+    receipt = json.loads((fleet / ".provctl" / "receipts.jsonl").read_text().splitlines()[-1])
+    assert receipt["only"] == {"devices": [MAC], "customers": []}
     capsys.readouterr()
     assert run(fleet, "plan", "--device", MAC) == 0
     assert run(fleet, "plan") == 2  # everyone else is still pending
@@ -198,3 +200,13 @@ def test_pr_plans_show_real_short_tokens_with_the_fleet_secret_else_placeholders
     md = capsys.readouterr().out
     assert f"`{{token:{MAC}}}/{MAC}.cfg`" in md and token[:6] not in md
     assert "URL tokens shown as placeholders" in md
+
+
+def test_diff_never_shows_the_password_of_an_account_taken_off_the_phone(fleet, capsys):
+    run(fleet, "apply")
+    assert run(fleet, "device", "unassign", "00:04:13:CC:00:02") == 2
+    capsys.readouterr()
+    assert run(fleet, "diff", SNOM) == 2
+    out = capsys.readouterr().out
+    assert "gx-Pw-110" not in out and "gx-Pw" not in out
+    assert '-    <user_pass idx="1" perm="R"><redacted sha256:' in out

@@ -195,7 +195,7 @@ def _options(args: argparse.Namespace) -> Options:
         prune=getattr(args, "prune", None),
         force=getattr(args, "force", False), verify=getattr(args, "verify", False),
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
-        devices=frozenset(devices) if isinstance(devices, list) else None,
+        devices=frozenset(_mac(d) for d in devices) if isinstance(devices, list) else None,
         customers=frozenset(customers) if isinstance(customers, list) else None,
     )
 
