@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import find_repo
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.plan import Plan
-from reconciler.pipeline.run import Options, apply, load_desired, plan, read_plan_file
+from reconciler.pipeline.run import (
+    LOCK_TTL,
+    Options,
+    apply,
+    load_desired,
+    plan,
+    read_plan_file,
+)
 
 DISTRIBUTION = "provctl-phones"  # the name on PyPI; the command stays `provctl`
 
@@ -314,7 +322,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
         shown.append(the_plan)
         if the_plan.empty or not ask:
             return True
-        return _ask(the_plan, style)
+        asked = time.monotonic()
+        if not _ask(the_plan, style):
+            return False
+        if time.monotonic() - asked > 0.9 * LOCK_TTL:  # the locks may have been taken over
+            print(f"error: the answer came after {int(time.monotonic() - asked) // 60} minutes; "
+                  "the target locks may have expired meanwhile: run apply again",
+                  file=sys.stderr)
+            return False
+        return True
 
     opts = _options(args)
     opts.progress = progress
