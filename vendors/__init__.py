@@ -11,7 +11,10 @@ from vendors.base import Vendor
 # Vendors with a complete module. A new vendor is added here and in templates/<name>/.
 KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The repository's top-level templates/ (a checkout, an editable install); a wheel ships them as
+# vendors/templates/ (setup.py), looked for first.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
 
 
 @cache

@@ -14,10 +14,12 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_drift_files{target}                           drifted files seen by the last run
     provctl_redirect_states{state}                        MACs per redirect state (0 if unknown)
     provctl_git_fetch_failures_total                      failed fetches of the followed remote
+    provctl_build_info{version,python}                    1; which provctl is running
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client import write_to_textfile as _write_textfile
+
+from reconciler import __version__
 
 REDIRECT_STATES = ("active", "disabled", "provision", "deprovision", "conflict")
 FAILURE_REASONS = ("invalid", "failed", "refused")
@@ -68,6 +72,9 @@ class Metrics:
                               ["state"], registry=r)
         self.fetch_failures = Counter("provctl_git_fetch_failures",
                                       "Failed fetches of the followed git remote", registry=r)
+        self.build_info = Gauge("provctl_build_info", "Always 1; labels say which provctl runs",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         for state in REDIRECT_STATES:
             self.redirect.labels(state).set(0)
         for outcome in OUTCOMES:

@@ -79,6 +79,8 @@ class Receipt:
     ended: str
     targets: Mapping[str, TargetLine]
     redirects: tuple[RedirectLine, ...]
+    # a narrowed run (--device/--customer): {"devices": [...], "customers": [...]}
+    only: Mapping[str, list[str]] | None = None
 
     @classmethod
     def of(cls, plan: Plan, results: Mapping[str, TargetResult], redirect: RedirectResult | None,
@@ -110,6 +112,8 @@ class Receipt:
         body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items]}
                            for name, t in self.targets.items()}
         body["redirects"] = [asdict(r) for r in self.redirects]
+        if self.only is None:
+            del body["only"]  # receipts of whole runs keep their shape
         return body
 
     def to_json(self) -> str:

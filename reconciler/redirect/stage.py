@@ -201,15 +201,19 @@ class RedirectResult:
 
 
 def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Clients,
-          state_dir: Path, now: datetime, skip: Mapping[str, str]) -> RedirectResult:
+          state_dir: Path, now: datetime, skip: Mapping[str, str],
+          progress: Callable[[int, int], None] | None = None) -> RedirectResult:
     """Run the changes one by one (a failure never blocks the others); record every outcome.
+    `progress(done, total)` is called after each change.
 
     `skip`: MACs whose files failed to publish (mac -> why): they are not registered now.
     """
     result = RedirectResult()
     records = dict(snapshot.records)
     try:
-        for change in changes:
+        for done, change in enumerate(changes, 1):
+            if progress is not None:
+                progress(done - 1, len(changes))
             if change.action in ("register", "update") and change.mac in skip:
                 result.failed.append((change, f"not registered: {skip[change.mac]}"))
                 continue
@@ -227,6 +231,8 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
             elif change.action != "conflict":
                 result.done.append(change)
                 log.info("redirect %s: %s %s", change.service, change.action, change.mac)
+        if progress is not None:
+            progress(len(changes), len(changes))
     finally:
         save_records(records_path(state_dir), records)
         atomic_write(_memory_path(state_dir),
