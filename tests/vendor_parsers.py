@@ -380,3 +380,82 @@ def parse_panasonic(data: bytes) -> tuple[str, dict[str, str]]:
             raise FormatError(f"line {number}: duplicate {name}")
         out[name] = value
     return text[0], out
+
+
+# --- flat views: every vendor's files as {file: {key: value}}, for the contract test data ---
+#
+# Keys are the vendor's own names; where a value has attributes the view adds "key@attribute"
+# (Snom perm, Cisco ua, Snom function keys). Each view parses strictly first.
+
+
+def _view_yealink(name: str, text: str) -> dict[str, str]:
+    if name.endswith(".boot"):
+        includes, settings = parse_yealink_boot(text)
+        return {**{f"include[{i}]": f for i, f in enumerate(includes, start=1)}, **settings}
+    return parse_yealink_cfg(text)
+
+
+def _view_snom(name: str, text: str) -> dict[str, str]:
+    if name.endswith("-firmware.xml"):
+        return {"firmware": parse_snom_firmware(text)}
+    parsed = parse_snom(text)
+    out: dict[str, str] = {}
+    for (setting, idx), (value, perm) in parsed.settings.items():
+        key = setting if idx is None else f"{setting}[{idx}]"
+        out[key] = value
+        out[f"{key}@perm"] = perm
+    for number, attributes in parsed.fkeys.items():
+        for attribute, value in attributes.items():
+            if attribute == "value":
+                out[f"fkey[{number}]"] = value
+            elif attribute != "idx":
+                out[f"fkey[{number}]@{attribute}"] = value
+    return out
+
+
+def _view_poly(name: str, text: str) -> dict[str, str]:
+    if name.endswith("-provctl.cfg"):
+        return parse_poly_config(text)
+    return parse_poly_master(text)
+
+
+def _view_grandstream(name: str, text: str) -> dict[str, str]:
+    mac, values = parse_grandstream(text)
+    return {"mac": mac, **values}
+
+
+def _view_cisco(name: str, text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for element, (value, ua) in parse_cisco(text).items():
+        out[element] = value
+        out[f"{element}@ua"] = ua
+    return out
+
+
+def _view_fanvil(name: str, text: str) -> dict[str, str]:
+    return {f"{module}/{key}": value for module, keys in parse_fanvil(text).items()
+            for key, value in keys.items()}
+
+
+def _view_gigaset(name: str, text: str) -> dict[str, str]:
+    parsed = parse_gigaset(text)
+    out = dict(parsed.params)
+    out["handsets"] = ",".join(parsed.handsets)
+    if parsed.firmware is not None:
+        out.update({f"firmware@{k}": v for k, v in parsed.firmware.items()})
+    return out
+
+
+def _view_panasonic(name: str, text: str) -> dict[str, str]:
+    first, values = parse_panasonic(text.encode("utf-8"))
+    return {"@line1": first, **values}
+
+
+VIEWS = {"yealink": _view_yealink, "snom": _view_snom, "poly": _view_poly,
+         "grandstream": _view_grandstream, "cisco": _view_cisco, "fanvil": _view_fanvil,
+         "gigaset": _view_gigaset, "panasonic": _view_panasonic}
+
+
+def view(vendor: str, files: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Every rendered file of one phone parsed strictly, as file -> key -> value."""
+    return {name: VIEWS[vendor](name, text) for name, text in files.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vendors.base import UserAgent, Vendor
 
-# Vendors with a complete module. A new vendor is added here and in templates/<name>/.
+# Vendors with a complete module. Adding one: docs/adding-a-vendor.md.
 KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

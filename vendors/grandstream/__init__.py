@@ -8,7 +8,7 @@ Files per phone (see ../shared/reference/vendor-formats.md, "4. Grandstream"):
   which provctl does not write (their content would be shared between phones).
 
 XML, rendered with autoescape; a line break or control character in a value is refused by
-`check()`, naming the parameter. Only P-values present are changed on the phone [I], so unused
+`build()`, naming the parameter. Only P-values present are changed on the phone [I], so unused
 accounts are cleared explicitly.
 
 Conventions (documented for operators):
@@ -18,7 +18,7 @@ Conventions (documented for operators):
   account name, P130 transport, P57…P62 + P46 codec choices, P32 expiry in minutes); accounts
   2-4 are at 400/500/600 + offset and 5-6 at 1700/1800 + offset [V fusion gxp21xx template for
   1-5; account 6 I: same pattern]. The P-values of accounts 7 and up are not verified: a port
-  above 6 is refused by `check()` rather than written to a guessed P-value (conservative).
+  above 6 is refused by `build()` rather than written to a guessed P-value (conservative).
 - Codecs: the listed codecs fill the vocoder choices in order; the remaining choices repeat the
   last listed codec, so codecs left out are not offered [I: common practice]. Opus (125) only
   on GRP models [I].
@@ -35,7 +35,7 @@ Conventions (documented for operators):
 - Keys (`line_keys[K]`, GXP21xx virtual / multi-purpose keys): P1363+2(K-1) mode, P1364+2(K-1)
   account, P1465+2(K-1) label, P1466+2(K-1) value [V keys 1 and 2; pattern I]; modes 0 line,
   10 speed dial, 11 BLF, 19 park; `dtmf` and `none` are refused / skipped. GRP models take keys
-  as v2 aliases only: `line_keys` on a GRP is refused by `check()`.
+  as v2 aliases only: `line_keys` on a GRP is refused by `build()`.
 - User-owned parameters: Grandstream has no per-parameter flag; they are not written.
 - Not expressible, documented (`NOTES`): `ntp.server2`, `vlan.pc_id`, `soft_keys`,
   `expansion_keys`, `screensaver`.
@@ -47,15 +47,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors import kit, timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code, mac12, user_agent_text
-from vendors.common import text as _text
+from vendors.common import mac12, user_agent_text
 
 # name: (accounts, family) [V GXP2135 8 wazo; others I: datasheets per the reference]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -105,19 +103,9 @@ NOTES = {
 }
 
 RAW_KEY = re.compile(r"^P\d{1,6}$")
-XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
-
-
-@dataclass(frozen=True)
-class Setting:
-    p: int
-    value: str
-    param: str
-
-    @property
-    def name(self) -> str:
-        return f"P{self.p}"
+VERSIONS = kit.VersionScheme("Grandstream firmware version",
+                             "<major>.<minor>.<patch>.<build>, e.g. 1.0.11.79",
+                             re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$"))
 
 
 def _without_scheme(url: str) -> tuple[int, str]:
@@ -125,85 +113,78 @@ def _without_scheme(url: str) -> tuple[int, str]:
     return SCHEMES.get(parts.scheme.lower(), 2), (parts.netloc + parts.path).rstrip("/")
 
 
-class _Builder:
-    def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.owned = device.user_owned
-        self.settings: list[Setting] = []
-        self.problems: list[str] = []
+class Builder(kit.Builder):
+    label = "Grandstream"
+    carrier = "a Grandstream P-value"
+    xml = True
+    languages = LANGUAGES
 
-    def put(self, p: int, value: Any, param: str) -> None:
-        self.settings.append(Setting(p, _text(value), param))
+    def pv(self, p: int, value: Any, param: str) -> None:
+        self.put(f"P{p}", value, param)
 
-    def build(self) -> _Builder:
+    def steps(self) -> None:
         self.provisioning()
         self.time_and_language()
         self.network_and_features()
         self.accounts()
         if self.device.lines:
             self.keys()
-        self.raw()
-        return self
+
+    def files(self) -> list[OutputFile]:
+        device = self.device
+        return [OutputFile(f"cfg{device.mac}.xml", "grandstream/cfgmac.xml.j2", {
+            "mac": device.mac, "model": device.model.name,
+            "settings": [{"name": s.key, "value": s.value} for s in self.settings],
+        })]
 
     def provisioning(self) -> None:
         scheme, path = _without_scheme(self.device.provisioning_url)
-        self.put(212, scheme, "provisioning url")
-        self.put(237, path, "provisioning url")
+        self.pv(212, scheme, "provisioning url")
+        self.pv(237, path, "provisioning url")
         resync = _get(self.params, "provisioning", "resync") or {}
-        self.put(194, 2, "provisioning.resync")  # daily
-        self.put(285, int((resync.get("start") or "02:00")[:2]), "provisioning.resync.start")
-        self.put(8459, int((resync.get("end") or "04:00")[:2]), "provisioning.resync.end")
-        self.put(8458, 1, "provisioning.resync")  # random time in the window
+        self.pv(194, 2, "provisioning.resync")  # daily
+        self.pv(285, int((resync.get("start") or "02:00")[:2]), "provisioning.resync.start")
+        self.pv(8459, int((resync.get("end") or "04:00")[:2]), "provisioning.resync.end")
+        self.pv(8458, 1, "provisioning.resync")  # random time in the window
         firmware = self.device.firmware
         if firmware is not None:
             # [I] the phone fetches its family image by its fixed name from this directory
             scheme, path = _without_scheme(firmware.url.rsplit("/", 1)[0] + "/")
-            self.put(6767, scheme, "firmware")
-            self.put(192, path, "firmware")
-            self.put(8375, 0, "firmware")
+            self.pv(6767, scheme, "firmware")
+            self.pv(192, path, "firmware")
+            self.pv(8375, 0, "firmware")
         password = self.params.get("admin_password")
         if password:
-            self.put(2, password, "admin_password")
+            self.pv(2, password, "admin_password")
 
     def time_and_language(self) -> None:
         ntp = self.params.get("ntp") or {}
         if ntp.get("server"):
-            self.put(30, ntp["server"], "ntp.server")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.put(64, timezones.posix(str(tz)), "timezone")
-            except ValueError as exc:
-                self.problems.append(f"timezone: {exc}")
-        language = self.params.get("language")
-        if language and "language" not in self.owned:
-            code = LANGUAGES.get(language_code(str(language)))
-            if code is None:
-                self.problems.append(f"language: {language!r} has no Grandstream equivalent "
-                                     f"(known: {', '.join(sorted(LANGUAGES))})")
-            else:
-                self.put(1362, code, "language")
+            self.pv(30, ntp["server"], "ntp.server")
+        self.timezone()
+        code = self.language()
+        if code is not None:
+            self.pv(1362, code, "language")
+
+    def put_timezone(self, name: str) -> None:
+        self.pv(64, timezones.posix(name), "timezone")
 
     def network_and_features(self) -> None:
         vlan = self.params.get("vlan") or {}
         if vlan.get("id"):
-            self.put(51, vlan["id"], "vlan.id")
+            self.pv(51, vlan["id"], "vlan.id")
             if vlan.get("priority") is not None:
-                self.put(87, vlan["priority"], "vlan.priority")
+                self.pv(87, vlan["priority"], "vlan.priority")
         waiting = self.params.get("call_waiting")
         if waiting is not None and "call_waiting" not in self.owned:
-            self.put(91, not bool(waiting), "call_waiting")  # P91 = disable call waiting [I]
+            self.pv(91, not bool(waiting), "call_waiting")  # P91 = disable call waiting [I]
 
     def accounts(self) -> None:
         model = self.device.model
         by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
-                                     f"accounts 1 to {model.lines}")
-            elif line.port > PROVISIONED_ACCOUNTS:
-                self.problems.append(
+        for line in self.ports("accounts").values():
+            if line.port > PROVISIONED_ACCOUNTS:
+                self.problem(
                     f"port {line.port} ({line.account}): provctl writes Grandstream accounts 1 "
                     f"to {PROVISIONED_ACCOUNTS} only (the P-values of accounts 7 and up are "
                     "not verified)")
@@ -213,9 +194,9 @@ class _Builder:
             assigned = by_port.get(n)
             pv = account_pvalues(n)
             if assigned is None:
-                self.put(pv["active"], 0, f"port {n}")
+                self.pv(pv["active"], 0, f"port {n}")
                 for field in ("server", "user", "auth", "password", "display", "name"):
-                    self.put(pv[field], "", f"port {n}")
+                    self.pv(pv[field], "", f"port {n}")
             else:
                 self.account(n, assigned, pv)
 
@@ -224,7 +205,7 @@ class _Builder:
         sip = line.sip or {}
 
         def put(field: str, value: Any, param: str) -> None:
-            self.put(pv[field], value, f"{param} {where}")
+            self.pv(pv[field], value, f"{param} {where}")
 
         server = str(sip.get("server") or "")
         put("active", 1, "account")
@@ -254,8 +235,8 @@ class _Builder:
         chosen: list[int] = []
         for codec in codecs:
             if codec not in CODECS or (codec == "opus" and self.device.model.family != "grp"):
-                self.problems.append(f"codecs {where}: {codec} is not supported by "
-                                     f"{self.device.model.name}")
+                self.problem(f"codecs {where}: {codec} is not supported by "
+                             f"{self.device.model.name}")
             elif CODECS[codec] not in chosen:
                 chosen.append(CODECS[codec])
         if not chosen:
@@ -263,15 +244,15 @@ class _Builder:
         # [I] the remaining choices repeat the last listed codec, so codecs left out are not
         # offered (conservative: a choice left unwritten keeps whatever the phone had)
         for i, slot in enumerate(slots):
-            self.put(slot, chosen[min(i, len(chosen) - 1)], f"codecs {where}")
+            self.pv(slot, chosen[min(i, len(chosen) - 1)], f"codecs {where}")
 
     def keys(self) -> None:
         keys = self.params.get("line_keys") or []
         if not keys or "line_keys" in self.owned:
             return
         if self.device.model.family != "gxp":
-            self.problems.append(f"line_keys: {self.device.model.name} takes keys as config v2 "
-                                 "aliases, which provctl does not write")
+            self.problem(f"line_keys: {self.device.model.name} takes keys as config v2 "
+                         "aliases, which provctl does not write")
             return
         for k, key in enumerate(keys, start=1):
             param = f"line_keys[{k}]"
@@ -279,33 +260,22 @@ class _Builder:
             if kind == "none":
                 continue
             if kind not in KEY_MODES:
-                self.problems.append(f"{param}: key type {kind!r} is not supported on "
-                                     "Grandstream keys")
+                self.problem(f"{param}: key type {kind!r} is not supported on Grandstream keys")
                 continue
             step = 2 * (k - 1)  # [V] keys 1 and 2; the step of 2 for later keys is [I]
-            self.put(1363 + step, KEY_MODES[kind], param)
-            self.put(1364 + step, int(key.get("line") or 1) - 1, param)  # account, 0-based
-            self.put(1465 + step, key.get("label") or "", param)
-            self.put(1466 + step, key.get("value") or "", param)
+            self.pv(1363 + step, KEY_MODES[kind], param)
+            self.pv(1364 + step, int(key.get("line") or 1) - 1, param)  # account, 0-based
+            self.pv(1465 + step, key.get("label") or "", param)
+            self.pv(1466 + step, key.get("value") or "", param)
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        added: list[Setting] = []
-        for key, value in raw.items():
-            key = str(key)
-            if not RAW_KEY.match(key):
-                self.problems.append(f"raw.grandstream: {key!r} is not a P-value (P1234)")
-                continue
-            added.append(Setting(int(key[1:]), _text(value), f"raw.grandstream.{key}"))
-        replaced = {s.p for s in added}
-        self.settings = [s for s in self.settings if s.p not in replaced] + added
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        if not RAW_KEY.match(key):
+            self.problem(f"raw.grandstream: {key!r} is not a P-value (P1234)")
+            return None
+        return kit.Setting(f"P{int(key[1:])}", self.text(value), f"raw.grandstream.{key}")
 
 
-def _build(device: RenderInput) -> _Builder:
-    return _Builder(device).build()
-
-
-class Grandstream:
+class Grandstream(kit.VendorBase):
     name = "grandstream"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
@@ -314,36 +284,9 @@ class Grandstream:
         "vlan", "line_keys", "provisioning", "raw",
     })
     notes = NOTES
-    redirect_kinds: tuple[str, ...] = ()  # GDMS is not implemented in provctl
-
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        return [OutputFile(f"cfg{device.mac}.xml", "grandstream/cfgmac.xml.j2", {
-            "mac": device.mac, "model": device.model.name,
-            "settings": [{"name": s.name, "value": s.value} for s in built.settings],
-        })]
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        for s in built.settings:
-            if "\n" in s.value or "\r" in s.value:
-                problems.append(f"{s.param}: contains a line break, which a Grandstream "
-                                f"P-value cannot carry ({s.name})")
-            elif XML_ILLEGAL.search(s.value):
-                problems.append(f"{s.param}: contains a control character XML cannot carry "
-                                f"({s.name})")
-        return problems
-
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Grandstream firmware version {version!r} is not "
-                             "<major>.<minor>.<patch>.<build>, e.g. 1.0.11.79")
-        return tuple(int(part) for part in match.groups())
-
-    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        return None  # every version that parses fits every model of this vendor
+    redirect_kinds = ()  # GDMS is not implemented in provctl
+    builder = Builder
+    versions = VERSIONS
 
 
 VENDOR = Grandstream()
