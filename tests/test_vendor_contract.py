@@ -89,6 +89,9 @@ def run(data: VendorData, case: Mapping[str, Any]) -> tuple[Build, dict[str, str
     if not ({"expect", "absent", "every", "keys", "last"} & set(case)) and case.get("problems"):
         return built, files  # a refused phone is never published: its files need not parse
     parsed = view(data.name, files)
+    for name, got in parsed.items():  # provctl writes each key once, and never ambiguously
+        assert not got.duplicates, f"{name}: written twice: {got.duplicates}"
+        assert not got.unset, f"{name}: self-closing, not surely empty: {got.unset}"
     for name, keys in (case.get("expect") or {}).items():
         got = parsed[name]
         for key, value in keys.items():
@@ -138,6 +141,7 @@ def test_every_vendor_has_a_data_file_and_a_module_shaped_by_the_kit(name: str) 
     assert not set(facts.get("unsupported") or ()) & vendor.supported
     assert list(vendor.redirect_kinds) == list(facts.get("redirect_kinds") or [])
     assert isinstance(vendor.notes, Mapping)
+    assert set(facts.get("notes") or ()) <= set(vendor.notes)
 
 
 def test_no_data_file_for_a_vendor_that_is_not_known() -> None:
@@ -150,10 +154,13 @@ def test_models_and_line_counts(name: str) -> None:
     models = vendors.get(name).models
     assert list(models) == list(expected)
     for model, spec in expected.items():
-        lines, family = (spec, None) if isinstance(spec, int) else spec
+        lines, family, keys = ([spec] if isinstance(spec, int) else list(spec)) + [None] * (
+            3 - (1 if isinstance(spec, int) else len(spec)))
         assert models[model].name == model and models[model].lines == lines
         if family is not None:
             assert models[model].family == family
+        if keys is not None:
+            assert models[model].keys == keys
 
 
 @pytest.mark.parametrize("name", vendors.KNOWN)
@@ -175,6 +182,28 @@ def test_firmware_version_scheme(name: str) -> None:
         assert why is not None
         for text in refused.get("has") or ():
             assert text in why
+
+
+@pytest.mark.parametrize("name", vendors.KNOWN)
+def test_bootstrap_files_a_factory_phone_asks_for_first(name: str) -> None:
+    data = load(name)
+    vendor = vendors.get(name)
+    for spec in data.facts.get("bootstrap") or ():
+        built = Build(tuple(vendor.bootstrap_files(vendor.models[spec["model"]],
+                                                   spec["directory"])), ())
+        files = data.rendered(built)
+        assert sorted(files) == sorted(spec["files"])
+        parsed = view(name, files)
+        for file, keys in spec["files"].items():
+            for key, value in keys.items():
+                assert parsed[file].get(key) == _expected(value), (file, key)
+        for text in files.values():  # no credentials, nothing of any one phone
+            for secret in (data.inputs["line"]["password"], data.inputs["params"].get(
+                    "admin_password") or "\0", data.inputs["mac"]):
+                assert str(secret) not in text
+    if not data.facts.get("bootstrap"):
+        assert vendor.bootstrap_files(vendor.models[data.inputs["model"]],
+                                      str(data.inputs["url"])) == ()
 
 
 @pytest.mark.parametrize("name", vendors.KNOWN)
@@ -204,11 +233,16 @@ def test_a_phone_with_one_line_builds_once_and_the_same_each_time(name: str) -> 
 
 
 @pytest.mark.parametrize("name", vendors.KNOWN)
-def test_a_phone_without_an_account_carries_no_credentials(name: str) -> None:
+def test_a_phone_without_an_account_carries_no_credentials_and_no_registrar(name: str) -> None:
+    """Issue 15.15: no vendor's common settings name a registrar (see `without_account`)."""
     data = load(name)
     built, files = run(data, {"name": "no account"})
     password = str(data.inputs["line"]["password"])
-    assert not any(password in text for text in files.values())
+    registrar = str(data.inputs["params"]["sip"]["server"])
+    assert not any(password in text or registrar in text for text in files.values())
+    assert registrar in "".join(data.rendered(data.vendor.build(data.device(one_line(data)))
+                                              ).values())
+    assert len(vendors.get(name).without_account) > 40  # shown by `provctl vendors`
 
 
 @pytest.mark.parametrize("name", vendors.KNOWN)

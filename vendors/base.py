@@ -107,6 +107,7 @@ class Vendor(Protocol):
     supported: frozenset[str]  # vendor-neutral parameter names it can express
     redirect_kinds: tuple[str, ...]  # redirect services that serve its phones ("" = none)
     notes: Mapping[str, str]  # parameter -> what of it the vendor expresses only partly
+    without_account: str  # what a phone with no account assigned gets and can do
 
     def build(self, device: RenderInput) -> Build:
         """The files this phone requests (template and context each) and the problems. Pure."""
@@ -121,4 +122,9 @@ class Vendor(Protocol):
 
         Called only with a version that `firmware_version` parses (validate reports the rest).
         """
+        ...
+
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        """The per-model files a factory phone asks for first, pointing it at its per-MAC file
+        in `directory_url` (for the zero-touch bootstrap root); () when there are none."""
         ...

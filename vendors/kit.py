@@ -142,14 +142,18 @@ class Builder:
         language = self.params.get("language")
         if not language or (skip_owned and "language" in self.owned):
             return None
-        value = self.languages.get(language_code(str(language)))
+        value = self.language_table().get(language_code(str(language)))
         if value is None:
             self.problem(self.unknown_language(str(language)))
         return value
 
+    def language_table(self) -> Mapping[str, Any]:
+        """ISO 639-1 code -> the vendor's value, for this phone (some vendors differ per model)."""
+        return self.languages
+
     def unknown_language(self, language: str) -> str:
         return (f"language: {language!r} has no {self.label} equivalent (known: "
-                f"{', '.join(sorted(self.languages))})")
+                f"{', '.join(sorted(self.language_table()))})")
 
     def timezone(self) -> None:
         """Write the `timezone` parameter with `put_timezone`; what it refuses is a problem."""
@@ -221,6 +225,13 @@ class VendorBase:
     supported: ClassVar[frozenset[str]]
     redirect_kinds: ClassVar[tuple[str, ...]] = ()
     notes: Mapping[str, str] = {}
+    # What a phone with no account assigned (a pooled phone) gets and can do. No vendor's
+    # common settings include a registrar: an account without credentials would try, fail and
+    # retry to register, and an SBC may block the phone's address for it [I].
+    without_account: ClassVar[str] = (
+        "common settings only (provisioning, time, language, VLAN, admin password); every "
+        "account is switched off and emptied, registrar included, so it registers nowhere and "
+        "cannot call, not even an emergency number, until a line is assigned and it resyncs")
     builder: ClassVar[type[Builder]]
     versions: ClassVar[VersionScheme]
 
@@ -232,3 +243,11 @@ class VendorBase:
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
         return None  # every version that parses fits every model, unless the vendor says
+
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        """The files a factory-fresh phone of this model asks for first, by the names it asks
+        for, to be published where its DHCP option points: each sends the phone on to its own
+        per-MAC file in `directory_url` (with the vendor's MAC macro, so one file serves every
+        phone of the model). No credentials, nothing of any one phone. () when the vendor's
+        factory firmware asks for a per-MAC name straight away."""
+        return ()

@@ -1,17 +1,19 @@
 """Cisco MPP (68xx / 78xx / 88xx, 3PCC firmware): what is true of the vendor, and its mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "5. Cisco SPA5xx and MPP"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/cisco.md):
 
 - `<mac>.xml` (12 lowercase hex digits, the `$MA` macro): an XML `<flat-profile>` with one
   element per parameter. `Profile_Rule` inside it is the literal URL of this file, so the phone
   keeps resyncing from it once it has fetched it (via DHCP option 150/160, the web UI or a
   redirect that set `Profile_Rule` to `<directory>/$MA.xml`).
-- No `/$PSN.xml` bootstrap is written: the factory rule asks for it at the root of the server
-  (not in the phone's token directory), and the `$PSN` spelling per model is [I].
+- `/$PSN.xml` (e.g. `8841-3PCC.xml`), what a factory phone asks for at the root of the server
+  its DHCP option names, is `VENDOR.bootstrap_files()`: it sends the phone on to `$MA.xml` in a
+  given directory through `Profile_Rule_B`; this file then clears rule B (issue 15.14).
 
 XML, rendered with autoescape; UTF-8 only [V]. Duplicate elements: the last one wins [V], so
-`raw` keys replace generated ones (never duplicated). A line break or control character in a
-value is refused by `build()`, naming the parameter.
+`raw` keys replace generated ones (never duplicated). An empty value is `<X ua="na"></X>`, never
+self-closing, the only form surely taken as empty (issue 15.4). A line break or control character
+in a value is refused by `build()`, naming the parameter.
 
 Conventions (documented for operators):
 
@@ -123,6 +125,11 @@ def dst_rule(rule: timezones.DstRule) -> str:
     return f"start={part(rule.start)};end={part(rule.end)};save={_hour(rule.save_minutes)}"
 
 
+def psn_file(model: ModelInfo) -> str:
+    """"CP-8841-3PCC" -> "8841-3PCC.xml": the name a factory phone asks for (/$PSN.xml)."""
+    return model.name.removeprefix("CP-") + ".xml"
+
+
 def _minutes(hhmm: str) -> int:
     hours, minutes = hhmm.split(":")
     return int(hours) * 60 + int(minutes)
@@ -163,6 +170,9 @@ class Builder(kit.Builder):
         window = (_minutes(end) - _minutes(start)) % (24 * 60)
         self.element("Provision_Enable", True, "provisioning url", NA)
         self.element("Profile_Rule", url, "provisioning url", NA)
+        # the bootstrap (/$PSN.xml) led here through rule B; this file is the rule from now on,
+        # so a withdrawn bootstrap never fails a resync [I: wazo's bootstrap uses rule B]
+        self.element("Profile_Rule_B", "", "provisioning url", NA)
         self.element("Resync_On_Reset", True if on_boot is None else bool(on_boot),
                      "provisioning.resync.on_boot", NA)
         self.element("Resync_Periodic", 0, "provisioning.resync", NA)
@@ -320,6 +330,20 @@ class Cisco(kit.VendorBase):
     redirect_kinds = ()  # no redirect client in provctl
     builder = Builder
     versions = VERSIONS
+
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        """`/$PSN.xml`: the factory Profile_Rule [V Cisco 7800 MPP provisioning guide,
+        "Provisioning Parameters": Profile Rule default /$PSN.xml]. $PSN is the model number
+        with "-3PCC", e.g. 8841-3PCC.xml [V wazo plugins/wazo_cisco_sip/v11_3_1/entry.py
+        _COMMON_FILENAMES; the guide's own example value "V03" is I]. It sets Profile_Rule_B
+        to the phone's file, `$MA` = the MAC in lower case [V guide, Macro Expansion Variables],
+        as wazo's common/model.cfg.tpl does; rule B is read in the same resync [I]."""
+        settings = [
+            {"name": "Resync_On_Reset", "ua": NA, "value": "Yes"},
+            {"name": "Profile_Rule_B", "ua": NA, "value": f"{directory_url}$MA.xml"},
+        ]
+        return (OutputFile(psn_file(model), "cisco/bootstrap.xml.j2",
+                           {"model": model.name, "settings": settings}),)
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
         family = self.versions.match(version).group(1)

@@ -1,6 +1,6 @@
 """Fanvil (X-series): what is true of the vendor, and its mapping to the text configuration.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "6. Fanvil"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/fanvil.md):
 
 - `<mac>.cfg` (12 lowercase hex digits), in the *text* dialect every current X model accepts
   [V tancredi]: line 1 `<<VOIP CONFIG FILE>>Version:2.0000000000`, then modules
@@ -29,6 +29,8 @@ Conventions (documented for operators):
   `provisioning.resync.start/end/on_boot` are not expressed (NOTES).
 - Firmware, only when pinned: `Auto Image Url`.
 - Admin password: `Account1 Name` admin / `Account1 Password` / `Account1 Level` 10 (MMI).
+- Language: a number on classic models, the short name on newer ones (issue 15.8); PC-port
+  VLAN: `Enable PVID` 2 (issue 15.9).
 - Keys (`line_keys[K]` → `FkeyK` in the DSSKEY module): line → type 2 `SIP<line>`, blf → type 1
   `<value>@<line>/b`, park → type 1 `<value>@<line>/b` (the park slot is watched) [I],
   speed_dial → type 1 `<value>@<line>/f`, dtmf → type 4, none → type 0 [V tancredi].
@@ -52,18 +54,27 @@ HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
 FOOTER = "<<END OF FILE>>"
 PAD = 20  # key column width, as every sample pads to a fixed column [V tancredi]
 
-# name: SIP lines [V wazo serie_x/plugin-info]
-_MODELS: dict[str, int] = {
-    "X3S": 2, "X3SG": 2, "X4": 4, "X4U": 12, "X5S": 16, "X5U": 16, "X6": 20, "X6U": 20,
-    "X7": 20, "X7C": 20, "X210": 20,
+# name: SIP lines [V wazo serie_x/plugin-info]; the family says how the language is written:
+# "new" models match wazo's _NEW_MODEL_REGEX ^X([4-9][UC]|(210i?)|7)([- ](Pro|V2))?$
+# [V wazo plugins/wazo_fanvil/common/common.py], the others are "classic".
+_MODELS: dict[str, tuple[int, str]] = {
+    "X3S": (2, "classic"), "X3SG": (2, "classic"), "X4": (4, "classic"), "X4U": (12, "new"),
+    "X5S": (16, "classic"), "X5U": (16, "new"), "X6": (20, "classic"), "X6U": (20, "new"),
+    "X7": (20, "new"), "X7C": (20, "new"), "X210": (20, "new"),
 }
 MODELS: dict[str, ModelInfo] = {
-    name: ModelInfo(name=name, lines=lines) for name, lines in _MODELS.items()
+    name: ModelInfo(name=name, lines=lines, family=family)
+    for name, (lines, family) in _MODELS.items()
 }
 
-# ISO 639-1 code -> `Default Language` (two-letter codes of current firmware [I])
-LANGUAGES = {"en": "en", "it": "it", "de": "de", "fr": "fr", "es": "es", "pt": "pt",
-             "ru": "ru", "tr": "tr", "pl": "pl", "nl": "nl"}
+# ISO 639-1 code -> `Default Language`. Classic models take a number [V wazo serie_x/entry.py
+# _LOCALE: en 0, nl 3, fr 4, it 7, es 10, de 16; tancredi data/templates/fanvil.macros
+# language_code: en 0, it 7]; new models a short name [V wazo _NEW_SUPPORTED_LANGUAGES;
+# tancredi language_codeNEW].
+LANGUAGE_NUMBERS = {"en": "0", "nl": "3", "fr": "4", "it": "7", "es": "10", "de": "16"}
+LANGUAGE_NAMES = {"en": "en", "it": "it", "de": "de", "fr": "fr", "es": "es", "pt": "pt",
+                  "ru": "ru", "tr": "tr", "pl": "pl", "nl": "nl"}
+LANGUAGES = LANGUAGE_NAMES
 
 # neutral codec -> VoiceCodecMap name [V tancredi list]
 CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "g722": "G722", "g729": "G729", "g726": "G726-32",
@@ -99,6 +110,13 @@ class Builder(kit.Builder):
     label = "Fanvil"
     carrier = "the Fanvil text format"
     languages = LANGUAGES
+
+    def language_table(self) -> Mapping[str, Any]:
+        return LANGUAGE_NUMBERS if self.device.model.family == "classic" else LANGUAGE_NAMES
+
+    def unknown_language(self, language: str) -> str:
+        return (f"language: {language!r} has no Fanvil equivalent on the "
+                f"{self.device.model.name} (known: {', '.join(sorted(self.language_table()))})")
 
     def set(self, module: str, key: str, value: Any, param: str) -> None:
         self.put(key, value, param, section=module)
@@ -194,7 +212,8 @@ class Builder(kit.Builder):
             self.set(QOS, "Enable VLAN", 1, "vlan.id")
             self.set(QOS, "VLAN ID", vlan["id"], "vlan.id")
         if vlan.get("pc_id"):
-            self.set(QOS, "Enable PVID", 1, "vlan.pc_id")
+            # 2 = enabled [V tancredi fanvil-X5.tmpl, fusion fanvil/x5u and x3sg EnablePVID]
+            self.set(QOS, "Enable PVID", 2, "vlan.pc_id")
             self.set(QOS, "PVID Value", vlan["pc_id"], "vlan.pc_id")
 
     def lines(self) -> None:

@@ -3,7 +3,7 @@
 A DECT base carries one SIP account per handset: port N of the device is handset N (accounts
 and handsets `00001`, `00002`, ...).
 
-Files per base (see ../shared/reference/vendor-formats.md, "7. Gigaset"):
+Files per base (sources for every mapping, and what is still [I]: docs/vendors/gigaset.md):
 
 - `<mac>.xml` (12 lowercase hex digits) [V wazo Nx70]: `<provisioning version="1.1"
   productID="e2">` with an optional `<firmware><file version= url=/></firmware>` and `<nvm>`
@@ -13,7 +13,7 @@ Files per base (see ../shared/reference/vendor-formats.md, "7. Gigaset"):
 
 Conventions (documented for operators):
 
-- Handset N: `<oper name="add_hs" value="0000N">` (registration window for the handset) with
+- Handset N: `<oper name="add_hs" value="0000N">` (marks the handset to be registered) with
   `hs.0000N.DECT_AC` = the last four digits of the extension, zero-padded [V wazo], and
   `SipAccount.0000N.*` (display name, user, auth name, password, provider id).
 - SIP servers: one `SipProvider.<i>` per distinct (server, port, transport, outbound proxy,
@@ -21,7 +21,8 @@ Conventions (documented for operators):
 - Handset accounts of the model without a line are cleared (user, auth name, password, display
   name empty): parameters in the NVM stay as set until changed [I]. Handset registrations are
   not deleted (`DeleteNotProvisionedHS` is not used): unregistering a handset someone paired on
-  site is not provctl's call (conservative).
+  site is not provctl's call (conservative). The registration window itself is opened by hand:
+  wazo's `update_dm` needs the render time, and provctl renders from git alone (issue 15.12).
 - Time zone: `DmGlobal.0.TimeZone` takes an IANA name from a fixed list; a zone not in it gets
   the first listed zone with the same clock (vendors/timezones.py `gigaset`).
 - Provisioning: `Provisioning.global.ProvisioningServer` = the base's directory URL without the
@@ -58,7 +59,15 @@ MODELS: dict[str, ModelInfo] = {
 TRANSPORTS = {"udp": 1, "tcp": 2, "tls": 3}
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
-NOTES = {"ntp.server2": "one NTP server only"}
+NOTES = {
+    "ntp.server2": "one NTP server only",
+    # issue 15.12: wazo also sends <oper name="update_dm"> with RegStart = the time the file is
+    # rendered and RegDuration 900 [V wazo Nx70_83_v2_65_0/templates/base.tpl], which opens the
+    # base's registration window. provctl renders from git alone (no clock: the same commit
+    # gives the same bytes), so the window is opened by hand (docs/vendors/gigaset.md).
+    "sip": "handsets pair by hand: open the registration window in the base's web UI, then "
+           "enter the access code (the extension's last four digits) on the handset",
+}
 
 PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 # 83.V2.65.0 (product.Vmajor.minor.patch) or 2.65.0
@@ -208,6 +217,10 @@ class Gigaset(kit.VendorBase):
     # Redirect service: Gigaset GRAPE (SRAPS platform, setting ProvisioningServer), or the
     # legacy XML-RPC redirect (reference rps-apis.md §5.1).
     redirect_kinds = ("gigaset-grape",)
+    without_account = (
+        "common settings only (provisioning, time, NTP, admin password); every handset account "
+        "is emptied and no SIP provider is written, so no handset can call until a line is "
+        "assigned to its port and the base resyncs")
     builder = Builder
     versions = VERSIONS
 

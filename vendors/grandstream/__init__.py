@@ -1,6 +1,6 @@
 """Grandstream (GXP21xx, GRP26xx): what is true of the vendor, and its P-value mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "4. Grandstream"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/grandstream.md):
 
 - `cfg<mac>.xml` (12 lowercase hex digits): `<gs_provision version="1">` with `<mac>` (the phone
   rejects a file whose `<mac>` is not its own [V]) and `<config version="1">` holding
@@ -13,17 +13,16 @@ accounts are cleared explicitly.
 
 Conventions (documented for operators):
 
-- Account N = port N, at the P-values of the GXP21xx / GRP261x numbering: account 1 is
-  irregular (P271 active, P47 server, P35 user, P36 auth, P34 password, P3 display name, P270
-  account name, P130 transport, P57…P62 + P46 codec choices, P32 expiry in minutes); accounts
-  2-4 are at 400/500/600 + offset and 5-6 at 1700/1800 + offset [V fusion gxp21xx template for
-  1-5; account 6 I: same pattern]. The P-values of accounts 7 and up are not verified: a port
-  above 6 is refused by `build()` rather than written to a guessed P-value (conservative).
+- Account N = port N, up to the model's SIP accounts (not its line keys, which are more on some
+  models). Account 1 is irregular (P271 active, P47 server, P35 user, P36 auth, P34 password,
+  P3 display name, P270 account name, P130 transport, P57…P62 + P46 codec choices, P32 expiry
+  in minutes); accounts 2-4 are at 400/500/600 + offset; 5-6 at 1700/1800 on GXP21xx and at
+  700/800 on GRP26xx (issues 15.1, 15.2).
 - Codecs: the listed codecs fill the vocoder choices in order; the remaining choices repeat the
   last listed codec, so codecs left out are not offered [I: common practice]. Opus (125) only
   on GRP models [I].
-- Time zone: P64 = a POSIX TZ string computed from the zone [V example
-  `CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00`].
+- Time zone: P64 = the listed value that states the zone's rule exactly, else `customize` with
+  the zone's POSIX TZ string in P246 (issue 15.3; `time_zone()`).
 - Provisioning: P212 config via HTTP (1) / HTTPS (2), P237 = the phone's directory without
   the scheme; resync P194 = 2 (daily) at hour P285 (`resync.start`, minutes dropped) with a
   random delay until hour P8459 (`resync.end`), P8458 = 1. The phone checks on boot by itself,
@@ -55,30 +54,35 @@ from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
-# name: (accounts, family) [V GXP2135 8 wazo; others I: datasheets per the reference]
-_MODELS: dict[str, tuple[int, str]] = {
-    "GXP2130": (3, "gxp"), "GXP2135": (8, "gxp"), "GXP2140": (4, "gxp"),
-    "GXP2160": (6, "gxp"), "GXP2170": (12, "gxp"),
-    "GRP2612": (2, "grp"), "GRP2613": (3, "grp"), "GRP2614": (4, "grp"),
-    "GRP2615": (5, "grp"), "GRP2616": (6, "grp"),
+# name: (SIP accounts, family, line keys). Accounts [V wazo v1_0_11_85/plugin-info "lines"
+# (GXP2130 3, GXP2135 4, GXP2140 4, GXP2160 6, GXP2170 6)]; line keys [I: datasheets]. GRP
+# accounts [I: datasheets; wazo v1_0_5_48 lists fewer, fusion grp26xx has accounts 1-5 and
+# "Account 1 - Account 6" choices].
+_MODELS: dict[str, tuple[int, str, int]] = {
+    "GXP2130": (3, "gxp", 3), "GXP2135": (4, "gxp", 8), "GXP2140": (4, "gxp", 4),
+    "GXP2160": (6, "gxp", 6), "GXP2170": (6, "gxp", 12),
+    "GRP2612": (2, "grp", 0), "GRP2613": (3, "grp", 0), "GRP2614": (4, "grp", 0),
+    "GRP2615": (5, "grp", 0), "GRP2616": (6, "grp", 0),
 }
 MODELS: dict[str, ModelInfo] = {
-    name: ModelInfo(name=name, lines=lines, family=family)
-    for name, (lines, family) in _MODELS.items()
+    name: ModelInfo(name=name, lines=lines, family=family, keys=keys)
+    for name, (lines, family, keys) in _MODELS.items()
 }
-PROVISIONED_ACCOUNTS = 6  # accounts with verified P-values
-
-# account -> P-values; account 1 irregular [V fusion gxp21xx]
+# account -> P-values; account 1 irregular [V fusion gxp21xx]. Accounts 2-4 at 400/500/600 +
+# offset on both families; 5 and 6 at 1700/1800 on GXP21xx [V fusion gxp21xx {$mac}.xml] but
+# at 700/800 on GRP26xx [V fusion grp26xx {$mac}.xml account 5 = P701...; wazo base.tpl
+# P{line+2}01 for account 6].
 _ACCOUNT_1 = {"active": 271, "name": 270, "server": 47, "outbound": 48, "user": 35,
               "auth": 36, "password": 34, "display": 3, "expires": 32, "transport": 130,
               "codecs": (57, 58, 59, 60, 61, 62, 46)}
-_BASES = {2: 400, 3: 500, 4: 600, 5: 1700, 6: 1800}  # 6: [I] same pattern as 5
+_BASES = {"gxp": {2: 400, 3: 500, 4: 600, 5: 1700, 6: 1800},
+          "grp": {2: 400, 3: 500, 4: 600, 5: 700, 6: 800}}
 
 
-def account_pvalues(n: int) -> dict[str, Any]:
+def account_pvalues(n: int, family: str = "gxp") -> dict[str, Any]:
     if n == 1:
         return _ACCOUNT_1
-    b = _BASES[n]
+    b = _BASES[family][n]
     return {"active": b + 1, "name": b + 17, "server": b + 2, "outbound": b + 3, "user": b + 4,
             "auth": b + 5, "password": b + 6, "display": b + 7, "expires": b + 12,
             "transport": b + 48, "codecs": tuple(b + 51 + i for i in range(7))}
@@ -97,10 +101,70 @@ KEY_MODES = {"line": 0, "speed_dial": 10, "blf": 11, "park": 19}
 NOTES = {
     "ntp.server2": "one NTP server only",
     "vlan.pc_id": "no key known",
-    "sip": "accounts 1-6 only (P-values of 7+ unverified)",
     "provisioning.resync": "whole hours",
     "line_keys": "GXP only; line, blf, speed_dial, park",
+    "timezone": "a listed zone by its P64 value, others as a self-defined POSIX zone (P246)",
 }
+
+# P64, the time zone: one of the values the phone's web UI lists, or "customize" with a POSIX TZ
+# string in P246 (at most 64 characters) [V fusion gxp2170 / grp26xx {$mac}.xml "Time Zone" and
+# "Self Defined Time Zone"]. A zone gets a listed value only when that value states exactly the
+# zone's rule; entries with a DST name but no rule ("EST5EDT") leave the rule to the firmware's
+# C library and are never chosen [I], and neither are entries whose rule is outdated or differs.
+GXP_ZONES = (
+    "TAZ+12", "TAB+11", "HAW10", "AKST9AKDT", "PST8PDT", "PST8PDT,M3.2.0,M11.1.0", "MST7MDT",
+    "MST7", "MST7MDT,M4.1.0,M10.5.0", "CST6CDT", "CST+6", "CST6CDT,M4.1.0,M10.5.0", "EST5EDT",
+    "EST5", "TZf+4:30", "AST4ADT", "AST4ADT,M3.2.0,M11.1.0", "CLT4CLST,M9.1.6/24:00,M4.1.6/24:00",
+    "NST+3:30NDT+2:30,M3.2.0/02:00:00,M11.1.0/02:00:00", "TZK+3",
+    "BRST+3BRDT+2,M11.1.0,M2.3.0", "UTC+3", "TZL+2", "TZM+1",
+    "TZM+1TZN+0,M3.4.6/24:00:00,M10.4.0/1:00:00", "TZN+0",
+    "GMT+0BST-1,M3.5.0/01:00:00,M10.5.0/02:00:00", "WET-0WEST-1,M3.5.0/01:00:00,M10.5.0/02:00:00",
+    "GMT+0IST-1,M3.5.0/01:00:00,M10.5.0/02:00:00", "CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00",
+    "TZP-2", "EET-2EEST-3,M3.4.5/02:00:00,M10.4.0/02:00:00",
+    "EET-2EEST-3,M3.5.0/03:00:00,M10.4.0/04:00:00", "EET-2EEST,M3.5.0/3,M10.5.0/4", "TZQ-3",
+    "MSK-3", "IRST-3:30IRDT-4:30,M3.3.5/24:00:00,M9.3.0/24:00:00", "TZR-4", "TZS-5", "TZT-5:30",
+    "TZU-5:45", "TZV-6", "TZW-6:30", "TZX-7", "WIB-7", "TZY-8", "SGT-8", "ULAT-8", "WST-8",
+    "TZZ-9", "CST-9:30CDT-10:30,M10.5.0/02:00:00,M3.5.0/03:00:00", "CST-9:30", "TZb-10",
+    "EST-10EDT-11,M10.1.0/02:00:00,M4.1.0/03:00:00", "EST-10", "TZc-11",
+    "NZST-12NZDT-13,M9.4.0/02:00:00,M4.1.0/03:00:00",
+    "FJT-12FJST-13,M11.2.0/02:00:00,M1.2.0/03:00:00", "TZe-13",
+)
+GRP_ZONES = (
+    "TAZ+12", "TAB+11", "HAW10", "AKST9AKDT", "PST8PDT", "PST8PDT,M3.2.0,M11.1.0", "MST7MDT",
+    "MST7", "MST7MDT,M4.1.0,M10.5.0", "CST6CDT", "CST+6", "CST6CDT,M4.1.0,M10.5.0", "EST5EDT",
+    "EST5", "TZf+4:30", "AST4ADT", "AST4ADT,M3.2.0,M11.1.0",
+    "NST+3:30NDT+2:30,M4.1.0/00:01:00,M10.5.0/00:01:00", "TZK+3",
+    "BRST+3BRDT+2,M11.1.0,M2.3.0", "UTC+3", "TZL+2", "TZM+1", "TZN+0",
+    "GMT+0BST-1,M3.5.0/01:00:00,M10.5.0/02:00:00", "WET-0WEST-1,M3.5.0/01:00:00,M10.5.0/02:00:00",
+    "GMT+0IST-1,M3.5.0/01:00:00,M10.5.0/02:00:00", "CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00",
+    "TZP-2", "EET-2EEST-3,M3.5.0/03:00:00,M10.5.0/04:00:00", "EET-2EEST,M3.5.0/3,M10.5.0/4",
+    "TZQ-3", "MSK-3", "TZR-4", "TZS-5", "TZT-5:30", "TZU-5:45", "TZV-6", "TZW-6:30", "TZX-7",
+    "WIB-7", "TZY-8", "SGT-8", "ULAT-8", "WST-8", "TZZ-9",
+    "CST-9:30CDT-10:30,M10.1.0/02:00:00,M4.1.0/03:00:00", "CST-9:30", "TZb-10",
+    "EST-10EDT-11,M10.1.0/02:00:00,M4.1.0/03:00:00", "EST-10", "TZc-11",
+    "NZST-12NZDT-13,M9.5.0/02:00:00,M4.1.0/03:00:00", "TZd-12", "TZe-13",
+)
+ZONES = {"gxp": GXP_ZONES, "grp": GRP_ZONES}
+MAX_CUSTOM_ZONE = 64  # P246 [V fusion "Max length allowed is 64 characters"]
+
+
+def time_zone(name: str, family: str) -> tuple[str, str | None]:
+    """(P64, P246) for an IANA zone: a listed value (the one with the zone's own abbreviations
+    when several say the same) or ("customize", its POSIX string)."""
+    own = timezones.posix(name)
+    mine = timezones.posix_zone(own)
+    matches = [z for z in ZONES[family] if timezones.same_rules(name, z)]
+    for listed in matches:
+        zone = timezones.posix_zone(listed)
+        if mine is not None and zone is not None and (zone.std_name, zone.dst_name) == (
+                mine.std_name, mine.dst_name):
+            return listed, None
+    if matches:
+        return matches[0], None
+    if len(own) > MAX_CUSTOM_ZONE:
+        raise ValueError(f"time zone {name!r}: its POSIX string is longer than the "
+                         f"{MAX_CUSTOM_ZONE} characters P246 takes")
+    return "customize", own
 
 RAW_KEY = re.compile(r"^P\d{1,6}$")
 VERSIONS = kit.VersionScheme("Grandstream firmware version",
@@ -167,7 +231,10 @@ class Builder(kit.Builder):
             self.pv(1362, code, "language")
 
     def put_timezone(self, name: str) -> None:
-        self.pv(64, timezones.posix(name), "timezone")
+        listed, custom = time_zone(name, self.device.model.family)
+        self.pv(64, listed, "timezone")
+        if custom is not None:
+            self.pv(246, custom, "timezone")
 
     def network_and_features(self) -> None:
         vlan = self.params.get("vlan") or {}
@@ -181,18 +248,10 @@ class Builder(kit.Builder):
 
     def accounts(self) -> None:
         model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.ports("accounts").values():
-            if line.port > PROVISIONED_ACCOUNTS:
-                self.problem(
-                    f"port {line.port} ({line.account}): provctl writes Grandstream accounts 1 "
-                    f"to {PROVISIONED_ACCOUNTS} only (the P-values of accounts 7 and up are "
-                    "not verified)")
-            else:
-                by_port[line.port] = line
-        for n in range(1, min(model.lines, PROVISIONED_ACCOUNTS) + 1):
+        by_port = self.ports("accounts")
+        for n in range(1, model.lines + 1):
             assigned = by_port.get(n)
-            pv = account_pvalues(n)
+            pv = account_pvalues(n, model.family)
             if assigned is None:
                 self.pv(pv["active"], 0, f"port {n}")
                 for field in ("server", "user", "auth", "password", "display", "name"):

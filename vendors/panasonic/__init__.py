@@ -1,13 +1,13 @@
 """Panasonic (KX-HDV desk phones, KX-TGP5xx DECT): what is true of the vendor, and its mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "8. Panasonic"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/panasonic.md):
 
 - `Config<MAC>.cfg` (12 *uppercase* hex digits, the `{MAC}` macro) [V wazo]: the *standard*
   (per-device) configuration file, which `CFG_STANDARD_FILE_PATH` points at.
-- `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`): a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a
-  factory phone that is pointed at the directory [I: model-named, as wazo and FusionPBX ship
-  it]. It names the per-device file with the `{MAC}` macro, so it is identical for every phone
-  of the model in one directory.
+- `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`; a KX-TGP's name carries its region, `KX-TGP550T04.cfg`):
+  a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a factory phone pointed at the
+  directory; `bootstrap_files()` (issue 15.6). It names the per-device file with the `{MAC}`
+  macro, so it is identical for every phone of the model in one directory.
 
 Text, `NAME="value"` per line, CRLF line endings (`OutputFile.line_ending`), the magic comment
 on line 1 (`# Panasonic SIP Phone Standard Format File #`; KX-TGP5xx: `# PCC Standard Format
@@ -30,7 +30,10 @@ Conventions (documented for operators):
   `_TIME` (minutes after midnight, wall clock before the switch) and the same for `DST_STOP_*`.
 - Provisioning: `CFG_STANDARD_FILE_PATH` = the literal URL of `Config<MAC>.cfg`;
   `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key].
-- Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_VERSION`, `FIRM_FILE_PATH`.
+- Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_FILE_PATH` and `FIRM_VERSION`
+  (KX-HDV) or `FIRM_VER_USDECT` / `FIRM_VER_EUDECT` with `FIRM_UPGRADE_AUTO` (KX-TGP, 15.5).
+- Language: `DEFAULT_LANGUAGE` as a language tag (`de-DE`); `WEB_LANGUAGE` is not written
+  (numeric codes per model, issue 15.10).
 - User-owned parameters: in this text format settings made on the phone or its web UI already
   win over every provisioning file [V]; per-parameter `perm` flags exist only in the XML variant
   of other models (KX-UTG / UT670). A user-owned parameter is not written at all, so nothing of
@@ -71,9 +74,19 @@ MODELS: dict[str, ModelInfo] = {
     for name, (lines, family) in _MODELS.items()
 }
 
-# ISO 639-1 code -> DEFAULT_LANGUAGE / WEB_LANGUAGE [I: two-letter codes]
-LANGUAGES = {"en": "en", "de": "de", "fr": "fr", "it": "it", "es": "es", "nl": "nl",
-             "pt": "pt", "ru": "ru", "pl": "pl", "sv": "sv"}
+# ISO 639-1 code -> DEFAULT_LANGUAGE, a language tag: "en-US" [V fusion panasonic/ut670/{$mac}.cfg,
+# utg200b/{$mac}.xml]; the other tags follow the same language-COUNTRY form [I]. WEB_LANGUAGE is
+# a numeric code per model (0 = English [V fusion utg200b]; others unknown), so it is not written.
+LANGUAGES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "it": "it-IT", "es": "es-ES",
+             "nl": "nl-NL", "pt": "pt-PT", "ru": "ru-RU", "pl": "pl-PL", "sv": "sv-SE"}
+
+# The name a factory phone asks for, {MODEL}.cfg, carries a KX-TGP's regional suffix
+# [V fusion panasonic/tgp550/KX-TGP550T04.cfg, tgp500/KX-TGP500B04.cfg]; other regional
+# variants are not known (add them here). KX-HDV: the model as sold [I].
+REGIONAL_MODELS: dict[str, tuple[str, ...]] = {
+    "KX-TGP500": ("KX-TGP500B04",),
+    "KX-TGP550": ("KX-TGP550T04",),
+}
 
 # neutral codec -> KX-HDV codec index [I] / KX-TGP5xx SDP codec name [V FusionPBX]
 HDV_CODECS = {"g722": 0, "pcma": 1, "g729": 3, "pcmu": 4}
@@ -86,12 +99,25 @@ NOTES = {
     "ntp.server2": "one NTP server only",
     "provisioning.resync": "daily at start (no window end)",
     "user_owned": "not written (phone/web UI changes win by default)",
+    "language": "the phone's display language (DEFAULT_LANGUAGE); the web UI's is left alone",
 }
 
 PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 VERSIONS = kit.VersionScheme("Panasonic firmware version", "NN.NNN (e.g. 01.133, 12.81)",
                              re.compile(r"^(\d{1,2})\.(\d{2,3})$"))
+
+
+def bootstrap_files(model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+    """{MODEL}.cfg, one per regional variant: only CFG_STANDARD_FILE_PATH, with the phone's own
+    {MAC} macro [V wazo, fusion], so one file serves every phone of the model."""
+    return tuple(
+        OutputFile(f"{name}.cfg", "panasonic/config.cfg.j2", {
+            "header": HEADERS[model.family],
+            "settings": [{"name": "CFG_STANDARD_FILE_PATH",
+                          "value": directory_url + "Config{MAC}.cfg"}],
+        }, line_ending=CRLF)
+        for name in REGIONAL_MODELS.get(model.name, (model.name,)))
 
 
 def line_text(setting: kit.Setting) -> str:
@@ -127,17 +153,13 @@ class Builder(kit.Builder):
 
     def files(self) -> list[OutputFile]:
         device = self.device
-        header = HEADERS[device.model.family]
         return [
             OutputFile(standard_file(device.mac), "panasonic/config.cfg.j2", {
-                "header": header,
+                "header": HEADERS[device.model.family],
                 "settings": [{"name": s.key, "value": s.value} for s in self.settings],
             }, line_ending=CRLF),
-            OutputFile(f"{device.model.name}.cfg", "panasonic/config.cfg.j2", {
-                "header": header,
-                "settings": [{"name": "CFG_STANDARD_FILE_PATH",
-                              "value": device.provisioning_url + "Config{MAC}.cfg"}],
-            }, line_ending=CRLF),
+            # for a phone pointed at its own directory (DHCP, or typed in by hand)
+            *bootstrap_files(device.model, device.provisioning_url),
         ]
 
     def value_problems(self) -> list[str]:
@@ -175,7 +197,14 @@ class Builder(kit.Builder):
         firmware = self.device.firmware
         if firmware is not None:
             self.put("FIRM_UPGRADE_ENABLE", True, "firmware")
-            self.put("FIRM_VERSION", firmware.version, "firmware")
+            if self.family == "tgp":
+                # per DECT band, and the base upgrades without asking [V fusion
+                # tgp550/KX-TGP550T04.cfg]; both bands, as the model does not say which [I]
+                self.put("FIRM_VER_USDECT", firmware.version, "firmware")
+                self.put("FIRM_VER_EUDECT", firmware.version, "firmware")
+                self.put("FIRM_UPGRADE_AUTO", True, "firmware")
+            else:
+                self.put("FIRM_VERSION", firmware.version, "firmware")
             self.put("FIRM_FILE_PATH", firmware.url, "firmware")
         password = self.params.get("admin_password")
         if password:
@@ -187,10 +216,9 @@ class Builder(kit.Builder):
         if ntp.get("server"):
             self.put("NTP_ADDR", ntp["server"], "ntp.server")
         self.timezone()
-        code = self.language()
-        if code is not None:
-            self.put("DEFAULT_LANGUAGE", code, "language")
-            self.put("WEB_LANGUAGE", code, "language")
+        tag = self.language()
+        if tag is not None:
+            self.put("DEFAULT_LANGUAGE", tag, "language")
 
     def put_timezone(self, name: str) -> None:
         rule = timezones.dst_rule(name)
@@ -308,6 +336,9 @@ class Panasonic(kit.VendorBase):
     redirect_kinds = ()  # no Panasonic redirect client in provctl
     builder = Builder
     versions = VERSIONS
+
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        return bootstrap_files(model, directory_url)
 
 
 VENDOR = Panasonic()

@@ -1,6 +1,6 @@
 """Poly / Polycom (VVX, Edge E; UC Software): what is true of the vendor, and its mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "3. Poly"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/poly.md):
 
 - `<mac>.cfg` (12 lowercase hex digits): the *master* configuration file the phone requests
   first (before the shared default `000000000000.cfg`, which provctl never writes: its content
@@ -25,8 +25,8 @@ Conventions (documented for operators):
 - Nightly resync: `prov.polling.mode="random"` between `provisioning.resync.start` and `.end`
   [I: the literal "random" is from the admin guide's mode names]. Poly always checks on boot,
   so `resync.on_boot` has no key.
-- Firmware: `APP_FILE_PATH` is the firmware URL when a version is pinned, "" otherwise (keep
-  the installed software) [I: empty path = no upgrade].
+- Firmware: `APP_FILE_PATH` is the firmware URL when a version is pinned, else the default
+  `sip.ld`, which provctl never publishes, so the phone keeps its software (issue 15.13).
 - User-owned parameters: Poly has no per-parameter flag; UI changes are kept by the phone in its
   override files and win over provisioning anyway. User-owned parameters are simply not written.
 - Keys: `line_keys` of type `blf` / `park` become `attendant.resourceList.K.*` (the slot is
@@ -93,6 +93,11 @@ NOTES = {
 
 PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MAX_PATH = 255  # APP_FILE_PATH and each CONFIG_FILES entry [V]
+# Without a pin, APP_FILE_PATH names the default application file, as every master file in the
+# sources does [V wazo plugins/wazo_polycom/v6_4_6/var/tftpboot/000000000000.cfg, fusion
+# polycom/*/{$mac}.cfg: "sip.ld"]. provctl never publishes one in the phone's directory, so the
+# phone finds none and keeps the software it runs [I: an empty path is documented nowhere].
+UNPINNED_APP = "sip.ld"
 VERSIONS = kit.VersionScheme("Poly UC Software version",
                              "<major>.<minor>.<maintenance>[.<build>], e.g. 6.4.6.2390",
                              re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?$"))
@@ -121,8 +126,7 @@ class Builder(kit.Builder):
         device = self.device
         return [
             OutputFile(f"{device.mac}.cfg", "poly/master.cfg.j2", {
-                # "" = keep the installed software [I: an empty path means no upgrade]
-                "app_file_path": device.firmware.url if device.firmware else "",
+                "app_file_path": device.firmware.url if device.firmware else UNPINNED_APP,
                 "config_files": config_file(device.mac),
             }),
             OutputFile(config_file(device.mac), "poly/mac-provctl.cfg.j2", {

@@ -1,6 +1,6 @@
 """Snom (D1xx/D3xx/D7xx/D8xx): what is true of the vendor, and its parameter mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "2. Snom"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/snom.md):
 
 - `<MAC>.xml` (12 uppercase hex digits): `<settings>` with `<phone-settings>` and
   `<functionKeys>`. XML, rendered with autoescape, so `& < > "` in values are escaped.
@@ -23,8 +23,9 @@ Conventions (documented for operators):
 - Transport and outbound proxy go in `user_outbound` = `host:port;transport=udp|tcp|tls` (the
   outbound proxy when set, else the SIP server); `user_host` = server[:port].
 - Function keys: `line_keys[K]` → `<fkey idx="K-1">`; `context="active"` for keys on line 1,
-  else the identity number; values `line`, `blf <v>`, `speed <v>`, `dest <v>`, `park <v>`,
-  `dtmf <v>`, `none`. Keys are personal: written only when the phone has a line.
+  else the identity number; values `line`, `blf <v>`, `speed <v>`, `dest <v>`, `orbit <v>`
+  (a park slot: Snom has no park type), `dtmf <v>`, `none`. Keys are personal: written only
+  when the phone has a line.
 - `raw` keys are setting names, written as `<name perm="R">value</name>`; a key written
   `name[N]` becomes `<name idx="N" perm="R">`. A raw key equal to a generated (name, idx)
   replaces it. Booleans become on/off.
@@ -85,8 +86,10 @@ CODECS = {
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
-# neutral key type -> fkey value prefix
-KEY_TYPES = {"line": "line", "blf": "blf", "speed_dial": "speed", "park": "park",
+# neutral key type -> fkey value prefix. A park slot is watched as a park orbit: Snom has no
+# "park" type [V wazo plugins/wazo_snom/common/common.py _add_fkeys "orbit" (for the 7xx and
+# D765; wazo falls back to a speed dial on others, the orbit type there is I)]
+KEY_TYPES = {"line": "line", "blf": "blf", "speed_dial": "speed", "park": "orbit",
              "dtmf": "dtmf", "none": "none"}
 
 PROVIDER, USER = "R", "!"  # perm flags: read-only for the user / default the user may change

@@ -1,6 +1,6 @@
 """Yealink (T2x/T3x/T4x/T5x/CP): what is true of the vendor, and its parameter mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "1. Yealink"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/yealink.md):
 
 - `<mac>.boot` (12 lowercase hex digits): includes only `<mac>.cfg` and sets
   `overwrite_mode = 0`, so keys the cfg file leaves out (user-owned ones) are left alone rather
@@ -18,9 +18,11 @@ Conventions (documented for operators):
 - Account slots of the model that have no line are cleared: `account.N.enable = 0` and the
   identity/credential keys set to `%NULL%` (the phone merges a cfg file into its state, and with
   `overwrite_mode = 0` an empty value would be ignored; `%NULL%` blanks it [I]).
-- User-owned parameters (`RenderInput.user_owned`) are not written at all, and
-  `static.auto_provision.custom.protect` is 1 whenever anything is user-owned (the phone then
-  keeps the user's UI changes in its MAC-local file), 0 otherwise.
+- User-owned parameters (`RenderInput.user_owned`) are not written at all; with
+  `overwrite_mode = 0` the phone keeps its own value for a key the file leaves out.
+  `static.auto_provision.custom.protect` stays 0: 1 would keep *every* change made on the phone,
+  accounts and codecs included (issue 15.11; `NOTES` shows it in `provctl vendors`).
+- iLBC is written under current firmware's names, `ilbc_13_33kbps` / `ilbc_15_2kbps`.
 - Codecs: per account, listed codecs get `enable = 1` and `priority` 1, 2, ... in the given
   order; every other codec Yealink knows from the neutral list is `enable = 0`.
 - Keys (`line_keys`, `soft_keys`, `expansion_keys` → `linekey.K.*`, `programablekey.K.*`,
@@ -86,15 +88,24 @@ LANGUAGES = {
     "ru": "Russian",
 }
 
-# neutral codec -> Yealink codec key name (account.N.codec.<name>.*); gsm has none
+# neutral codec -> Yealink codec key name (account.N.codec.<name>.*); gsm has none. iLBC is
+# ilbc_13_33kbps (the 13.33 kbit/s mode) on current firmware [V fusion yealink/t46u/{$mac}.cfg,
+# tancredi data/templates/yealink.tmpl; wazo's templates still write codec.ilbc, the name of
+# older firmware]; ilbc_15_2kbps is the 15.2 kbit/s mode, kept off.
 CODECS = {
     "pcmu": "pcmu",
     "pcma": "pcma",
     "g722": "g722",
     "g729": "g729",
     "g726": "g726_32",  # [I]
-    "ilbc": "ilbc",
+    "ilbc": "ilbc_13_33kbps",
     "opus": "opus",
+}
+OFF_CODECS = ("ilbc_15_2kbps",)  # known to the phone, never offered
+
+NOTES = {
+    "user_owned": "kept by leaving the keys out (overwrite_mode 0); custom.protect stays 0, "
+                  "as 1 would keep every change made on the phone, accounts included",
 }
 
 TRANSPORTS = {"udp": 0, "tcp": 1, "tls": 2}
@@ -162,7 +173,11 @@ class Builder(kit.Builder):
         self.put("static.auto_provision.weekly.dayofweek", "0123456", "provisioning.resync")
         self.put("static.auto_provision.weekly.begin_time", start, "provisioning.resync.start")
         self.put("static.auto_provision.weekly.end_time", end, "provisioning.resync.end")
-        self.put("static.auto_provision.custom.protect", bool(self.owned), "user_owned")
+        # custom.protect = 1 keeps *every* change made on the phone or its web UI (MAC-local
+        # file), not only the user-owned parameters [V Yealink admin guide, "MAC-local CFG
+        # File"]; there is no per-key flag. A user-owned key is left out of the file instead,
+        # and overwrite_mode 0 (boot file) leaves a key the files omit as it is [V].
+        self.put("static.auto_provision.custom.protect", "0", "user_owned")
         if self.device.firmware is not None:
             self.put("static.firmware.url", self.device.firmware.url, "firmware")
         password = self.params.get("admin_password")
@@ -271,7 +286,7 @@ class Builder(kit.Builder):
         for priority, name in enumerate(enabled, start=1):
             self.put(f"account.{n}.codec.{name}.enable", "1", f"codecs {where}")
             self.put(f"account.{n}.codec.{name}.priority", priority, f"codecs {where}")
-        for name in CODECS.values():
+        for name in (*CODECS.values(), *OFF_CODECS):
             if name not in enabled:
                 self.put(f"account.{n}.codec.{name}.enable", "0", f"codecs {where}")
 
@@ -313,6 +328,7 @@ class Yealink(kit.VendorBase):
         "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
         "vlan", "line_keys", "soft_keys", "expansion_keys", "provisioning", "raw",
     })
+    notes = NOTES
     builder = Builder
     versions = VERSIONS
 
