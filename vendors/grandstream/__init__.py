@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -148,6 +149,7 @@ ZONES = {"gxp": GXP_ZONES, "grp": GRP_ZONES}
 MAX_CUSTOM_ZONE = 64  # P246 [V fusion "Max length allowed is 64 characters"]
 
 
+@cache
 def time_zone(name: str, family: str) -> tuple[str, str | None]:
     """(P64, P246) for an IANA zone: a listed value (the one with the zone's own abbreviations
     when several say the same) or ("customize", its POSIX string)."""
