@@ -245,10 +245,11 @@ class Renderer:
     def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
         located = device.located
+        built = vendor.build(rin)  # once: the files and what the format cannot carry
         problems = [Problem(located.file, located.line("mac"), device.mac, why)
-                    for why in vendor.check(rin)]
+                    for why in built.problems]
         out_files = []
-        for out in vendor.files(rin):
+        for out in built.files:
             try:
                 text = render(out.template, out.context, autoescape=vendor.autoescape,
                               line_ending=out.line_ending)
