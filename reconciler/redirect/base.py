@@ -1,9 +1,15 @@
 """The redirect-service seam: MAC registrations at a vendor's redirect (zero-touch) service.
 
-A client speaks one vendor API. It observes (read-only `lookup`) and changes one MAC at a time
-(`register`, `update`, `deregister`); it never decides anything — planning is pure and lives in
-`redirect/plan.py`. Clients take an HTTP transport (httpx) so tests can hand them a real
-loopback server of a faithful fake.
+A client speaks one vendor API. It observes (read-only `lookup`) and changes MACs (`register`,
+`update`, `deregister`, and their batch forms `*_many`); it never decides anything — planning
+is pure and lives in `redirect/plan.py`. Clients take an HTTP transport (httpx) so tests can
+hand them a real loopback server of a faithful fake.
+
+Batches: `register_many` / `update_many` / `deregister_many` take many MACs of one service and
+return one outcome per MAC (`None` = done, else the `RedirectError` for that MAC only), so one
+MAC held by another account never fails its neighbours. A client sends as few requests as its
+API allows (lists where the API takes lists) and reuses what its last `lookup` saw instead of
+observing again. `each()` is the one-request-per-MAC fallback for a client without them.
 
 Errors: `RedirectError(transient=True)` for throttling / 5xx / timeouts (retry with backoff),
 `RedirectError(conflict=True)` when another account holds the MAC (never retried blindly),
@@ -12,12 +18,20 @@ other `RedirectError`s are permanent for that device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
+
+from reconciler.core.errors import RedirectError
 
 # Per-device redirect states, as shown by `provctl status` and in plans.
 State = Literal["active", "disabled", "provision", "deprovision", "conflict"]
+
+# One outcome per MAC of a batch: None when done, else why not (that MAC only).
+Outcomes = dict[str, RedirectError | None]
 
 
 @dataclass(frozen=True)
@@ -59,3 +73,138 @@ class RedirectClient(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class BatchClient(RedirectClient, Protocol):
+    """A client that changes many MACs per call (every HTTP client of this package)."""
+
+    stats: RateStats
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        ...
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        ...
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        ...
+
+
+T = TypeVar("T")
+
+
+def each(items: Iterable[T], key: Callable[[T], str], run: Callable[[T], None]) -> Outcomes:
+    """Run `run` per item; a RedirectError is that item's outcome, never its neighbours'."""
+    out: Outcomes = {}
+    for item in items:
+        try:
+            run(item)
+        except RedirectError as exc:
+            out[key(item)] = exc
+        else:
+            out[key(item)] = None
+    return out
+
+
+def register_many(client: RedirectClient, regs: Sequence[DesiredRegistration]) -> Outcomes:
+    batch = getattr(client, "register_many", None)
+    if batch is not None:
+        return dict(batch(regs))
+    return each(regs, lambda r: r.mac, client.register)
+
+
+def update_many(client: RedirectClient, regs: Sequence[DesiredRegistration]) -> Outcomes:
+    batch = getattr(client, "update_many", None)
+    if batch is not None:
+        return dict(batch(regs))
+    return each(regs, lambda r: r.mac, client.update)
+
+
+def deregister_many(client: RedirectClient, macs: Sequence[str]) -> Outcomes:
+    batch = getattr(client, "deregister_many", None)
+    if batch is not None:
+        return dict(batch(macs))
+    return each(macs, lambda m: m, client.deregister)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + max(1, size)]
+
+
+# -- rate, for a progress line ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateSnapshot:
+    """One service's traffic, as a progress line shows it."""
+
+    requests: int  # sent (every attempt counts)
+    throttled: int  # answers that said "slow down" (429, or the vendor's in-band code)
+    limit: float  # requests per second the token bucket allows now (lowered after a 429)
+    measured: float  # requests per second actually sent over the last `window` seconds
+    paused_for: float  # seconds until the service's Retry-After has passed (0 when not paused)
+
+
+class RateStats:
+    """Counts the requests of one service and keeps the rate a progress line shows.
+
+    The transport calls `sent()` / `throttled()`; the limiter reports its current limit and
+    pause through `limit_source`. `listener`, when set (e.g. by the progress display), is
+    called with a fresh snapshot after every request. Thread-safe; no I/O.
+    """
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.window = window
+        self.listener: Callable[[RateSnapshot], None] | None = None
+        self.limit_source: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._recent: deque[float] = deque()
+        self._requests = 0
+        self._throttled = 0
+
+    def sent(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._requests += 1
+            self._recent.append(now)
+            self._trim(now)
+        self._notify()
+
+    def throttled(self) -> None:
+        with self._lock:
+            self._throttled += 1
+
+    def _trim(self, now: float) -> None:
+        while self._recent and self._recent[0] <= now - self.window:
+            self._recent.popleft()
+
+    def snapshot(self) -> RateSnapshot:
+        limit, paused = self.limit_source()
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            recent = len(self._recent)
+            span = min(self.window, max(now - self._recent[0], 1e-3)) if recent > 1 else 0.0
+            measured = (recent - 1) / span if span else 0.0
+            return RateSnapshot(self._requests, self._throttled, limit, measured, paused)
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    def _notify(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener(self.snapshot())
+
+
+def rates(clients: Mapping[str, object]) -> dict[str, RateSnapshot]:
+    """The current snapshot of every client that keeps `stats` (service -> snapshot)."""
+    out: dict[str, RateSnapshot] = {}
+    for name, client in clients.items():
+        stats = getattr(client, "stats", None)
+        if isinstance(stats, RateStats):
+            out[name] = stats.snapshot()
+    return out
