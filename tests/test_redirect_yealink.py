@@ -379,3 +379,62 @@ def test_credentials_never_reach_the_error_text(fake):
     with pytest.raises(RedirectError) as caught:
         client.register(reg(MAC1))
     assert AK not in str(caught.value) and "wrong-secret" not in str(caught.value)
+
+
+# -- through the reconciler: observe once, batch, no-op -------------------------------------
+
+
+def _fleet_with_many(fleet, fake, n: int, tokens: str = "per-device") -> list[str]:
+    from fleet_fixtures import edit
+
+    edit(fleet / "provisioning.yaml", "redirect:\n",
+         "redirect:\n  yealink: {kind: yealink-rps, access_key: env:YEALINK_AK, "
+         f"secret: env:YEALINK_SK, base_url: '{fake.url}', rate_per_second: 1000}}\n")
+    edit(fleet / "provisioning.yaml", "url_tokens: per-device", f"url_tokens: {tokens}")
+    added = many(n, "00156520")
+    (fleet / "devices" / "many.yaml").write_text("".join(
+        f"- {{mac: '{m}', model: yealink/T46U, profile: office-yealink, name: spare-{i}, "
+        "redirect: true}\n" for i, m in enumerate(added)))
+    return added
+
+
+@pytest.mark.parametrize("tokens, adds", [("per-device", 31), ("per-customer", 2)])
+def test_apply_observes_once_batches_and_a_no_op_only_lists(fleet, monkeypatch, tokens, adds):
+    from fleet_fixtures import run
+
+    monkeypatch.setenv("YEALINK_AK", AK)
+    monkeypatch.setenv("YEALINK_SK", SK)
+    with FakeYealinkRps({AK: SK, "other-key": "other-secret"}) as fake:
+        added = _fleet_with_many(fleet, fake, 30, tokens)
+        assert run(fleet, "apply") == 2
+        sent = [r.path.rsplit("/v1/", 1)[1] for r in fake.requests]
+        # one listing (the observation), the server object, then the adds: nothing per MAC
+        # beyond the add itself — no checkMac, no second device/list before a write
+        assert sent.count("device/list") == 1 and "device/checkMac" not in sent
+        assert sent.count("device/add") == adds and len(sent) == adds + 3
+        assert all(fake.effective_url(m) for m in [*added, "001565aabb01"])
+        mark = fake.mark()
+        assert run(fleet, "apply") == 0
+        assert [r.path for r in fake.since(mark)] == ["/api/open/v1/device/list"]
+
+
+def test_apply_with_a_foreign_mac_in_the_batch(fleet, monkeypatch, capsys):
+    """One MAC held by another enterprise: a conflict for it only (exit 3), every other one
+    registered, the foreign one untouched — and the next run does not try it again."""
+    from fleet_fixtures import run
+
+    monkeypatch.setenv("YEALINK_AK", AK)
+    monkeypatch.setenv("YEALINK_SK", SK)
+    with FakeYealinkRps({AK: SK, "other-key": "other-secret"}) as fake:
+        added = _fleet_with_many(fleet, fake, 30, "per-customer")
+        foreign = added[11]
+        fake.seed_device(foreign, "https://elsewhere.example/", fake.account_of("other-key"))
+        assert run(fleet, "apply") == 3
+        assert "held by another account" in capsys.readouterr().out
+        assert fake.device(foreign)["uniqueServerUrl"] == "https://elsewhere.example/"
+        assert fake.device(foreign)["account"] == fake.account_of("other-key")
+        assert all(fake.effective_url(m) for m in added if m != foreign)
+        assert fake.count("POST", "device/add") == 3  # acme's URL, the pool's, the pool's again
+        mark = fake.mark()
+        assert run(fleet, "plan") == 3  # still reported as a conflict ...
+        assert [r.path for r in fake.since(mark)] == ["/api/open/v1/device/list"]  # ... free
