@@ -329,6 +329,16 @@ def test_retry_after_on_sraps_is_waited_as_asked(fake):
     assert client.stats.snapshot().throttled == 1
 
 
+def test_a_service_that_stays_down_is_not_asked_once_per_mac(fake, client):
+    client._discover()
+    fake.fail_next(1000, status=502)
+    mark = fake.mark()
+    outcomes = client.register_many([reg(m) for m in macs(50)])
+    assert all(e is not None and e.transient for e in outcomes.values())
+    assert len(fake.since(mark)) == 3 * 3  # three MACs, 3 attempts each; the rest not sent
+    assert all(fake.endpoint(m) is None for m in macs(50))
+
+
 def test_gigaset_grape_batches_like_sraps():
     with FakeSraps({KEY_ID: SECRET, "key-2": "s3cret-2"}, flavour="grape") as grape:
         client = make_client(grape, flavour=GRAPE)

@@ -276,6 +276,17 @@ def test_a_transient_failure_fails_the_batch_and_nothing_else(fake, client):
     assert client.register_many([reg(m) for m in many(5)]) == dict.fromkeys(many(5))
 
 
+def test_a_service_that_stays_down_is_not_asked_once_per_url(fake, client):
+    client.register_many([reg(MAC1)])  # the server object exists
+    fake.fail_next(1000, status=503)
+    regs = [reg(m, f"https://prov.example.net/{m}/") for m in many(20)]
+    mark = fake.mark()
+    outcomes = client.register_many(regs)
+    assert all(e is not None and e.transient for e in outcomes.values())
+    assert len(fake.since(mark)) == 3 * 3  # three URLs' requests, 3 attempts each; then stop
+    assert "not sent: 3 transient failures in a row" in str(outcomes[regs[-1].mac])
+
+
 def test_updates_and_deregistrations_reuse_what_lookup_saw(fake, client):
     macs = many(150)
     client.register_many([reg(m) for m in macs])

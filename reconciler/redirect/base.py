@@ -9,7 +9,12 @@ Batches: `register_many` / `update_many` / `deregister_many` take many MACs of o
 return one outcome per MAC (`None` = done, else the `RedirectError` for that MAC only), so one
 MAC held by another account never fails its neighbours. A client sends as few requests as its
 API allows (lists where the API takes lists) and reuses what its last `lookup` saw instead of
-observing again. `each()` is the one-request-per-MAC fallback for a client without them.
+observing again. The batch methods are optional: `register_many(client, ...)` and its
+siblings here fall back to one call per MAC (`each()`) for a client without them.
+
+Rate: every HTTP client has `stats` (`RateStats`): requests sent, throttled answers, the token
+bucket's current limit and the measured rate, for a progress line (`stats.snapshot()`, or a
+`stats.listener` called after each request).
 
 Errors: `RedirectError(transient=True)` for throttling / 5xx / timeouts (retry with backoff),
 `RedirectError(conflict=True)` when another account holds the MAC (never retried blindly),
@@ -18,6 +23,7 @@ other `RedirectError`s are permanent for that device.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -26,6 +32,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
 from reconciler.core.errors import RedirectError
+
+log = logging.getLogger(__name__)
 
 # Per-device redirect states, as shown by `provctl status` and in plans.
 State = Literal["active", "disabled", "provision", "deprovision", "conflict"]
@@ -75,34 +83,53 @@ class RedirectClient(Protocol):
         ...
 
 
-class BatchClient(RedirectClient, Protocol):
-    """A client that changes many MACs per call (every HTTP client of this package)."""
-
-    stats: RateStats
-
-    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
-        ...
-
-    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
-        ...
-
-    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
-        ...
-
-
 T = TypeVar("T")
 
 
+class Breaker:
+    """Ends a batch once the service failed transiently `limit` times in a row (it is down, or
+    throttling past every retry): the rest is not sent and fails transient too, so the next
+    run retries it — instead of every remaining MAC spending its own retries on a dead
+    service."""
+
+    def __init__(self, limit: int = 3):
+        self.limit = limit
+        self._row = 0
+        self._last: RedirectError | None = None
+
+    def record(self, outcomes: Mapping[str, RedirectError | None]) -> None:
+        for error in outcomes.values():
+            if error is not None and error.transient:
+                self._row += 1
+                self._last = error
+            else:
+                self._row = 0
+
+    def tripped(self) -> RedirectError | None:
+        """The error for what is not sent any more, once tripped."""
+        if self._row < self.limit or self._last is None:
+            return None
+        return RedirectError(self._last.service, f"not sent: {self._row} transient failures "
+                             f"in a row ({self._last})", transient=True)
+
+
 def each(items: Iterable[T], key: Callable[[T], str], run: Callable[[T], None]) -> Outcomes:
-    """Run `run` per item; a RedirectError is that item's outcome, never its neighbours'."""
+    """Run `run` per item; a RedirectError is that item's outcome, never its neighbours' (but
+    after three transient failures in a row the rest is not tried: see Breaker)."""
     out: Outcomes = {}
+    breaker = Breaker()
     for item in items:
+        stop = breaker.tripped()
+        if stop is not None:
+            out[key(item)] = stop
+            continue
         try:
             run(item)
         except RedirectError as exc:
             out[key(item)] = exc
         else:
             out[key(item)] = None
+        breaker.record({key(item): out[key(item)]})
     return out
 
 
@@ -197,7 +224,10 @@ class RateStats:
     def _notify(self) -> None:
         listener = self.listener
         if listener is not None:
-            listener(self.snapshot())
+            try:
+                listener(self.snapshot())
+            except Exception:  # noqa: BLE001 - a progress display never fails a request
+                log.debug("rate listener failed", exc_info=True)
 
 
 def rates(clients: Mapping[str, object]) -> dict[str, RateSnapshot]:

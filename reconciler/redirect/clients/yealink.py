@@ -61,7 +61,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration, Outcomes, Remote, chunks
+from reconciler.redirect.base import Breaker, DesiredRegistration, Outcomes, Remote, chunks
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy, SignInput
 
 log = logging.getLogger(__name__)
@@ -399,9 +399,14 @@ class YealinkRpsClient:
         for r in regs:
             by_url.setdefault(r.url, []).append(r.mac)
         out: Outcomes = {}
+        breaker = Breaker()
         for url, macs in sorted(by_url.items()):
             for chunk in chunks(sorted(macs), self.batch_size):
-                out.update(self._add(list(chunk), url, server_id, steal))
+                stop = breaker.tripped()
+                done = (dict.fromkeys(chunk, stop) if stop is not None
+                        else self._add(list(chunk), url, server_id, steal))
+                breaker.record(done)
+                out.update(done)
         return out
 
     def _add(self, macs: list[str], url: str, server_id: str, steal: set[str]) -> Outcomes:
@@ -541,8 +546,13 @@ class YealinkRpsClient:
                 out[mac] = None
             else:
                 ids[str(device["id"])] = mac
+        breaker = Breaker()
         for chunk in chunks(sorted(ids), self.batch_size):
-            out.update(self._delete({i: ids[i] for i in chunk}))
+            stop = breaker.tripped()
+            done = (dict.fromkeys((ids[i] for i in chunk), stop) if stop is not None
+                    else self._delete({i: ids[i] for i in chunk}))
+            breaker.record(done)
+            out.update(done)
         return out
 
     def _delete(self, ids: dict[str, str]) -> Outcomes:
