@@ -10,7 +10,7 @@ import pytest
 from fakes import FakePolyZtp, FakeYealinkRps
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration
+from reconciler.redirect.base import DesiredRegistration, RateSnapshot, rates
 from reconciler.redirect.clients.poly import PolyZtpClient
 from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import HttpTransport, RateLimiter, RetryPolicy
@@ -208,3 +208,17 @@ def test_no_credentials_or_signatures_in_logs(caplog):
     assert "registered 001565aabb01" in text
     for secret in ("ak-visible", "sk-hidden", "api-key-hidden", "X-Ca-Signature", "/tok/"):
         assert secret not in text
+
+
+def test_rates_shows_every_http_client_and_skips_the_others(tmp_path):
+    from reconciler.redirect.clients.local import LocalRegistry
+
+    transport, _ = _transport(lambda request: httpx.Response(200))
+    transport.request("GET", "x")
+
+    class Client:
+        stats = transport.stats
+
+    shown = rates({"yealink": Client(), "default": LocalRegistry("default", tmp_path / "r")})
+    assert list(shown) == ["yealink"] and isinstance(shown["yealink"], RateSnapshot)
+    assert shown["yealink"].requests == 1 and shown["yealink"].limit == 1000

@@ -203,3 +203,14 @@ def test_updates_after_lookup_delete_and_post_without_reading(fake, client):
     assert not any(m == "GET" for m, _ in sent)
     assert all(fake.device_url(m) == URL2 for m in macs(8))
     assert [p["name"] for p in fake.profiles_of("acct-us")] == [profile_name(URL2)]
+
+
+def test_fake_rate_limit_answers_429_with_retry_after_and_applies_nothing(fake):
+    fake.rate_limit(0.5, burst=2)
+    headers = {"API-KEY": KEY}
+    answers = [httpx.get(fake.url + "/preview/devices", headers=headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    body = {"name": "p", "template": {"provisioning": {"server": {"address": URL1}}}}
+    refused = httpx.post(fake.url + "/preview/profiles", json=body, headers=headers)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert fake.profiles == {} and fake.count(contains="/profiles") == 1

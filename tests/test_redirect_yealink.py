@@ -248,6 +248,14 @@ def test_a_batch_with_a_mac_of_another_enterprise_registers_the_others(mode):
         assert fake.count("POST", "device/add") <= 4
 
 
+def test_a_batch_larger_than_the_service_takes_is_split(fake):
+    client = make_client(fake, batch_size=250)  # the fake takes 100 per request
+    outcomes = client.register_many([reg(m) for m in many(250)])
+    assert outcomes == dict.fromkeys(many(250))
+    assert fake.count("POST", "device/add") == 1 + 2 + 4  # refused, halves refused, quarters
+    assert all(fake.effective_url(m) == URL1 for m in many(250))
+
+
 def test_a_batch_error_that_names_no_mac_is_split_until_it_does(fake, client):
     foreign = many(16)[5]
     fake.seed_device(foreign, "https://elsewhere.example/", fake.account_of("other-key"))
