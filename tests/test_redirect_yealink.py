@@ -248,6 +248,20 @@ def test_a_batch_with_a_mac_of_another_enterprise_registers_the_others(mode):
         assert fake.count("POST", "device/add") <= 4
 
 
+def test_a_mac_our_account_registered_since_the_lookup_is_left_alone(fake, client):
+    """Between lookup and apply someone (another environment of the fleet, or a person in the
+    portal) registered the MAC at our own account with another URL: the plan never judged that
+    registration, so the add does not overwrite it."""
+    macs = many(10)
+    client.lookup(macs)
+    elsewhere = "https://staging.prov.example.net/t0k3n/"
+    fake.seed_device(macs[3], elsewhere, fake.account_of(AK))
+    outcomes = client.register_many([reg(m) for m in macs])
+    assert "left alone" in str(outcomes[macs[3]]) and not outcomes[macs[3]].conflict
+    assert fake.effective_url(macs[3]) == elsewhere and fake.count("POST", "device/edit") == 0
+    assert all(outcomes[m] is None and fake.effective_url(m) == URL1 for m in macs if m != macs[3])
+
+
 def test_a_batch_larger_than_the_service_takes_is_split(fake):
     client = make_client(fake, batch_size=250)  # the fake takes 100 per request
     outcomes = client.register_many([reg(m) for m in many(250)])

@@ -90,10 +90,12 @@ def parser() -> argparse.ArgumentParser:
     from reconciler.cli import daemon as cli_daemon
     from reconciler.cli import inventory as cli_inventory
     from reconciler.cli import vendors as cli_vendors
+    from reconciler.cli import zerotouch as cli_zerotouch
 
     cli_inventory.add_commands(sub)
     cli_daemon.add_commands(sub)
     cli_vendors.add_commands(sub)
+    cli_zerotouch.add_commands(sub)
     return ap
 
 
@@ -294,9 +296,10 @@ def _command(name: str):
     from reconciler.cli import daemon as cli_daemon
     from reconciler.cli import inventory as cli_inventory
     from reconciler.cli import vendors as cli_vendors
+    from reconciler.cli import zerotouch as cli_zerotouch
 
     return {**cli_inventory.COMMANDS, **cli_daemon.COMMANDS, **cli_vendors.COMMANDS,
-            **COMMANDS}[name]
+            **cli_zerotouch.COMMANDS, **COMMANDS}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "redirects": [dict(asdict(r), url=redact_url(r.url)) for r in plan.redirects],
         "drift": [dict(asdict(d), path=show_path(d.path)) for d in plan.drift],
         "refusals": list(plan.refusals),
+        "orphans": [dict(asdict(o), path=show_path(o.path)) for o in plan.orphans],
     }
 
 
@@ -45,6 +46,8 @@ def _summary_line(plan: Plan) -> str:
             parts.append(f"{c[action]} {action}")
     if c["drift"]:
         parts.append(f"{c['drift']} drifted")
+    if c.get("orphan"):
+        parts.append(f"{c['orphan']} orphaned (kept: pruning is off)")
     parts.append(f"{c['unchanged']} unchanged")
     return ", ".join(parts)
 
@@ -69,6 +72,9 @@ def plan_text(plan: Plan, limit: int = TEXT_LIMIT) -> str:
             out.append(f"    … and {len(mine) - limit} more (--format json lists them all)")
         for d in (d for d in plan.drift if d.target == t.target):
             out.append(f"    drift {d.kind}: {show_path(d.path)}: {d.detail}")
+        for o in [o for o in plan.orphans if o.target == t.target][:limit]:
+            out.append(f"    orphan {show_path(o.path)}: no longer desired, kept (--prune "
+                       "deletes it)")
     for r in plan.redirects:
         out.append(f"  redirect {r.service}: {r.action} {r.mac} -> {redact_url(r.url)}: "
                    f"{r.reason}")
@@ -116,12 +122,11 @@ def apply_text(results: dict[str, TargetResult], redirect: Any = None) -> str:
     out = []
     if redirect is not None and (redirect.done or redirect.failed or redirect.conflicts):
         out.append(f"redirect: {len(redirect.done)} change(s) applied, {len(redirect.failed)} "
-                   f"failed, {len(redirect.conflicts)} held by another account")
+                   f"failed, {len(redirect.conflicts)} conflict(s)")
         for change, error in redirect.failed:
             out.append(f"  {change.action} {change.mac} at {change.service}: {error}")
-        for change in redirect.conflicts:
-            out.append(f"  {change.mac} at {change.service}: held by another account (set "
-                       "redirect: {steal: true} on the device to take it over)")
+        for change, why in redirect.conflicts:
+            out.append(f"  {change.mac} at {change.service}: {why}")
     for name, r in sorted(results.items()):
         done = len(r.done)
         if r.error:

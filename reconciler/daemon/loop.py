@@ -50,6 +50,7 @@ from reconciler.core.errors import ConfigError, OperationError, ProvctlError, Re
 from reconciler.daemon import logs
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
+from reconciler.pipeline.outcome import Refusal
 from reconciler.pipeline.run import ApplyResult, Options, apply, plan
 
 log = logging.getLogger("provctl.daemon")
@@ -550,7 +551,8 @@ class Daemon:
             puts = sum(1 for i in r.done if i.action == "put")
             deletes = sum(1 for i in r.done if i.action == "delete")
             fields = {"revision": rev, "target": name, "changes": len(r.done),
-                      "failed": len(r.failed), "drift": drift.get(name, 0), "error": r.error}
+                      "failed": len(r.failed), "drift": drift.get(name, 0),
+                      "error": None if r.error is None else str(r.error)}
             if not r.ok:
                 log.error("%s: %s", name, r.error or f"{len(r.failed)} change(s) failed",
                           extra=fields)
@@ -570,7 +572,7 @@ class Daemon:
             else:
                 self.metrics.applied(name, synced=False, puts=puts, deletes=deletes,
                                      drift=drift.get(name, 0))
-                refused = bool(r.error and r.error.startswith("refused:"))
+                refused = isinstance(r.error, Refusal)
                 self.metrics.failed(name, "refused" if refused else "failed")
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()

@@ -65,6 +65,9 @@ class DesiredRegistration:
 
 class RedirectClient(Protocol):
     name: str
+    # Whether the API can take a MAC over from another account (`steal: true`). When it cannot,
+    # the planner reports a conflict instead of planning a registration that must fail.
+    can_steal: bool
 
     def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
         """Observe these MACs; read-only."""

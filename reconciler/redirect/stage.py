@@ -37,13 +37,20 @@ from reconciler.redirect.base import (
     register_many,
     update_many,
 )
-from reconciler.redirect.plan import ACTION_ORDER, Record, RedirectChange, plan_redirects
+from reconciler.redirect.plan import (
+    ACTION_ORDER,
+    Environment,
+    Record,
+    RedirectChange,
+    plan_redirects,
+)
 from reconciler.redirect.state import (
     Outcome,
     load_records,
     record_outcome,
     records_path,
     save_records,
+    understood,
 )
 from reconciler.render.addressing import Addressing
 
@@ -57,6 +64,7 @@ class RedirectSnapshot:
     records: dict[str, Record]
     errors: dict[str, str] = field(default_factory=dict)  # service -> why it was not observed
     memory: dict[str, list[str]] = field(default_factory=dict)  # mac -> [value, first revision]
+    env: Environment = field(default_factory=Environment)  # this environment's URLs, stealers
 
 
 def _memory_path(state_dir: Path) -> Path:
@@ -182,23 +190,35 @@ def observe(addresses: Addresses, clients: Clients, state_dir: Path) -> Redirect
             by_service.setdefault(rec.service, set()).add(mac)
     remote: dict[str, Remote] = {}
     errors: dict[str, str] = {}
+    stealers: set[str] = set()
     for service, macs in sorted(by_service.items()):
         try:
-            remote.update(clients.get(service).lookup(sorted(macs)))
+            client = clients.get(service)
+            stealers |= {service} if client.can_steal else set()
+            with understood(service, "lookup"):
+                remote.update(client.lookup(sorted(macs)))
         except RedirectError as exc:
             errors[service] = str(exc)
-    return RedirectSnapshot(desired, remote, records, errors, new_memory)
+    return RedirectSnapshot(desired, remote, records, errors, new_memory,
+                            environment(addresses.state, stealers))
+
+
+def environment(state: DesiredState, can_steal: set[str]) -> Environment:
+    """This environment of the fleet: the base URLs of its targets (see redirect/plan.py)."""
+    return Environment.of((t.base_url for t in state.provisioning.value.targets.values()),
+                          can_steal)
 
 
 def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[RedirectChange]:
-    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days)
+    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days,
+                          env=snapshot.env)
 
 
 @dataclass
 class RedirectResult:
     done: list[RedirectChange] = field(default_factory=list)
     failed: list[tuple[RedirectChange, str]] = field(default_factory=list)
-    conflicts: list[RedirectChange] = field(default_factory=list)
+    conflicts: list[tuple[RedirectChange, str]] = field(default_factory=list)  # (change, why)
 
 
 def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Clients,
@@ -217,13 +237,14 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
             if change.action in ("register", "update") and change.mac in skip:
                 result.failed.append((change, f"not registered: {skip[change.mac]}"))
             elif change.action == "conflict":  # a no-op: recorded, never sent
-                result.conflicts.append(change)
+                result.conflicts.append((change, change.reason))
                 records[change.mac] = record_outcome(records.get(change.mac), change, "ok", now)
             else:
                 key = (ACTION_ORDER[change.action], change.service, change.action)
                 batches.setdefault(key, []).append(change)
         for (_, service, action), batch in sorted(batches.items()):
-            outcomes = _run_batch(clients.get(service), action, batch, snapshot.desired)
+            outcomes = _run_batch(clients.get(service), service, action, batch,
+                                  snapshot.desired)
             for change in batch:
                 error = outcomes.get(change.mac, RedirectError(service, f"{change.mac}: no "
                                                                "outcome reported"))
@@ -238,7 +259,7 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
                     result.done.append(change)
                     log.info("redirect %s: %s %s", change.service, change.action, change.mac)
                 elif error.conflict:
-                    result.conflicts.append(change)
+                    result.conflicts.append((change, str(error)))
                 else:
                     result.failed.append((change, str(error)))
     finally:
@@ -248,17 +269,22 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
     return result
 
 
-def _run_batch(client: RedirectClient, action: str, batch: list[RedirectChange],
+def _run_batch(client: RedirectClient, service: str, action: str, batch: list[RedirectChange],
                desired: Mapping[str, DesiredRegistration]) -> Outcomes:
-    if action == "deregister":
-        return deregister_many(client, [c.mac for c in batch])
+    """One batch call; an answer the client could not take apart fails the whole batch."""
     wants = []
-    for change in batch:
+    for change in batch if action != "deregister" else ():
         want = desired.get(change.mac)
         if want is None:
             raise ValueError(f"{change.action} {change.mac} needs its desired registration")
         wants.append(replace(want, steal=True) if change.steal and not want.steal else want)
-    return (register_many if action == "register" else update_many)(client, wants)
+    try:
+        with understood(service, f"{action} of {len(batch)} MAC(s)"):
+            if action == "deregister":
+                return deregister_many(client, [c.mac for c in batch])
+            return (register_many if action == "register" else update_many)(client, wants)
+    except RedirectError as exc:
+        return dict.fromkeys((c.mac for c in batch), exc)
 
 
 def redact_url(url: Any) -> Any:

@@ -7,7 +7,9 @@ Subclasses implement `handle(request) -> Reply`. The base class gives every fake
 - fault injection, consumed one request at a time before authentication (like a gateway):
   `fail_next(n, status=500, headers=None)`, `throttle_next(n)` (HTTP 429, or the vendor's own
   throttling answer), `slow_next(n, delay)` (sleep past the client's timeout, then answer 503 —
-  the request is NOT applied);
+  the request is NOT applied), `answer_next(n, body, after=0)` (HTTP 200 with this body,
+  whatever was asked, once `after` requests have been answered normally: a service answering
+  nonsense);
 - a server-side rate limit like an API gateway's (`rate_limit(rate, burst)`): a token bucket
   on the wall clock; a request beyond it is answered HTTP 429 with `Retry-After` (whole
   seconds, rounded up) and is NOT applied. No vendor documents its limits (reference §6):
@@ -58,11 +60,12 @@ class Reply:
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "throttle" | "slow"
+    kind: str  # "status" | "throttle" | "slow" | "answer" | "none" (answered normally)
     status: int = 500
     delay: float = 0.0
     retry_after: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
 
 
 class _Bucket:
@@ -197,6 +200,11 @@ class FakeServer:
         with self.lock:
             self._bucket = _Bucket(rate, burst) if rate else None
 
+    def answer_next(self, n: int = 1, body: Any = None, after: int = 0) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("none") for _ in range(after))
+            self._faults.extend(_Fault("answer", status=200, body=body) for _ in range(n))
+
     def throttle_reply(self, retry_after: str | None) -> Reply:
         """How this vendor says "slow down" (override for an in-band answer)."""
         headers = {"Retry-After": retry_after} if retry_after else {}
@@ -207,6 +215,8 @@ class FakeServer:
     def _dispatch(self, request: Request) -> Reply | None:
         with self.lock:
             fault = self._faults.pop(0) if self._faults else None
+            if fault is not None and fault.kind == "none":
+                fault = None
             wait = self._bucket.take() if self._bucket is not None and fault is None else 0.0
         if wait:
             reply = Reply(429, {"message": "Too Many Requests"},
@@ -219,6 +229,8 @@ class FakeServer:
             return None
         if fault is not None and fault.kind == "throttle":
             reply = self.throttle_reply(fault.retry_after)
+        elif fault is not None and fault.kind == "answer":
+            reply = Reply(fault.status, fault.body)
         elif fault is not None:
             reply = Reply(fault.status, {"message": "Internal Server Error"}, fault.headers)
         else:

@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 
 class LocalRegistry:
+    can_steal = True  # the registry file is ours: steal: true rewrites the entry
+
     def __init__(
         self,
         name: str,

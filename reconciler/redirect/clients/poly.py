@@ -55,6 +55,10 @@ def _message(response: Response) -> str:
 
 
 class PolyZtpClient:
+    # [V] rps-apis.md §"Ownership": only Yealink XML-RPC and Htek have an override flag; Poly
+    # ZTP refuses another account's device (409) and has none.
+    can_steal = False
+
     def __init__(
         self,
         name: str,

@@ -157,6 +157,10 @@ def _is_ownership(response: Response) -> bool:
 
 
 class SrapsClient:
+    # [V] rps-apis.md §"Ownership": SRAPS/GRAPE refuse another account's MAC
+    # (taken_mac_or_forbidden) and offer no override.
+    can_steal = False
+
     def __init__(
         self,
         name: str,

@@ -155,7 +155,8 @@ def _throttled(response: Response) -> bool:
         envelope = response.json()
     except ValueError:
         return False
-    if not isinstance(envelope, Mapping) or envelope.get("ret", 0) >= 0:
+    ret = envelope.get("ret") if isinstance(envelope, Mapping) else None
+    if not isinstance(ret, int) or ret >= 0:
         return False
     return _error_of(envelope)[1] in THROTTLE_CODES
 
@@ -187,6 +188,10 @@ def _shown(macs: Sequence[str]) -> str:
 
 
 class YealinkRpsClient:
+    # [V] /work/shared/reference/rps-apis.md §"Ownership": only the XML-RPC API has isOverride;
+    # the JSON Open API spoken here has no override flag.
+    can_steal = False
+
     def __init__(
         self,
         name: str,
@@ -221,7 +226,7 @@ class YealinkRpsClient:
         self._server_urls: dict[str, str] | None = None
         # What the last lookup saw: every MAC it covered, and our devices among them.
         self._observed: set[str] = set()
-        self._ours: dict[str, dict[str, Any]] = {}
+        self._ours: dict[str, Mapping[str, Any]] = {}
         self._partial = False  # learnt: a refused batch add still applied its other MACs
         self.http = HttpTransport(
             name,
@@ -270,6 +275,9 @@ class YealinkRpsClient:
             raise RedirectError(self.name, f"{op}: {exc}") from exc
         if not isinstance(envelope, Mapping) or "ret" not in envelope:
             raise RedirectError(self.name, f"{op}: not a {{ret, data, error}} envelope")
+        if not isinstance(envelope["ret"], int) or isinstance(envelope["ret"], bool):
+            raise RedirectError(self.name, f"{op}: unexpected answer: ret is "
+                                f"{envelope['ret']!r}, not a number")
         if envelope["ret"] < 0:
             msg, code = _error_of(envelope)
             if msg.startswith("auth.") or (code in AUTH_CODES and msg not in OTHER_OWNS):
@@ -277,19 +285,36 @@ class YealinkRpsClient:
             raise _ApiError(msg, code, envelope.get("data"))
         return envelope.get("data")
 
-    def _pages(self, op: str, query: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    def _object(self, op: str, data: Any) -> Mapping[str, Any]:
+        """`data` of a successful answer, which must be an object (or nothing)."""
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise RedirectError(self.name, f"{op}: unexpected answer: data is "
+                                f"{type(data).__name__}, not an object")
+        return data
+
+    def _id(self, op: str, obj: Mapping[str, Any]) -> str:
+        if obj.get("id") in (None, ""):
+            raise RedirectError(self.name, f"{op}: unexpected answer: no id")
+        return str(obj["id"])
+
+    def _pages(self, op: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
         skip = 0
         while True:
             try:
-                page = self._call(
+                page = self._object(op, self._call(
                     op, {**query, "skip": skip, "limit": self.page_size, "autoCount": True}
-                )
+                ))
             except _ApiError as exc:
                 raise RedirectError(self.name, f"{op}: {exc.msg}") from exc
-            items = (page or {}).get("data") or []
+            items = page.get("data") or []
+            if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+                raise RedirectError(self.name, f"{op}: unexpected answer: data.data is not a "
+                                    "list of objects")
             yield from items
             skip += len(items)
-            total = (page or {}).get("total")
+            total = page.get("total")
             if not items or len(items) < self.page_size or (
                 isinstance(total, int) and skip >= total
             ):
@@ -301,36 +326,37 @@ class YealinkRpsClient:
         if self._server is None:
             for server in self._pages("server/list", {"key": self.server_name}):
                 if server.get("serverName") == self.server_name:
-                    self._server = (str(server["id"]), str(server.get("url") or ""))
+                    self._server = (self._id("server/list", server), str(server.get("url") or ""))
                     break
             else:
                 try:
-                    data = self._call(
+                    data = self._object("server/add", self._call(
                         "server/add", {"serverName": self.server_name, "url": _origin(url)}
-                    )
+                    ))
                 except _ApiError as exc:
                     raise RedirectError(
                         self.name, f"cannot create server {self.server_name!r}: {exc.msg}"
                     ) from exc
-                self._server = (str(data["id"]), _origin(url))
+                self._server = (self._id("server/add", data), _origin(url))
                 log.info("%s: created server %s", self.name, self.server_name)
         return self._server[0]
 
     def _servers(self) -> dict[str, str]:
         if self._server_urls is None:
             self._server_urls = {
-                str(s["id"]): str(s.get("url") or "") for s in self._pages("server/list", {})
+                self._id("server/list", s): str(s.get("url") or "")
+                for s in self._pages("server/list", {})
             }
         return self._server_urls
 
-    def _find(self, mac: str) -> dict[str, Any] | None:
+    def _find(self, mac: str) -> Mapping[str, Any] | None:
         """Our device with exactly this MAC (`key` is a substring search)."""
         for device in self._pages("device/list", {"key": mac}):
             if str(device.get("mac", "")).lower() == mac:
                 return device
         return None
 
-    def _device(self, mac: str) -> dict[str, Any] | None:
+    def _device(self, mac: str) -> Mapping[str, Any] | None:
         """Our device as the last lookup saw it; read only for a MAC it did not cover."""
         if mac in self._observed:
             return self._ours.get(mac)
@@ -342,9 +368,9 @@ class YealinkRpsClient:
             url = self._servers().get(str(device["serverId"]))
         return url or None
 
-    def list_devices(self) -> dict[str, dict[str, Any]]:
+    def list_devices(self) -> dict[str, Mapping[str, Any]]:
         """Every device of this account, by MAC (all pages)."""
-        return {str(d["mac"]).lower(): d for d in self._pages("device/list", {})}
+        return {str(d["mac"]).lower(): d for d in self._pages("device/list", {}) if d.get("mac")}
 
     # -- observe -------------------------------------------------------------------------
 
@@ -373,10 +399,16 @@ class YealinkRpsClient:
 
     def _check(self, mac: str) -> Remote:
         try:
-            check = self._call("device/checkMac", params={"mac": mac}) or {}
+            check = self._object("device/checkMac",
+                                 self._call("device/checkMac", params={"mac": mac}))
         except _ApiError as exc:
             raise RedirectError(self.name, f"checkMac {mac}: {exc.msg}") from exc
-        if not check.get("existed"):
+        # {existed: bool, self: bool | null} (reference §1.2, medium-low) [I]; anything
+        # else is not taken for "nobody", which would send a registration.
+        if not isinstance(check.get("existed"), bool):
+            raise RedirectError(self.name, f"device/checkMac {mac}: unexpected answer: "
+                                "no existed flag")
+        if not check["existed"]:
             return Remote(mac, "nobody")
         if check.get("self"):  # appeared since the listing
             device = self._find(mac)
@@ -476,11 +508,17 @@ class YealinkRpsClient:
         """The outcome of a MAC that device/add refused, and whether it already had `url`."""
         if exc.msg != OWN_EXISTS:
             return self._error(mac, exc, steal), False
-        try:  # ours already (registered meanwhile, or by a partial batch): make its URL right
+        try:  # ours already: by a partial batch, or registered since the lookup
             device = self._find(mac)
             if device is None:
                 return RedirectError(self.name, f"{mac}: said to exist but not found"), False
             had_url = self._url_of(device) == url
+            if not had_url and mac in self._observed:
+                # The lookup saw it as not ours; now our account holds it with another URL
+                # (another environment of the fleet, or by hand). The planner has not judged
+                # that registration: leave it; the next run's plan decides.
+                return RedirectError(self.name, f"{mac}: registered by this account since the "
+                                     "lookup, with another URL; left alone"), False
             if not had_url:
                 self._edit(mac, device, url, server_id, steal)
             self._ours[mac] = {**device, "uniqueServerUrl": url}
@@ -492,7 +530,8 @@ class YealinkRpsClient:
               steal: bool) -> None:
         try:
             self._call("device/edit",
-                       {"id": device["id"], "serverId": server_id, "uniqueServerUrl": url})
+                       {"id": self._id("device/list", device), "serverId": server_id,
+                        "uniqueServerUrl": url})
         except _ApiError as exc:
             raise self._error(mac, exc, steal) from exc
         log.info("%s: updated %s", self.name, mac)
@@ -545,7 +584,7 @@ class YealinkRpsClient:
                 log.debug("%s: %s not registered by this account", self.name, mac)
                 out[mac] = None
             else:
-                ids[str(device["id"])] = mac
+                ids[self._id("device/list", device)] = mac
         breaker = Breaker()
         for chunk in chunks(sorted(ids), self.batch_size):
             stop = breaker.tripped()

@@ -1,0 +1,115 @@
+"""Rollouts in waves, as a pure scenario: a clock and fetch observations in, decisions out."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.pipeline.rollout import (
+    Gate,
+    RolloutSpec,
+    Uptake,
+    members,
+    parse_duration,
+    parse_percent,
+    step,
+    wave_of,
+)
+
+KEY = b"fleet-secret"
+H = 3600.0
+SPEC = RolloutSpec(waves=(0.05, 0.25, 1.0), soak=24 * H,
+                   gate=Gate(fetched=0.95, reports_version=0.90, errors_max=0.01),
+                   canary=frozenset({"001565aabb01"}))
+
+
+def fleet(n: int, start: int = 0) -> list[str]:
+    return [f"001565{i:06x}" for i in range(start, start + n)]
+
+
+def took(macs, version=True):
+    return {m: Uptake(fetched_new=True, reports_version=version) for m in macs}
+
+
+def test_parsing():
+    assert parse_duration("24h") == 86400 and parse_duration("30m") == 1800
+    assert parse_percent("5%") == 0.05 and parse_percent(100) == 1.0
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+    with pytest.raises(ValueError):
+        RolloutSpec(waves=(0.5, 0.25), soak=1)
+
+
+def test_waves_are_shares_and_the_canary_is_in_wave_one():
+    macs = fleet(2000) + ["001565aabb01"]
+    waves = members(SPEC, KEY, macs)
+    assert "001565aabb01" in waves[1]
+    assert 60 <= len(waves[1]) <= 150  # about 5%
+    assert 300 <= len(waves[2]) <= 500  # about 20%
+    assert sum(len(w) for w in waves.values()) == len(macs)
+
+
+def test_waves_are_stable_when_the_fleet_grows_by_ten_percent():
+    old = fleet(1000)
+    before = {m: wave_of(SPEC, KEY, m) for m in old}
+    grown = members(SPEC, KEY, old + fleet(100, start=5000))
+    after = {m: w for w, ms in grown.items() for m in ms}
+    assert all(after[m] == before[m] for m in old)
+
+
+def test_three_waves_advance_only_when_each_gate_holds_then_halt_then_resume():
+    macs = fleet(400) + ["001565aabb01"]
+    waves = members(SPEC, KEY, macs)
+    t0 = 1_000_000.0
+    d = step(SPEC, None, "pin-1", waves, {}, t0)
+    assert d.action == "start" and d.published == {1}
+
+    # wave 1 fetched but the soak time has not passed
+    d = step(SPEC, d.state, "pin-1", waves, took(waves[1]), t0 + 2 * H)
+    assert d.action == "soaking" and d.published == {1}
+    # soak passed, but only half of wave 1 fetched: wait
+    half = took(waves[1][: len(waves[1]) // 2])
+    d = step(SPEC, d.state, "pin-1", waves, half, t0 + 25 * H)
+    assert d.action == "waiting" and d.reading is not None and not d.reading.holds(SPEC.gate)
+    # now all of wave 1 took it: wave 2 starts
+    d = step(SPEC, d.state, "pin-1", waves, took(waves[1]), t0 + 26 * H)
+    assert d.action == "advance" and d.published == {1, 2}
+    t2 = t0 + 26 * H
+
+    # wave 2 fetches, but keeps reporting the old version: after soak × 2 it halts
+    seen = took(waves[1]) | took(waves[2], version=False)
+    d = step(SPEC, d.state, "pin-1", waves, seen, t2 + 30 * H)
+    assert d.action == "waiting"
+    d = step(SPEC, d.state, "pin-1", waves, seen, t2 + 49 * H)
+    assert d.action == "halted" and d.published == {1, 2}
+    assert "wave 2/3" in d.message and waves[2][0] in d.message
+    # halted stays halted, whatever is observed later
+    d = step(SPEC, d.state, "pin-1", waves, took(macs), t2 + 80 * H)
+    assert d.action == "halted" and d.published == {1, 2}
+
+    # a fix commit (a new rollout id) starts again at wave 1 and runs to the end
+    t3 = t2 + 100 * H
+    d = step(SPEC, d.state, "pin-2", waves, {}, t3)
+    assert d.action == "start" and d.published == {1}
+    d = step(SPEC, d.state, "pin-2", waves, took(macs), t3 + 24 * H)
+    assert d.action == "advance" and d.published == {1, 2}
+    d = step(SPEC, d.state, "pin-2", waves, took(macs), t3 + 48 * H)
+    assert d.action == "advance" and d.published == {1, 2, 3}
+    d = step(SPEC, d.state, "pin-2", waves, took(macs), t3 + 50 * H)
+    assert d.action == "done"
+
+
+def test_errors_fail_the_gate():
+    waves = members(SPEC, KEY, fleet(400))
+    d = step(SPEC, None, "p", waves, {}, 0.0)
+    bad = {m: Uptake(True, True, errors=True) for m in waves[1]}
+    d = step(SPEC, d.state, "p", waves, bad, 25 * H)
+    assert d.action == "waiting"
+    assert d.reading is not None and d.reading.errors == len(waves[1])
+
+
+def test_state_round_trips_through_json():
+    waves = members(SPEC, KEY, fleet(100))
+    d = step(SPEC, None, "p", waves, {}, 5.0)
+    from reconciler.pipeline.rollout import RolloutState
+
+    assert RolloutState.from_json(d.state.to_json()) == d.state
