@@ -289,6 +289,24 @@ def test_a_batch_error_that_names_no_mac_is_split_until_it_does(fake, client):
     assert fake.count("POST", "device/add") <= 2 * 4 + 1  # log2(16) levels of halving
 
 
+def test_a_success_that_lists_fewer_devices_is_confirmed_one_by_one(fake, client):
+    foreign = many(6)[2]
+    fake.seed_device(foreign, "https://elsewhere.example/", fake.account_of("other-key"))
+    original = fake.op_device_add
+
+    def terse(account, body):  # adds what it can, says nothing of the rest [a shape seen nowhere]
+        good = [m for m in body["macs"] if m not in fake.devices]
+        reply = original(account, {**body, "macs": good}) if good else None
+        return reply if reply is not None else original(account, body)
+
+    fake.op_device_add = terse
+    outcomes = client.register_many([reg(m) for m in many(6)])
+    assert outcomes[foreign].conflict
+    assert all(outcomes[m] is None and fake.effective_url(m) == URL1
+               for m in many(6) if m != foreign)
+    assert fake.device(foreign)["uniqueServerUrl"] == "https://elsewhere.example/"
+
+
 def test_a_transient_failure_fails_the_batch_and_nothing_else(fake, client):
     client.register_many([reg(MAC1)])  # the server object exists
     fake.fail_next(3, status=503)  # every attempt of the next request

@@ -481,7 +481,8 @@ class YealinkRpsClient:
                 out[mac] = None
                 if mac in created:
                     self._ours[mac] = dict(created[mac])
-            log.info("%s: registered %s", self.name, _shown(done))
+            if done:
+                log.info("%s: registered %s", self.name, _shown(done))
             for mac in unconfirmed:  # a success that does not list them: ask one by one
                 out.update(self._add([mac], url, server_id, steal) if len(pending) > 1
                            else {mac: None})
