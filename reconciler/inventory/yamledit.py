@@ -35,7 +35,7 @@ from reconciler.desired.validate import DesiredState, load_state
 # Key order of a device entry as the example fleet writes it; a new key goes after the last
 # present key that precedes it here.
 DEVICE_KEYS = ("mac", "model", "profile", "customer", "name", "owned_by_customer", "serial",
-               "redirect", "firmware", "allow_downgrade", "params")
+               "redirect", "onboard", "firmware", "allow_downgrade", "params")
 ACCOUNT_KEYS = ("account", "display_name", "password", "auth_user", "devices", "params")
 
 # (mapping indent, sequence indent, offset, dedent of the root sequence)

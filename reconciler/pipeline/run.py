@@ -35,7 +35,7 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import narrow
+from reconciler.pipeline import bootstrap, narrow
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.outcome import Failure, Refusal
@@ -190,8 +190,11 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
-              now: datetime | None = None) -> Plan:
-    """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
+              now: datetime | None = None,
+              onboarding: bootstrap.Onboarding | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services, the onboarding
+    windows and their bootstrap files) -> Plan. Without `onboarding`, bootstrap files already
+    published are left as they are."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -219,26 +222,36 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             return None
         return None
 
+    is_bootstrap = onboarding.is_bootstrap if onboarding is not None else lambda path: False
     for name, artifacts in desired.artifacts.items():
         obs = observed[name]
         if obs.error is not None:
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
         want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        boot = onboarding.files.get(name, {}) if onboarding is not None else {}
+        want.update((p, Desired(f.artifact.sha256, f.artifact.size, f.artifact.device))
+                    for p, f in boot.items())
+        if onboarding is None:  # not observed: what is published stays
+            want.update((p, Desired(e.sha256, e.size)) for p, e in obs.manifest.files.items()
+                        if p not in want and _in_bootstrap_directory(desired, p))
         if selection is not None:
-            want = selection.narrow(name, want, obs)
+            # a shared bootstrap file (Cisco $PSN.xml) belongs to the selected phones it serves
+            mine = dataclasses.replace(selection, paths=selection.paths | {
+                (name, p) for p, f in boot.items() if f.phones & selection.macs})
+            want = mine.narrow(name, want, obs)
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
-                                 downgrade=downgrade)
+                                 downgrade=downgrade, bootstrap=is_bootstrap)
         if selection is not None:
-            c = [x for x in c if selection.owns(name, x.path)]
-            d = [x for x in d if selection.owns(name, x.path)]
+            c = [x for x in c if mine.owns(name, x.path)]
+            d = [x for x in d if mine.owns(name, x.path)]
         changes += c
         drift += d
         summaries.append(s)
         refusals += r
         if not prune:
-            orphaned += orphans(want, obs)
+            orphaned += orphans(want, obs, is_bootstrap)
     redirect_changes: list[Any] = []
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
@@ -255,6 +268,20 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
     return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
                 tuple(summaries), tuple(refusals), tuple(orphaned))
+
+
+def _in_bootstrap_directory(desired: RenderedState, path: str) -> bool:
+    from reconciler.render.bootstrap import bootstrap_directories
+
+    return path.partition("/")[0] in bootstrap_directories(desired.renderer)
+
+
+def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path,
+                       fetches: bootstrap.Fetches | None = None) -> bootstrap.Onboarding:
+    """The onboarding windows now and their bootstrap files on the targets asked for.
+    Read-only: apply saves the memory (bootstrap.save) after it ran."""
+    return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir,
+                             fetches or bootstrap.NoFetches(), _now(opts))
 
 
 def heals(state: DesiredState, opts: Options) -> bool:
@@ -292,6 +319,7 @@ def _now(opts: Options) -> datetime:
 class PlanResult:
     plan: Plan
     desired: RenderedState
+    onboarding: bootstrap.Onboarding | None = None
 
     @property
     def exit_code(self) -> int:
@@ -313,7 +341,9 @@ def plan(opts: Options) -> PlanResult:
         observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
+    onboarding = observe_onboarding(desired, opts, state_dir)
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), onboarding),
+                      desired, onboarding)
 
 
 @dataclass
@@ -323,6 +353,7 @@ class ApplyResult:
     receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
     cancelled: bool = False  # confirm() said no: nothing was written
+    onboarding: bootstrap.Onboarding | None = None
 
     @property
     def exit_code(self) -> int:
@@ -366,7 +397,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now)
+            onboarding = observe_onboarding(desired_live, opts, state_dir)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now, onboarding)
             refused = _refusal(the_plan, opts, expected_checksum)
             if refused is not None:
                 for name in live:
@@ -397,7 +429,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
 
                     # A narrowed run leaves the manifest at the revision it had: the target
                     # as a whole is not at the new one.
-                    result, _ = execute(target, changes, desired.artifacts[name], manifest,
+                    artifacts = {**desired.artifacts[name], **{
+                        p: f.artifact for p, f in onboarding.files.get(name, {}).items()}}
+                    result, _ = execute(target, changes, artifacts, manifest,
                                         manifest.revision if opts.narrowed else revision,
                                         pending=obs.pending if action == "put" else frozenset(),
                                         stop=opts.stop, progress=progress)
@@ -424,6 +458,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     "customers": sorted(opts.customers or ())})
             if not the_plan.empty:
                 record.write_receipt(state_dir, receipt, live)
+            bootstrap.save(state_dir, onboarding)
             now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
             for name, result in results.items():
                 if result.ok and not the_plan.empty and not opts.narrowed:
@@ -432,7 +467,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
                         f"(receipt {receipt.id}, {len(result.done)} change(s), plan "
                         f"{receipt.plan_checksum[:12]})")
-            return ApplyResult(the_plan, results, receipt, redirect_result)
+            return ApplyResult(the_plan, results, receipt, redirect_result,
+                               onboarding=onboarding)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
