@@ -515,6 +515,14 @@ class Workspace:
         return written
 
 
+def flow_map(**items: Any) -> CommentedMap:
+    """A small mapping written on one line, `{until: 2027-01-31}`."""
+    value = CommentedMap()
+    value.update(items)
+    value.fa.set_flow_style()
+    return value
+
+
 def new_device(mac: str, model: str, profile: str, *, customer: str | None = None,
                owned: bool = False, name: str = "", serial: str = "",
                description_text: str = "") -> CommentedMap:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +32,7 @@ from reconciler.pipeline.onboarding import (
     memory_to_json,
     suspicious_ips,
 )
+from reconciler.pipeline.plan import FileChange
 from reconciler.pipeline.receipt import iso
 from reconciler.render.bootstrap import BootstrapFile, bootstrap_directories, render_bootstrap
 from reconciler.render.renderer import Renderer
@@ -79,6 +80,14 @@ class Onboarding:
     def is_bootstrap(self, path: str) -> bool:
         """Whether a path lies in a bootstrap directory (withdrawn there, never pruned)."""
         return path.partition("/")[0] in self.directories
+
+    def named(self, change: FileChange) -> FileChange:
+        """A withdrawal with the phone it was for, when its name spells one of the fleet's."""
+        flat = change.path.rpartition("/")[2].lower()
+        for mac in self.memory.known or ():
+            if mac in flat:
+                return replace(change, device=mac)
+        return change
 
 
 def memory_path(state_dir: Path) -> Path:

@@ -75,6 +75,7 @@ class Options:
     redacting: bool = False  # secrets as placeholders (validate --no-secrets)
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
+    fetches: bootstrap.Fetches | None = None  # the phones' fetches, instead of the logs (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
     # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
     devices: frozenset[str] | None = None
@@ -246,6 +247,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         if selection is not None:
             c = [x for x in c if mine.owns(name, x.path)]
             d = [x for x in d if mine.owns(name, x.path)]
+        if onboarding is not None:
+            c = [onboarding.named(x) if x.reason == "withdraw" else x for x in c]
         changes += c
         drift += d
         summaries.append(s)
@@ -276,12 +279,13 @@ def _in_bootstrap_directory(desired: RenderedState, path: str) -> bool:
     return path.partition("/")[0] in bootstrap_directories(desired.renderer)
 
 
-def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path,
-                       fetches: bootstrap.Fetches | None = None) -> bootstrap.Onboarding:
+def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
+                       ) -> bootstrap.Onboarding:
     """The onboarding windows now and their bootstrap files on the targets asked for.
     Read-only: apply saves the memory (bootstrap.save) after it ran."""
-    return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir,
-                             fetches or bootstrap.NoFetches(), _now(opts))
+    fetches = opts.fetches or bootstrap.NoFetches()
+    return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
+                             _now(opts))
 
 
 def heals(state: DesiredState, opts: Options) -> bool:

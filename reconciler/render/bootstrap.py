@@ -29,6 +29,7 @@ from reconciler.render.addressing import serves
 from reconciler.render.renderer import Artifact, Renderer
 from reconciler.render.templating import TemplateError, render
 from vendors.base import BootstrapInput, OutputFile
+from vendors.zerotouch import can_onboard
 
 HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$")
 
@@ -40,13 +41,6 @@ class BootstrapFile:
     artifact: Artifact
     phones: frozenset[str]
     customer: str
-
-
-def can_onboard(vendor: str) -> bool:
-    """Whether provctl has bootstrap files for the vendor's phones."""
-    probe = BootstrapInput("000000000000", vendor, next(iter(vendors.get(vendor).models.values())),
-                           "https://h/t/", "https://h/b/")
-    return bool(vendors.get(vendor).bootstrap_phone_files(probe))
 
 
 def ntp_server(device: ResolvedDevice) -> str | None:
