@@ -39,7 +39,8 @@ def test_publish_noop_change_and_drift(fleet, sshd, sftp_root, capsys):
     assert run(fleet, "apply") == 2
     cfg = sftp_root / url_token(FLEET_SECRET, MAC) / f"{MAC}.cfg"
     assert "static.auto_provision.server.url = https://prov1.example.net/" in cfg.read_text()
-    assert (sftp_root / ".provctl" / "manifest.json").exists()
+    assert (sftp_root.parent / f".provctl-{sftp_root.name}" / "manifest.json").exists()
+    assert not (sftp_root / ".provctl").exists()
     assert run(fleet, "apply") == 0
     edit(fleet / "customers" / "initech.yaml", "pbx.initech.example.de", "pbx9.initech.example.de")
     capsys.readouterr()
@@ -103,13 +104,13 @@ def test_unknown_host_key_stops_that_target_only(fleet, sshd, sftp_root, tmp_pat
     out = captured.out + captured.err
     assert f"{sshd.host}:{sshd.port}" in out and "SHA256:" in out
     assert not any(sftp_root.iterdir())  # nothing written to the unverified host
-    assert (fleet / "out" / "www" / ".provctl" / "manifest.json").exists()  # local went on
+    assert (fleet / "out" / ".provctl-www" / "manifest.json").exists()  # local went on
 
 
 def test_target_customers_limit_what_it_publishes(fleet, sshd, sftp_root):
     use_sftp(fleet, sshd, sftp_root, extra=", customers: [acme]", keep_local=True)
     assert run(fleet, "apply") == 2
-    dirs = {p.name for p in sftp_root.iterdir() if p.name != ".provctl"}
+    dirs = {p.name for p in sftp_root.iterdir()}
     assert dirs == {url_token(FLEET_SECRET, m) for m in phones_of(fleet, "acme")}
 
 
@@ -119,4 +120,4 @@ def test_unreachable_host_is_named_and_others_proceed(fleet, sshd, sftp_root, ca
     assert run(fleet, "apply") == 1
     out = capsys.readouterr().out
     assert "eu-1" in out and "127.0.0.1:1" in out
-    assert (fleet / "out" / "www" / ".provctl" / "manifest.json").exists()
+    assert (fleet / "out" / ".provctl-www" / "manifest.json").exists()
