@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat as statmod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -121,7 +122,7 @@ class LocalTree:
 
     def _write_temporary(self, path: Path, data: bytes) -> Path:
         self._mkdirs(path.parent)
-        tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+        tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}-{secrets.token_hex(3)}"
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -183,9 +183,12 @@ class MemoryTarget(MemoryTree):
         meta_root: str | None = None,
         file_mode: int = 0o644,
         dir_mode: int = 0o711,
+        host: MemoryHost | None = None,
     ):
-        host = MemoryHost(clock)
-        host.makedirs(root, 0o755)
+        """`host`: share another target's file system (a second client of the same place)."""
+        if host is None:
+            host = MemoryHost(clock)
+            host.makedirs(root, 0o755)
         super().__init__(name, host, root, file_mode, dir_mode)
         choices, legacy = places(root, meta_root)
         trees = [MemoryTree(name, host, p, RECORD_MODE, META_MODE) for p in choices]
