@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 from fleet_fixtures import FLEET_SECRET, edit, run
@@ -121,3 +122,39 @@ def test_unreachable_host_is_named_and_others_proceed(fleet, sshd, sftp_root, ca
     out = capsys.readouterr().out
     assert "eu-1" in out and "127.0.0.1:1" in out
     assert (fleet / "out" / ".provctl-www" / "manifest.json").exists()
+
+
+def test_records_of_an_older_provctl_move_out_of_the_sftp_root(fleet, sshd, sftp_root, capsys):
+    use_sftp(fleet, sshd, sftp_root)
+    assert run(fleet, "apply") == 2
+    records = sftp_root.parent / f".provctl-{sftp_root.name}"
+    records.rename(sftp_root / ".provctl")  # the layout an older provctl left on the host
+    (sftp_root / ".provctl").chmod(0o755)
+
+    assert run(fleet, "plan") == 0  # read where they are; a plan moves nothing
+    assert (sftp_root / ".provctl" / "manifest.json").exists()
+    assert run(fleet, "apply") == 0
+
+    assert not (sftp_root / ".provctl").exists()
+    assert (records / "manifest.json").exists() and list(records.glob("receipts/*.json"))
+    assert stat.S_IMODE(records.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sftp_root.stat().st_mode) == 0o711  # token directories unlistable
+
+
+def test_temporary_journal_files_a_timeout_left_are_removed_by_the_next_run(
+        fleet, sshd, sftp_root):
+    """A journal upload cut off by a timeout leaves `.provctl-tmp-journal.json.*` behind."""
+    use_sftp(fleet, sshd, sftp_root)
+    assert run(fleet, "apply") == 2
+    records = sftp_root.parent / f".provctl-{sftp_root.name}"
+    left = [records / ".provctl-tmp-journal.json.6f2a9c0d1", records / ".provctl-tmp-manifest."
+            "json.6f2a9c0d2", sftp_root / ".provctl" / ".provctl-tmp-journal.json.3b7e11aa0"]
+    for path in left:  # (the last where an older provctl kept its journal)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b'{"paths": ["')
+
+    assert run(fleet, "apply") == 0  # nothing to publish: the clean-up does not need a change
+
+    assert [p for p in left if p.exists()] == []
+    assert not (sftp_root / ".provctl").exists()
+    assert sorted(p.name for p in records.iterdir()) == ["manifest.json", "receipts"]

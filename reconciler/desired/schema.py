@@ -12,7 +12,7 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from reconciler.core.macs import normalize_mac
 
@@ -55,7 +55,7 @@ class SecretsSource(Strict):
 
 def _meta_root_outside(root: str, meta_root: str | None) -> None:
     """meta_root holds the manifest (every URL token): never servable from the root."""
-    if meta_root is None:
+    if meta_root is None or not root:
         return
     root_n, meta_n = posixpath.normpath(root), posixpath.normpath(meta_root)
     if root_n.startswith("/") != meta_n.startswith("/"):
@@ -80,10 +80,11 @@ class LocalTarget(Strict):
     meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
-    @model_validator(mode="after")
-    def _meta_root(self) -> LocalTarget:
-        _meta_root_outside(self.root, self.meta_root)
-        return self
+    @field_validator("meta_root")
+    @classmethod
+    def _meta_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _meta_root_outside(info.data.get("root", ""), value)
+        return value
 
 
 class SftpTarget(Strict):
@@ -104,10 +105,11 @@ class SftpTarget(Strict):
     timeout: float = 15.0
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
-    @model_validator(mode="after")
-    def _meta_root(self) -> SftpTarget:
-        _meta_root_outside(self.root, self.meta_root)
-        return self
+    @field_validator("meta_root")
+    @classmethod
+    def _meta_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _meta_root_outside(info.data.get("root", ""), value)
+        return value
 
 
 Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]
