@@ -38,9 +38,12 @@ time.sleep(120)
 def test_the_lock_of_a_killed_apply_is_taken_over_and_recorded(fleet, capsys):
     assert run(fleet, "apply") == 2
     edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
-    held = subprocess.Popen([sys.executable, "-c", HOLD, str(fleet / "out" / "www")],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    held = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(fleet / "out" / "www")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert held.stdout is not None
     lock_id = held.stdout.readline().strip()
     assert len(lock_id) == 12
@@ -56,12 +59,12 @@ def test_the_lock_of_a_killed_apply_is_taken_over_and_recorded(fleet, capsys):
     assert lock.holder(LocalTarget("local", fleet / "out" / "www")) is None  # released
 
 
-def test_a_lock_of_another_host_is_refused_with_the_unlock_command(fleet, capsys,
-                                                                   monkeypatch):
+def test_a_lock_of_another_host_is_refused_with_the_unlock_command(fleet, capsys, monkeypatch):
     assert run(fleet, "apply") == 2
     now = time.time()
-    other = lock.LockInfo("5ca1ab1e0042", "daemon@prov2", 4242, "prov2.example.net", now,
-                          now + 1800)
+    other = lock.LockInfo(
+        "5ca1ab1e0042", "daemon@prov2", 4242, "prov2.example.net", now, now + 1800
+    )
     records = fleet / "out" / ".provctl-www"
     (records / "lock.json").write_bytes(other.to_bytes())
     capsys.readouterr()
@@ -85,9 +88,15 @@ def test_a_lock_of_another_host_is_refused_with_the_unlock_command(fleet, capsys
 def test_no_changes_is_never_claimed_for_a_target_that_was_not_observed(fleet, capsys):
     assert run(fleet, "apply") == 2
     local = '  local: {kind: local, root: ./out/www, base_url: "http://localhost:8080/"}\n'
-    edit(fleet / "provisioning.yaml", local, local + (
-        "  eu-1: {kind: sftp, host: 127.0.0.1, port: 1, user: prov, key: ./no-such-key, "
-        "known_hosts: ./no-such-known-hosts, root: /srv/prov, base_url: 'https://p/'}\n"))
+    edit(
+        fleet / "provisioning.yaml",
+        local,
+        local
+        + (
+            "  eu-1: {kind: sftp, host: 127.0.0.1, port: 1, user: prov, key: ./no-such-key, "
+            "known_hosts: ./no-such-known-hosts, root: /srv/prov, base_url: 'https://p/'}\n"
+        ),
+    )
     capsys.readouterr()
 
     assert run(fleet, "plan", "--target", "local") == 0

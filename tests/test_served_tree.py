@@ -29,8 +29,13 @@ server {
 }
 """
 
-OLD_RECORDS = [".provctl/manifest.json", ".provctl/journal.json", ".provctl/lock.json",
-               ".provctl/", ".provctl/receipts/"]
+OLD_RECORDS = [
+    ".provctl/manifest.json",
+    ".provctl/journal.json",
+    ".provctl/lock.json",
+    ".provctl/",
+    ".provctl/receipts/",
+]
 
 
 @pytest.fixture
@@ -46,8 +51,11 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _tokens(root: Path) -> set[str]:
     """The token directories published under the root."""
-    return {p.name for p in root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and p.name != "firmware"}
+    return {
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != "firmware"
+    }
 
 
 def _assert_nothing_reveals_a_token(server, root: Path, tokens: set[str]) -> None:
@@ -56,8 +64,14 @@ def _assert_nothing_reveals_a_token(server, root: Path, tokens: set[str]) -> Non
     for path in OLD_RECORDS:
         fetched.append((path, *server.get(path)))
     # Listings of the root and of every directory that is not itself a token.
-    for directory in ["", *(p.relative_to(root).as_posix() + "/" for p in root.rglob("*")
-                            if p.is_dir() and p.name not in tokens)]:
+    for directory in [
+        "",
+        *(
+            p.relative_to(root).as_posix() + "/"
+            for p in root.rglob("*")
+            if p.is_dir() and p.name not in tokens
+        ),
+    ]:
         fetched.append((directory, *server.get(directory)))
     # Every file served outside the token directories (firmware, anything at the top).
     for path in root.rglob("*"):
@@ -84,12 +98,10 @@ def test_nothing_served_reveals_a_token_after_applying_the_example_fleet(example
     assert stat.S_IMODE(root.stat().st_mode) == 0o711
     assert stat.S_IMODE(records.stat().st_mode) == 0o700
     assert sorted(p.name for p in records.iterdir()) == ["manifest.json", "receipts"]
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600
-               for p in records.rglob("*") if p.is_file())
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in records.rglob("*") if p.is_file())
 
 
-def test_records_of_an_older_provctl_in_the_root_move_out_on_the_first_run(example,
-                                                                          nginx_factory):
+def test_records_of_an_older_provctl_in_the_root_move_out_on_the_first_run(example, nginx_factory):
     assert run(example, "apply") == 2
     root = example / "out" / "www"
     records = example / "out" / ".provctl-www"
@@ -105,13 +117,15 @@ def test_records_of_an_older_provctl_in_the_root_move_out_on_the_first_run(examp
     assert not (root / ".provctl").exists()
     assert (records / "manifest.json").exists() and len(list(records.glob("receipts/*"))) == 1
     _assert_nothing_reveals_a_token(server, root, _tokens(root))
-    tokens = {p.split("/")[0] for p in json.loads((records / "manifest.json").read_text())["files"]
-              if not p.startswith("firmware/")}
+    tokens = {
+        p.split("/")[0]
+        for p in json.loads((records / "manifest.json").read_text())["files"]
+        if not p.startswith("firmware/")
+    }
     assert tokens == _tokens(root)
 
 
-def test_an_account_that_writes_only_inside_the_root_keeps_records_private(example,
-                                                                          nginx_factory):
+def test_an_account_that_writes_only_inside_the_root_keeps_records_private(example, nginx_factory):
     """The fallback: <root>/.provctl, mode 0700, behind a server that denies dot-paths."""
     edit(example / "provisioning.yaml", "root: ./out/www", "root: ./jail/www")
     jail = example / "jail"

@@ -94,12 +94,15 @@ class Subject:
         if isinstance(base, Path):
             return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
         assert self.memory is not None
-        return sorted(p[len(base) + 1:] for p in self.memory.files if p.startswith(f"{base}/"))
+        return sorted(p[len(base) + 1 :] for p in self.memory.files if p.startswith(f"{base}/"))
 
 
 def _meta_places(root: Path) -> dict[str, Path | str]:
-    return {"root": root, "meta": root.parent / f".provctl-{root.name}",
-            "legacy": root / ".provctl"}
+    return {
+        "root": root,
+        "meta": root.parent / f".provctl-{root.name}",
+        "legacy": root / ".provctl",
+    }
 
 
 @pytest.fixture(params=["memory", "local", pytest.param("sftp", marks=pytest.mark.integration)])
@@ -108,8 +111,9 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_subject(kind: str, request: pytest.FixtureRequest, tmp_path: Path
-                 ) -> Iterator[Callable[[Path | None], Subject]]:
+def make_subject(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[Path | None], Subject]]:
     """Build a subject; for local and SFTP optionally with a root of the test's choosing."""
     made: list[Subject] = []
 
@@ -117,20 +121,27 @@ def make_subject(kind: str, request: pytest.FixtureRequest, tmp_path: Path
         if kind == "memory":
             memory = MemoryTarget("mem")
             host = memory.host
-            subject = Subject(memory, lambda: MemoryTarget("mem", host=host),
-                              {"root": "/www", "meta": "/.provctl-www", "legacy": "/www/.provctl"},
-                              host)
+            subject = Subject(
+                memory,
+                lambda: MemoryTarget("mem", host=host),
+                {"root": "/www", "meta": "/.provctl-www", "legacy": "/www/.provctl"},
+                host,
+            )
         elif kind == "local":
             root = root or tmp_path / "www"
             root.mkdir(parents=True, exist_ok=True)
-            subject = Subject(LocalTarget("loc", root), lambda: LocalTarget("loc", root),
-                              _meta_places(root))
+            subject = Subject(
+                LocalTarget("loc", root), lambda: LocalTarget("loc", root), _meta_places(root)
+            )
         else:
             server = request.getfixturevalue("sshd")
             root = root or request.getfixturevalue("sftp_root")
             root.mkdir(parents=True, exist_ok=True)
-            subject = Subject(server.target(root, name="eu-1"),
-                              lambda: server.target(root, name="eu-1"), _meta_places(root))
+            subject = Subject(
+                server.target(root, name="eu-1"),
+                lambda: server.target(root, name="eu-1"),
+                _meta_places(root),
+            )
         made.append(subject)
         return subject
 
@@ -146,8 +157,13 @@ def subject(make_subject: Callable[[Path | None], Subject]) -> Subject:
 
 
 def _leftovers(subject: Subject) -> list[str]:
-    return [n for where in ("root", "meta") if subject.has(where)
-            for n in subject.names(where) if os.path.basename(n).startswith(TMP_PREFIX)]
+    return [
+        n
+        for where in ("root", "meta")
+        if subject.has(where)
+        for n in subject.names(where)
+        if os.path.basename(n).startswith(TMP_PREFIX)
+    ]
 
 
 # --- the primitives ---------------------------------------------------------------------------
@@ -155,8 +171,11 @@ def _leftovers(subject: Subject) -> list[str]:
 
 def test_put_read_stat_scan_delete(subject: Subject):
     t = subject.target
-    ops = [Put("tok1/0015651234ab.cfg", b"a" * 1500), Put("tok1/0015651234ab-dir.xml", b"<x/>"),
-           Put("common.cfg", b"common\n")]
+    ops = [
+        Put("tok1/0015651234ab.cfg", b"a" * 1500),
+        Put("tok1/0015651234ab-dir.xml", b"<x/>"),
+        Put("common.cfg", b"common\n"),
+    ]
 
     results = t.execute(ops)
 
@@ -171,14 +190,21 @@ def test_put_read_stat_scan_delete(subject: Subject):
     assert t.stat("tok1") is None  # a directory is not a file
     found = t.scan(["tok1", ""])
     assert {p: s.size for p, s in found.items()} == {
-        "tok1/0015651234ab.cfg": 1500, "tok1/0015651234ab-dir.xml": 4, "common.cfg": 7,
+        "tok1/0015651234ab.cfg": 1500,
+        "tok1/0015651234ab-dir.xml": 4,
+        "common.cfg": 7,
     }
     # What execute reported is what a later scan sees: drift detection compares the two.
     assert found["tok1/0015651234ab.cfg"] == results[0].stat
     assert t.scan(["no-such-dir"]) == {}
 
-    results = t.execute([Delete("tok1/0015651234ab.cfg"), Delete("tok1/0015651234ab-dir.xml"),
-                         Delete("never/was.cfg")])
+    results = t.execute(
+        [
+            Delete("tok1/0015651234ab.cfg"),
+            Delete("tok1/0015651234ab-dir.xml"),
+            Delete("never/was.cfg"),
+        ]
+    )
 
     assert [r.error for r in results] == [None, None, None]
     assert t.read("tok1/0015651234ab.cfg") is None
@@ -256,8 +282,10 @@ def test_manifest_round_trip_outside_the_served_tree(subject: Subject):
     t = subject.target
     assert manifest.read(t) == Manifest()
     written = Manifest(
-        files={"tok/a.cfg": ManifestEntry("ab" * 32, 10, 1700000000.0),
-               "fw/T46U.rom": ManifestEntry("cd" * 32, 99, 0.0, firmware="108.86.0.95")},
+        files={
+            "tok/a.cfg": ManifestEntry("ab" * 32, 10, 1700000000.0),
+            "fw/T46U.rom": ManifestEntry("cd" * 32, 99, 0.0, firmware="108.86.0.95"),
+        },
         revision="0123abc",
     )
 
@@ -316,8 +344,12 @@ def test_records_in_root_dot_provctl_are_found_then_moved_out(subject: Subject, 
 
     assert not subject.has("legacy")  # nothing of provctl's is left in the served tree
     assert subject.names("root") == ["tok/a.cfg"]
-    assert subject.names("meta") == ["journal.json", "lock.json", MANIFEST,
-                                     "receipts/2024-01-01T000000Z-abc.json"]
+    assert subject.names("meta") == [
+        "journal.json",
+        "lock.json",
+        MANIFEST,
+        "receipts/2024-01-01T000000Z-abc.json",
+    ]
     again = subject.other()
     assert manifest.read(again) == old and manifest.read_journal(again) == {"tok/b.cfg"}
     assert "moved the records" in caplog.text
@@ -325,8 +357,9 @@ def test_records_in_root_dot_provctl_are_found_then_moved_out(subject: Subject, 
 
 
 def test_a_live_lock_in_root_dot_provctl_is_respected(subject: Subject):
-    old_run = lock.LockInfo("0123456789ab", "old-provctl", 1, "elsewhere", time.time(),
-                            time.time() + 600)
+    old_run = lock.LockInfo(
+        "0123456789ab", "old-provctl", 1, "elsewhere", time.time(), time.time() + 600
+    )
     subject.plant("legacy", "lock.json", old_run.to_bytes())
     subject.plant("legacy", MANIFEST, Manifest(revision="r1").to_bytes())
     t = subject.other()
@@ -374,7 +407,7 @@ def locked_parent(kind: str, make_subject, tmp_path: Path, request: pytest.Fixtu
         subject.memory.read_only.add("/")
         yield subject
         return
-    base = (request.getfixturevalue("sshd").root if kind == "sftp" else tmp_path)
+    base = request.getfixturevalue("sshd").root if kind == "sftp" else tmp_path
     parent = base / f"jail-{os.urandom(3).hex()}"
     subject = make_subject(parent / "www")
     done = subprocess.run(["chattr", "+i", str(parent)], capture_output=True, text=True)
@@ -384,8 +417,7 @@ def locked_parent(kind: str, make_subject, tmp_path: Path, request: pytest.Fixtu
     subprocess.run(["chattr", "-i", str(parent)], check=True)
 
 
-def test_records_fall_back_to_a_private_dot_directory_in_the_root(locked_parent: Subject,
-                                                                 caplog):
+def test_records_fall_back_to_a_private_dot_directory_in_the_root(locked_parent: Subject, caplog):
     subject = locked_parent
     caplog.set_level(logging.WARNING)
     t = subject.target
@@ -466,8 +498,9 @@ def test_lock_of_a_running_process_or_another_host_is_respected(subject: Subject
     with pytest.raises(LockHeld, match="running on this host"):
         lock.acquire(subject.other(), "next-run", ttl=600)
 
-    elsewhere = lock.LockInfo("b2b2b2b2b2b2", "daemon@prov2", _dead_pid(), "prov2.example.net",
-                              now, now + 1800)
+    elsewhere = lock.LockInfo(
+        "b2b2b2b2b2b2", "daemon@prov2", _dead_pid(), "prov2.example.net", now, now + 1800
+    )
     subject.plant("meta", "lock.json", elsewhere.to_bytes())
     with pytest.raises(LockHeld) as refused:
         lock.acquire(subject.other(), "next-run", ttl=600)
@@ -491,8 +524,9 @@ def test_a_young_unreadable_lock_is_being_written_and_held(subject: Subject):
 def test_one_run_wins_a_stale_lock(subject: Subject):
     for round_ in range(3):
         now = time.time()
-        stale = lock.LockInfo(f"stale{round_:07d}", "crashed", 1, "elsewhere", now - 7200,
-                              now - 3600)
+        stale = lock.LockInfo(
+            f"stale{round_:07d}", "crashed", 1, "elsewhere", now - 7200, now - 3600
+        )
         subject.plant("meta", "lock.json", stale.to_bytes())
         clients = [subject.other() for _ in range(3)]
         barrier = threading.Barrier(len(clients))

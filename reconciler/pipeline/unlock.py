@@ -19,20 +19,33 @@ from reconciler.targets import lock as target_lock
 from reconciler.targets import open_target
 
 
-def unlock(repo: Path, name: str, lock_id: str,
-           environ: Mapping[str, str] | None = None) -> target_lock.LockInfo:
+def unlock(
+    repo: Path, name: str, lock_id: str, environ: Mapping[str, str] | None = None
+) -> target_lock.LockInfo:
     env = None if environ is None else dict(environ)
     state = load_state(read_source(repo, None), env, redacting=True)
     prov = state.provisioning.value
     spec = prov.targets.get(name)
     if spec is None:
-        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
-                                   "targets", f"unknown target {name!r} (known: "
-                                   f"{', '.join(prov.targets)})")])
+        raise ConfigError(
+            [
+                Problem(
+                    "provisioning.yaml",
+                    state.provisioning.line("targets"),
+                    "targets",
+                    f"unknown target {name!r} (known: {', '.join(prov.targets)})",
+                )
+            ]
+        )
     resolve = None
     if isinstance(spec, SftpSpec) and spec.key_passphrase:
-        resolve = Secrets(state.root, prov.secrets.file, env, fleet_secret=prov.fleet.secret,
-                          age_file=prov.secrets.age_file).resolve
+        resolve = Secrets(
+            state.root,
+            prov.secrets.file,
+            env,
+            fleet_secret=prov.fleet.secret,
+            age_file=prov.secrets.age_file,
+        ).resolve
     target = open_target(name, spec, state.root, resolve)
     try:
         return target_lock.break_lock(target, lock_id)

@@ -119,13 +119,11 @@ class Target(Store, Protocol):
 
     meta: Store
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 class PipelinedReads(Protocol):
-    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
-        ...
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]: ...
 
 
 def read_many(store: Store, paths: Iterable[str]) -> dict[str, bytes | None]:

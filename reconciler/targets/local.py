@@ -28,8 +28,14 @@ class LocalTree:
 
     capabilities: frozenset[str] = frozenset()
 
-    def __init__(self, name: str, base: Path, file_mode: int, dir_mode: int,
-                 temporaries: set[Path] | None = None):
+    def __init__(
+        self,
+        name: str,
+        base: Path,
+        file_mode: int,
+        dir_mode: int,
+        temporaries: set[Path] | None = None,
+    ):
         self.name = name
         self.base = base
         self.file_mode = file_mode
@@ -194,22 +200,31 @@ class LocalTree:
             if statmod.S_IMODE(self.base.stat().st_mode) != self.dir_mode:
                 os.chmod(self.base, self.dir_mode)
         except PermissionError as exc:
-            raise Denied(self.name, f"cannot make {self.base} (mode {self.dir_mode:o}): "
-                                    f"{exc.strerror}") from exc
+            raise Denied(
+                self.name, f"cannot make {self.base} (mode {self.dir_mode:o}): {exc.strerror}"
+            ) from exc
         except OSError as exc:
             raise self._error(f"make {self.base}", exc) from exc
 
 
 class LocalTarget(LocalTree):
-    def __init__(self, name: str, root: Path, file_mode: int = 0o644, dir_mode: int = 0o711,
-                 meta_root: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        file_mode: int = 0o644,
+        dir_mode: int = 0o711,
+        meta_root: Path | None = None,
+    ):
         temporaries: set[Path] = set()
         super().__init__(name, root, file_mode, dir_mode, temporaries)
         self.root = root
         choices, legacy = places(str(root), None if meta_root is None else str(meta_root))
         trees = [LocalTree(name, Path(p), RECORD_MODE, META_MODE, temporaries) for p in choices]
-        old = next((t for t in trees if t.location == legacy),
-                   LocalTree(name, Path(legacy), RECORD_MODE, META_MODE, temporaries))
+        old = next(
+            (t for t in trees if t.location == legacy),
+            LocalTree(name, Path(legacy), RECORD_MODE, META_MODE, temporaries),
+        )
         self.meta: Store = Meta(name, trees, old)
 
     def close(self) -> None:

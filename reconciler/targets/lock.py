@@ -54,23 +54,36 @@ class LockInfo:
         """Parse; a ValueError for anything else. Keys a later version adds are ignored."""
         try:
             body = json.loads(data)
-            return cls(id=str(body["id"]), owner=str(body["owner"]), pid=int(body["pid"]),
-                       host=str(body["host"]), started=float(body["started"]),
-                       expires=float(body["expires"]))
+            return cls(
+                id=str(body["id"]),
+                owner=str(body["owner"]),
+                pid=int(body["pid"]),
+                host=str(body["host"]),
+                started=float(body["started"]),
+                expires=float(body["expires"]),
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a lock: {exc}") from None
 
     @classmethod
     def new(cls, owner: str, ttl: float, now: float | None = None) -> LockInfo:
         now = time.time() if now is None else now
-        return cls(id=uuid.uuid4().hex[:12], owner=owner, pid=os.getpid(), host=this_host(),
-                   started=now, expires=now + ttl)
+        return cls(
+            id=uuid.uuid4().hex[:12],
+            owner=owner,
+            pid=os.getpid(),
+            host=this_host(),
+            started=now,
+            expires=now + ttl,
+        )
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires))
-        return (f"lock {self.id} held by {self.owner} (pid {self.pid} on {self.host}, "
-                f"since {started}, expires {expires})")
+        return (
+            f"lock {self.id} held by {self.owner} (pid {self.pid} on {self.host}, "
+            f"since {started}, expires {expires})"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,11 +134,15 @@ def refusal(target: str, seen: Seen, here: str) -> str:
     """The message of a LockHeld for a lock that is respected."""
     held = seen.info
     if held is None:
-        return (f"target {target}: the lock is being written by another run (or is unreadable, "
-                f"{seen.age:.0f}s old; taken over once it is {YOUNG_LOCK:.0f}s old)")
+        return (
+            f"target {target}: the lock is being written by another run (or is unreadable, "
+            f"{seen.age:.0f}s old; taken over once it is {YOUNG_LOCK:.0f}s old)"
+        )
     running = " (that process is running on this host)" if held.host == here else ""
-    return (f"target {target}: {held.describe()}{running}; if that run is gone, remove the "
-            f"lock with: provctl unlock --target {target} --id {held.id}")
+    return (
+        f"target {target}: {held.describe()}{running}; if that run is gone, remove the "
+        f"lock with: provctl unlock --target {target} --id {held.id}"
+    )
 
 
 def look(store: Store, path: str = LOCK, now: float | None = None) -> Seen | None:
@@ -141,9 +158,14 @@ def look(store: Store, path: str = LOCK, now: float | None = None) -> Seen | Non
         return Seen(data, None, max(0.0, now - st.mtime) if st else 0.0)
 
 
-def acquire(target: Target, owner: str, ttl: float, *,
-            clock: Callable[[], float] = time.time,
-            alive: Callable[[int], bool] = pid_alive) -> Acquired:
+def acquire(
+    target: Target,
+    owner: str,
+    ttl: float,
+    *,
+    clock: Callable[[], float] = time.time,
+    alive: Callable[[int], bool] = pid_alive,
+) -> Acquired:
     """Take the lock; take over a stale one (see the module docstring); else raise LockHeld."""
     meta = target.meta
     here = this_host()
@@ -187,8 +209,11 @@ def _take_over(target: Target, seen: Seen, lock: LockInfo, clock: Callable[[], f
 def _delete(store: Store, path: str) -> None:
     [result] = store.execute([Delete(path)])
     if result.error:
-        raise TargetError(store.name, f"cannot remove {store.location}/{path}: {result.error}",
-                          transient=result.transient)
+        raise TargetError(
+            store.name,
+            f"cannot remove {store.location}/{path}: {result.error}",
+            transient=result.transient,
+        )
 
 
 def release(target: Target, lock: LockInfo) -> None:
@@ -212,8 +237,11 @@ def break_lock(target: Target, lock_id: str) -> LockInfo:
     if seen is None:
         raise TargetError(target.name, "no lock is held")
     if seen.info is None:
-        raise TargetError(target.name, f"the lock file {target.meta.location}/{LOCK} cannot be "
-                          f"read; it is taken over once it is {YOUNG_LOCK:.0f}s old")
+        raise TargetError(
+            target.name,
+            f"the lock file {target.meta.location}/{LOCK} cannot be "
+            f"read; it is taken over once it is {YOUNG_LOCK:.0f}s old",
+        )
     if seen.info.id != lock_id:
         raise LockHeld(f"target {target.name}: {seen.info.describe()}, not {lock_id}")
     _delete(target.meta, LOCK)

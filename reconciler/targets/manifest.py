@@ -51,8 +51,10 @@ class Manifest:
                 raise ValueError("unknown manifest format")
             files = {
                 str(path): ManifestEntry(
-                    sha256=str(e["sha256"]), size=int(e["size"]),
-                    mtime=float(e.get("mtime", 0.0)), firmware=e.get("firmware"),
+                    sha256=str(e["sha256"]),
+                    size=int(e["size"]),
+                    mtime=float(e.get("mtime", 0.0)),
+                    firmware=e.get("firmware"),
                 )
                 for path, e in (body.get("files") or {}).items()
             }
@@ -79,16 +81,18 @@ def read(target: Target) -> Manifest:
     try:
         return Manifest.from_bytes(data)
     except ValueError as exc:
-        raise TargetError(target.name, f"cannot read manifest "
-                                       f"{target.meta.location}/{MANIFEST}: {exc}") from exc
+        raise TargetError(
+            target.name, f"cannot read manifest {target.meta.location}/{MANIFEST}: {exc}"
+        ) from exc
 
 
 def write(target: Target, manifest: Manifest) -> None:
     """Replace the manifest atomically."""
     [result] = target.meta.execute([Put(MANIFEST, manifest.to_bytes())])
     if result.error:
-        raise TargetError(target.name, f"cannot write manifest: {result.error}",
-                          transient=result.transient)
+        raise TargetError(
+            target.name, f"cannot write manifest: {result.error}", transient=result.transient
+        )
 
 
 def read_journal(target: Target) -> frozenset[str]:

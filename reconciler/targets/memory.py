@@ -91,7 +91,7 @@ class MemoryTree:
                 if name.startswith(TMP_PREFIX):
                     self.host.temporaries.add(path)
                 else:
-                    found[path[len(self.base.rstrip("/")) + 1:]] = FileStat(len(data), mtime)
+                    found[path[len(self.base.rstrip("/")) + 1 :]] = FileStat(len(data), mtime)
         return found
 
     def execute(self, ops: Sequence[FileOp]) -> list[OpResult]:
@@ -128,7 +128,7 @@ class MemoryTree:
         parent = posixpath.dirname(path)
         while parent not in self.host.dirs:  # "/" always is
             if parent in self.host.files:
-                return f"{parent[len(self.base.rstrip('/')) + 1:]} exists and is not a directory"
+                return f"{parent[len(self.base.rstrip('/')) + 1 :]} exists and is not a directory"
             parent = posixpath.dirname(parent)
         return "permission denied" if parent in self.host.read_only else None
 
@@ -137,7 +137,8 @@ class MemoryTree:
         while directory != self.base and directory.startswith(self.base.rstrip("/") + "/"):
             prefix = directory + "/"
             if any(p.startswith(prefix) for p in self.host.files) or any(
-                    d.startswith(prefix) for d in self.host.dirs):
+                d.startswith(prefix) for d in self.host.dirs
+            ):
                 return
             self.host.dirs.pop(directory, None)
             directory = posixpath.dirname(directory)
@@ -165,11 +166,11 @@ class MemoryTree:
                 if parent in self.host.read_only:
                     raise Denied(self.name, f"cannot make {self.base}: permission denied")
                 if parent not in self.host.dirs:
-                    raise TargetError(self.name, f"cannot make {self.base}: {parent} does not "
-                                                 "exist")
+                    raise TargetError(
+                        self.name, f"cannot make {self.base}: {parent} does not exist"
+                    )
             elif self.base in self.host.read_only:
-                raise Denied(self.name, f"cannot change the mode of {self.base}: permission "
-                                        "denied")
+                raise Denied(self.name, f"cannot change the mode of {self.base}: permission denied")
             self.host.dirs[self.base] = self.dir_mode
 
 
@@ -192,8 +193,10 @@ class MemoryTarget(MemoryTree):
         super().__init__(name, host, root, file_mode, dir_mode)
         choices, legacy = places(root, meta_root)
         trees = [MemoryTree(name, host, p, RECORD_MODE, META_MODE) for p in choices]
-        old = next((t for t in trees if t.location == legacy),
-                   MemoryTree(name, host, legacy, RECORD_MODE, META_MODE))
+        old = next(
+            (t for t in trees if t.location == legacy),
+            MemoryTree(name, host, legacy, RECORD_MODE, META_MODE),
+        )
         self.meta: Store = Meta(name, trees, old)
         for path, data in (files or {}).items():
             self.execute([Put(path, data)])

@@ -78,15 +78,13 @@ class Meta:
         return self.writer().location != self.legacy.location
 
     def _readers(self) -> list[Store]:
+        """The places that exist, the writer first (once chosen)."""
         if self._existing is None:
-            seen: list[Store] = []
+            seen = [self._writer] if self._writer is not None else []
             for store in [*self.choices, self.legacy]:
                 if all(s.location != store.location for s in seen) and store.exists():
                     seen.append(store)
             self._existing = seen
-        if self._writer is not None:
-            return [self._writer] + [s for s in self._existing
-                                     if s.location != self._writer.location]
         return self._existing
 
     def writer(self) -> Store:
@@ -99,14 +97,23 @@ class Meta:
             except Denied as exc:
                 if i == len(self.choices) - 1:
                     raise
-                log.warning("target %s: %s; keeping the records in %s (mode 0700) instead: the "
-                            "web server must deny dot-paths there (provctl serve-config does), "
-                            "or set meta_root", self.name, exc, self.choices[-1].location)
+                log.warning(
+                    "target %s: %s; keeping the records in %s (mode 0700) instead: the "
+                    "web server must deny dot-paths there (provctl serve-config does), "
+                    "or set meta_root",
+                    self.name,
+                    exc,
+                    self.choices[-1].location,
+                )
                 continue
             self._writer = store
             self._existing = None
             return store
         raise TargetError(self.name, "no place for the target's records")  # (no choices)
+
+    def forget(self) -> None:
+        """Look again which places exist (after records were moved)."""
+        self._existing = None
 
     # --- the Store primitives
 
@@ -153,22 +160,33 @@ def prepare(target: Target) -> None:
     try:
         target.ensure(create=False)
     except Denied as exc:
-        log.warning("target %s: %s; make sure the web server cannot list %s", target.name, exc,
-                    target.location)
+        log.warning(
+            "target %s: %s; make sure the web server cannot list %s",
+            target.name,
+            exc,
+            target.location,
+        )
 
 
 def _migrate(target: Target, meta: Meta) -> None:
     """Copy every record the new place lacks, then remove `<root>/.provctl/`."""
     legacy, writer = meta.legacy, meta.writer()
     seen = target_lock.look(legacy)
-    if seen is not None and target_lock.stale(seen, time.time(), target_lock.this_host(),
-                                              target_lock.pid_alive) is None:
-        raise LockHeld(target_lock.refusal(target.name, seen, target_lock.this_host())
-                       + f" (in {legacy.location}, where an older provctl keeps it)")
+    if (
+        seen is not None
+        and target_lock.stale(seen, time.time(), target_lock.this_host(), target_lock.pid_alive)
+        is None
+    ):
+        raise LockHeld(
+            target_lock.refusal(target.name, seen, target_lock.this_host())
+            + f" (in {legacy.location}, where an older provctl keeps it)"
+        )
     # Listing through the root store also finds temporary files there (removed below).
     found = target.scan([LEGACY, f"{LEGACY}/{RECEIPTS}"])
-    records = sorted((p.removeprefix(f"{LEGACY}/") for p in found),
-                     key=lambda p: (p != MANIFEST, p != JOURNAL, p))  # the manifest first
+    records = sorted(
+        (p.removeprefix(f"{LEGACY}/") for p in found),
+        key=lambda p: (p != MANIFEST, p != JOURNAL, p),
+    )  # the manifest first
     records = [p for p in records if p not in (target_lock.LOCK, target_lock.TAKEOVER)]
     for rel in records:
         if writer.stat(rel) is not None:
@@ -178,16 +196,28 @@ def _migrate(target: Target, meta: Meta) -> None:
             continue
         [result] = writer.execute([Put(rel, data)])
         if result.error:
-            raise TargetError(target.name, f"cannot move {legacy.location}/{rel} to "
-                              f"{writer.location}: {result.error}", transient=result.transient)
+            raise TargetError(
+                target.name,
+                f"cannot move {legacy.location}/{rel} to {writer.location}: {result.error}",
+                transient=result.transient,
+            )
     gone = [Delete(f"{LEGACY}/{rel}") for rel in records]
     # The lock last: deleting it removes the emptied <root>/.provctl directory.
-    for batch in (gone, [Delete(f"{LEGACY}/{target_lock.TAKEOVER}"),
-                         Delete(f"{LEGACY}/{target_lock.LOCK}")]):
+    for batch in (
+        gone,
+        [Delete(f"{LEGACY}/{target_lock.TAKEOVER}"), Delete(f"{LEGACY}/{target_lock.LOCK}")],
+    ):
         failed = [r for r in target.execute(batch) if r.error]
         if failed:
-            raise TargetError(target.name, f"moved the records to {writer.location} but cannot "
-                              f"remove {failed[0].op.path}: {failed[0].error}")
-    log.warning("target %s: moved the records from %s to %s, outside the served tree",
-                target.name, legacy.location, writer.location)
-    meta._existing = None
+            raise TargetError(
+                target.name,
+                f"moved the records to {writer.location} but cannot "
+                f"remove {failed[0].op.path}: {failed[0].error}",
+            )
+    log.warning(
+        "target %s: moved the records from %s to %s, outside the served tree",
+        target.name,
+        legacy.location,
+        writer.location,
+    )
+    meta.forget()

@@ -33,8 +33,9 @@ CHANNEL_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, paramiko.S
 
 
 def is_lost(exc: BaseException) -> bool:
-    return isinstance(exc, (Lost, EOFError, socket.timeout, TimeoutError, paramiko.SSHException,
-                            ConnectionError))
+    return isinstance(
+        exc, (Lost, EOFError, socket.timeout, TimeoutError, paramiko.SSHException, ConnectionError)
+    )
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -109,8 +110,17 @@ class Session:
 class Pool:
     """Sessions to one host, opened on demand and reused."""
 
-    def __init__(self, name: str, host: str, port: int, user: str, known_hosts: Path,
-                 key_file: Path | None, key_passphrase: str | None, timeout: float):
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        user: str,
+        known_hosts: Path,
+        key_file: Path | None,
+        key_passphrase: str | None,
+        timeout: float,
+    ):
         self.name = name
         self.host = host
         self.port = port
@@ -159,9 +169,17 @@ class Pool:
         try:
             sock = _open_socket(self.host, self.port, self.timeout)
             client.connect(
-                self.host, self.port, self.user, pkey=pkey, allow_agent=pkey is None, sock=sock,
-                look_for_keys=False, timeout=self.timeout, banner_timeout=self.timeout,
-                auth_timeout=self.timeout, channel_timeout=self.timeout,
+                self.host,
+                self.port,
+                self.user,
+                pkey=pkey,
+                allow_agent=pkey is None,
+                sock=sock,
+                look_for_keys=False,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                channel_timeout=self.timeout,
             )
             client.get_transport().set_keepalive(30)  # type: ignore[union-attr]
             sftp = client.open_sftp()
@@ -198,21 +216,22 @@ class Pool:
         if isinstance(exc, paramiko.AuthenticationException):
             how = f"key {self.key_file}" if self.key_file else "the SSH agent's keys"
             return TargetError(
-                self.name, f"authentication as {self.user} at {self.address} with {how} "
-                f"failed: {exc}",
+                self.name,
+                f"authentication as {self.user} at {self.address} with {how} failed: {exc}",
             )
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            return TargetError(self.name, f"timed out connecting to {self.address}",
-                               transient=True)
+            return TargetError(self.name, f"timed out connecting to {self.address}", transient=True)
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             reasons = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
-            return TargetError(self.name, f"cannot connect to {self.address}: {reasons}",
-                               transient=True)
+            return TargetError(
+                self.name, f"cannot connect to {self.address}: {reasons}", transient=True
+            )
         if isinstance(exc, paramiko.SSHException):
             if "No existing session" in str(exc) or "protocol banner" in str(exc):
                 return TargetError(
-                    self.name, f"{self.address} did not answer as an SSH server within "
-                    f"{self.timeout:g}s", transient=True,
+                    self.name,
+                    f"{self.address} did not answer as an SSH server within {self.timeout:g}s",
+                    transient=True,
                 )
             if "No authentication methods available" in str(exc):
                 return TargetError(
@@ -221,7 +240,8 @@ class Pool:
             return TargetError(self.name, f"SSH to {self.address} failed: {exc}", transient=True)
         if isinstance(exc, OSError):
             return TargetError(
-                self.name, f"cannot connect to {self.address}: {exc.strerror or exc}",
+                self.name,
+                f"cannot connect to {self.address}: {exc.strerror or exc}",
                 transient=True,
             )
         return exc

@@ -41,14 +41,11 @@ class Host(Protocol):
     sessions: int
 
     @property
-    def address(self) -> str:
-        ...
+    def address(self) -> str: ...
 
-    def checkout(self) -> Session:
-        ...
+    def checkout(self) -> Session: ...
 
-    def checkin(self, session: Session) -> None:
-        ...
+    def checkin(self, session: Session) -> None: ...
 
 
 class Job:
@@ -193,8 +190,7 @@ def retrying(host: Host, what: Callable[[], _T]) -> _T:
     return what()
 
 
-def run(host: Host, factories: Sequence[Factory], retry_connect: bool = True
-        ) -> list[str | None]:
+def run(host: Host, factories: Sequence[Factory], retry_connect: bool = True) -> list[str | None]:
     """Run jobs over a pool of sessions; for each job None (it completed) or why not.
 
     A job is made again by its factory to retry it on a fresh session after the connection
@@ -207,8 +203,12 @@ def run(host: Host, factories: Sequence[Factory], retry_connect: bool = True
     batch = _Run(host, factories)
     width = max(1, min(host.sessions, -(-len(factories) // OPS_PER_SESSION)))
     threads = [
-        threading.Thread(target=batch.worker, args=(first if i == 0 else None,),
-                         name=f"provctl-sftp-{host.name}-{i}", daemon=True)
+        threading.Thread(
+            target=batch.worker,
+            args=(first if i == 0 else None,),
+            name=f"provctl-sftp-{host.name}-{i}",
+            daemon=True,
+        )
         for i in range(width)
     ]
     for th in threads:
@@ -217,8 +217,10 @@ def run(host: Host, factories: Sequence[Factory], retry_connect: bool = True
         th.join()
     if batch.crashed is not None:
         raise batch.crashed
-    return [None if ok else batch.why.get(i, f"connection to {host.address} lost")
-            for i, ok in enumerate(batch.done)]
+    return [
+        None if ok else batch.why.get(i, f"connection to {host.address} lost")
+        for i, ok in enumerate(batch.done)
+    ]
 
 
 class _Run:

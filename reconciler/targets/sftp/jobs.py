@@ -81,8 +81,9 @@ class TreeJob(Job):
 class PutJob(TreeJob):
     """Publish one file: write a temporary name, then rename it over the old one."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, index: int, op: Put,
-                 results: list[OpResult | None]):
+    def __init__(
+        self, engine: Engine, tree: SftpTree, index: int, op: Put, results: list[OpResult | None]
+    ):
         super().__init__(engine, tree)
         self.index, self.op, self.results = index, op, results
         self.path = self.tree.abs(op.path)
@@ -103,8 +104,7 @@ class PutJob(TreeJob):
     # [MKDIR...] OPEN: the server handles a channel's requests in order
     def _mkdirs(self, dirs: list[str]) -> None:
         for d in dirs:
-            self.send(partial(self._made, d), MKDIR, d,
-                      Attrs(mode=self.tree.dir_mode))
+            self.send(partial(self._made, d), MKDIR, d, Attrs(mode=self.tree.dir_mode))
             self.host.dirs.add(d)
 
     def _made(self, d: str, t: int, reply: Reply) -> None:
@@ -146,8 +146,9 @@ class PutJob(TreeJob):
     def _write(self) -> None:
         data = self.op.data
         for offset in range(0, len(data), CHUNK):
-            self._expect(self._status, WRITE, self.handle, U64(offset),
-                         data[offset:offset + CHUNK])
+            self._expect(
+                self._status, WRITE, self.handle, U64(offset), data[offset : offset + CHUNK]
+            )
         self._expect(self._fstat, FSTAT, self.handle)
         if self.tree.chmod_needed:
             self._expect(self._status, FSETSTAT, self.handle, Attrs(mode=self.tree.file_mode))
@@ -250,8 +251,11 @@ class PutJob(TreeJob):
                 attrs = found[level]
                 name = f"{t.label} {t.base}" if level == t.base else t.rel(level)
                 if attrs is None:
-                    reason = (f"{name} does not exist" if level == t.base
-                              else f"directory {name} cannot be created")
+                    reason = (
+                        f"{name} does not exist"
+                        if level == t.base
+                        else f"directory {name} cannot be created"
+                    )
                     break
                 if not attrs.is_dir:
                     reason = f"{name} exists and is not a directory"
@@ -265,8 +269,9 @@ class PutJob(TreeJob):
 class DeleteJob(TreeJob):
     """REMOVE the file, then RMDIR each parent below the root (fails harmlessly if not empty)."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, index: int, op: Delete,
-                 results: list[OpResult | None]):
+    def __init__(
+        self, engine: Engine, tree: SftpTree, index: int, op: Delete, results: list[OpResult | None]
+    ):
         super().__init__(engine, tree)
         self.index, self.op, self.results = index, op, results
         self.path = self.tree.abs(op.path)
@@ -315,8 +320,14 @@ class RemoveJob(TreeJob):
 class ListJob(TreeJob):
     """OPENDIR, READDIR until EOF, CLOSE: size and mtime of the regular files in a directory."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, rel: str, found: dict[str, FileStat],
-                 errors: list[str]):
+    def __init__(
+        self,
+        engine: Engine,
+        tree: SftpTree,
+        rel: str,
+        found: dict[str, FileStat],
+        errors: list[str],
+    ):
         super().__init__(engine, tree)
         self.rel, self.found, self.errors = rel, found, errors
         self.path = self.tree.abs(rel)
@@ -365,8 +376,14 @@ class ListJob(TreeJob):
 class ReadJob(TreeJob):
     """OPEN; FSTAT with the first READ; the other READs pipelined; CLOSE."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, rel: str, out: dict[str, bytes | None],
-                 errors: list[str]):
+    def __init__(
+        self,
+        engine: Engine,
+        tree: SftpTree,
+        rel: str,
+        out: dict[str, bytes | None],
+        errors: list[str],
+    ):
         super().__init__(engine, tree)
         self.rel, self.out, self.errors = rel, out, errors
         self.path = self.tree.abs(rel)
@@ -412,8 +429,7 @@ class ReadJob(TreeJob):
                 return
             self.todo.pop()
             self.pending += 1
-            self.send(partial(self._data, offset, length),
-                      READ, self.handle, U64(offset), length)
+            self.send(partial(self._data, offset, length), READ, self.handle, U64(offset), length)
         if not self.pending:
             self._close()
 
@@ -452,12 +468,18 @@ class ReadJob(TreeJob):
         self.finish()
 
 
-
 class StatJob(TreeJob):
     """STAT (or LSTAT) one path: its attributes, or None when it does not exist."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, path: str,
-                 out: dict[str, Attrs | None], errors: list[str], follow: bool = True):
+    def __init__(
+        self,
+        engine: Engine,
+        tree: SftpTree,
+        path: str,
+        out: dict[str, Attrs | None],
+        errors: list[str],
+        follow: bool = True,
+    ):
         super().__init__(engine, tree)
         self.path, self.out, self.errors, self.follow = path, out, errors, follow
 
@@ -479,8 +501,15 @@ class StatJob(TreeJob):
 class CreateJob(TreeJob):
     """OPEN (create, exclusive), WRITE..., CLOSE; `out[rel]` False when the file existed."""
 
-    def __init__(self, engine: Engine, tree: SftpTree, rel: str, data: bytes,
-                 out: dict[str, bool], errors: list[str]):
+    def __init__(
+        self,
+        engine: Engine,
+        tree: SftpTree,
+        rel: str,
+        data: bytes,
+        out: dict[str, bool],
+        errors: list[str],
+    ):
         super().__init__(engine, tree)
         self.rel, self.data, self.out, self.errors = rel, data, out, errors
         self.path = tree.abs(rel)
@@ -496,8 +525,9 @@ class CreateJob(TreeJob):
             handle = reply.string()
             for offset in range(0, len(self.data), CHUNK):
                 self.pending += 1
-                self.send(self._status, WRITE, handle, U64(offset),
-                          self.data[offset:offset + CHUNK])
+                self.send(
+                    self._status, WRITE, handle, U64(offset), self.data[offset : offset + CHUNK]
+                )
             self.pending += 1
             self.send(self._status, CLOSE, handle)
             return
@@ -581,8 +611,10 @@ class EnsureJob(TreeJob):
     def _set(self, t: int, reply: Reply) -> None:
         code, text = reply.status()
         if code == FX_PERMISSION_DENIED:
-            self.out.append(f"denied: cannot set mode {self.tree.dir_mode:o} on "
-                            f"{self.tree.base}: permission denied")
+            self.out.append(
+                f"denied: cannot set mode {self.tree.dir_mode:o} on "
+                f"{self.tree.base}: permission denied"
+            )
         elif code != FX_OK:
             self.out.append(f"error: cannot set the mode of {describe(code, text, self.tree.base)}")
         else:

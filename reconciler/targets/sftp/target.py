@@ -85,8 +85,9 @@ class SftpTree:
 
     capabilities = frozenset({PIPELINED_READS})
 
-    def __init__(self, shared: Shared, base: str, file_mode: int, dir_mode: int,
-                 label: str = "document root"):
+    def __init__(
+        self, shared: Shared, base: str, file_mode: int, dir_mode: int, label: str = "document root"
+    ):
         self.shared = shared
         self.name = shared.name
         self.base = posixpath.normpath(str(base)) if str(base) else "."
@@ -111,7 +112,7 @@ class SftpTree:
         return self.base if norm == "." else f"{self._prefix}/{norm}"
 
     def rel(self, path: str) -> str:
-        return "." if path == self.base else path[len(self._prefix) + 1:]
+        return "." if path == self.base else path[len(self._prefix) + 1 :]
 
     def all_dirs(self, directory: str) -> list[str]:
         """Every directory from just below the base down to `directory`, shallowest first."""
@@ -124,7 +125,7 @@ class SftpTree:
         levels = self.all_dirs(directory)
         for i in range(len(levels) - 1, -1, -1):
             if levels[i] in self.shared.dirs:
-                return levels[i + 1:]
+                return levels[i + 1 :]
         return levels
 
     # --- the primitives
@@ -150,15 +151,17 @@ class SftpTree:
         if shared.temporaries and not all(failures):
             # Uploads interrupted by a dropped connection (and retried) left these behind.
             try:
-                engine.run(shared, [partial(RemoveJob, tree=self, path=p)
-                                    for p in sorted(shared.temporaries)], retry_connect=False)
+                engine.run(
+                    shared,
+                    [partial(RemoveJob, tree=self, path=p) for p in sorted(shared.temporaries)],
+                    retry_connect=False,
+                )
             except TargetError:
                 pass
         out = []
         for k, i in enumerate(order):
             if results[i] is None:  # never finished: the connection was lost
-                results[i] = OpResult(ops[i], error=f"{failures[k]}: {ops[i].path}",
-                                      transient=True)
+                results[i] = OpResult(ops[i], error=f"{failures[k]}: {ops[i].path}", transient=True)
         for result in results:
             assert result is not None
             out.append(result)
@@ -168,8 +171,11 @@ class SftpTree:
         found: dict[str, FileStat] = {}
         errors: list[str] = []
         rels = sorted(set(directories))
-        self._batch([partial(ListJob, tree=self, rel=r, found=found, errors=errors)
-                     for r in rels], errors, found)
+        self._batch(
+            [partial(ListJob, tree=self, rel=r, found=found, errors=errors) for r in rels],
+            errors,
+            found,
+        )
         return found
 
     def read(self, path: str) -> bytes | None:
@@ -180,8 +186,9 @@ class SftpTree:
         out: dict[str, bytes | None] = {}
         errors: list[str] = []
         rels = sorted(set(paths))
-        self._batch([partial(ReadJob, tree=self, rel=r, out=out, errors=errors) for r in rels],
-                    errors, out)
+        self._batch(
+            [partial(ReadJob, tree=self, rel=r, out=out, errors=errors) for r in rels], errors, out
+        )
         return out
 
     def stat(self, path: str) -> FileStat | None:
@@ -193,15 +200,21 @@ class SftpTree:
     def _stat(self, path: str, follow: bool) -> Attrs | None:
         out: dict[str, Attrs | None] = {}
         errors: list[str] = []
-        self._batch([partial(StatJob, tree=self, path=path, out=out, errors=errors,
-                             follow=follow)], errors, out)
+        self._batch(
+            [partial(StatJob, tree=self, path=path, out=out, errors=errors, follow=follow)],
+            errors,
+            out,
+        )
         return out[path]
 
     def create(self, path: str, data: bytes) -> bool:
         out: dict[str, bool] = {}
         errors: list[str] = []
-        self._batch([partial(CreateJob, tree=self, rel=path, data=data, out=out,
-                             errors=errors)], errors, out)
+        self._batch(
+            [partial(CreateJob, tree=self, rel=path, data=data, out=out, errors=errors)],
+            errors,
+            out,
+        )
         return out[path]
 
     def exists(self) -> bool:
@@ -215,15 +228,18 @@ class SftpTree:
             kind, _, message = problem.partition(": ")
             raise (Denied if kind == "denied" else TargetError)(self.name, message)
 
-    def _batch(self, factories: list[engine.Factory], errors: list[str],
-               out: dict[str, Any]) -> None:
+    def _batch(
+        self, factories: list[engine.Factory], errors: list[str], out: dict[str, Any]
+    ) -> None:
         """Run jobs; all of them again on a dropped connection; errors raise."""
 
         def attempt() -> None:
             out.clear()
             errors.clear()
-            lost = next((why for why in engine.run(self.shared, factories, retry_connect=False)
-                         if why), None)
+            lost = next(
+                (why for why in engine.run(self.shared, factories, retry_connect=False) if why),
+                None,
+            )
             if lost:
                 raise TargetError(self.name, lost, transient=True)
 
@@ -263,8 +279,10 @@ class SftpTarget(SftpTree):
         self.timeout = timeout
         choices, legacy = places(self.base, meta_root)
         trees = [SftpTree(self.shared, p, RECORD_MODE, META_MODE, "meta_root") for p in choices]
-        old = next((t for t in trees if t.location == legacy),
-                   SftpTree(self.shared, legacy, RECORD_MODE, META_MODE, "meta_root"))
+        old = next(
+            (t for t in trees if t.location == legacy),
+            SftpTree(self.shared, legacy, RECORD_MODE, META_MODE, "meta_root"),
+        )
         self.meta: Store = Meta(name, trees, old)
 
     @property

@@ -88,7 +88,7 @@ class Reply:
     def string(self) -> bytes:
         n = self.u32()
         self.pos += n
-        return self.data[self.pos - n:self.pos]
+        return self.data[self.pos - n : self.pos]
 
     def attrs(self) -> Attrs:
         flags = self.u32()
