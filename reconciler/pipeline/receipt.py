@@ -115,9 +115,11 @@ class Receipt:
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of docs/json.md (lists, not tuples)."""
         body = asdict(self)
-        body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items],
-                                  "lock_taken_over": t.lock_taken_over}
+        body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items]}
                            for name, t in self.targets.items()}
+        for name, t in self.targets.items():
+            if t.lock_taken_over is not None:  # only a run that took a stale lock over
+                body["targets"][name]["lock_taken_over"] = t.lock_taken_over
         body["redirects"] = [asdict(r) for r in self.redirects]
         if self.only is None:
             del body["only"]  # receipts of whole runs keep their shape

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from reconciler.core.errors import ConfigError, Problem
 from reconciler.desired.load import read_source
 from reconciler.desired.schema import SftpTarget as SftpSpec
 from reconciler.desired.secrets import Secrets
 from reconciler.desired.validate import load_state
+from reconciler.pipeline.run import target_names
 from reconciler.targets import lock as target_lock
 from reconciler.targets import open_target
 
@@ -25,18 +25,8 @@ def unlock(
     env = None if environ is None else dict(environ)
     state = load_state(read_source(repo, None), env, redacting=True)
     prov = state.provisioning.value
-    spec = prov.targets.get(name)
-    if spec is None:
-        raise ConfigError(
-            [
-                Problem(
-                    "provisioning.yaml",
-                    state.provisioning.line("targets"),
-                    "targets",
-                    f"unknown target {name!r} (known: {', '.join(prov.targets)})",
-                )
-            ]
-        )
+    target_names(state, [name])  # an unknown name: NotFound, with the closest one
+    spec = prov.targets[name]
     resolve = None
     if isinstance(spec, SftpSpec) and spec.key_passphrase:
         resolve = Secrets(
