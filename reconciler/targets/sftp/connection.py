@@ -226,7 +226,13 @@ class Pool:
             return TargetError(
                 self.name, f"cannot connect to {self.address}: {reasons}", transient=True
             )
+        closed = f"connection to {self.address} closed while connecting"
+        if isinstance(exc, EOFError):  # the server went away during the handshake
+            return TargetError(self.name, closed, transient=True)
         if isinstance(exc, paramiko.SSHException):
+            if str(exc).endswith("protocol banner") or "reset by peer" in str(exc):
+                # (paramiko appends why the banner could not be read; nothing: end of file)
+                return TargetError(self.name, f"{closed}, before the SSH banner", transient=True)
             if "No existing session" in str(exc) or "protocol banner" in str(exc):
                 return TargetError(
                     self.name,

@@ -515,6 +515,7 @@ class CreateJob(TreeJob):
         self.path = tree.abs(rel)
         self.pending = 0
         self.error: str | None = None
+        self.attempts = 0
 
     def start(self) -> None:
         flags = FXF_WRITE | FXF_CREAT | FXF_EXCL
@@ -541,6 +542,10 @@ class CreateJob(TreeJob):
     def _exists(self, text: str, t: int, reply: Reply) -> None:
         if t == ATTRS:
             self.out[self.rel] = False
+        elif reply.status()[0] == FX_NO_SUCH_FILE and self.attempts < 3:
+            self.attempts += 1  # it existed, and was removed meanwhile (a lock released)
+            self.start()
+            return
         else:
             self.errors.append(f"cannot create {describe(FX_FAILURE, text, self.rel)}")
         self.finish()
