@@ -149,7 +149,8 @@ example:
 Writes onboard: {until: DATE} on each phone: after the change is applied, its bootstrap files
 are published under its customer's bootstrap URL (provctl dhcp) until it fetches its own file
 or the day ends (docs/zero-touch.md).
-exit codes: 0 nothing to change, 2 changed (or would be, --dry-run), 1 invalid, 3 refused"""
+exit codes: 0 nothing to change, 2 changed (or would be, --dry-run), 1 invalid (nothing
+written), 3 refused (e.g. the branch exists), 64 usage error"""
 
 
 def _day(text: str) -> date:
