@@ -365,6 +365,11 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
 
 def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
              revision: str, redirect: redirects.RedirectResult | None = None) -> dict[str, Any]:
+    # What each put published (sha256, size): the timeline that says which content, and so
+    # which revision, a phone fetched at a given moment (reconciler/uptake).
+    content = {(c.target, c.path): {"sha256": c.sha256, "size": c.size}
+               for c in the_plan.changes if c.action == "put"}
+
     def change(c: Any, error: str | None = None) -> dict[str, Any]:
         return {"action": c.action, "mac": c.mac, "service": c.service, "cause": c.cause,
                 "url": redirects.redact_url(c.url), "error": error}
@@ -379,7 +384,8 @@ def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
         "targets": {
             name: {
                 "error": r.error,
-                "items": [dict(asdict(i), path=show_path(i.path)) for i in r.items],
+                "items": [dict(asdict(i), path=show_path(i.path),
+                               **content.get((i.target, i.path), {})) for i in r.items],
             }
             for name, r in sorted(results.items())
         },
