@@ -70,6 +70,22 @@ class OutputFile:
     line_ending: str = "\n"  # Panasonic wants "\r\n"
 
 
+@dataclass(frozen=True)
+class UserAgent:
+    """What a phone says about itself in the User-Agent of its provisioning requests.
+
+    `model` is the phone's spelling mapped to provctl's model names where the mapping is known
+    (Yealink "SIP-T46U" -> "T46U", Poly "VVX_450" -> "VVX450"), else as the phone sends it.
+    `firmware` is the running version in the vendor's scheme (None when the request does not
+    carry it reliably); `mac` is 12 lowercase hex digits, or None when the UA carries none.
+    """
+
+    vendor: str
+    model: str | None
+    firmware: str | None
+    mac: str | None
+
+
 class Vendor(Protocol):
     """Optionally also `redirect_url(directory_url, mac) -> str` when the vendor's redirect
     service must hand the phone a file URL rather than its directory (Snom, Gigaset), and

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 
 # name: (lines, family) [I: datasheet line counts per the reference — verify]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -376,3 +376,25 @@ class Cisco:
 
 
 VENDOR = Cisco()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Cisco-CP-8841-3PCC/11.0 (00562b043615)" [V Cisco IP Phone 8800 Series Multiplatform Phones
+# Provisioning Guide, "In-House Preprovisioning and Provisioning Servers", HTTP Provisioning;
+# wazo plugins/wazo_cisco_sip/v11_3_1/common.py]. The guide calls the value in parentheses the
+# serial number; in its example and in wazo it is the MAC, so it is taken as the MAC only when it
+# is 12 hex digits [I]. "Cisco-CP8841-3PCC/…" without the first hyphen is accepted [I].
+_UA = re.compile(r"^Cisco-CP-?(?P<number>\d{4}[A-Z]?)-3PCC/(?P<firmware>\S+)"
+                 r"(?:\s+\((?P<serial>[^)]*)\))?")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Cisco MPP phone's model, firmware and MAC from its User-Agent; None if not one."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Cisco-"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("cisco", f"CP-{match['number']}-3PCC", match["firmware"],
+                     mac12(match["serial"]))

@@ -46,8 +46,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
-from vendors.common import language_code
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors.common import language_code, mac12, user_agent_text
 from vendors.common import text as _text
 
 HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
@@ -359,3 +359,24 @@ class Fanvil:
 
 
 VENDOR = Fanvil()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Fanvil X4 2.10.2.6887 0c383e07e16c", "Fanvil X6U Pro 0.0.10 0c383e2cd782",
+# "Fanvil X5U-V2 2.12.16.17 0c383e557eb1" [V wazo plugins/wazo_fanvil/common/common.py; fusion
+# app/provision/index.php writes the same with a stray ")" at the end, accepted]. "X6U Pro" is
+# reported as "X6U-Pro", as wazo does.
+_UA = re.compile(r"^Fanvil\s+(?P<model>[A-Za-z0-9]+(?:-V\d)?(?:\s?Pro)?)\s+"
+                 r"(?P<firmware>\d+(?:\.\d+)+)(?:\s+(?P<mac>[0-9A-Fa-f]{12}))?\)?$")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Fanvil phone's model, firmware and MAC from its User-Agent; None if not Fanvil."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Fanvil"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    model = re.sub(r"\s+", "-", match["model"])
+    return UserAgent("fanvil", model, match["firmware"], mac12(match["mac"]))

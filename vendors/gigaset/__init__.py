@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors.common import mac12, user_agent_text
 from vendors.common import text as _text
 
 # name: handsets = SIP accounts [V wazo plugin-info]
@@ -264,3 +265,25 @@ class Gigaset:
 
 
 VENDOR = Gigaset()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605" [V wazo
+# plugins/wazo_gigaset/Nx70_83_v2_65_0/common.py], older bases "N510 IP PRO/42.245.00.000.000;
+# 7C2F804DF9A9" and "Gigaset N720 DM PRO/70.089.00.000.000" [V wazo plugins/wazo_gigaset/common/
+# common.py], handsets may add ";Handset=N" [V wazo Nx70]. The model is reported as provctl names
+# it ("N870 IP PRO" -> "N870"); the firmware drops "+build…" so it reads as a catalog version.
+_UA = re.compile(r'^"?(?:Gigaset\s+)?(?P<model>N\d{3}[A-Z]?)(?:[ -][A-Za-z -]+?)?/'
+                 r"(?P<firmware>[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)+)(?:\+\S*?)?"
+                 r'(?:;(?P<mac>[0-9A-Fa-f]{12})?)?(?:;Handset=\d+)?"?$')
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Gigaset base's model, firmware and MAC from its User-Agent; None if not Gigaset."""
+    ua = user_agent_text(text)
+    if ua is None:
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("gigaset", match["model"], match["firmware"], mac12(match["mac"]))

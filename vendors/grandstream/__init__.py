@@ -52,9 +52,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 from vendors.common import text as _text
 
 # name: (accounts, family) [V GXP2135 8 wazo; others I: datasheets per the reference]
@@ -347,3 +347,22 @@ class Grandstream:
 
 
 VENDOR = Grandstream()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Grandstream Model HW GXP2135 SW 1.0.7.97 DevId 000b828aa872", with a hardware revision on
+# some models: "Grandstream Model HW GXP2200 V2.2A SW 1.0.1.33 DevId 000b82462d97" [V wazo
+# plugins/wazo_grandstream/common/common.py; fusion app/provision/index.php]. DevId is the MAC.
+_UA = re.compile(r"^Grandstream Model HW (?P<model>[A-Za-z0-9]+)(?:\s+V\S+)?\s+SW\s+"
+                 r"(?P<firmware>\d+(?:\.\d+)+)\s+DevId\s+(?P<mac>[0-9A-Fa-f]{12})\b")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Grandstream phone's model, firmware and MAC from its User-Agent; None if not one."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Grandstream"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("grandstream", match["model"], match["firmware"], mac12(match["mac"]))

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 
 HEADERS = {
     "hdv": "# Panasonic SIP Phone Standard Format File # DO NOT CHANGE THIS LINE!",
@@ -366,3 +366,23 @@ class Panasonic:
 
 
 VENDOR = Panasonic()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Panasonic_KX-UT113/01.133 (0080f0c8c381)" [V wazo plugins/wazo_panasonic/common/common.py];
+# "Panasonic_KX-UT670/01.022 (0080f000000)" [V fusion app/provision/index.php; that sample has
+# 11 digits, so no MAC is taken from it]. KX-TGP bases report the model with its regional
+# suffix, e.g. "KX-TGP550T04" [I]; it is kept as sent.
+_UA = re.compile(r"^Panasonic_(?P<model>[A-Za-z0-9-]+)/(?P<firmware>[0-9A-Za-z.]+)"
+                 r"(?:\s+\((?P<mac>[^)]*)\))?")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Panasonic phone's model, firmware and MAC from its User-Agent; None if not one."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Panasonic_"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("panasonic", match["model"], match["firmware"], mac12(match["mac"]))

@@ -50,9 +50,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 from vendors.common import text as _text
 
 # name: (registrations, family) [V wazo v6_4_6/plugin-info for VVX; Edge E counts I: datasheets]
@@ -389,3 +389,31 @@ class Poly:
 
 
 VENDOR = Poly()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "FileTransport PolycomVVX-VVX_450-UA/5.9.1.0615 Type/Application" [V wazo
+# plugins/wazo_polycom/common/common.py]; newer firmware adds the serial, which is the MAC:
+# "FileTransport PolyCCX-CCX_500-UA/9.4.1.0508 (SN:64167f9f4c90) Type/Application"; Edge E:
+# "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application" [I: public provisioning
+# code, not a Poly document]. During boot the *updater* asks first and reports its own version
+# (wazo: "the version number will either be the BootROM version … or the SIP application
+# version"), so the firmware is taken only from "Type/Application" requests [I].
+_UA = re.compile(r"^FileTransport\s+Poly(?:com)?[A-Za-z]+-(?P<model>[A-Za-z0-9_]+?)-UA/"
+                 r"(?P<firmware>\d+(?:\.\d+)+)(?P<rest>.*)$")
+_UA_SERIAL = re.compile(r"\(SN:([0-9A-Fa-f]{12})\)")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Poly phone's model, firmware and MAC from its User-Agent; None if not Poly."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("FileTransport"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    rest = match["rest"]
+    serial = _UA_SERIAL.search(rest)
+    firmware = match["firmware"] if "Type/Application" in rest else None
+    return UserAgent("poly", match["model"].replace("_", ""), firmware,
+                     mac12(serial.group(1)) if serial else None)

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 
 # name: identities [V wazo v10_1_215_13/plugin-info]
 _MODELS: dict[str, int] = {
@@ -364,3 +364,29 @@ class Snom:
 
 
 VENDOR = Snom()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 2010.12-00004-g9ba52f5 000413922D24 SXM:0
+# UXM:0)" and, with a build date in parentheses, "… snomD785-SIP 10.1.169.16
+# 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) 00041396D9B4 SXM:0 UXM:0 UXMC:0)" [V wazo
+# plugins/wazo_snom/common/common.py; fusion app/provision/index.php]. Firmware 8.x sends no MAC
+# ("snom710-SIP 8.7.3.19 1.1.5-IFX-05.01.12") [V wazo]. The MAC is the first whole 12-hex-digit
+# word after the version [I: wazo takes the last word before the next blank]. DECT bases:
+# "Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413b60680)" [V wazo common_dect].
+_UA = re.compile(r"\bsnom(?P<model>[A-Za-z0-9]+)-SIP\s+(?P<firmware>\d+(?:\.\d+)+)(?P<rest>.*)$")
+_UA_DECT = re.compile(r"\b[sS]nom\s?(?P<model>M\d{3})\s+(?P<firmware>[\d.]+)(?P<rest>.*)$")
+_UA_MAC = re.compile(r"(?<![0-9A-Za-z])([0-9A-Fa-f]{12})(?![0-9A-Za-z])")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Snom phone's model, firmware and MAC from its User-Agent; None if not Snom."""
+    ua = user_agent_text(text)
+    if ua is None or "snom" not in ua.lower():
+        return None
+    match = _UA.search(ua) or _UA_DECT.search(ua)
+    if match is None:
+        return None
+    mac = _UA_MAC.search(match["rest"])
+    return UserAgent("snom", match["model"], match["firmware"],
+                     mac12(mac.group(1)) if mac else None)

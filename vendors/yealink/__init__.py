@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import language_code, mac12, user_agent_text
 from vendors.common import text as _text
 
 NULL = "%NULL%"  # blanks a value on the phone [I: wazo usage]
@@ -406,3 +406,28 @@ class Yealink:
 
 
 VENDOR = Yealink()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Yealink SIP-T46U 108.86.0.95 00:15:65:aa:bb:cc" and the T5x spelling without colons
+# "Yealink SIP-T56A  58.80.0.25 001565f429a4" (two blanks happen) [V wazo
+# plugins/wazo_yealink/v86/common.py _UA_REGEX_LIST; fusion app/provision/index.php]; DECT and
+# older names without "SIP-": "Yealink W60B 25.80.0.15 …", "Yealink SIP VP-T49G …" [V wazo].
+# "Yealink-T46G 28.71.0.81 28.1.0.128.0.0.0" (old firmware: hardware version, no MAC) [V wazo].
+_UA = re.compile(
+    r"^[yY]ealink\s+(?:SIP(?:\s+VP)?-)?(?P<model>[A-Za-z0-9_]+)\s+(?P<firmware>\d+(?:\.\d+){3})"
+    r"\s+(?P<mac>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{12})$")
+_UA_OLD = re.compile(r"^[yY]ealink-(?P<model>[A-Za-z0-9_]+)\s+(?P<firmware>\d+(?:\.\d+){3})\s+"
+                     r"[\d.]+$")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Yealink phone's model, firmware and MAC from its User-Agent; None if not Yealink."""
+    ua = user_agent_text(text)
+    if ua is None or not ua[:7].lower() == "yealink":
+        return None
+    match = _UA.match(ua) or _UA_OLD.match(ua)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    return UserAgent("yealink", match["model"], match["firmware"], mac12(groups.get("mac")))
