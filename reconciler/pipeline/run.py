@@ -33,6 +33,7 @@ from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
+from reconciler.pipeline import phones
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
 from reconciler.redirect import stage as redirects
@@ -158,8 +159,9 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
-              now: datetime | None = None) -> Plan:
-    """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
+              now: datetime | None = None, arrived: Mapping[str, float] | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
+    fetches: `arrived`, mac -> unix time) -> Plan."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -199,7 +201,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         from reconciler.pipeline.plan import TargetSummary
         from reconciler.redirect.plan import raise_if_unsafe
 
-        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        came = {mac: datetime.fromtimestamp(at, UTC) for mac, at in (arrived or {}).items()}
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days, came)
         try:
             raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
                             force=opts.force)
@@ -235,6 +238,7 @@ def _now(opts: Options) -> datetime:
 class PlanResult:
     plan: Plan
     desired: RenderedState
+    uptake: phones.FleetUptake | None = None
 
     @property
     def exit_code(self) -> int:
@@ -251,8 +255,20 @@ def plan(opts: Options) -> PlanResult:
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
                     for name, t in targets.items()}
+        uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived),
+                      desired, uptake)
+
+
+def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
+                   observed: Mapping[str, Observed], state_dir: Path, opts: Options,
+                   read_logs: bool = True) -> phones.FleetUptake:
+    """Read-only towards the targets: their access logs, from where the last run stopped."""
+    manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    clock = (lambda: opts.now.timestamp()) if opts.now else time.time  # noqa: E731
+    return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
+                                 now=clock)
 
 
 @dataclass
@@ -261,6 +277,7 @@ class ApplyResult:
     results: dict[str, TargetResult] = field(default_factory=dict)
     receipt: dict[str, Any] = field(default_factory=dict)
     redirect: redirects.RedirectResult | None = None
+    uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
 
     @property
     def exit_code(self) -> int:
@@ -295,11 +312,12 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             live = {n: t for n, t in targets.items() if n in locks}
             observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
                         for n, t in live.items()}
+            uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived)
             if expected_checksum is not None and the_plan.checksum() != expected_checksum:
                 raise PlanMismatch(
                     f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
@@ -356,7 +374,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         f"applied to {name} at {record.iso(now_ts)} by {receipt['trigger']} "
                         f"(receipt {receipt['id']}, {len(result.done)} change(s), plan "
                         f"{receipt['plan_checksum'][:12]})")
-            return ApplyResult(the_plan, results, receipt, redirect_result)
+            if not the_plan.empty and uptake.configured:  # what was published changed
+                fresh = {n: Observed(n, targets[n].read_manifest()) for n in live
+                         if observed[n].error is None}
+                uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
+                                              read_logs=False)
+                uptake_after.logs = uptake.logs
+                uptake = uptake_after
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):

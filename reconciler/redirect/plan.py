@@ -23,6 +23,9 @@ Rules (one device at a time; a device's result never depends on another's):
    `steal: true` → `register` with `steal`.
 4. Our registration's window elapsed (or its `until` passed) → `deregister`; nothing is registered
    again for that `opened` fingerprint (state `disabled`).
+4a. The phone fetched its own file after the registration that opened the window (`arrived`,
+   observed in the access logs: it has reached us) → `deregister` with cause `fetched`, and the
+   window is over as in rule 4.
 5. Not desired any more, we hold it and provctl's record says it registered it → `deregister`.
 6. A MAC provctl has no record of (or whose record says it was not ours) is never deregistered.
 
@@ -52,6 +55,7 @@ Cause = Literal[
     "held-by-other",  # another account holds it (conflict)
     "window-elapsed",  # registered_at + window_days passed
     "until-passed",  # the device's redirect.until date passed
+    "fetched",  # the phone fetched its own file from us after the registration: it arrived
     "not-desired",  # the device no longer asks for a registration
     "moved",  # the device now uses another redirect service
 ]
@@ -150,16 +154,25 @@ def _same_window(record: Record | None, want: DesiredRegistration) -> bool:
     )
 
 
+def arrived_after(record: Record, came: datetime | None) -> bool:
+    """Whether the phone fetched from us after the registration that opened its window."""
+    return came is not None and record.registered_at is not None and (
+        came > parse_time(record.registered_at))
+
+
 def window_open(
-    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int
+    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int,
+    came: datetime | None = None,
 ) -> bool:
-    """Whether the device should be registered now (desired, window not over)."""
+    """Whether the device should be registered now (desired, window not over, not arrived)."""
     if want is None:
         return False
     if want.until and now >= until_end(want.until):
         return False
     if record is not None and _same_window(record, want):
         assert record.registered_at is not None
+        if arrived_after(record, came):
+            return False
         return now < window_end(record.registered_at, window_days, want.until)
     return True
 
@@ -173,14 +186,20 @@ def plan_redirects(
     records: Mapping[str, Record],
     now: datetime,
     window_days: int,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> list[RedirectChange]:
-    """Every change needed to bring the redirect services to the desired state. Pure."""
+    """Every change needed to bring the redirect services to the desired state. Pure.
+
+    `arrived`: per MAC, the latest fetch of the phone's own file seen in the access logs.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    arrived = arrived or {}
     changes: list[RedirectChange] = []
     for mac in sorted(set(desired) | set(records)):
         changes.extend(
-            _plan_one(mac, desired.get(mac), remote.get(mac), records.get(mac), now, window_days)
+            _plan_one(mac, desired.get(mac), remote.get(mac), records.get(mac), now, window_days,
+                      arrived.get(mac))
         )
     return sorted(changes, key=lambda change: change.sort_key)
 
@@ -192,6 +211,7 @@ def _plan_one(
     record: Record | None,
     now: datetime,
     window_days: int,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
     if want is None:
         return _plan_unwanted(mac, seen, record)
@@ -207,7 +227,7 @@ def _plan_one(
         record = None
     if seen is None:
         return out
-    return out + _plan_wanted(mac, want, seen, record, now, window_days)
+    return out + _plan_wanted(mac, want, seen, record, now, window_days, came)
 
 
 def _plan_unwanted(mac: str, seen: Remote | None, record: Record | None) -> list[RedirectChange]:
@@ -228,6 +248,7 @@ def _plan_wanted(
     record: Record | None,
     now: datetime,
     window_days: int,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
     holding = record is not None and record.state in HOLDING
 
@@ -245,6 +266,12 @@ def _plan_wanted(
                 if want.until and end == until_end(want.until):
                     cause = "until-passed"
                 return change("deregister", f"window ended {end.isoformat()}", cause)
+            return []
+        if arrived_after(record, came):
+            assert came is not None
+            if seen.holder == "us" and holding:
+                return change("deregister", f"the phone fetched its file at {came.isoformat()}",
+                              "fetched")
             return []
     if want.until and now >= until_end(want.until):
         if seen.holder == "us" and holding:
@@ -306,6 +333,7 @@ def device_states(
     records: Mapping[str, Record],
     now: datetime,
     window_days: int,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> dict[str, State]:
     """Each known device's redirect state from an observation (for status and plan output).
 
@@ -313,11 +341,12 @@ def device_states(
     the recorded state is reported.
     """
     states: dict[str, State] = {}
+    arrived = arrived or {}
     for mac in sorted(set(desired) | set(records)):
         want, seen, record = desired.get(mac), remote.get(mac), records.get(mac)
         if record is not None and want is not None and record.service != want.service:
             record = None
-        states[mac] = _state(want, seen, record, now, window_days)
+        states[mac] = _state(want, seen, record, now, window_days, arrived.get(mac))
     return states
 
 
@@ -332,10 +361,11 @@ def _state(
     record: Record | None,
     now: datetime,
     window_days: int,
+    came: datetime | None = None,
 ) -> State:
     if seen is None:
         return recorded_state(record)
-    wanted = window_open(want, record, now, window_days)
+    wanted = window_open(want, record, now, window_days, came)
     if seen.holder == "us":
         if not wanted and record is not None and record.state == "deprovision":
             return "deprovision"

@@ -170,8 +170,11 @@ def observe(addresses: Addresses, clients: Clients, state_dir: Path) -> Redirect
     return RedirectSnapshot(desired, remote, records, errors, new_memory)
 
 
-def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[RedirectChange]:
-    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days)
+def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int,
+         arrived: Mapping[str, datetime] | None = None) -> list[RedirectChange]:
+    """`arrived`: mac -> the phone's latest fetch of its own file (ends its window)."""
+    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days,
+                          arrived)
 
 
 @dataclass

@@ -292,6 +292,14 @@ class Store:
             "path=? ORDER BY started, ended", (target, shown_path))
         return [Version(*row) for row in rows]
 
+    def newest_versions(self) -> dict[tuple[str, str], Version]:
+        """(target, path with the token shortened) -> its latest publish or delete."""
+        rows = self.db.execute(
+            "SELECT target, path, started, ended, action, sha, size, rev FROM (SELECT *, "
+            "row_number() OVER (PARTITION BY target, path ORDER BY started DESC, ended DESC) "
+            "AS n FROM published) WHERE n = 1")
+        return {(row[0], row[1]): Version(*row[2:]) for row in rows}
+
     def known_paths(self, target: str) -> set[str]:
         """Every path (token shortened) provctl ever published on the target."""
         rows = self.db.execute("SELECT DISTINCT path FROM published WHERE target=?", (target,))
