@@ -123,11 +123,30 @@ def test_a_run_reads_at_most_max_bytes_and_the_next_goes_on():
     assert got + rest == lines(0, 1000)
 
 
-def test_a_missing_log_is_a_note():
-    got, cur, notes = run(MemoryTarget(), None)
-    assert got == b"" and cur is None and "does not exist" in notes[0]
+def test_a_missing_log_is_not_an_error_and_a_vanished_one_is_finished():
+    host = MemoryTarget()
+    reader = LogReader(host, LOG, None)
+    assert list(reader.segments()) == [(b"", None)] and reader.missing and reader.notes == []
+    host.outside[LOG] = lines(0, 5)
+    _, cur, _ = run(host, None)
+    host.outside[LOG] += lines(5, 7)
+    host.outside[LOG + ".1"] = host.outside.pop(LOG)  # rotated; nginx has not reopened yet
+    got, cur, notes = run(host, cur)
+    assert got == lines(5, 7) and cur is None and notes == []
 
 
 def test_cursor_round_trip():
     cur = Cursor("ab" * 32, 1024, 77)
     assert Cursor.from_dict(cur.to_dict()) == cur
+
+
+def test_a_run_that_stops_inside_the_predecessor_goes_on_there():
+    host = MemoryTarget()
+    host.outside[LOG] = lines(0, 10)
+    _, cur, _ = run(host, None)
+    host.outside[LOG] += lines(10, 1000)
+    host.outside[LOG + ".1"] = host.outside.pop(LOG)
+    host.outside[LOG] = lines(5000, 5010)
+    first, cur, _ = run(host, cur, max_bytes=20_000)
+    rest, cur, notes = run(host, cur)
+    assert first + rest == lines(10, 1000) + lines(5000, 5010) and notes == []

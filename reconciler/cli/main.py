@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from reconciler.cli import observe as cli_observe
 from reconciler.cli import output
 from reconciler.core.errors import ConfigError, ProvctlError
 from reconciler.core.macs import normalize_mac
@@ -72,7 +73,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     p.add_argument("--target")
     p.add_argument("--state-dir", type=Path)
-    p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    p.add_argument("--devices", action="store_true", help="per phone: what it fetched (access "
+                   "logs), its state, and its redirect state")
+    cli_observe.add_status_arguments(p)
     p.add_argument("--live", action="store_true",
                    help="also observe the targets (read-only): pending changes, drift, lock")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -94,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     cli_inventory.add_commands(sub)
     cli_daemon.add_commands(sub)
     cli_vendors.add_commands(sub)
+    cli_observe.add_commands(sub)
     return ap
 
 
@@ -199,13 +203,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for rec in records.values():
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
     live = _live_status(args) if args.live else {}
+    uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
         body = {"targets": status, "redirect": {"states": states}, "live": live}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
+            body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return 0
-    if not status and not records and not live:
+    if not status and not records and not live and not args.devices:
         print("no runs recorded yet")
         return 0
     for name, entry in sorted(status.items()):
@@ -228,6 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             since = f" since {rec.registered_at}" if rec.registered_at else ""
             note = f" ({rec.message})" if getattr(rec, "message", "") else ""
             print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
+        sys.stdout.write(cli_observe.uptake_text(args, *uptake))  # type: ignore[misc]
     return 0
 
 
@@ -266,10 +273,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     mac = normalize_mac(args.mac)
     changes = history(find_repo(args.repo), mac, args.max_count)
+    fetches = cli_observe.history_fetches(find_repo(args.repo), mac)
     if args.format == "json":
-        print(json.dumps([asdict(c) for c in changes], indent=1))
+        print(json.dumps([asdict(c) for c in changes] + [asdict(f) for f in fetches], indent=1))
     else:
-        sys.stdout.write(history_text(mac, changes))
+        sys.stdout.write(history_text(mac, changes, fetches))
     return 0
 
 
@@ -296,7 +304,7 @@ def _command(name: str):
     from reconciler.cli import vendors as cli_vendors
 
     return {**cli_inventory.COMMANDS, **cli_daemon.COMMANDS, **cli_vendors.COMMANDS,
-            **COMMANDS}[name]
+            **cli_observe.COMMANDS, **COMMANDS}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from reconciler.pipeline.run import RenderedState
 
 RECEIPTS = "receipts.jsonl"  # pipeline/receipt.py writes it
+STALE_AFTER = 36 * 3600.0  # phones resync nightly: no fetch for this long is stale
 
 
 def log_specs(state: DesiredState, names: list[str] | None = None) -> dict[str, LogSpec]:
@@ -93,7 +94,7 @@ class FleetUptake:
 
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_dir: Path,
                    manifests: Mapping[str, Manifest], *, read_logs: bool = True,
-                   stale_after: float = 36 * 3600.0,
+                   stale_after: float = STALE_AFTER,
                    now: Callable[[], float] = time.time) -> FleetUptake:
     """Read the logs of the opened targets (when `read_logs`), then each phone's state."""
     specs = log_specs(desired.state, list(desired.artifacts))

@@ -263,12 +263,13 @@ def plan(opts: Options) -> PlanResult:
 
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
                    observed: Mapping[str, Observed], state_dir: Path, opts: Options,
-                   read_logs: bool = True) -> phones.FleetUptake:
+                   read_logs: bool = True, stale_after: float = phones.STALE_AFTER
+                   ) -> phones.FleetUptake:
     """Read-only towards the targets: their access logs, from where the last run stopped."""
     manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
     clock = (lambda: opts.now.timestamp()) if opts.now else time.time  # noqa: E731
     return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
-                                 now=clock)
+                                 stale_after=stale_after, now=clock)
 
 
 @dataclass

@@ -40,7 +40,8 @@ class Phone:
 
 @dataclass(frozen=True)
 class Fetch:
-    """The latest successful fetch of one of a phone's files."""
+    """A phone's latest fetch: when (`at`, of any of its files) and what it holds (the other
+    fields: the file whose fetched content was published last)."""
 
     at: float
     target: str
@@ -80,7 +81,9 @@ def device_uptake(phone: Phone, lasts: Mapping[tuple[str, str], Last],
     latest_version = max(versions, key=lambda v: v.ended) if versions else None
     fetch = None
     if oks:
-        at, (target, path), last = max(oks, key=lambda t: t[0])
+        # when it last fetched; what it holds: the newest content among the files it fetched
+        at = max(t[0] for t in oks)
+        _, (target, path), last = max(oks, key=lambda t: (t[2].ok_published or 0.0, t[0]))
         fetch = Fetch(at, target, path, last.ok_status or 0, last.ok_sha, last.ok_rev,
                       last.ok_ip, last.ok_agent,
                       vendors.identify_user_agent(last.ok_agent) if last.ok_agent else None)

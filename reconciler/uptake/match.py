@@ -66,7 +66,7 @@ def own_file(name: str, mac: str, per_device_directory: bool) -> bool:
 
 @dataclass
 class Timeline:
-    """The versions of one path, sorted by start, with a fast path for the newest."""
+    """The versions of one path in publish order, with a fast path for the newest."""
 
     versions: Sequence[Version]
     _starts: list[float] = field(default_factory=list)
@@ -75,18 +75,21 @@ class Timeline:
         self._starts = [v.started for v in self.versions]
 
     def at(self, moment: float, size: int, status: int) -> Version | None:
-        """The content a request at `moment` that sent `size` bytes with `status` got."""
+        """The content a request at `moment` that sent `size` bytes with `status` got.
+
+        Receipts keep whole seconds, so an apply may have ended up to a second after `ended`.
+        """
         versions = self.versions
         if not versions:
             return None
         newest = versions[-1]
-        if moment >= newest.ended:
+        if moment >= newest.ended + 1.0:
             return newest if newest.action == "put" else None
         i = bisect.bisect_right(self._starts, moment) - 1
         if i < 0:
             return None
         here = versions[i]
-        if moment < here.ended and i > 0 and status == 200 and here.size != size and (
+        if moment < here.ended + 1.0 and i > 0 and status == 200 and here.size != size and (
                 versions[i - 1].size == size):
             here = versions[i - 1]  # during the apply that replaced it: still the old file
         return here if here.action == "put" else None

@@ -70,7 +70,7 @@ class _Accumulator:
         if row is None:
             row = self.store.last_row(self.target, path) or [
                 self.target, path, None, None, None, None, None, None, None, None, None, None,
-                None]
+                None, None]
             row[2] = info.device if info.own else None
             self.rows[path] = row
         return row
@@ -108,16 +108,16 @@ class _Accumulator:
                 version = self._timeline(r.path).at(r.at, r.size, r.status)
                 sha = version.sha if version else None
                 rev = version.rev if version else None
+                published = version.ended if version else None
                 if row[2] is not None and (row[3] is None or (sha, rev) != (row[5], row[6])):
-                    published = version.ended if version else None
                     batch.events.append(Event(row[2], r.at, self.target, r.path, r.status,
                                               sha, rev, r.ip, r.agent, published))
                     obs.events += 1
                     if published is not None:
                         obs.latencies.append(max(0.0, r.at - published))
-                row[3:9] = [r.at, r.status, sha, rev, r.ip, r.agent]
-            elif r.status >= 400 and (row[9] is None or r.at >= row[9]):
-                row[9:13] = [r.at, r.status, r.ip, r.agent]
+                row[3:10] = [r.at, r.status, sha, rev, r.ip, r.agent, published]
+            elif r.status >= 400 and (row[10] is None or r.at >= row[10]):
+                row[10:14] = [r.at, r.status, r.ip, r.agent]
         batch.newest = newest or None
 
     def _unknown(self, r: Request) -> None:
@@ -166,6 +166,8 @@ def observe_log(host: LogHost, spec: LogSpec, index: Index, store: Store,
         obs.warnings.append(f"access log {spec.path} cannot be read: {exc}")
     store.save(spec.target, spec.path, cursor, acc.take(), now())
     obs.warnings += [f"target {spec.target}: {note}" for note in reader.notes]
+    if reader.missing:
+        log.info("target %s: access log %s does not exist yet", spec.target, spec.path)
     if reader.dropped:
         obs.warnings.append(f"target {spec.target}: {reader.dropped} over-long line(s) dropped "
                             f"in {spec.path}")

@@ -69,20 +69,26 @@ class LogReader:
     notes: list[str] = field(default_factory=list)  # what the operator should know
     dropped: int = 0  # over-long lines dropped
     read: int = 0  # bytes read in this run
+    missing: bool = False  # the log does not exist and never did
 
     def segments(self) -> Iterator[tuple[bytes, Cursor | None]]:
         cur = self.cursor
         st = self.host.stat_file(self.path)
+        head = b""
+        if st is not None:
+            head = self.host.read_range(self.path, 0, min(FINGERPRINT, st.size))
+        if cur is not None and (st is None or not (cur.starts(head) and st.size >= cur.offset)):
+            last: Cursor | None = cur
+            for data, last in self._predecessor(cur):
+                yield data, last
+            if not self._budget():  # the predecessor is not finished: go on there next time
+                yield b"", last
+                return
+            cur = None
         if st is None:
-            if cur is not None:
-                yield from self._predecessor(cur)
-            self.notes.append(f"access log {self.path} does not exist")
+            self.missing = cur is None and self.cursor is None  # never created (yet)
             yield b"", None
             return
-        head = self.host.read_range(self.path, 0, min(FINGERPRINT, st.size))
-        if cur is not None and not (cur.starts(head) and st.size >= cur.offset):
-            yield from self._predecessor(cur)
-            cur = None
         fingerprint, length = _digest(head), len(head)
         start = cur.offset if cur is not None else 0
         last = Cursor(fingerprint, length, start)
@@ -91,7 +97,7 @@ class LogReader:
             yield data, last
         yield b"", last
 
-    def _predecessor(self, cur: Cursor) -> Iterator[tuple[bytes, Cursor | None]]:
+    def _predecessor(self, cur: Cursor) -> Iterator[tuple[bytes, Cursor]]:
         """Finish the rotated log that `cur` points into, when it can be found."""
         plain = f"{self.path}.1"
         st = self.host.stat_file(plain)

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS cursor (
 CREATE TABLE IF NOT EXISTS last (
     target TEXT, path TEXT, mac TEXT,
     ok_at REAL, ok_status INTEGER, ok_sha TEXT, ok_rev TEXT, ok_ip TEXT, ok_agent TEXT,
-    err_at REAL, err_status INTEGER, err_ip TEXT, err_agent TEXT,
+    ok_published REAL, err_at REAL, err_status INTEGER, err_ip TEXT, err_agent TEXT,
     PRIMARY KEY (target, path));
 CREATE INDEX IF NOT EXISTS last_mac ON last (mac);
 CREATE TABLE IF NOT EXISTS event (
@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS unknown (
     PRIMARY KEY (target, ip));
 CREATE TABLE IF NOT EXISTS published (
     receipt TEXT, target TEXT, path TEXT, started REAL, ended REAL, action TEXT, sha TEXT,
-    size INTEGER, rev TEXT, PRIMARY KEY (receipt, target, path));
-CREATE INDEX IF NOT EXISTS published_path ON published (target, path, started);
+    size INTEGER, rev TEXT, seq INTEGER, PRIMARY KEY (receipt, target, path));
+CREATE INDEX IF NOT EXISTS published_path ON published (target, path, started, seq);
 """
 
 
@@ -76,6 +76,7 @@ class Last:
     ok_rev: str | None = None
     ok_ip: str | None = None
     ok_agent: str | None = None
+    ok_published: float | None = None  # when the content it got was published
     err_at: float | None = None
     err_status: int | None = None
     err_ip: str | None = None
@@ -199,9 +200,9 @@ class Store:
         """Write what was read and the cursor after it, in one transaction."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(x.target, x.path, x.mac, x.ok_at, x.ok_status, x.ok_sha, x.ok_rev, x.ok_ip,
-                  x.ok_agent, x.err_at, x.err_status, x.err_ip, x.err_agent)
+                  x.ok_agent, x.ok_published, x.err_at, x.err_status, x.err_ip, x.err_agent)
                  for x in batch.last.values()])
             db.executemany(
                 "INSERT INTO event VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -273,15 +274,17 @@ class Store:
         cut = data.rfind(b"\n") + 1
         rows = []
         count = 0
-        for line in data[:cut].splitlines():
+        pos = offset  # the line's place in the file orders receipts of the same second
+        for line in data[:cut].split(b"\n")[:-1]:
             try:
                 receipt = json.loads(line)
-                rows += list(_timeline_rows(receipt))
+                rows += [(*row, pos) for row in _timeline_rows(receipt)]
                 count += 1
             except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a damaged line: skipped, the others still count
+                pass  # a damaged line: skipped, the others still count
+            pos += len(line) + 1
         with self._transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO published VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT OR IGNORE INTO published VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('receipts_offset', ?)",
                        (str(offset + cut),))
         return count
@@ -289,14 +292,14 @@ class Store:
     def versions(self, target: str, shown_path: str) -> list[Version]:
         rows = self.db.execute(
             "SELECT started, ended, action, sha, size, rev FROM published WHERE target=? AND "
-            "path=? ORDER BY started, ended", (target, shown_path))
+            "path=? ORDER BY started, seq", (target, shown_path))
         return [Version(*row) for row in rows]
 
     def newest_versions(self) -> dict[tuple[str, str], Version]:
         """(target, path with the token shortened) -> its latest publish or delete."""
         rows = self.db.execute(
             "SELECT target, path, started, ended, action, sha, size, rev FROM (SELECT *, "
-            "row_number() OVER (PARTITION BY target, path ORDER BY started DESC, ended DESC) "
+            "row_number() OVER (PARTITION BY target, path ORDER BY started DESC, seq DESC) "
             "AS n FROM published) WHERE n = 1")
         return {(row[0], row[1]): Version(*row[2:]) for row in rows}
 
