@@ -79,6 +79,12 @@ def test_json_variants_and_garbage():
     assert bad == 4
 
 
+def test_blank_lines_are_not_counted():
+    line = (LOGS / "nginx-combined.log").read_bytes().splitlines(keepends=True)[0]
+    assert parse(b"\n" + line + b"\n\n" + line + b"junk\n\n", "combined")[1] == 1
+    assert len(parse(line + b"\n" + line, "combined")[0]) == 2
+
+
 def test_request_paths_are_routed_like_nginx():
     assert request_path("/a//b/./c.cfg?mac=1") == "a/b/c.cfg"
     assert request_path("/a/../tok/x.cfg") == "tok/x.cfg"

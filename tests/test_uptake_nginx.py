@@ -10,6 +10,7 @@ a burst of misses from one address is reported as scanning.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -149,3 +150,109 @@ def test_the_loop_with_real_nginx(served, capsys):
     assert "SCANNING on local: 127.0.0.66 asked for 15 unknown paths" in text
     assert "127.0.0.11" not in text.split("SCANNING", 1)[1]
     assert "devices: 4 current, 0 pending, 0 stale, 11 never-fetched, 0 errors" in text
+
+
+def _requests_read(body: dict) -> int:
+    return sum(entry["requests"] for entry in body["logs"])
+
+
+def _reopen(server, log: Path) -> None:
+    """What logrotate's postrotate does: nginx reopens its logs (a new file at `log`)."""
+    import os
+    import signal
+    import time
+
+    os.kill(server.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert log.exists()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["dot-1", "dot-1-gz"])
+def test_rotation_in_the_middle_of_a_run(served, capsys, compress):
+    import gzip
+
+    fleet, server, log = served
+    YEALINK.boot(url(server, YEALINK.mac))  # 3 requests
+    assert _requests_read(devices(fleet, capsys)) == 3
+    SNOM.boot(url(server, SNOM.mac))  # written to the log that is about to be rotated
+    log.rename(log.with_name(log.name + ".1"))
+    _reopen(server, log)
+    if compress:
+        rotated = log.with_name(log.name + ".1")
+        log.with_name(log.name + ".1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+        rotated.unlink()
+    POLY.boot(url(server, POLY.mac))  # 3 requests to the new log
+
+    body = devices(fleet, capsys)
+
+    assert _requests_read(body) == 7 and body["warnings"] == []
+    states = {d["mac"]: d["state"] for d in body["devices"]}
+    assert states[YEALINK.mac] == states[SNOM.mac] == states[POLY.mac] == "current"
+
+
+def test_truncated_log_garbage_and_unreadable_log(served, capsys):
+    fleet, server, log = served
+    GRANDSTREAM.boot(url(server, GRANDSTREAM.mac))
+    assert _requests_read(devices(fleet, capsys)) == 2  # a cursor into the log
+    YEALINK.boot(url(server, YEALINK.mac))
+    log.write_bytes(b"")  # truncated in place (copytruncate without a copy): lines are lost
+    SNOM.boot(url(server, SNOM.mac))
+    with open(log, "ab") as fh:
+        fh.write(b"garbage \x00\xff line\n{\"msec\": \"not a number\"}\n\n")
+
+    body = devices(fleet, capsys)
+
+    assert len(body["warnings"]) == 1 and "not seen" in body["warnings"][0]
+    states = {d["mac"]: d["state"] for d in body["devices"]}
+    assert states[YEALINK.mac] == "never-fetched" and states[SNOM.mac] == "current"
+    assert states[GRANDSTREAM.mac] == "current"
+    assert body["logs"][0]["unparsed"] == 2  # blank lines do not count
+
+    # a log that cannot be read is a warning on its target; plan and apply go on
+    log.unlink()
+    log.mkdir()
+    capsys.readouterr()
+    assert run(fleet, "plan") == 0
+    assert run(fleet, "apply") == 0
+    body = devices(fleet, capsys)
+    assert body["warnings"] and "cannot be read" in body["warnings"][0]
+    assert str(log) in body["warnings"][0]
+    assert {d["mac"]: d["state"] for d in body["devices"]}[SNOM.mac] == "current"
+
+
+def test_the_loop_over_sftp(fleet, sshd, sftp_root, nginx_factory, capsys, tmp_path):
+    """The log lives on the provisioning host and is read over the target's SFTP connection."""
+    log = sftp_root.parent / f"{sftp_root.name}-logs" / "access.log"
+    log.parent.mkdir()
+    text = (fleet / "provisioning.yaml").read_text()
+    local = '  local: {kind: local, root: ./out/www, base_url: "http://localhost:8080/"}\n'
+    target = (f"  eu-1: {{kind: sftp, host: {sshd.host}, port: {sshd.port}, user: {sshd.user}, "
+              f"key: '{sshd.key}', known_hosts: '{sshd.known_hosts}', root: '{sftp_root}', "
+              f"base_url: 'https://prov1.example.net/', "
+              f"access_log: {{path: '{log}', format: combined}}}}\n")
+    (fleet / "provisioning.yaml").write_text(text.replace(local, target))
+    assert run(fleet, "apply") == 2
+    block = serve_config(fleet, capsys, "eu-1")
+    assert f"root {sftp_root};" in block and f"access_log {log} combined;" in block
+    server = nginx_factory(sftp_root, block, access_log=log)
+    YEALINK.boot(url(server, YEALINK.mac))
+    GRANDSTREAM.boot(url(server, GRANDSTREAM.mac))
+
+    body = devices(fleet, capsys)
+
+    states = {d["mac"]: d["state"] for d in body["devices"]}
+    assert states[YEALINK.mac] == states[GRANDSTREAM.mac] == "current"
+    assert list(states.values()).count("never-fetched") == len(states) - 2
+    assert body["logs"] == [{"target": "eu-1", "path": str(log), "offset": log.stat().st_size,
+                             "requests": 5, "unparsed": 0, "newest": body["logs"][0]["newest"]}]
+    # an account that cannot read the log: a warning naming the host, the run goes on
+    log.chmod(0o000)
+    if os.geteuid() == 0:  # root reads anything: make the path unreadable another way
+        log.unlink()
+        log.mkdir()
+    capsys.readouterr()
+    assert run(fleet, "plan") == 0
+    body = devices(fleet, capsys)
+    assert f"{sshd.host}:{sshd.port}" in body["warnings"][0]

@@ -1301,7 +1301,10 @@ class SftpTarget:
                 except FileNotFoundError:
                     return None
                 except OSError as exc:
-                    raise TargetError(self.name, f"cannot stat {path}: {exc}") from exc
+                    if not session.alive:
+                        raise
+                    raise TargetError(self.name,
+                                      f"cannot stat {path} on {self.address}: {exc}") from exc
                 return FileStat(st.st_size or 0, float(st.st_mtime or 0))
 
         return self._retrying(stat)
@@ -1317,7 +1320,8 @@ class SftpTarget:
                 except OSError as exc:
                     if not session.alive:
                         raise
-                    raise TargetError(self.name, f"cannot read {path}: {exc}") from exc
+                    raise TargetError(self.name,
+                                      f"cannot read {path} on {self.address}: {exc}") from exc
 
         return self._retrying(read)
 

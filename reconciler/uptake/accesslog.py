@@ -116,6 +116,8 @@ def parse_combined(text: str) -> tuple[list[Request], int]:
         append(Request(at, ip, parts[0], request_path(_unescape(parts[1])), int(status),
                        0 if size == "-" else int(size), _unescape(agent)))
     lines = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+    if "\n\n" in text or text.startswith("\n"):  # blank lines are not counted, as in json
+        lines -= sum(1 for line in text.split("\n")[:lines] if not line.strip())
     return out, lines - len(out)
 
 

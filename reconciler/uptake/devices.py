@@ -83,7 +83,8 @@ def device_uptake(phone: Phone, lasts: Mapping[tuple[str, str], Last],
     if oks:
         # when it last fetched; what it holds: the newest content among the files it fetched
         at = max(t[0] for t in oks)
-        _, (target, path), last = max(oks, key=lambda t: (t[2].ok_published or 0.0, t[0]))
+        _, (target, path), last = max(oks, key=lambda t: (
+            t[2].ok_published or 0.0, t[2].ok_seq or 0, t[0]))
         fetch = Fetch(at, target, path, last.ok_status or 0, last.ok_sha, last.ok_rev,
                       last.ok_ip, last.ok_agent,
                       vendors.identify_user_agent(last.ok_agent) if last.ok_agent else None)

@@ -70,7 +70,7 @@ class _Accumulator:
         if row is None:
             row = self.store.last_row(self.target, path) or [
                 self.target, path, None, None, None, None, None, None, None, None, None, None,
-                None, None]
+                None, None, None]
             row[2] = info.device if info.own else None
             self.rows[path] = row
         return row
@@ -115,9 +115,10 @@ class _Accumulator:
                     obs.events += 1
                     if published is not None:
                         obs.latencies.append(max(0.0, r.at - published))
-                row[3:10] = [r.at, r.status, sha, rev, r.ip, r.agent, published]
-            elif r.status >= 400 and (row[10] is None or r.at >= row[10]):
-                row[10:14] = [r.at, r.status, r.ip, r.agent]
+                row[3:11] = [r.at, r.status, sha, rev, r.ip, r.agent, published,
+                             version.seq if version else None]
+            elif r.status >= 400 and (row[11] is None or r.at >= row[11]):
+                row[11:15] = [r.at, r.status, r.ip, r.agent]
         batch.newest = newest or None
 
     def _unknown(self, r: Request) -> None:

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS cursor (
 CREATE TABLE IF NOT EXISTS last (
     target TEXT, path TEXT, mac TEXT,
     ok_at REAL, ok_status INTEGER, ok_sha TEXT, ok_rev TEXT, ok_ip TEXT, ok_agent TEXT,
-    ok_published REAL, err_at REAL, err_status INTEGER, err_ip TEXT, err_agent TEXT,
+    ok_published REAL, ok_seq INTEGER, err_at REAL, err_status INTEGER, err_ip TEXT, err_agent TEXT,
     PRIMARY KEY (target, path));
 CREATE INDEX IF NOT EXISTS last_mac ON last (mac);
 CREATE TABLE IF NOT EXISTS event (
@@ -61,6 +61,7 @@ class Version:
     sha: str | None  # None: a receipt older than the sha256 field
     size: int | None
     rev: str
+    seq: int = 0  # the receipt's place in receipts.jsonl: orders publishes of the same second
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Last:
     ok_ip: str | None = None
     ok_agent: str | None = None
     ok_published: float | None = None  # when the content it got was published
+    ok_seq: int | None = None  # and that publish's place in the receipts (orders same-second)
     err_at: float | None = None
     err_status: int | None = None
     err_ip: str | None = None
@@ -200,9 +202,10 @@ class Store:
         """Write what was read and the cursor after it, in one transaction."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(x.target, x.path, x.mac, x.ok_at, x.ok_status, x.ok_sha, x.ok_rev, x.ok_ip,
-                  x.ok_agent, x.ok_published, x.err_at, x.err_status, x.err_ip, x.err_agent)
+                  x.ok_agent, x.ok_published, x.ok_seq, x.err_at, x.err_status, x.err_ip,
+                  x.err_agent)
                  for x in batch.last.values()])
             db.executemany(
                 "INSERT INTO event VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -291,14 +294,14 @@ class Store:
 
     def versions(self, target: str, shown_path: str) -> list[Version]:
         rows = self.db.execute(
-            "SELECT started, ended, action, sha, size, rev FROM published WHERE target=? AND "
+            "SELECT started, ended, action, sha, size, rev, seq FROM published WHERE target=? AND "
             "path=? ORDER BY started, seq", (target, shown_path))
         return [Version(*row) for row in rows]
 
     def newest_versions(self) -> dict[tuple[str, str], Version]:
         """(target, path with the token shortened) -> its latest publish or delete."""
         rows = self.db.execute(
-            "SELECT target, path, started, ended, action, sha, size, rev FROM (SELECT *, "
+            "SELECT target, path, started, ended, action, sha, size, rev, seq FROM (SELECT *, "
             "row_number() OVER (PARTITION BY target, path ORDER BY started DESC, seq DESC) "
             "AS n FROM published) WHERE n = 1")
         return {(row[0], row[1]): Version(*row[2:]) for row in rows}
