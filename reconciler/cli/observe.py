@@ -148,7 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     where = f"logging to {logs[args.target].path}" if logs else "logging to stderr"
     print(f"serving {root} on http://{host}:{port}/ ({where}); a development server: "
           "production belongs behind nginx or Apache (provctl serve-config)", file=sys.stderr,
@@ -296,9 +296,9 @@ def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
         out.append(f"SCANNING on {s.target}: {s.ip} asked for {len(s.paths)}"
                    f"{'+' if len(s.paths) >= 50 else ''} unknown paths ({s.count} requests, "
                    f"{_iso(s.first)} to {_iso(s.last)}), e.g. {show_path(s.paths[0])}")
-    for s in uptake.log_states:
-        out.append(f"access log {s.target} {s.log}: {s.requests} request(s) read, "
-                   f"{s.unparsed} unparsed line(s), newest {_iso(s.newest) or '-'}")
+    for state in uptake.log_states:
+        out.append(f"access log {state.target} {state.log}: {state.requests} request(s) read, "
+                   f"{state.unparsed} unparsed line(s), newest {_iso(state.newest) or '-'}")
     return "\n".join(out) + "\n"
 
 

@@ -32,8 +32,8 @@ from reconciler.core.errors import (
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import receipt as record
 from reconciler.pipeline import phones
+from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
 from reconciler.redirect import stage as redirects
@@ -267,7 +267,10 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
                    ) -> phones.FleetUptake:
     """Read-only towards the targets: their access logs, from where the last run stopped."""
     manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
-    clock = (lambda: opts.now.timestamp()) if opts.now else time.time  # noqa: E731
+    clock: Callable[[], float] = time.time
+    if opts.now is not None:  # tests pass a clock
+        fixed = opts.now.timestamp()
+        clock = lambda: fixed  # noqa: E731
     return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
                                  stale_after=stale_after, now=clock)
 
