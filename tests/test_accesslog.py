@@ -92,3 +92,13 @@ def test_request_paths_are_routed_like_nginx():
     assert request_path("http://prov.example.net/tok/x.cfg") == "tok/x.cfg"
     assert request_path("/tok/%41%42.cfg") == "tok/AB.cfg"
     assert request_path("/") == ""
+
+
+def test_the_served_json_layout_is_read_without_json_loads_and_the_same():
+    import json
+
+    from reconciler.uptake.accesslog import _SERVED_JSON, _json_request
+
+    for line in (LOGS / "nginx-json.log").read_text().splitlines():
+        assert _SERVED_JSON.fullmatch(line), line
+        assert parse(line.encode(), "json")[0] == [_json_request(json.loads(line))]

@@ -45,34 +45,53 @@ class Request(NamedTuple):
 # One anchored pattern per line, run over a whole chunk (MULTILINE): far faster than splitting
 # first. No part may cross a newline, so a garbage line can only fail to match.
 _COMBINED = re.compile(
-    r'^(\S+) \S+ \S+ \[([^\]\n]+)\] "([^"\\\n]*(?:\\.[^"\\\n]*)*)" (\d{3}) (\d+|-) '
+    r'^(\S+) \S+ \S+ \[([^\]\n]+)\] "(\S+) ([^ "\n]+) [^ "\n]+" (\d{3}) (\d+|-) '
     r'"[^"\\\n]*(?:\\.[^"\\\n]*)*" "([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*$',
     re.MULTILINE,
 )
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-_times: dict[str, float] = {}  # "10/Oct/2026:13:55:36 +0200" -> unix time; lines share seconds
+_minutes: dict[str, float] = {}  # "10/Oct/2026:13:55 +0200" -> unix time of that minute
 
 
 def clf_time(text: str) -> float:
     """`10/Oct/2026:13:55:36 +0200` (nginx $time_local, Apache %t) -> unix time."""
-    cached = _times.get(text)
-    if cached is not None:
-        return cached
-    day, month, year = int(text[0:2]), _MONTHS[text[3:6]], int(text[7:11])
-    hour, minute, second = int(text[12:14]), int(text[15:17]), int(text[18:20])
-    if text[11] != ":" or text[20] != " " or text[21] not in "+-":
+    if len(text) != 26 or text[11] != ":" or text[17] != ":" or text[20] != " ":
         raise ValueError(text)
-    offset = (int(text[22:24]) * 60 + int(text[24:26])) * 60 * (1 if text[21] == "+" else -1)
-    value = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
-    if len(_times) > 100_000:
-        _times.clear()
-    _times[text] = float(value)
-    return float(value)
+    key = text[:17] + text[20:]
+    base = _minutes.get(key)
+    if base is None:
+        day, month, year = int(text[0:2]), _MONTHS[text[3:6]], int(text[7:11])
+        hour, minute = int(text[12:14]), int(text[15:17])
+        if text[21] not in "+-" or not (1 <= day <= 31 and hour < 24 and minute < 60):
+            raise ValueError(text)
+        sign = 1 if text[21] == "+" else -1
+        offset = (int(text[22:24]) * 60 + int(text[24:26])) * 60 * sign
+        base = float(calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)) - offset)
+        if len(_minutes) > 100_000:
+            _minutes.clear()
+        _minutes[key] = base
+    second = int(text[18:20])
+    if second > 60:
+        raise ValueError(text)
+    return base + second
+
+
+_paths: dict[str, str] = {}  # request target -> path: a fleet's phones ask for the same files
 
 
 def request_path(target: str) -> str:
     """The document-root-relative path of a request target, as nginx would route it."""
+    path = _paths.get(target)
+    if path is None:
+        path = _route(target)
+        if len(_paths) > 200_000:
+            _paths.clear()
+        _paths[target] = path
+    return path
+
+
+def _route(target: str) -> str:
     if target.startswith(("http://", "https://")):  # absolute-form request line
         target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
     path = target.split("?", 1)[0].split("#", 1)[0]
@@ -101,20 +120,31 @@ def _unescape(text: str) -> str:
 
 
 def parse_combined(text: str) -> tuple[list[Request], int]:
-    """Every complete line of `text` -> (requests, lines that did not parse)."""
+    """Every complete line of `text` -> (requests, lines that did not parse).
+
+    The hot loop of observing: keep it lean (tuple.__new__ builds a Request without the
+    keyword machinery; the last parsed time and the routed paths are reused).
+    """
     out: list[Request] = []
     append = out.append
+    paths = _paths
+    new = tuple.__new__
+    last_when, at = "", 0.0  # lines come in time order: many share the second before them
     for m in _COMBINED.finditer(text):
-        ip, when, line, status, size, agent = m.groups()
-        parts = line.split(" ")
-        if len(parts) != 3:  # "-" (no request line), or a garbled one
-            continue
-        try:
-            at = clf_time(when)
-        except (ValueError, KeyError, IndexError):
-            continue
-        append(Request(at, ip, parts[0], request_path(_unescape(parts[1])), int(status),
-                       0 if size == "-" else int(size), _unescape(agent)))
+        ip, when, method, target, status, size, agent = m.groups()
+        if when != last_when:
+            try:
+                at = clf_time(when)
+            except (ValueError, KeyError):
+                continue
+            last_when = when
+        path = paths.get(target)
+        if path is None:
+            path = request_path(_unescape(target) if "\\" in target else target)
+        if "\\" in agent or agent == "-":
+            agent = _unescape(agent)
+        append(new(Request, (at, ip, method, path, int(status),
+                             0 if size == "-" else int(size), agent, None)))
     lines = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
     if "\n\n" in text or text.startswith("\n"):  # blank lines are not counted, as in json
         lines -= sum(1 for line in text.split("\n")[:lines] if not line.strip())
@@ -149,15 +179,35 @@ def _json_request(body: object) -> Request:
     )
 
 
+# The exact layout `serve-config` writes (serving.py NGINX_JSON): read without json.loads.
+_SERVED_JSON = re.compile(
+    r'\{"msec":(\d+(?:\.\d+)?),"remote_addr":"([^"\\]*)","request":"(\S+) ([^ "\\]+) '
+    r'[^"\\]*","status":(\d{3}),"body_bytes_sent":(\d+),'
+    r'"http_user_agent":"([^"\\]*(?:\\.[^"\\]*)*)","request_time":(\d+(?:\.\d+)?),'
+    r'"host":"[^"\\]*(?:\\.[^"\\]*)*"\}')
+
+
 def parse_json(text: str) -> tuple[list[Request], int]:
     out: list[Request] = []
+    append = out.append
     bad = 0
     loads = json.loads
+    fast = _SERVED_JSON.fullmatch
+    new = tuple.__new__
     for line in text.splitlines():
+        m = fast(line)
+        if m is not None:
+            at, ip, method, target, status, size, agent, seconds = m.groups()
+            if "\\" in agent:
+                agent = loads(f'"{agent}"')
+            append(new(Request, (float(at), ip, method, request_path(
+                loads(f'"{target}"') if "\\" in target else target), int(status), int(size),
+                agent, float(seconds) * 1000.0)))
+            continue
         if not line.strip():
             continue
         try:
-            out.append(_json_request(loads(line)))
+            append(_json_request(loads(line)))
         except (ValueError, KeyError, TypeError):
             bad += 1
     return out, bad

@@ -13,19 +13,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.errors import ProvctlError
-from reconciler.render.addressing import show_path
 from reconciler.uptake.accesslog import Format, Request, parse
-from reconciler.uptake.match import FETCHED, PROBED, Index, PathInfo, Timeline
+from reconciler.uptake.match import FETCHED, PROBED, Index, PathInfo, Timeline, shown
 from reconciler.uptake.reader import LogHost, LogReader
-from reconciler.uptake.store import SAMPLES, Batch, Event, Last, Store, Unknown
+from reconciler.uptake.store import SAMPLES, Batch, Event, Last, Store, Unknown, Version
 
 log = logging.getLogger(__name__)
 
 COMMIT_BYTES = 64 << 20  # save (cursor + what was read) at least this often
+PRELOAD = 5000  # requests in one chunk from which the target's rows are read at once
 SCAN_THRESHOLD = 10  # distinct unknown paths from one client: scanning
 
 
@@ -52,8 +53,46 @@ class LogObservation:
     warnings: list[str] = field(default_factory=list)
 
 
+_UNSEEN = Version(0.0, 0.0, "put", None, None, "", -1)  # no fetch seen in this run yet
+
+
+class _Slot:
+    """One published path while a log is read: what is stored of it, its timeline, and the
+    latest fetch and failure seen in this run (written back to `row` when saved)."""
+
+    __slots__ = ("row", "mac", "timeline", "after", "newest", "version", "got", "ok", "ok_at",
+                 "err", "dirty")
+
+    def __init__(self, row: list, mac: str | None, versions: list[Version]):
+        self.row = row  # the fields of store.Last
+        self.mac = mac  # the phone whose own file it is (events are recorded for it)
+        self.timeline = Timeline(versions)
+        newest = versions[-1] if versions else None
+        # every request from `after` on got `newest`: most requests, answered without a search
+        self.newest = newest if newest is not None and newest.action == "put" else None
+        self.after = newest.ended + 1.0 if newest is not None else float("inf")
+        self.version: Version | None = _UNSEEN  # the version of `ok`
+        self.got = (row[5], row[6])  # (sha, rev) of the latest fetch known
+        self.ok: Request | None = None
+        self.ok_at: float = row[3] if row[3] is not None else float("-inf")
+        self.err: Request | None = None
+        self.dirty = False
+
+    def flush(self) -> Last:
+        row, ok, err = self.row, self.ok, self.err
+        if ok is not None:
+            v = self.version
+            row[3:11] = (ok.at, ok.status, v.sha if v else None, v.rev if v else None, ok.ip,
+                         ok.agent, v.ended if v else None, v.seq if v else None)
+        if err is not None and (row[11] is None or err.at >= row[11]):
+            row[11:15] = (err.at, err.status, err.ip, err.agent)
+        self.dirty = False
+        return Last(*row)
+
+
 class _Accumulator:
-    """Merges requests of one log into a Batch; reads the store only for paths it meets."""
+    """Merges the requests of one log into a Batch; reads the store only for paths it meets
+    (or, for a big read, the target's rows at once)."""
 
     def __init__(self, target: str, index: Index, store: Store, obs: LogObservation):
         self.target = target
@@ -61,65 +100,90 @@ class _Accumulator:
         self.store = store
         self.obs = obs
         self.batch = Batch()
-        self.rows: dict[str, list] = {}  # path -> mutable Last fields, merged so far
-        self.timelines: dict[str, Timeline] = {}
+        self.slots: dict[str, _Slot] = {}
         self.unknown: dict[str, list] = {}  # ip -> [count, first, last, paths]
+        self.preloaded: dict[str, list] | None = None  # path -> stored row, when preloaded
+        self.versions: dict[str, list[Version]] | None = None  # shown path -> its timeline
+        self.dirty: list[_Slot] = []  # changed since the last save
 
-    def _row(self, path: str, info: PathInfo) -> list:
-        row = self.rows.get(path)
+    def _slot(self, path: str, info: PathInfo) -> _Slot:
+        if self.preloaded is not None:
+            row = self.preloaded.pop(path, None)
+        else:
+            row = self.store.last_row(self.target, path)
+        mac = info.device if info.own else None
         if row is None:
-            row = self.store.last_row(self.target, path) or [
-                self.target, path, None, None, None, None, None, None, None, None, None, None,
-                None, None, None]
-            row[2] = info.device if info.own else None
-            self.rows[path] = row
-        return row
+            row = [self.target, path, mac, None, None, None, None, None, None, None, None, None,
+                   None, None, None]
+        row[2] = mac
+        name = shown(path)
+        versions = (self.versions.get(name, []) if self.versions is not None
+                    else self.store.versions(self.target, name))
+        slot = self.slots[path] = _Slot(row, mac, versions)
+        return slot
 
-    def _timeline(self, path: str) -> Timeline:
-        timeline = self.timelines.get(path)
-        if timeline is None:
-            timeline = Timeline(self.store.versions(self.target, show_path(path)))
-            self.timelines[path] = timeline
-        return timeline
+    def _preload(self) -> None:
+        """Many requests to match: read the target's rows and timeline at once, not per path."""
+        self.preloaded = {row[1]: row for row in self.store.last_rows(self.target)}
+        self.versions = self.store.all_versions(self.target)
 
     def add(self, requests: list[Request], unparsed: int) -> None:
+        """The hot loop of observing (a million lines in a few seconds): keep it lean."""
+        if self.preloaded is None and len(requests) >= PRELOAD:
+            self._preload()
         files = self.index.files
+        probe = self.index.probe
+        slots = self.slots
         obs = self.obs
         obs.requests += len(requests)
         obs.unparsed += unparsed
+        obs.statuses.update(map(itemgetter(4), requests))
         batch = self.batch
         batch.requests += len(requests)
         batch.unparsed += unparsed
-        statuses = obs.statuses
         newest = batch.newest or 0.0
+        dirty = self.dirty
         for r in requests:
-            statuses[r.status] += 1
-            if r.at > newest:
-                newest = r.at
-            info = files.get(r.path)
-            if info is None:
-                if r.status in PROBED and self.index.probe(r.path):
-                    self._unknown(r)
-                continue
-            row = self._row(r.path, info)
-            if r.status in FETCHED and r.method == "GET":
-                if row[3] is not None and r.at < row[3]:
+            at, _, method, path, status, size, _, _ = r
+            if at > newest:
+                newest = at
+            slot = slots.get(path)
+            if slot is None:
+                info = files.get(path)
+                if info is None:
+                    if status in PROBED and probe(path):
+                        self._unknown(r)
+                    continue
+                slot = self._slot(path, info)
+            if (status == 200 or status == 304) and method == "GET":
+                if at < slot.ok_at:
                     continue  # older than the fetch already known
-                version = self._timeline(r.path).at(r.at, r.size, r.status)
-                sha = version.sha if version else None
-                rev = version.rev if version else None
-                published = version.ended if version else None
-                if row[2] is not None and (row[3] is None or (sha, rev) != (row[5], row[6])):
-                    batch.events.append(Event(row[2], r.at, self.target, r.path, r.status,
-                                              sha, rev, r.ip, r.agent, published))
-                    obs.events += 1
-                    if published is not None:
-                        obs.latencies.append(max(0.0, r.at - published))
-                row[3:11] = [r.at, r.status, sha, rev, r.ip, r.agent, published,
-                             version.seq if version else None]
-            elif r.status >= 400 and (row[11] is None or r.at >= row[11]):
-                row[11:15] = [r.at, r.status, r.ip, r.agent]
+                version = slot.newest if at >= slot.after else slot.timeline.at(at, size, status)
+                if version is not slot.version:
+                    got = (version.sha, version.rev) if version else (None, None)
+                    if slot.mac is not None and (slot.ok_at == float("-inf") or got != slot.got):
+                        self._event(slot, r, version)
+                    slot.version, slot.got = version, got
+                slot.ok, slot.ok_at = r, at
+            elif status >= 400:
+                if slot.err is None or at >= slot.err.at:
+                    slot.err = r
+            else:
+                continue
+            if not slot.dirty:
+                slot.dirty = True
+                dirty.append(slot)
         batch.newest = newest or None
+
+    def _event(self, slot: _Slot, r: Request, version: Version | None) -> None:
+        published = version.ended if version else None
+        assert slot.mac is not None
+        self.batch.events.append(Event(
+            slot.mac, r.at, self.target, r.path, r.status, version.sha if version else None,
+            version.rev if version else None, r.ip, r.agent, published))
+        self.obs.events += 1
+        if published is not None:
+            self.obs.latencies.append(max(0.0, r.at - published))
 
     def _unknown(self, r: Request) -> None:
         self.obs.unknown += 1
@@ -137,11 +201,12 @@ class _Accumulator:
 
     def take(self) -> Batch:
         batch = self.batch
-        batch.last = {path: Last(*row) for path, row in self.rows.items()}
+        batch.last = {slot.row[1]: slot.flush() for slot in self.dirty}
+        self.dirty.clear()
         batch.unknown = {ip: Unknown(self.target, ip, e[0], e[1], e[2], tuple(e[3]))
                          for ip, e in self.unknown.items()}
         self.batch = Batch()
-        # rows and unknown stay: they are merged further and written again (idempotent)
+        # slots and unknown stay: they are merged further (unknown written again, idempotent)
         return batch
 
 

@@ -197,6 +197,10 @@ class Store:
                               (target, path)).fetchone()
         return None if row is None else list(row)
 
+    def last_rows(self, target: str) -> list[list[Any]]:
+        return [list(row) for row in self.db.execute("SELECT * FROM last WHERE target=?",
+                                                      (target,))]
+
     def save(self, target: str, log: str, cursor: Cursor | None, batch: Batch,
              now: float) -> None:
         """Write what was read and the cursor after it, in one transaction."""
@@ -297,6 +301,16 @@ class Store:
             "SELECT started, ended, action, sha, size, rev, seq FROM published WHERE target=? AND "
             "path=? ORDER BY started, seq", (target, shown_path))
         return [Version(*row) for row in rows]
+
+    def all_versions(self, target: str) -> dict[str, list[Version]]:
+        """Every path's timeline on a target (token shortened), in publish order."""
+        out: dict[str, list[Version]] = {}
+        rows = self.db.execute(
+            "SELECT path, started, ended, action, sha, size, rev, seq FROM published WHERE "
+            "target=? ORDER BY path, started, seq", (target,))
+        for row in rows:
+            out.setdefault(row[0], []).append(Version(*row[1:]))
+        return out
 
     def newest_versions(self) -> dict[tuple[str, str], Version]:
         """(target, path with the token shortened) -> its latest publish or delete."""
