@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from reconciler.core.errors import ProvctlError
 from reconciler.uptake.accesslog import Format, Request, parse
-from reconciler.uptake.match import FETCHED, PROBED, Index, PathInfo, Timeline, shown
+from reconciler.uptake.match import PROBED, Index, PathInfo, Timeline, shown
 from reconciler.uptake.reader import LogHost, LogReader
 from reconciler.uptake.store import SAMPLES, Batch, Event, Last, Store, Unknown, Version
 
