@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from reconciler.uptake.store import Version
 
-FETCHED = frozenset({200, 304})
 PROBED = frozenset({403, 404, 429})
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 _MACLIKE = re.compile(r"[0-9A-Fa-f]{12}")

@@ -155,7 +155,7 @@ class _Accumulator:
                         self._unknown(r)
                     continue
                 slot = self._slot(path, info)
-            if (status == 200 or status == 304) and method == "GET":
+            if (status == 200 or status == 304) and method == "GET":  # a fetch (match.py)
                 if at < slot.ok_at:
                     continue  # older than the fetch already known
                 version = slot.newest if at >= slot.after else slot.timeline.at(at, size, status)
