@@ -247,6 +247,9 @@ def test_the_loop_over_sftp(fleet, sshd, sftp_root, nginx_factory, capsys, tmp_p
     assert list(states.values()).count("never-fetched") == len(states) - 2
     assert body["logs"] == [{"target": "eu-1", "path": str(log), "offset": log.stat().st_size,
                              "requests": 5, "unparsed": 0, "newest": body["logs"][0]["newest"]}]
+    capsys.readouterr()
+    assert run(fleet, "apply") == 2  # the phone arrived over SFTP-read logs: deregistered
+    assert "the phone fetched its file" in capsys.readouterr().out
     # an account that cannot read the log: a warning naming the host, the run goes on
     log.chmod(0o000)
     if os.geteuid() == 0:  # root reads anything: make the path unreadable another way

@@ -155,9 +155,13 @@ def _same_window(record: Record | None, want: DesiredRegistration) -> bool:
 
 
 def arrived_after(record: Record, came: datetime | None) -> bool:
-    """Whether the phone fetched from us after the registration that opened its window."""
+    """Whether the phone fetched from us after the registration that opened its window.
+
+    Access logs in the combined format keep whole seconds, so a fetch logged in the second of
+    the registration counts (a phone that fetched from us then does not need the redirect).
+    """
     return came is not None and record.registered_at is not None and (
-        came > parse_time(record.registered_at))
+        came >= parse_time(record.registered_at).replace(microsecond=0))
 
 
 def window_open(
