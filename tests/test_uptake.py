@@ -273,3 +273,34 @@ def test_a_log_that_fails_mid_way_keeps_what_was_read(tmp_path, monkeypatch):
         host.good = 1000
         again = observe_log(host, SPEC, index(), store, lambda: T0)
         assert obs.requests + again.requests == 20 and again.warnings == []
+
+
+def test_two_processes_reading_one_log_count_each_request_once(tmp_path):
+    receipts(tmp_path / "receipts.jsonl", ("r1", "2027-01-15T08:00:00Z", "rev1", "sha1"))
+
+    class Racing(MemoryTarget):
+        """While this reader reads, another process (the daemon) reads the same log."""
+
+        raced = False
+
+        def read_range(self, path, offset, length):
+            if not self.raced:
+                self.raced = True
+                with Store(tmp_path) as other:
+                    assert observe_log(host, SPEC, index(), other, lambda: T0).requests == 3
+            return super().read_range(path, offset, length)
+
+    host = Racing()
+    host.outside[LOG] = _log(req(CFG, at=T0 + 1), req(CFG, at=T0 + 2), req(BOOT, at=T0 + 3))
+    with Store(tmp_path) as store:
+        store.ingest_receipts(tmp_path / "receipts.jsonl")
+        assert observe_log(host, SPEC, index(), store, lambda: T0).requests == 0  # dropped
+        state = store.log_state("local", LOG)
+        assert state is not None and state.requests == 3
+        assert len(store.events(MAC)) == 2  # boot and cfg, once each
+
+
+def test_the_store_is_private(tmp_path):
+    with Store(tmp_path) as store:
+        store.ingest_receipts(tmp_path / "none.jsonl")
+    assert (tmp_path / "uptake.sqlite3").stat().st_mode & 0o777 == 0o600

@@ -267,6 +267,7 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
                    ) -> phones.FleetUptake:
     """Read-only towards the targets: their access logs, from where the last run stopped."""
     manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    targets = {n: t for n, t in targets.items() if n in manifests}  # unreachable: said already
     clock: Callable[[], float] = time.time
     if opts.now is not None:  # tests pass a clock
         fixed = opts.now.timestamp()

@@ -21,7 +21,16 @@ from reconciler.core.errors import ProvctlError
 from reconciler.uptake.accesslog import Format, Request, parse
 from reconciler.uptake.match import PROBED, Index, PathInfo, Timeline, shown
 from reconciler.uptake.reader import LogHost, LogReader
-from reconciler.uptake.store import SAMPLES, Batch, Event, Last, Store, Unknown, Version
+from reconciler.uptake.store import (
+    SAMPLES,
+    Batch,
+    Concurrent,
+    Event,
+    Last,
+    Store,
+    Unknown,
+    Version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,22 +224,27 @@ def observe_log(host: LogHost, spec: LogSpec, index: Index, store: Store,
     """Read one log from its cursor to its end (bounded), record it, return what was seen."""
     obs = LogObservation(spec.target, spec.path)
     state = store.log_state(spec.target, spec.path)
-    reader = LogReader(host, spec.path, state.cursor if state else None)
+    since = state.cursor if state else None
+    reader = LogReader(host, spec.path, since)
     acc = _Accumulator(spec.target, index, store, obs)
     pending = 0
-    cursor = state.cursor if state else None
+    cursor = since
     try:
-        for data, cursor in reader.segments():
-            if data:
-                requests, bad = parse(data, spec.format)
-                acc.add(requests, bad)
-                pending += len(data)
-            if pending >= COMMIT_BYTES:
-                store.save(spec.target, spec.path, cursor, acc.take(), now())
-                pending = 0
-    except ProvctlError as exc:
-        obs.warnings.append(f"access log {spec.path} cannot be read: {exc}")
-    store.save(spec.target, spec.path, cursor, acc.take(), now())
+        try:
+            for data, cursor in reader.segments():
+                if data:
+                    requests, bad = parse(data, spec.format)
+                    acc.add(requests, bad)
+                    pending += len(data)
+                if pending >= COMMIT_BYTES:
+                    store.save(spec.target, spec.path, cursor, acc.take(), now(), since)
+                    since, pending = cursor, 0
+        except ProvctlError as exc:
+            obs.warnings.append(f"access log {spec.path} cannot be read: {exc}")
+        store.save(spec.target, spec.path, cursor, acc.take(), now(), since)
+    except Concurrent as exc:
+        log.info("%s; its requests are counted there", exc)
+        return LogObservation(spec.target, spec.path)
     obs.warnings += [f"target {spec.target}: {note}" for note in reader.notes]
     if reader.missing:
         log.info("target %s: access log %s does not exist yet", spec.target, spec.path)

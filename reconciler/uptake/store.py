@@ -12,6 +12,7 @@ busy timeout.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS published (
     size INTEGER, rev TEXT, seq INTEGER, PRIMARY KEY (receipt, target, path));
 CREATE INDEX IF NOT EXISTS published_path ON published (target, path, started, seq);
 """
+
+
+class Concurrent(Exception):
+    """Another process saved the same log's cursor first."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,9 @@ class Store:
     def __init__(self, state_dir: Path):
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / FILE
+        # It holds whole URL tokens (request paths): private, like the rest of the state
+        # directory. SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -201,10 +209,21 @@ class Store:
         return [list(row) for row in self.db.execute("SELECT * FROM last WHERE target=?",
                                                       (target,))]
 
-    def save(self, target: str, log: str, cursor: Cursor | None, batch: Batch,
-             now: float) -> None:
-        """Write what was read and the cursor after it, in one transaction."""
+    def save(self, target: str, log: str, cursor: Cursor | None, batch: Batch, now: float,
+             since: Cursor | None) -> None:
+        """Write what was read and the cursor after it, in one transaction.
+
+        `since` is the cursor the reading started from: when the stored one is another, some
+        other process (the daemon, an operator's `status --devices`) read the same lines
+        meanwhile, and this batch is dropped (raises Concurrent) rather than counted twice.
+        """
         with self._transaction() as db:
+            row = db.execute("SELECT fingerprint, length, offset FROM cursor WHERE target=? "
+                             "AND log=?", (target, log)).fetchone()
+            stored = None if row is None else Cursor(*row)
+            if stored != since:
+                raise Concurrent(f"access log {log} of target {target} was read by another "
+                                 "process meanwhile")
             db.executemany(
                 "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(x.target, x.path, x.mac, x.ok_at, x.ok_status, x.ok_sha, x.ok_rev, x.ok_ip,
