@@ -133,7 +133,7 @@ class LogState:
 class Batch:
     """What was read from one log since the last save, merged before writing."""
 
-    last: dict[str, Last] = field(default_factory=dict)  # path -> merged
+    last: list[tuple[Any, ...]] = field(default_factory=list)  # merged rows: Last's fields
     events: list[Event] = field(default_factory=list)
     unknown: dict[str, Unknown] = field(default_factory=dict)  # ip -> merged
     requests: int = 0
@@ -226,10 +226,7 @@ class Store:
                                  "process meanwhile")
             db.executemany(
                 "INSERT OR REPLACE INTO last VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(x.target, x.path, x.mac, x.ok_at, x.ok_status, x.ok_sha, x.ok_rev, x.ok_ip,
-                  x.ok_agent, x.ok_published, x.ok_seq, x.err_at, x.err_status, x.err_ip,
-                  x.err_agent)
-                 for x in batch.last.values()])
+                batch.last)
             db.executemany(
                 "INSERT INTO event VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(e.mac, e.at, e.target, e.path, e.status, e.sha, e.rev, e.ip, e.agent,
