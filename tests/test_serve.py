@@ -39,6 +39,20 @@ def request(port: int, method: str, path: str, headers: dict | None = None) -> i
     return status
 
 
+def keep_alive(port: int) -> list[int]:
+    """HEAD of a missing file, then a GET, on one connection: a HEAD answer carries no body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    out = []
+    for method, path in (("HEAD", f"/{TOKEN}/missing.cfg"), ("HEAD", f"/{TOKEN}/{MAC}.cfg"),
+                         ("GET", f"/{TOKEN}/{MAC}.cfg")):
+        conn.request(method, path)
+        response = conn.getresponse()
+        response.read()
+        out.append(response.status)
+    conn.close()
+    return out
+
+
 def requests(port: int, root: Path) -> list[int]:
     """What a phone, an operator's curl and a scanner may ask."""
     cfg = root / TOKEN / f"{MAC}.cfg"
@@ -98,6 +112,7 @@ def test_the_development_server_routes_like_nginx_and_logs_what_provctl_reads(
     proc = start_serve(fleet, port)
     try:
         assert requests(port, root) == EXPECTED
+        assert keep_alive(port) == [404, 200, 200]
         phone = Phone("yealink", MAC, "T46U", "108.86.0.95")
         assert phone.boot(f"http://127.0.0.1:{port}/{TOKEN}/") == [
             ("y000000000000.boot", 404), (f"{MAC}.boot", 200), (f"{MAC}.cfg", 200)]
@@ -111,13 +126,14 @@ def test_the_development_server_routes_like_nginx_and_logs_what_provctl_reads(
     assert run(fleet, "status", "--devices") == 0
     out = capsys.readouterr().out
     assert f"  {MAC}  current" in out
-    assert "15 request(s) read, 0 unparsed line(s)" in out
+    assert "18 request(s) read, 0 unparsed line(s)" in out
 
     capsys.readouterr()
     assert run(fleet, "serve-config", "nginx", "--target", "local", "--listen",
                "127.0.0.1:{port}") == 0
     server = nginx_factory(root, capsys.readouterr().out, access_log=log)
     assert requests(server.port, root) == EXPECTED
+    assert keep_alive(server.port) == [404, 200, 200]
 
 
 def test_serve_refuses_what_it_cannot_do(fleet, capsys):

@@ -304,3 +304,12 @@ def test_the_store_is_private(tmp_path):
     with Store(tmp_path) as store:
         store.ingest_receipts(tmp_path / "none.jsonl")
     assert (tmp_path / "uptake.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("path", [CFG, f"{TOKEN}/", "firmware/T46U.rom", f"{TOKEN.upper()}/x",
+                                  f"{TOKEN}0/x", "x", ""])
+def test_shown_paths_are_the_receipts_spelling(path):
+    from reconciler.render.addressing import show_path
+    from reconciler.uptake.match import shown
+
+    assert shown(path) == show_path(path)

@@ -253,6 +253,7 @@ def uptake_dict(args: argparse.Namespace, uptake: FleetUptake,
     chosen = _selected(args, uptake)
     return {
         "format": "provctl-devices/1",
+        "configured": uptake.configured,  # some target names an access_log
         "stale_after": args.stale_after,
         "summary": summary(chosen),
         "devices": [device_dict(u, redirects.get(u.mac)) for u in chosen],
@@ -270,10 +271,10 @@ def uptake_dict(args: argparse.Namespace, uptake: FleetUptake,
 def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
                 redirects: dict[str, str]) -> str:
     chosen = _selected(args, uptake)
-    out = []
     if not uptake.configured and not uptake.log_states:
-        out.append("devices: no target names an access_log, so nothing is known of what the "
-                   "phones fetched (docs/serving.md)")
+        return ("devices: no target names an access_log, so nothing is known of what the "
+                "phones fetched (docs/serving.md)\n")
+    out = []
     counts = summary(chosen)
     out.append("devices: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
     for u in chosen:

@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body=False)
 
     def _refuse(self) -> None:
+        self.close_connection = True  # its body, if any, is not read
         self._reply(403, b"")
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
@@ -73,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         server: DevServer = self.server  # type: ignore[assignment]
         path = resolve(server.root, request_path(self.path))
         if path is None:
-            self._reply(404, b"not found\n")
+            self._reply(404, b"not found\n", body=body)
             return
         stat = path.stat()
         modified = formatdate(stat.st_mtime, usegmt=True)
@@ -81,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         if since:
             try:
                 if int(parsedate_to_datetime(since).timestamp()) >= int(stat.st_mtime):
-                    self._reply(304, b"", {"Last-Modified": modified})
+                    self._reply(304, b"", {"Last-Modified": modified}, body=body)
                     return
             except (TypeError, ValueError):
                 pass
