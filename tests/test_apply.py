@@ -54,7 +54,7 @@ def test_stop_between_batches_records_what_was_done(fleet, monkeypatch):
 
     result = apply(Options(repo=fleet, stop=stop))
     target = result.results["local"]
-    assert len(target.done) == 8 and "SIGTERM" in (target.error or "")
+    assert len(target.done) == 8 and "SIGTERM" in str(target.error)
     assert result.exit_code == 1
     assert apply(Options(repo=fleet)).exit_code == 2
     assert apply(Options(repo=fleet)).exit_code == 0

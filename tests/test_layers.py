@@ -23,6 +23,7 @@ OWNERS = {
     "prometheus_client": {"reconciler/daemon/metrics.py"},
     "ruamel": {"reconciler/inventory/yamledit.py"},
     "pyrage": {"reconciler/desired/secrets.py"},
+    "tqdm": {"reconciler/cli/progress.py"},
     "sqlite3": {"reconciler/uptake/store.py"},
 }
 

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.core.errors import TargetError
 from reconciler.redirect.base import DesiredRegistration, Remote
-from reconciler.redirect.plan import Record, device_states, plan_redirects
+from reconciler.redirect.plan import Environment, Record, device_states, plan_redirects
 from reconciler.targets.memory import MemoryTarget
 from reconciler.uptake import serving
 from reconciler.uptake.devices import Phone, arrived, device_uptake
@@ -134,6 +134,7 @@ def test_arrival_ignores_fetches_by_another_phone():
 
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ENV = Environment.of(["https://p/"])
 
 
 def test_a_redirect_window_ends_at_the_phones_first_fetch():
@@ -145,21 +146,21 @@ def test_a_redirect_window_ends_at_the_phones_first_fetch():
     held = {MAC: Remote(MAC, "us", "https://p/a/")}
 
     before = {MAC: NOW - timedelta(days=2)}  # fetched before it was registered: not arrival
-    assert plan_redirects(want, held, record, NOW, 7, before) == []
+    assert plan_redirects(want, held, record, NOW, 7, env=ENV, arrived=before) == []
     came = {MAC: NOW - timedelta(hours=1)}
-    [change] = plan_redirects(want, held, record, NOW, 7, came)
+    [change] = plan_redirects(want, held, record, NOW, 7, env=ENV, arrived=came)
     assert (change.action, change.cause) == ("deregister", "fetched")
-    assert device_states(want, held, record, NOW, 7, came)[MAC] == "active"
+    assert device_states(want, held, record, NOW, 7, env=ENV, arrived=came)[MAC] == "active"
     # deregistered: it stays so for this window (no "missing" re-registration)
     gone = {MAC: Remote(MAC, "nobody", None)}
     done = {MAC: Record(mac=MAC, service="yealink", url="https://p/a/",
                         registered_at=registered, opened="o1", state="disabled")}
-    assert plan_redirects(want, gone, done, NOW, 7, came) == []
-    assert device_states(want, gone, done, NOW, 7, came)[MAC] == "disabled"
+    assert plan_redirects(want, gone, done, NOW, 7, env=ENV, arrived=came) == []
+    assert device_states(want, gone, done, NOW, 7, env=ENV, arrived=came)[MAC] == "disabled"
     # a new window (git changed the redirect value) registers again
     reopened = {MAC: DesiredRegistration(mac=MAC, service="yealink", url="https://p/a/",
                                          model="yealink/T46U", opened="o2")}
-    [change] = plan_redirects(reopened, gone, done, NOW, 7, came)
+    [change] = plan_redirects(reopened, gone, done, NOW, 7, env=ENV, arrived=came)
     assert (change.action, change.cause) == ("register", "new")
 
 

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from vendors.base import UserAgent, Vendor
 
-# Vendors with a complete module. A new vendor is added here and in templates/<name>/.
+# Vendors with a complete module. Adding one: docs/adding-a-vendor.md.
 KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The repository's top-level templates/ (a checkout, an editable install); a wheel ships them as
+# vendors/templates/ (setup.py), looked for first.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
 
 
 @cache

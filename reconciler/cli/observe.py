@@ -32,9 +32,9 @@ SERVE_HELP = (
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve-config", help="print a web-server block that serves a target "
                        "to phones and logs what provctl reads")
-    p.add_argument("server", choices=("nginx", "apache"))
+    p.add_argument("server", choices=("nginx", "apache"), help="the web server")
     p.add_argument("--repo", help="desired-state directory (default: . or desired-state/)")
-    p.add_argument("--target", required=True)
+    p.add_argument("--target", required=True, help="the target whose root it serves")
     p.add_argument("--listen", help="address:port or port (default: from the target's "
                    "base_url)")
     p.add_argument("--server-name", help="default: the host of the target's base_url")
@@ -177,8 +177,10 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stale-after", type=lambda t: duration(t), default=36 * 3600.0,
                    metavar="DURATION", help="with --devices: a phone with no fetch for this "
                    "long is stale (default 36h; 2d, 90m, ...)")
-    p.add_argument("--customer", help="with --devices: only this customer's phones")
-    p.add_argument("--state", choices=STATES, help="with --devices: only phones in this state")
+    p.add_argument("--customer", action="append", metavar="ID",
+                   help="with --devices: only this customer's phones (repeatable)")
+    p.add_argument("--state", action="append", choices=STATES,
+                   help="with --devices: only phones in this state (repeatable)")
 
 
 def duration(text: str) -> float:
@@ -216,8 +218,8 @@ def _iso(ts: float | None) -> str | None:
 
 def _selected(args: argparse.Namespace, uptake: FleetUptake) -> list[Uptake]:
     return [u for _, u in sorted(uptake.devices.items())
-            if (not args.customer or u.customer == args.customer)
-            and (not args.state or u.state == args.state)]
+            if (not args.customer or u.customer in args.customer)
+            and (not args.state or u.state in args.state)]
 
 
 def _phone_text(u: Uptake) -> str:

@@ -50,6 +50,7 @@ from reconciler.core.errors import ConfigError, OperationError, ProvctlError, Re
 from reconciler.daemon import logs
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
+from reconciler.pipeline.outcome import Refusal
 from reconciler.pipeline.run import ApplyResult, Options, apply, plan
 
 log = logging.getLogger("provctl.daemon")
@@ -92,7 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    help="status, receipts, lock, clone (default: $PROVCTL_STATE_DIR, "
                         "$STATE_DIRECTORY, or <repo>/.provctl for a local repository)")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text, or json: one object per line (journald keeps them as they are)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
                    help="address of the metrics server (default: 127.0.0.1)")
@@ -550,7 +552,8 @@ class Daemon:
             puts = sum(1 for i in r.done if i.action == "put")
             deletes = sum(1 for i in r.done if i.action == "delete")
             fields = {"revision": rev, "target": name, "changes": len(r.done),
-                      "failed": len(r.failed), "drift": drift.get(name, 0), "error": r.error}
+                      "failed": len(r.failed), "drift": drift.get(name, 0),
+                      "error": None if r.error is None else str(r.error)}
             if not r.ok:
                 log.error("%s: %s", name, r.error or f"{len(r.failed)} change(s) failed",
                           extra=fields)
@@ -570,7 +573,7 @@ class Daemon:
             else:
                 self.metrics.applied(name, synced=False, puts=puts, deletes=deletes,
                                      drift=drift.get(name, 0))
-                refused = bool(r.error and r.error.startswith("refused:"))
+                refused = isinstance(r.error, Refusal)
                 self.metrics.failed(name, "refused" if refused else "failed")
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()
@@ -728,7 +731,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provctl daemon",
                                 description="follow a branch and reconcile its newest revision")
     add_arguments(p)
-    return run_daemon(config_from_args(p.parse_args(argv)))
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # a usage error exits 64, never 2 ("changes made")
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None
+    return run_daemon(config_from_args(args))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_drift_files{target}                           drifted files seen by the last run
     provctl_redirect_states{state}                        MACs per redirect state (0 if unknown)
     provctl_git_fetch_failures_total                      failed fetches of the followed remote
+    provctl_build_info{version,python}                    1; which provctl is running
     provctl_devices{state}                                phones per uptake state (access logs)
     provctl_fetches_total{target,status}                  requests in the access log, by status
     provctl_unknown_fetches_total{target}                 misses on paths shaped like a phone's
@@ -24,6 +25,7 @@ live in a private registry, so the textfile holds provctl's metrics only.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +39,8 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client import write_to_textfile as _write_textfile
+
+from reconciler import __version__
 
 REDIRECT_STATES = ("active", "disabled", "provision", "deprovision", "conflict")
 FAILURE_REASONS = ("invalid", "failed", "refused")
@@ -88,6 +92,9 @@ class Metrics:
                               ["state"], registry=r)
         self.fetch_failures = Counter("provctl_git_fetch_failures",
                                       "Failed fetches of the followed git remote", registry=r)
+        self.build_info = Gauge("provctl_build_info", "Always 1; labels say which provctl runs",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.devices = Gauge("provctl_devices", "Phones per uptake state, from the access logs",
                              ["state"], registry=r)
         self.fetches = Counter("provctl_fetches", "Requests in the targets' access logs, by "

@@ -257,6 +257,12 @@ class CustomerSip(Strict):
     outbound_proxy: str | None = None
 
 
+class CustomerBootstrap(Strict):
+    """The customer's bootstrap URL for zero-touch behind DHCP (docs/zero-touch.md)."""
+
+    rotation: int = Field(default=0, ge=0)  # raise it to move the URL (a leaked DHCP value)
+
+
 class Customer(Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str
@@ -264,6 +270,7 @@ class Customer(Strict):
     params: dict[str, Any] = {}
     status: Literal["active", "terminated"] = "active"
     model_profiles: dict[str, str] = {}  # "yealink/T46U" -> profile; wins over defaults'
+    bootstrap: CustomerBootstrap = CustomerBootstrap()
 
 
 # --- inventory and assignments ------------------------------------------------------------

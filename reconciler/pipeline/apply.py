@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.core.errors import ConfigError, ProvctlError
+from reconciler.pipeline.outcome import Failure
 from reconciler.pipeline.plan import FileChange
 from reconciler.render.addressing import show_path
 from reconciler.render.renderer import Artifact
@@ -44,7 +45,7 @@ class ItemResult:
 class TargetResult:
     target: str
     items: list[ItemResult] = field(default_factory=list)
-    error: str | None = None  # the target as a whole failed (unreachable, lock, manifest)
+    error: Failure | None = None  # the target as a whole failed or was refused (outcome.py)
 
     @property
     def failed(self) -> list[ItemResult]:
@@ -74,15 +75,16 @@ def _write_journal(target: Target, paths: set[str]) -> str | None:
 
 
 def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[str, Artifact],
-            manifest: Manifest, revision: str, *, pending: frozenset[str] = frozenset(),
+            manifest: Manifest, revision: str | None, *, pending: frozenset[str] = frozenset(),
             stop: Callable[[], bool] = lambda: False,
-            clock: Callable[[], float] = time.monotonic) -> tuple[TargetResult, Manifest]:
+            clock: Callable[[], float] = time.monotonic,
+            progress: Callable[[int, int], None] | None = None) -> tuple[TargetResult, Manifest]:
     """Run the changes for one target (already locked); return results and the new manifest.
 
     Before each batch the paths it will write go to the journal; the manifest is rewritten
     every MANIFEST_EVERY seconds and at the end, when the journal is cleared. `stop()` is
     checked between batches (SIGTERM in the daemon): what was done is recorded, nothing more
-    is started.
+    is started. `progress(done, total)` is called after each batch.
     """
     result = TargetResult(target.name)
     files: dict[str, ManifestEntry] = dict(manifest.files)
@@ -93,7 +95,7 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
     last_write = clock()
     for start in range(0, len(ordered), BATCH):
         if stop():
-            result.error = "stopped before finishing (SIGTERM); the next run completes it"
+            result.error = Failure("stopped before finishing (SIGTERM); the next run completes it")
             break
         batch = ordered[start:start + BATCH]
         ops: list[FileOp] = []
@@ -111,12 +113,12 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
             journal |= new_paths
             error = _write_journal(target, journal)
             if error:
-                result.error = f"cannot write {JOURNAL}: {error}"
+                result.error = Failure(f"cannot write {JOURNAL}: {error}")
                 break
         try:
             outcomes = target.execute(ops)
         except ProvctlError as exc:
-            result.error = str(exc)
+            result.error = Failure(str(exc))
             break
         for outcome in outcomes:
             change = by_path[outcome.op.path]
@@ -138,11 +140,13 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
                     art.firmware)
             else:
                 files.pop(change.path, None)
+        if progress is not None:
+            progress(min(start + BATCH, len(ordered)), len(ordered))
         if clock() - last_write >= MANIFEST_EVERY:
             try:
                 target.write_manifest(Manifest(files, manifest.revision))
             except ProvctlError as exc:
-                result.error = str(exc)
+                result.error = Failure(str(exc))
                 break
             last_write = clock()
     complete = result.ok
@@ -158,7 +162,7 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
             else:
                 target.execute([Delete(JOURNAL)])
     except ProvctlError as exc:
-        result.error = result.error or str(exc)
+        result.error = result.error or Failure(str(exc))
     return result, final
 
 

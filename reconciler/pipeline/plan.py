@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -61,6 +61,15 @@ class Drift:
     detail: str
 
 
+@dataclass(frozen=True, order=True)
+class Orphan:
+    """A file provctl published that is no longer desired, kept because pruning is off."""
+
+    target: str
+    path: str
+    size: int
+
+
 @dataclass(frozen=True)
 class TargetSummary:
     target: str
@@ -77,6 +86,7 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     targets: tuple[TargetSummary, ...] = ()
     refusals: tuple[str, ...] = ()  # safety rules that stop apply unless --force
+    orphans: tuple[Orphan, ...] = ()  # not desired, not deleted (prune off): shown, not changed
 
     @property
     def empty(self) -> bool:
@@ -101,6 +111,8 @@ class Plan:
         for r in self.redirects:
             out[r.action] = out.get(r.action, 0) + 1
         out["drift"] = len(self.drift)
+        if self.orphans:
+            out["orphan"] = len(self.orphans)
         out["unchanged"] = sum(t.unchanged for t in self.targets)
         return out
 
@@ -173,6 +185,35 @@ def diff_target(
         changes += deletes
     summary = TargetSummary(name, len(manifest), unchanged)
     return sorted(changes), sorted(drift), summary, refusals
+
+
+def orphans(desired: Mapping[str, Desired], observed: Observed) -> list[Orphan]:
+    """What pruning would delete on this target: files of the manifest (or the journal of an
+    interrupted run) that are no longer desired. With pruning off they stay, and are shown."""
+    manifest = observed.manifest.files
+    found = [Orphan(observed.target, path, entry.size) for path, entry in manifest.items()
+             if path not in desired]
+    found += [Orphan(observed.target, path, 0) for path in observed.pending
+              if path not in desired and path not in manifest]
+    return sorted(found)
+
+
+def published(desired: Mapping[str, Desired], observed: Observed,
+              changes: Iterable[FileChange], drift: Iterable[Drift],
+              done: Collection[str]) -> set[str]:
+    """The desired paths of one target that phones can fetch as desired, after the put phase:
+    put by this run (`done`), or already in the manifest with the desired digest while no change
+    was planned for them, nothing of an interrupted run is pending on them, and they were not
+    seen missing or modified. Nothing, when the target could not be observed."""
+    if observed.error is not None:
+        return set()
+    planned = {c.path for c in changes if c.target == observed.target and c.action == "put"}
+    drifted = {d.path for d in drift if d.target == observed.target and d.kind != "replaced"}
+    unsure = planned | drifted | observed.pending
+    manifest = observed.manifest.files
+    ok = {path for path, want in desired.items() if path not in unsure
+          and (have := manifest.get(path)) is not None and have.sha256 == want.sha256}
+    return ok | (set(done) & set(desired))
 
 
 def _drift(target: str, path: str, size: int, mtime: float, sha256: str,

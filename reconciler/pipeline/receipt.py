@@ -11,10 +11,18 @@ import json
 import os
 import socket
 import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.files import atomic_write
+from reconciler.pipeline.apply import TargetResult
+from reconciler.pipeline.plan import Plan
+from reconciler.redirect.plan import RedirectChange
+from reconciler.redirect.stage import RedirectResult, redact_url
+from reconciler.render.addressing import show_path
 from reconciler.targets.base import RECEIPTS, Put, Target
 
 
@@ -33,12 +41,98 @@ def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def write_receipt(state_dir: Path, receipt: dict[str, Any], targets: dict[str, Target]) -> None:
-    line = json.dumps(receipt, sort_keys=True)
+# --- receipts: one per apply; the JSON is the external contract of docs/json.md -------------
+
+
+@dataclass(frozen=True)
+class ItemLine:
+    target: str
+    path: str  # token shortened
+    action: str
+    reason: str
+    error: str | None
+    # what a put published: the timeline that says which content, and so which revision, a
+    # phone fetched at a given moment (reconciler/uptake)
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class TargetLine:
+    error: str | None
+    items: tuple[ItemLine, ...]
+
+
+@dataclass(frozen=True)
+class RedirectLine:
+    action: str
+    mac: str
+    service: str
+    cause: str
+    url: str | None  # tokens shortened
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    id: str
+    revision: str
+    trigger: str
+    plan_checksum: str
+    started: str
+    ended: str
+    targets: Mapping[str, TargetLine]
+    redirects: tuple[RedirectLine, ...]
+    # a narrowed run (--device/--customer): {"devices": [...], "customers": [...]}
+    only: Mapping[str, list[str]] | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, results: Mapping[str, TargetResult], redirect: RedirectResult | None,
+           *, started: float, ended: float, revision: str) -> Receipt:
+        def line(c: RedirectChange, error: str | None = None) -> RedirectLine:
+            return RedirectLine(c.action, c.mac, c.service, c.cause, redact_url(c.url), error)
+
+        content = {(c.target, c.path): (c.sha256, c.size)
+                   for c in plan.changes if c.action == "put"}
+        redirects: list[RedirectLine] = []
+        if redirect is not None:
+            redirects += [line(c) for c in redirect.done]
+            redirects += [line(c, error) for c, error in redirect.failed]
+            redirects += [line(c, why) for c, why in redirect.conflicts]
+        return cls(
+            id=uuid.uuid4().hex[:12], revision=revision, trigger=trigger(),
+            plan_checksum=plan.checksum(), started=iso(started), ended=iso(ended),
+            targets={
+                name: TargetLine(
+                    None if r.error is None else str(r.error),
+                    tuple(ItemLine(i.target, show_path(i.path), i.action, i.reason, i.error,
+                                   *content.get((i.target, i.path), (None, None)))
+                          for i in r.items))
+                for name, r in sorted(results.items())
+            },
+            redirects=tuple(redirects),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of docs/json.md (lists, not tuples)."""
+        body = asdict(self)
+        body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items]}
+                           for name, t in self.targets.items()}
+        body["redirects"] = [asdict(r) for r in self.redirects]
+        if self.only is None:
+            del body["only"]  # receipts of whole runs keep their shape
+        return body
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def write_receipt(state_dir: Path, receipt: Receipt, targets: Mapping[str, Target]) -> None:
+    line = receipt.to_json()
     state_dir.mkdir(parents=True, exist_ok=True)
     with open(state_dir / "receipts.jsonl", "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
-    name = f"{RECEIPTS}/{receipt['started'].replace(':', '')}-{receipt['id']}.json"
+    name = f"{RECEIPTS}/{receipt.started.replace(':', '')}-{receipt.id}.json"
     for target in targets.values():
         # A receipt that cannot be copied to a target must not fail the run that produced it.
         target.execute([Put(name, (line + "\n").encode())])

@@ -10,12 +10,12 @@ receipts and status. The CLI calls `plan()` or `apply()`; nothing else orchestra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,30 @@ import vendors
 from reconciler.core.errors import (
     ConfigError,
     LockHeld,
+    NotFound,
     PlanMismatch,
     Problem,
     ProvctlError,
+    Refused,
     UnsafePlan,
 )
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import phones
+from reconciler.pipeline import narrow, phones
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
-from reconciler.pipeline.plan import Desired, Observed, Plan, diff_target
+from reconciler.pipeline.outcome import Failure, Refusal
+from reconciler.pipeline.plan import (
+    Desired,
+    Observed,
+    Plan,
+    TargetSummary,
+    diff_target,
+    orphans,
+    published,
+)
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
 from reconciler.render.cache import RenderCache, cache_path
@@ -64,6 +76,23 @@ class Options:
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+    # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
+    devices: frozenset[str] | None = None
+    customers: frozenset[str] | None = None
+    # progress(phase, done, total): phases "load", "render <target>" (phones), "observe",
+    # "publish <target>" and "delete <target>" (files), "register" (redirect changes)
+    progress: Callable[[str, int, int], None] | None = None
+    # confirm(plan) is called with the plan apply is about to carry out, before the first
+    # write and under the target locks; False cancels the run (nothing is written)
+    confirm: Callable[[Plan], bool] | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        return self.devices is not None or self.customers is not None
+
+    def report(self, phase: str, done: int = 0, total: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
 
 
 @dataclass
@@ -82,6 +111,7 @@ class RenderedState:
 
 def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
+    opts.report("load")
     source = read_source(opts.repo, opts.rev)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
                        redacting=opts.redacting)
@@ -95,6 +125,8 @@ def load_desired(opts: Options) -> RenderedState:
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []
     for name in names:
+        if opts.progress is not None:
+            renderer.progress = lambda done, total, n=name: opts.report(f"render {n}", done, total)
         try:
             artifacts[name] = renderer.render_target(name)
         except ConfigError as exc:
@@ -113,10 +145,9 @@ def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
     if not wanted:
         return known
     unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
-                                   "targets", f"unknown target {u!r} (known: {', '.join(known)})")
-                           for u in unknown])
+    if unknown:  # a name on the command line, not a fault of the desired state
+        raise NotFound(f"unknown target {unknown[0]!r}{did_you_mean(unknown[0], known)} "
+                       f"(known: {', '.join(known)})")
     return wanted
 
 
@@ -165,8 +196,16 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
-    heal = policy.drift == "heal" if opts.heal is None else opts.heal
-    changes, drift, summaries, refusals = [], [], [], []
+    heal = heals(state, opts)
+    changes, drift, summaries, refusals, orphaned = [], [], [], [], []
+    selection = None
+    if opts.narrowed:
+        selection = narrow.select(desired.renderer, desired.artifacts, opts.devices or (),
+                                  opts.customers or ())
+        unknown = narrow.unknown_macs(selection, state.devices, observed)
+        if unknown:
+            raise NotFound(f"unknown device {unknown[0]} (not in devices/*.yaml and no file of "
+                           f"it is published){did_you_mean(unknown[0], state.devices)}")
 
     def downgrade(mac: str, old: str, new: str) -> str | None:
         device = state.devices.get(mac)
@@ -184,25 +223,31 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     for name, artifacts in desired.artifacts.items():
         obs = observed[name]
         if obs.error is not None:
-            from reconciler.pipeline.plan import TargetSummary
-
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
         want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        if selection is not None:
+            want = selection.narrow(name, want, obs)
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade)
+        if selection is not None:
+            c = [x for x in c if selection.owns(name, x.path)]
+            d = [x for x in d if selection.owns(name, x.path)]
         changes += c
         drift += d
         summaries.append(s)
         refusals += r
+        if not prune:
+            orphaned += orphans(want, obs)
     redirect_changes: list[Any] = []
     if snapshot is not None and now is not None:
-        from reconciler.pipeline.plan import TargetSummary
         from reconciler.redirect.plan import raise_if_unsafe
 
         came = {mac: datetime.fromtimestamp(at, UTC) for mac, at in (arrived or {}).items()}
         redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days, came)
+        if selection is not None:
+            redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
             raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
                             force=opts.force)
@@ -211,7 +256,18 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         for service, error in sorted(snapshot.errors.items()):
             summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
     return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
-                tuple(summaries), tuple(refusals))
+                tuple(summaries), tuple(refusals), tuple(orphaned))
+
+
+def heals(state: DesiredState, opts: Options) -> bool:
+    """Whether drifted files are written again (--heal, else policy.drift)."""
+    return state.provisioning.value.policy.drift == "heal" if opts.heal is None else opts.heal
+
+
+def verifies(state: DesiredState, opts: Options) -> bool:
+    """Whether observing reads the files back: asked for, or needed to heal. A hand edit that
+    keeps size and mtime is only seen by reading the file, and heal must see what it heals."""
+    return opts.verify or heals(state, opts)
 
 
 @contextlib.contextmanager
@@ -246,14 +302,18 @@ class PlanResult:
             return 1
         if self.plan.refusals or any(r.action == "conflict" for r in self.plan.redirects):
             return 3
-        return 0 if self.plan.empty and not self.plan.drift else 2
+        # Drift that this run would not heal is reported, not pending: apply would change
+        # nothing, so plan and apply both exit 0 (docs/operations.md, "Exit codes").
+        return 0 if self.plan.empty else 2
 
 
 def plan(opts: Options) -> PlanResult:
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
-        observed = {name: observe_target(t, desired.artifacts[name], opts.verify)
+        opts.report("observe")
+        verify = verifies(desired.state, opts)
+        observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
@@ -280,13 +340,14 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
 class ApplyResult:
     plan: Plan
     results: dict[str, TargetResult] = field(default_factory=dict)
-    receipt: dict[str, Any] = field(default_factory=dict)
+    receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
+    cancelled: bool = False  # confirm() said no: nothing was written
     uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
 
     @property
     def exit_code(self) -> int:
-        if any(r.error and r.error.startswith("refused:") for r in self.results.values()):
+        if any(isinstance(r.error, Refusal) for r in self.results.values()):
             return 3
         if any(not r.ok for r in self.results.values()) or any(
                 t.error for t in self.plan.targets) or (self.redirect and self.redirect.failed):
@@ -298,9 +359,12 @@ class ApplyResult:
 
 def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
     """Lock the targets, observe, plan, check the plan, then write in this order: files put,
-    redirect registrations (deregistrations first), files deleted; record; unlock."""
+    redirect registrations (deregistrations first), files deleted; record; unlock.
+
+    Every target run records its attempt in the status, a refused one included."""
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    revision = desired.state.revision
     started = time.time()
     now = _now(opts)
     locks = {}
@@ -311,11 +375,13 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 try:
                     locks[name] = target.acquire_lock(record.trigger(), LOCK_TTL)
                 except LockHeld as exc:
-                    results[name] = TargetResult(name, error=f"refused: {exc}")
+                    results[name] = TargetResult(name, error=Refusal(str(exc)))
                 except ProvctlError as exc:
-                    results[name] = TargetResult(name, error=str(exc))
+                    results[name] = TargetResult(name, error=Failure(str(exc)))
             live = {n: t for n, t in targets.items() if n in locks}
-            observed = {n: observe_target(t, desired.artifacts[n], opts.verify)
+            opts.report("observe")
+            verify = verifies(desired.state, opts)
+            observed = {n: observe_target(t, desired.artifacts[n], verify)
                         for n, t in live.items()}
             uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
@@ -323,33 +389,40 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
             the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived)
-            if expected_checksum is not None and the_plan.checksum() != expected_checksum:
-                raise PlanMismatch(
-                    f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
-                    f"({the_plan.checksum()[:12]}…): the desired state or a target changed; "
-                    "plan again")
-            if the_plan.refusals and not opts.force:
-                raise UnsafePlan("; ".join(the_plan.refusals))
+            refused = _refusal(the_plan, opts, expected_checksum)
+            if refused is not None:
+                for name in live:
+                    results[name] = TargetResult(name, error=Refusal(str(refused)))
+                _record_status(state_dir, revision, results)
+                raise refused
+            if opts.confirm is not None and not opts.confirm(the_plan):
+                return ApplyResult(the_plan, results, cancelled=True)
 
             def run_phase(action: str) -> None:
                 for name, target in live.items():
                     obs = observed[name]
                     if obs.error is not None:
-                        results[name] = TargetResult(name, error=obs.error)
+                        results[name] = TargetResult(name, error=Failure(obs.error))
                         continue
                     if name in results and results[name].error:
                         continue
                     changes = [c for c in the_plan.changes
                                if c.target == name and c.action == action]
                     manifest = obs.manifest if action == "put" else target.read_manifest()
-                    if not changes and not obs.pending and (
-                            manifest.revision == desired.state.revision):
+                    if not changes and not obs.pending and manifest.revision == revision:
                         results.setdefault(name, TargetResult(name))
                         continue
+                    phase = f"{'publish' if action == 'put' else 'delete'} {name}"
+
+                    def progress(done: int, total: int, phase: str = phase) -> None:
+                        opts.report(phase, done, total)
+
+                    # A narrowed run leaves the manifest at the revision it had: the target
+                    # as a whole is not at the new one.
                     result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                        desired.state.revision,
+                                        manifest.revision if opts.narrowed else revision,
                                         pending=obs.pending if action == "put" else frozenset(),
-                                        stop=opts.stop)
+                                        stop=opts.stop, progress=progress)
                     if name in results:
                         results[name].items += result.items
                         results[name].error = results[name].error or result.error
@@ -359,26 +432,28 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             run_phase("put")
             redirect_result = None
             if snapshot is not None and clients is not None and not opts.stop():
-                failed = {i.path for r in results.values() for i in r.failed}
-                skip = {c.device: f"its file {show_path(c.path)} failed to publish"
-                        for c in the_plan.changes if c.path in failed and c.device}
+                waiting = unpublished_devices(desired_live, the_plan, observed, results)
                 redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
-                                                  state_dir, now, skip)
+                                                  state_dir, now, waiting,
+                                                  progress=lambda done, total: opts.report(
+                                                      "register", done, total))
             run_phase("delete")
-            receipt = _receipt(the_plan, results, started, desired.state.revision,
-                               redirect_result)
+            receipt = record.Receipt.of(the_plan, results, redirect_result, started=started,
+                                        ended=time.time(), revision=revision)
+            if opts.narrowed:
+                receipt = dataclasses.replace(receipt, only={
+                    "devices": sorted(opts.devices or ()),
+                    "customers": sorted(opts.customers or ())})
             if not the_plan.empty:
                 record.write_receipt(state_dir, receipt, live)
-            now_ts = time.time()
+            now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
             for name, result in results.items():
-                record.update_status(state_dir, name, desired.state.revision, result.ok,
-                                     now_ts, result.error)
-                if result.ok and not the_plan.empty:
+                if result.ok and not the_plan.empty and not opts.narrowed:
                     gitrepo.note_applied(
-                        opts.repo, desired.state.revision,
-                        f"applied to {name} at {record.iso(now_ts)} by {receipt['trigger']} "
-                        f"(receipt {receipt['id']}, {len(result.done)} change(s), plan "
-                        f"{receipt['plan_checksum'][:12]})")
+                        opts.repo, revision,
+                        f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
+                        f"(receipt {receipt.id}, {len(result.done)} change(s), plan "
+                        f"{receipt.plan_checksum[:12]})")
             if not the_plan.empty and uptake.configured:  # what was published changed
                 fresh = {n: Observed(n, targets[n].read_manifest()) for n in live
                          if observed[n].error is None}
@@ -386,44 +461,81 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                               read_logs=False)
                 uptake_after.logs = uptake.logs
                 uptake = uptake_after
-            return ApplyResult(the_plan, results, receipt, redirect_result, uptake)
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
                     targets[name].release_lock(lock)
 
 
-def _receipt(the_plan: Plan, results: dict[str, TargetResult], started: float,
-             revision: str, redirect: redirects.RedirectResult | None = None) -> dict[str, Any]:
-    # What each put published (sha256, size): the timeline that says which content, and so
-    # which revision, a phone fetched at a given moment (reconciler/uptake).
-    content = {(c.target, c.path): {"sha256": c.sha256, "size": c.size}
-               for c in the_plan.changes if c.action == "put"}
+def _refusal(the_plan: Plan, opts: Options, expected_checksum: str | None) -> Refused | None:
+    """Why apply must not run this plan at all: a stale plan file, or a safety rule."""
+    if expected_checksum is not None and the_plan.checksum() != expected_checksum:
+        return PlanMismatch(
+            f"the plan file ({expected_checksum[:12]}…) no longer matches a fresh plan "
+            f"({the_plan.checksum()[:12]}…): the desired state or a target changed; "
+            "plan again")
+    if the_plan.refusals and not opts.force:
+        return UnsafePlan("; ".join(the_plan.refusals))
+    return None
 
-    def change(c: Any, error: str | None = None) -> dict[str, Any]:
-        return {"action": c.action, "mac": c.mac, "service": c.service, "cause": c.cause,
-                "url": redirects.redact_url(c.url), "error": error}
 
-    return {
-        "id": uuid.uuid4().hex[:12],
-        "revision": revision,
-        "trigger": record.trigger(),
-        "plan_checksum": the_plan.checksum(),
-        "started": record.iso(started),
-        "ended": record.iso(time.time()),
-        "targets": {
-            name: {
-                "error": r.error,
-                "items": [dict(asdict(i), path=show_path(i.path),
-                               **content.get((i.target, i.path), {})) for i in r.items],
-            }
-            for name, r in sorted(results.items())
-        },
-        "redirects": [] if redirect is None else (
-            [change(c) for c in redirect.done]
-            + [change(c, error) for c, error in redirect.failed]
-            + [change(c, "held by another account") for c in redirect.conflicts]),
-    }
+def _record_status(state_dir: Path, revision: str, results: Mapping[str, TargetResult],
+                   applied: bool = True) -> float:
+    """Each target's attempt, with why it failed or was refused; returns the time recorded.
+    `applied=False` (a narrowed run): an attempt only, never `last_applied`."""
+    now_ts = time.time()
+    for name, result in sorted(results.items()):
+        error = None if result.error is None else str(result.error)
+        if error is None and result.failed:
+            first = result.failed[0]
+            error = (f"{len(result.failed)} change(s) failed, first: {first.action} "
+                     f"{show_path(first.path)}: {first.error}")
+        record.update_status(state_dir, name, revision, result.ok and applied, now_ts, error)
+    return now_ts
+
+
+def unpublished_devices(desired: RenderedState, the_plan: Plan, observed: Mapping[str, Observed],
+                        results: Mapping[str, TargetResult]) -> dict[str, str]:
+    """Phones that must not be registered now (MAC -> why), after the put phase.
+
+    A registration sends a phone to its files on its primary target, so those files must be
+    published there: put by this run, or already, per the manifest (plan.published). A target
+    that failed as a whole (unreachable, a path that escapes the root, ...) publishes nothing
+    this run has not confirmed."""
+    addresses = desired.addresses()
+    wanted = {c.mac for c in the_plan.redirects if c.action in ("register", "update")}
+    ready: dict[str, set[str]] = {}
+    waiting: dict[str, str] = {}
+    for mac in sorted(wanted):
+        name = addresses.addressing.primary_target(addresses.customer_of.get(mac))
+        if name is None or name not in observed:
+            waiting[mac] = f"its primary target {name} was not observed in this run"
+            continue
+        artifacts = desired.artifacts[name]
+        if name not in ready:
+            result = results.get(name, TargetResult(name))
+            done = {i.path for i in result.done if i.action == "put"}
+            want = {p: Desired(a.sha256, a.size, a.device) for p, a in artifacts.items()}
+            ready[name] = published(want, observed[name], the_plan.changes, the_plan.drift,
+                                    done)
+        mine = sorted(p for p, a in artifacts.items() if a.device == mac)
+        missing = [p for p in mine if p not in ready[name]] if mine else ["(no file)"]
+        if missing:
+            waiting[mac] = _not_published(name, missing[0], observed[name], results.get(name))
+    return waiting
+
+
+def _not_published(target: str, path: str, obs: Observed, result: TargetResult | None) -> str:
+    why = f"its file {show_path(path)} is not published on target {target}"
+    failed = {i.path: i.error for i in result.failed} if result else {}
+    if obs.error is not None:
+        return f"{why} ({obs.error})"
+    if result is not None and result.error is not None:
+        return f"{why} ({result.error})"
+    if path in failed:
+        return f"{why} ({failed[path]})"
+    return why
 
 
 def read_plan_file(path: Path) -> str:
