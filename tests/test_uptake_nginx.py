@@ -109,6 +109,9 @@ def test_the_loop_with_real_nginx(served, capsys):
     # 4. a profile parameter changes: the Yealink phone that fetched is pending
     edit(fleet / "profiles" / "office-yealink.yaml", "language: it", "language: de")
     second_rev = commit(fleet, "office-yealink: German")
+    yealink = next(d for d in devices(fleet, capsys)["devices"] if d["mac"] == YEALINK.mac)
+    assert yealink["desired"] == {"revision": second_rev, "applied": False}
+    assert yealink["state"] == "current"  # it has what is published; the change is not yet
     capsys.readouterr()
     assert run(fleet, "apply") == 2
     applied = capsys.readouterr().out

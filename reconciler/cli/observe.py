@@ -229,11 +229,12 @@ def _phone_text(u: Uptake) -> str:
     return " ".join(x for x in (ua.vendor.capitalize(), ua.model, ua.firmware) if x)
 
 
-def device_dict(u: Uptake, redirect: str | None) -> dict[str, Any]:
+def device_dict(u: Uptake, redirect: str | None, revision: str | None) -> dict[str, Any]:
     last = u.last
     return {
         "mac": u.mac, "name": u.name, "customer": u.customer, "model": u.model,
         "state": u.state,
+        "desired": {"revision": revision, "applied": not u.unapplied},
         "published": {"revision": u.published_rev, "at": _iso(u.published_at)},
         "last_fetch": None if last is None else {
             "at": _iso(last.at), "target": last.target, "path": show_path(last.path),
@@ -258,7 +259,7 @@ def uptake_dict(args: argparse.Namespace, uptake: FleetUptake,
         "configured": uptake.configured,  # some target names an access_log
         "stale_after": args.stale_after,
         "summary": summary(chosen),
-        "devices": [device_dict(u, redirects.get(u.mac)) for u in chosen],
+        "devices": [device_dict(u, redirects.get(u.mac), uptake.revision) for u in chosen],
         "scanners": [{"target": s.target, "ip": s.ip, "requests": s.count,
                       "distinct_paths": len(s.paths), "first": _iso(s.first),
                       "last": _iso(s.last), "sample": [show_path(p) for p in s.paths[:5]]}
@@ -291,6 +292,8 @@ def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
             got += f"; then {u.error[1]} at {_iso(u.error[0])} from {u.error[2]}"
         line = (f"  {u.mac}  {u.state:<13} {u.customer or '-':<10} {u.name or '-':<16} {pub}; "
                 f"{got}")
+        if u.unapplied:
+            line += f"; {(uptake.revision or '-')[:12]} not applied yet"
         if u.pending:
             line += f"; pending: {', '.join(show_path(p) for p in u.pending)}"
         if u.mac in redirects:

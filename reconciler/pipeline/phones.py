@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,7 @@ class FleetUptake:
     scanners: list[Unknown] = field(default_factory=list)
     log_states: list[LogState] = field(default_factory=list)
     configured: bool = False  # some target names an access log
+    revision: str | None = None  # the desired state's (phones `unapplied` have not got it)
 
     @property
     def warnings(self) -> list[str]:
@@ -100,7 +101,7 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_
     specs = log_specs(desired.state, list(desired.artifacts))
     if not specs and not (state_dir / "uptake.sqlite3").exists():
         return FleetUptake()
-    result = FleetUptake(configured=bool(specs))
+    result = FleetUptake(configured=bool(specs), revision=desired.state.revision)
     if read_logs and specs:
         result.logs = observe(targets, specs, indexes(desired, manifests), state_dir,
                               state_dir / RECEIPTS, now)
@@ -122,8 +123,11 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_
             version = newest.get((key[0], show_path(key[1])))
             if version is not None:
                 by_shown[key] = version
-        result.devices[mac] = device_uptake(phone, lasts, by_shown, published, moment,
-                                            stale_after)
+        uptake = device_uptake(phone, lasts, by_shown, published, moment, stale_after)
+        if any(key[0] in manifests and published.get(key) != desired.artifacts[key[0]][
+                key[1]].sha256 for key in phone.files):
+            uptake = replace(uptake, unapplied=True)
+        result.devices[mac] = uptake
         came = arrived(phone, lasts)
         if came is not None:
             result.arrived[mac] = came

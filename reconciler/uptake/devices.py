@@ -67,6 +67,7 @@ class Uptake:
     error: tuple[float, int, str] | None  # latest failed request: (at, status, ip)
     pending: tuple[str, ...]  # its files with content it has not fetched
     notes: tuple[str, ...]  # firmware or MAC the phone reports that differ from git
+    unapplied: bool = False  # the desired state has files for it that are not published yet
 
 
 def device_uptake(phone: Phone, lasts: Mapping[tuple[str, str], Last],
