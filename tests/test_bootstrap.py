@@ -18,6 +18,7 @@ from fleet_fixtures import FLEET_SECRET, SECRETS, edit, run
 
 from reconciler.core.errors import ConfigError
 from reconciler.pipeline import run as pipeline
+from reconciler.pipeline.bootstrap import BootstrapProbe
 from reconciler.pipeline.onboarding import Arrival
 from reconciler.render.addressing import url_token
 
@@ -39,6 +40,9 @@ class Fetches:
 
     def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
         return {ip for at, ip in self.seen.get(mac, []) if since <= at <= until}
+
+    def bootstrap_requests(self, directories: frozenset[str]) -> list[BootstrapProbe]:
+        return []
 
 
 def onboard(fleet: Path, mac: str, value: str = "true") -> None:

@@ -42,8 +42,19 @@ log = logging.getLogger(__name__)
 MEMORY = "onboarding.json"
 
 
+@dataclass(frozen=True)
+class BootstrapProbe:
+    """A client that asked a bootstrap directory for MAC-named files that were not there."""
+
+    target: str
+    ip: str
+    macs: tuple[str, ...]  # the MACs the paths name
+    paths: tuple[str, ...]
+    last: float
+
+
 class Fetches(Protocol):
-    """What the access logs say of the phones' own files (reconciler/uptake)."""
+    """What the access logs say of the phones' own files (reconciler/uptake; a fake in tests)."""
 
     def first_fetch(self, mac: str, since: float) -> Arrival | None:
         """The phone's first fetch of one of its own files at or after `since`."""
@@ -51,6 +62,10 @@ class Fetches(Protocol):
 
     def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
         """The client addresses that fetched one of its own files in [since, until]."""
+        ...
+
+    def bootstrap_requests(self, directories: frozenset[str]) -> list[BootstrapProbe]:
+        """Clients that asked for MAC-named files missing from a bootstrap directory."""
         ...
 
 
@@ -63,6 +78,9 @@ class NoFetches:
     def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
         return set()
 
+    def bootstrap_requests(self, directories: frozenset[str]) -> list[BootstrapProbe]:
+        return []
+
 
 @dataclass
 class Onboarding:
@@ -73,6 +91,8 @@ class Onboarding:
     directories: frozenset[str] = frozenset()  # every bootstrap directory of the fleet
     memory: FleetMemory = field(default_factory=FleetMemory)  # to save after apply
     suspicious: dict[str, list[str]] = field(default_factory=dict)  # mac -> client addresses
+    # bootstrap paths asked for MACs that are not onboarding (scanning)
+    probes: list[BootstrapProbe] = field(default_factory=list)
 
     def open(self) -> list[str]:
         return sorted(mac for mac, w in self.windows.items() if w.open)
@@ -134,6 +154,10 @@ def observe(renderer: Renderer, targets: list[str], state_dir: Path, fetches: Fe
     seen = {mac: fetches.fetch_ips(mac, w.opened, min(moment, w.until))
             for mac, w in windows.items() if w.opened is not None and w.until is not None}
     result.suspicious = suspicious_ips(seen, windows)
+    for probe in fetches.bootstrap_requests(result.directories):
+        strangers = tuple(m for m in probe.macs if m not in windows)
+        if strangers:
+            result.probes.append(replace(probe, macs=strangers))
     return result
 
 
@@ -154,4 +178,25 @@ def by_mac(files: Mapping[str, BootstrapFile]) -> dict[str, list[str]]:
     for path, file in files.items():
         for mac in file.phones:
             out.setdefault(mac, []).append(path)
+    return out
+
+
+def watched(renderer: Renderer, state_dir: Path) -> frozenset[str]:
+    """The phones whose fetch addresses the next observation keeps: those with a window in the
+    memory, and those the desired state asks to onboard."""
+    explicit = {mac for mac, located in renderer.state.devices.items()
+                if located.value.onboard not in (None, False)}
+    return frozenset(load_memory(state_dir).windows) | explicit
+
+
+def warnings(onboarding: Onboarding) -> list[str]:
+    """Hijack and scanning warnings, one line each (status, the daemon's log)."""
+    out = [f"POSSIBLE HIJACK of {mac}: its own file was fetched from {', '.join(ips)} during its "
+           "onboarding window (someone may have used its bootstrap file first)"
+           for mac, ips in sorted(onboarding.suspicious.items())]
+    for p in onboarding.probes:
+        shown = ", ".join(p.macs[:5]) + (" …" if len(p.macs) > 5 else "")
+        out.append(f"BOOTSTRAP SCANNING on {p.target}: {p.ip} asked the bootstrap URL for "
+                   f"{len(p.macs)} MAC(s) that are not onboarding ({shown}), last at "
+                   f"{iso(p.last)}")
     return out

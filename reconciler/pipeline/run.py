@@ -35,7 +35,7 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import bootstrap, narrow
+from reconciler.pipeline import bootstrap, narrow, phones
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
@@ -50,6 +50,7 @@ from reconciler.pipeline.plan import (
 )
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
+from reconciler.render.bootstrap import bootstrap_directories
 from reconciler.render.cache import RenderCache, cache_path
 from reconciler.render.renderer import Artifact, Renderer
 from reconciler.targets import lock as target_lock
@@ -193,11 +194,11 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
-              now: datetime | None = None,
+              now: datetime | None = None, arrived: Mapping[str, float] | None = None,
               onboarding: bootstrap.Onboarding | None = None) -> Plan:
-    """Pure: desired artifacts + observed snapshots (targets, redirect services, the onboarding
-    windows and their bootstrap files) -> Plan. Without `onboarding`, bootstrap files already
-    published are left as they are."""
+    """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
+    fetches: `arrived`, mac -> unix time; the onboarding windows and their bootstrap files)
+    -> Plan. Without `onboarding`, bootstrap files already published are left as they are."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -226,6 +227,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         return None
 
     is_bootstrap = onboarding.is_bootstrap if onboarding is not None else lambda path: False
+    unobserved = bootstrap_directories(desired.renderer) if onboarding is None else frozenset()
     for name, artifacts in desired.artifacts.items():
         obs = observed[name]
         if obs.error is not None:
@@ -237,7 +239,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
                     for p, f in boot.items())
         if onboarding is None:  # not observed: what is published stays
             want.update((p, Desired(e.sha256, e.size)) for p, e in obs.manifest.files.items()
-                        if p not in want and _in_bootstrap_directory(desired, p))
+                        if p not in want and p.partition("/")[0] in unobserved)
         if selection is not None:
             # a shared bootstrap file (Cisco $PSN.xml) belongs to the selected phones it serves
             mine = dataclasses.replace(selection, paths=selection.paths | {
@@ -261,7 +263,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
 
-        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        came = {mac: datetime.fromtimestamp(at, UTC) for mac, at in (arrived or {}).items()}
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days, came)
         if selection is not None:
             redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
@@ -275,17 +278,13 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
                 tuple(summaries), tuple(refusals), tuple(orphaned))
 
 
-def _in_bootstrap_directory(desired: RenderedState, path: str) -> bool:
-    from reconciler.render.bootstrap import bootstrap_directories
-
-    return path.partition("/")[0] in bootstrap_directories(desired.renderer)
-
-
-def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
-                       ) -> bootstrap.Onboarding:
-    """The onboarding windows now and their bootstrap files on the targets asked for.
-    Read-only: apply saves the memory (bootstrap.save) after it ran."""
-    fetches = opts.fetches or bootstrap.NoFetches()
+def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path,
+                       uptake: phones.FleetUptake | None = None) -> bootstrap.Onboarding:
+    """The onboarding windows now and their bootstrap files on the targets asked for, from
+    what the phones fetched (`uptake`: the access logs just read). Read-only: apply saves the
+    memory (bootstrap.save) after it ran."""
+    fetches = opts.fetches or (phones.fetches(state_dir) if uptake is not None
+                               and uptake.configured else bootstrap.NoFetches())
     return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
                              _now(opts))
 
@@ -325,6 +324,7 @@ def _now(opts: Options) -> datetime:
 class PlanResult:
     plan: Plan
     desired: RenderedState
+    uptake: phones.FleetUptake | None = None
     onboarding: bootstrap.Onboarding | None = None
 
     @property
@@ -346,10 +346,28 @@ def plan(opts: Options) -> PlanResult:
         verify = verifies(desired.state, opts)
         observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
+        uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    onboarding = observe_onboarding(desired, opts, state_dir)
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), onboarding),
-                      desired, onboarding)
+    onboarding = observe_onboarding(desired, opts, state_dir, uptake)
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
+                                onboarding), desired, uptake, onboarding)
+
+
+def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
+                   observed: Mapping[str, Observed], state_dir: Path, opts: Options,
+                   read_logs: bool = True, stale_after: float = phones.STALE_AFTER
+                   ) -> phones.FleetUptake:
+    """Read-only towards the targets: their access logs, from where the last run stopped."""
+    manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    targets = {n: t for n, t in targets.items() if n in manifests}  # unreachable: said already
+    clock: Callable[[], float] = time.time
+    if opts.now is not None:  # tests pass a clock
+        fixed = opts.now.timestamp()
+        clock = lambda: fixed  # noqa: E731
+    return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
+                                 stale_after=stale_after, now=clock,
+                                 bootstrap=bootstrap_directories(desired.renderer),
+                                 watch=bootstrap.watched(desired.renderer, state_dir))
 
 
 @dataclass
@@ -359,6 +377,7 @@ class ApplyResult:
     receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
     cancelled: bool = False  # confirm() said no: nothing was written
+    uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
     onboarding: bootstrap.Onboarding | None = None
 
     @property
@@ -404,12 +423,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             verify = verifies(desired.state, opts)
             observed = {n: observe_target(t, desired.artifacts[n], verify)
                         for n, t in live.items()}
+            uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            onboarding = observe_onboarding(desired_live, opts, state_dir)
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now, onboarding)
+            onboarding = observe_onboarding(desired_live, opts, state_dir, uptake)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
+                                 onboarding)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
@@ -483,7 +504,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
                         f"(receipt {receipt.id}, {len(result.done)} change(s), plan "
                         f"{receipt.plan_checksum[:12]})")
-            return ApplyResult(the_plan, results, receipt, redirect_result,
+            if not the_plan.empty and uptake.configured:  # what was published changed
+                fresh = {n: Observed(n, target_records.read(targets[n])) for n in live
+                         if observed[n].error is None}
+                uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
+                                              read_logs=False)
+                uptake_after.logs = uptake.logs
+                uptake = uptake_after
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake,
                                onboarding=onboarding)
         finally:
             for name, lock in locks.items():
