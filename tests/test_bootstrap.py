@@ -317,3 +317,20 @@ def test_provctl_onboard_defaults_to_the_policy_window(fleet, capsys):
     with pytest.raises(SystemExit) as usage:
         run(fleet, "onboard", "c8:00:84:cc:00:01", "--until", "soon")
     assert usage.value.code == 64
+
+
+def test_status_devices_shows_each_window(fleet, capsys):
+    onboard(fleet, CISCO, "{until: 2020-01-31}")  # its window ran out before it opened
+    onboard(fleet, GRANDSTREAM)
+    assert run(fleet, "apply") == 2
+    assert not any(p.endswith(f"{CISCO}.xml") for p in bootstrap_files(fleet))
+    capsys.readouterr()
+    assert run(fleet, "status", "--devices") == 0
+    text = capsys.readouterr().out
+    assert f"  {CISCO}  onboarding expired 2020-01-31T23:59:59Z" in text
+    assert re.search(rf"  {GRANDSTREAM}  onboarding waiting until \d{{4}}-\d\d-\d\dT", text)
+    assert "no onboarding window closes at a phone's fetch" in text
+    assert run(fleet, "status", "--devices", "--format", "json") == 0
+    body = json.loads(capsys.readouterr().out)["devices"]
+    assert body["onboarding"] == {"windows": {"expired": 1, "waiting": 1}, "hijack": [],
+                                  "scanning": []}
