@@ -148,7 +148,11 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     _target(p)
     _state_dir(p)
-    p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    p.add_argument("--devices", action="store_true", help="per phone: what it fetched (access "
+                   "logs), its state, and its redirect state")
+    from reconciler.cli import observe as cli_observe
+
+    cli_observe.add_status_arguments(p)
     p.add_argument("--live", action="store_true",
                    help="also observe the targets (read-only): pending changes, drift, lock")
     p.add_argument("--exit-code", action="store_true",
@@ -187,10 +191,11 @@ def parser() -> argparse.ArgumentParser:
 def _modules() -> list[Any]:
     from reconciler.cli import daemon as cli_daemon
     from reconciler.cli import inventory as cli_inventory
+    from reconciler.cli import observe as cli_observe
     from reconciler.cli import vendors as cli_vendors
     from reconciler.cli import zerotouch as cli_zerotouch
 
-    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch]
+    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch, cli_observe]
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -387,15 +392,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
     live = _live_status(args) if args.live or args.exit_code else {}
     code = _status_code(status, live) if args.exit_code else 0
+    from reconciler.cli import observe as cli_observe
+
+    uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
         body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
+            body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
         if args.exit_code:
             body["exit_code"] = code
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return code
-    if not status and not records and not live:
+    if not status and not records and not live and not args.devices:
         print("no runs recorded yet")
         return code
     for name, entry in sorted(status.items()):
@@ -418,6 +427,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             since = f" since {rec.registered_at}" if rec.registered_at else ""
             note = f" ({rec.message})" if getattr(rec, "message", "") else ""
             print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
+        sys.stdout.write(cli_observe.uptake_text(args, *uptake))  # type: ignore[misc]
     return code
 
 
@@ -459,14 +469,16 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from reconciler.cli.observe import history_fetches
     from reconciler.gitops.history import history, history_json, history_text
 
     mac = _mac(args.mac)
     changes = history(find_repo(args.repo), mac, args.max_count)
+    fetches = history_fetches(find_repo(args.repo), mac)
     if args.format == "json":
-        print(json.dumps(history_json(mac, changes), indent=1))
+        print(json.dumps(history_json(mac, changes, fetches), indent=1))
     else:
-        sys.stdout.write(history_text(mac, changes))
+        sys.stdout.write(history_text(mac, changes, fetches))
     return 0
 
 

@@ -53,6 +53,14 @@ class SecretsSource(Strict):
     recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
 
 
+class AccessLog(Strict):
+    """The access log of the web server that serves a target's root (docs/serving.md)."""
+
+    path: str  # local: relative to the repository or absolute; sftp: a path on the host
+    format: Literal["combined", "json"] = "combined"
+    scan_threshold: int = Field(default=10, ge=2, le=50)  # unknown paths from one client
+
+
 def _meta_root_outside(root: str, meta_root: str | None) -> None:
     """meta_root holds the manifest (every URL token): never servable from the root."""
     if meta_root is None or not root:
@@ -79,6 +87,7 @@ class LocalTarget(Strict):
     dir_mode: int = 0o711  # the root too: others may enter directories but not list them
     meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    access_log: AccessLog | None = None
 
     @field_validator("meta_root")
     @classmethod
@@ -104,6 +113,7 @@ class SftpTarget(Strict):
     meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     timeout: float = 15.0
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    access_log: AccessLog | None = None
 
     @field_validator("meta_root")
     @classmethod

@@ -35,7 +35,7 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import narrow
+from reconciler.pipeline import narrow, phones
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
@@ -192,8 +192,9 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
-              now: datetime | None = None) -> Plan:
-    """Pure: desired artifacts + observed snapshots (targets, redirect services) -> Plan."""
+              now: datetime | None = None, arrived: Mapping[str, float] | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
+    fetches: `arrived`, mac -> unix time) -> Plan."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -245,7 +246,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
 
-        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        came = {mac: datetime.fromtimestamp(at, UTC) for mac, at in (arrived or {}).items()}
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days, came)
         if selection is not None:
             redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
@@ -294,6 +296,7 @@ def _now(opts: Options) -> datetime:
 class PlanResult:
     plan: Plan
     desired: RenderedState
+    uptake: phones.FleetUptake | None = None
 
     @property
     def exit_code(self) -> int:
@@ -314,8 +317,25 @@ def plan(opts: Options) -> PlanResult:
         verify = verifies(desired.state, opts)
         observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
+        uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts)), desired)
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived),
+                      desired, uptake)
+
+
+def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
+                   observed: Mapping[str, Observed], state_dir: Path, opts: Options,
+                   read_logs: bool = True, stale_after: float = phones.STALE_AFTER
+                   ) -> phones.FleetUptake:
+    """Read-only towards the targets: their access logs, from where the last run stopped."""
+    manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    targets = {n: t for n, t in targets.items() if n in manifests}  # unreachable: said already
+    clock: Callable[[], float] = time.time
+    if opts.now is not None:  # tests pass a clock
+        fixed = opts.now.timestamp()
+        clock = lambda: fixed  # noqa: E731
+    return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
+                                 stale_after=stale_after, now=clock)
 
 
 @dataclass
@@ -325,6 +345,7 @@ class ApplyResult:
     receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
     cancelled: bool = False  # confirm() said no: nothing was written
+    uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
 
     @property
     def exit_code(self) -> int:
@@ -369,11 +390,12 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             verify = verifies(desired.state, opts)
             observed = {n: observe_target(t, desired.artifacts[n], verify)
                         for n, t in live.items()}
+            uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
@@ -444,7 +466,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
                         f"(receipt {receipt.id}, {len(result.done)} change(s), plan "
                         f"{receipt.plan_checksum[:12]})")
-            return ApplyResult(the_plan, results, receipt, redirect_result)
+            if not the_plan.empty and uptake.configured:  # what was published changed
+                fresh = {n: Observed(n, target_records.read(targets[n])) for n in live
+                         if observed[n].error is None}
+                uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
+                                              read_logs=False)
+                uptake_after.logs = uptake.logs
+                uptake = uptake_after
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):

@@ -115,9 +115,18 @@ class Store(Protocol):
 
 
 class Target(Store, Protocol):
-    """The served tree, with the target's records in `meta` (see targets/meta.py)."""
+    """The served tree, with the target's records in `meta` (see targets/meta.py); and two
+    read-only primitives for files elsewhere on the host, by absolute path (access logs)."""
 
     meta: Store
+
+    def stat_file(self, path: str) -> FileStat | None:
+        """Size and mtime of a file on the host; None when it does not exist."""
+        ...
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of that file from `offset` (fewer at its end)."""
+        ...
 
     def close(self) -> None: ...
 

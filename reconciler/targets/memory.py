@@ -202,6 +202,25 @@ class MemoryTarget(MemoryTree):
             self.execute([Put(path, data)])
         host.executed.clear()
 
+    # --- files outside the trees, read-only (access logs): absolute paths in `host.files`;
+    # `fail[path]` makes one unreadable
+
+    def stat_file(self, path: str) -> FileStat | None:
+        self._reach()
+        if path in self.host.fail:
+            raise TargetError(self.name, f"{self.host.fail[path]}: {path}")
+        with self.host.lock:
+            entry = self.host.files.get(path)
+        return None if entry is None else FileStat(len(entry[0]), entry[1])
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        self._reach()
+        with self.host.lock:
+            entry = self.host.files.get(path)
+        if entry is None or path in self.host.fail:
+            raise TargetError(self.name, f"{self.host.fail.get(path, 'no such file')}: {path}")
+        return entry[0][offset:offset + length]
+
     @property
     def fail(self) -> dict[str, str]:
         return self.host.fail
