@@ -444,28 +444,9 @@ def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> 
 
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
-    """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
-    from reconciler.pipeline.run import load_desired, make_plan, observe_target, opened
-    from reconciler.targets.lock import holder
+    from reconciler.pipeline.status import live_status
 
-    opts = _options(args)
-    desired = load_desired(opts)
-    out: dict[str, dict[str, object]] = {}
-    with opened(desired) as targets:
-        observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        the_plan = make_plan(desired, observed, opts)
-        for name, target in targets.items():
-            if observed[name].error:
-                out[name] = {"error": observed[name].error}
-                continue
-            try:
-                lock = holder(target)
-            except ProvctlError as exc:
-                lock = f"unknown ({exc})"
-            out[name] = {"pending": sum(1 for c in the_plan.changes if c.target == name),
-                         "drift": sum(1 for d in the_plan.drift if d.target == name),
-                         "lock": lock}
-    return out
+    return live_status(_options(args))
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,7 +109,7 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
 
 
 def _diff_one(target: str, path: str, want: bytes | None, have: bytes | None,
-              redact, context: int) -> PhoneFileDiff:  # type: ignore[no-untyped-def]
+              redact: Callable[[str], str], context: int) -> PhoneFileDiff:
     status: Literal["added", "changed", "removed", "unchanged"] = (
         "unchanged" if want == have else "added" if have is None
         else "removed" if want is None else "changed")
