@@ -218,7 +218,7 @@ def observe_devices(args: argparse.Namespace
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
         uptake = observe_phones(desired, targets, observed, state_dir, opts,
                                 stale_after=args.stale_after)
-    onboarding = observe_onboarding(desired, opts, state_dir, uptake)
+    onboarding = observe_onboarding(desired, opts, state_dir)
     records = load_records(records_path(state_dir))
     return uptake, {mac: recorded_state(rec) for mac, rec in records.items()}, onboarding
 

@@ -278,13 +278,13 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
                 tuple(summaries), tuple(refusals), tuple(orphaned))
 
 
-def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path,
-                       uptake: phones.FleetUptake | None = None) -> bootstrap.Onboarding:
+def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
+                       ) -> bootstrap.Onboarding:
     """The onboarding windows now and their bootstrap files on the targets asked for, from
-    what the phones fetched (`uptake`: the access logs just read). Read-only: apply saves the
-    memory (bootstrap.save) after it ran."""
-    fetches = opts.fetches or (phones.fetches(state_dir) if uptake is not None
-                               and uptake.configured else bootstrap.NoFetches())
+    what the phones fetched as far as the observation store knows (plan and apply read the
+    access logs into it first). Read-only: apply saves the memory (bootstrap.save) after it
+    ran."""
+    fetches = opts.fetches or phones.fetches(state_dir)
     return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
                              _now(opts))
 
@@ -348,7 +348,7 @@ def plan(opts: Options) -> PlanResult:
                     for name, t in targets.items()}
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-    onboarding = observe_onboarding(desired, opts, state_dir, uptake)
+    onboarding = observe_onboarding(desired, opts, state_dir)
     return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
                                 onboarding), desired, uptake, onboarding)
 
@@ -428,7 +428,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         if clients and not results else None)
             desired_live = RenderedState(desired.state, desired.renderer,
                                     {n: desired.artifacts[n] for n in live})
-            onboarding = observe_onboarding(desired_live, opts, state_dir, uptake)
+            onboarding = observe_onboarding(desired_live, opts, state_dir)
             the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
                                  onboarding)
             # A target that could not be locked is shown as failed, never as matching.

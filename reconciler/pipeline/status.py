@@ -4,7 +4,15 @@ the lock. Orchestration lives here; the CLI only prints the result."""
 from __future__ import annotations
 
 from reconciler.core.errors import ProvctlError
-from reconciler.pipeline.run import Options, load_desired, make_plan, observe_target, opened
+from reconciler.pipeline import receipt as record
+from reconciler.pipeline.run import (
+    Options,
+    load_desired,
+    make_plan,
+    observe_onboarding,
+    observe_target,
+    opened,
+)
 from reconciler.targets.lock import holder
 
 
@@ -14,7 +22,10 @@ def live_status(opts: Options) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with opened(desired) as targets:
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        the_plan = make_plan(desired, observed, opts)
+        # the windows as last observed: a bootstrap file due to be withdrawn is pending
+        onboarding = observe_onboarding(desired, opts,
+                                        opts.state_dir or record.default_state_dir(opts.repo))
+        the_plan = make_plan(desired, observed, opts, onboarding=onboarding)
         for name, target in targets.items():
             if observed[name].error:
                 out[name] = {"error": observed[name].error}
