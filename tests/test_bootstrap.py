@@ -264,8 +264,9 @@ def test_phones_that_cannot_onboard_are_refused_with_file_and_line(fleet, capsys
     assert re.search(r"devices/pool.yaml:\d+: onboard: 001565ee0001 is in the provider's pool",
                      text)
     capsys.readouterr()
-    assert run(fleet, "plan") == 1
+    assert run(fleet, "validate") == 1
     assert "has no bootstrap files for poly phones" in capsys.readouterr().err
+    assert run(fleet, "apply") == 1
     assert not (fleet / "out").exists()  # nothing applied
 
 
@@ -334,3 +335,11 @@ def test_status_devices_shows_each_window(fleet, capsys):
     body = json.loads(capsys.readouterr().out)["devices"]
     assert body["onboarding"] == {"windows": {"expired": 1, "waiting": 1}, "hijack": [],
                                   "scanning": []}
+
+
+def test_a_run_narrowed_to_a_phone_publishes_the_shared_file_it_needs(onboarding):
+    result = pipeline.apply(opts(onboarding, T0 + timedelta(minutes=1), fetches=Fetches(),
+                                 devices=frozenset({CISCO})))
+    assert result.exit_code == 2
+    boot = sorted(p for p in bootstrap_files(onboarding))
+    assert boot == [f"{INITECH}/8841-3PCC.xml", f"{INITECH}/{CISCO}.xml"]

@@ -50,7 +50,7 @@ from reconciler.pipeline.plan import (
 )
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
-from reconciler.render.bootstrap import bootstrap_directories
+from reconciler.render.bootstrap import bootstrap_directories, onboarding_problems
 from reconciler.render.cache import RenderCache, cache_path
 from reconciler.render.renderer import Artifact, Renderer
 from reconciler.targets import lock as target_lock
@@ -136,6 +136,10 @@ def load_desired(opts: Options) -> RenderedState:
             artifacts[name] = renderer.render_target(name)
         except ConfigError as exc:
             problems += exc.problems
+    # a phone asked to onboard that cannot be (docs/zero-touch.md) is invalid, window or not
+    asked = [mac for mac, located in state.devices.items()
+             if located.value.onboard not in (None, False)]
+    problems += onboarding_problems(renderer, asked)
     if problems:
         raise ConfigError(sorted(set(problems)))
     if cache is not None:
