@@ -343,3 +343,19 @@ def test_a_run_narrowed_to_a_phone_publishes_the_shared_file_it_needs(onboarding
     assert result.exit_code == 2
     boot = sorted(p for p in bootstrap_files(onboarding))
     assert boot == [f"{INITECH}/8841-3PCC.xml", f"{INITECH}/{CISCO}.xml"]
+
+
+def test_an_ntp_server_given_by_reference_stays_out_of_the_bootstrap_files(onboarding):
+    """A secret reference is resolved into the phone's own file, never into a file anyone on
+    the customer's network can fetch; the NTP server is carried only as a plain host."""
+    edit(onboarding / "defaults.yaml", "ntp: {server: pool.ntp.org}",
+         "ntp: {server: 'secret:admin-password'}")
+    apply(onboarding, T0 + timedelta(minutes=1))
+    files = bootstrap_files(onboarding)
+    assert files
+    for path, data in files.items():
+        assert b"Adm1n-Demo!" not in data and b"secret:" not in data, path
+    cisco = files[f"{INITECH}/{CISCO}.xml"].decode()
+    assert "Primary_NTP_Server" not in cisco
+    own = (www(onboarding) / url_token(FLEET_SECRET, CISCO) / f"{CISCO}.xml").read_text()
+    assert "Adm1n-Demo!" in own  # (the phone's own file does get what its profile says)
