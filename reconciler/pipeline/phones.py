@@ -146,28 +146,38 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_
 
 class StoreFetches:
     """What the observation store says of the phones' own files (pipeline/bootstrap.Fetches):
-    the onboarding windows close on it."""
+    the onboarding windows close on it. Opens the store on first use (none yet: nobody
+    fetched anything); a context manager that closes it."""
 
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
+        self.store: Store | None = None
+        self.missing = False
+
+    def __enter__(self) -> StoreFetches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def _store(self) -> Store | None:
-        return Store(self.state_dir) if (self.state_dir / FILE).exists() else None
+        if self.store is None and not self.missing:
+            if (self.state_dir / FILE).exists():
+                self.store = Store(self.state_dir)
+            else:
+                self.missing = True
+        return self.store
 
     def first_fetch(self, mac: str, since: float) -> Arrival | None:
         store = self._store()
-        if store is None:
-            return None
-        with store:
-            found = store.first_own_fetch(mac, since)
+        found = store.first_own_fetch(mac, since) if store is not None else None
         return None if found is None else Arrival(*found)
 
     def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
         store = self._store()
-        if store is None:
-            return set()
-        with store:
-            return store.fetch_ips(mac, since, until)
+        return store.fetch_ips(mac, since, until) if store is not None else set()
 
     def bootstrap_requests(self, directories: frozenset[str]) -> list[BootstrapProbe]:
         """Clients that asked for MAC-named files in a bootstrap directory that were not
@@ -175,8 +185,7 @@ class StoreFetches:
         store = self._store()
         if store is None:
             return []
-        with store:
-            unknowns = store.unknowns()
+        unknowns = store.unknowns()
         out = []
         for u in unknowns:
             paths = [p for p in u.paths if p.partition("/")[0] in directories]

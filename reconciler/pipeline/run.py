@@ -288,9 +288,12 @@ def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
     what the phones fetched as far as the observation store knows (plan and apply read the
     access logs into it first). Read-only: apply saves the memory (bootstrap.save) after it
     ran."""
-    fetches = opts.fetches or phones.fetches(state_dir)
-    return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
-                             _now(opts))
+    if opts.fetches is not None:
+        return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir,
+                                 opts.fetches, _now(opts))
+    with phones.fetches(state_dir) as fetches:
+        return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
+                                 _now(opts))
 
 
 def heals(state: DesiredState, opts: Options) -> bool:
