@@ -93,6 +93,38 @@ class Factory:
                 return
             url = following
 
+    def _yealink(self, dhcp_url: str) -> None:
+        """The common boot file, then <mac>.boot; its include:config lines top to bottom, by a
+        name next to the boot file or by URL [V]; without boot files the legacy order."""
+        base = dhcp_url.rstrip("/") + "/"
+        self.fetch(base + "y000000000000.boot")
+        status, body = self.fetch(base + f"{self.phone.mac}.boot")
+        if status != 200:
+            self.fetch(base + "y000000000000.cfg")
+            names = [f"{self.phone.mac}.cfg"]
+        else:
+            names = re.findall(r'^include:config "([^"]+)"', body.decode(), re.M)
+        for name in names:
+            status, body = self.fetch(name if "://" in name else base + name)
+            if status == 200:
+                self.settings.update(dict(re.findall(r"^([A-Za-z0-9_.\[\]-]+) = (.*)$",
+                                                     body.decode(), re.M)))
+
+    def _snom(self, dhcp_url: str) -> None:
+        """The DHCP value is a file URL with {mac} in it, replaced by the MAC [V]; then
+        setting_server, polled a minute later (at once here) [V tancredi]."""
+        url = dhcp_url.replace("{mac}", self.phone.mac.upper())
+        for _ in range(2):
+            status, body = self.fetch(url)
+            if status != 200:
+                return
+            settings = ET.fromstring(body).find("phone-settings")
+            assert settings is not None
+            self.settings.update({e.tag: e.text or "" for e in settings})
+            if self.settings.get("setting_server", url) == url:
+                return
+            url = self.settings["setting_server"]
+
     def _panasonic(self, dhcp_url: str) -> None:
         """{MODEL}.cfg from a DHCP URL ending in "/" [V], then the standard file it names; the
         standard file's new path is read at the next download [I] (10 minutes later: at once

@@ -46,15 +46,15 @@ class Fetches:
 
 
 def onboard(fleet: Path, mac: str, value: str = "true") -> None:
-    """Set `onboard:` on one phone (written `"AA:BB:..."` in its devices file)."""
-    colons = ":".join(mac[i:i + 2] for i in range(0, 12, 2)).upper()
-    anchor = f'- mac: "{colons}"\n'
+    """Set `onboard:` on one phone, however its devices file spells the MAC."""
     for path in sorted((fleet / "devices").glob("*.yaml")):
         text = path.read_text()
-        if anchor in text:
-            path.write_text(text.replace(anchor, f"{anchor}  onboard: {value}\n", 1))
-            return
-    raise AssertionError(f"{colons} not in {fleet / 'devices'}")
+        for found in re.finditer(r'^- mac: "?([0-9A-Fa-f:.\-]+)"?\n', text, re.M):
+            if re.sub(r"[^0-9a-f]", "", found.group(1).lower()) == mac:
+                path.write_text(text[:found.end()] + f"  onboard: {value}\n"
+                                + text[found.end():])
+                return
+    raise AssertionError(f"{mac} not in {fleet / 'devices'}")
 
 
 def opts(fleet: Path, now: datetime, **extra: object) -> pipeline.Options:

@@ -4,7 +4,8 @@ real nginx (configured by `provctl serve-config`) serves them, factory-fresh pho
 follow what the files say to their own files; provctl reads the access log: the windows close,
 and the next apply withdraws the bootstrap files.
 
-For each of Cisco, Grandstream, Fanvil and Panasonic: the phone reaches its own file; a second
+For each of Cisco, Grandstream, Fanvil and Panasonic (and Yealink and Snom on networks that use
+DHCP instead of their redirect services): the phone reaches its own file; a second
 MAC of the same vendor, not onboarding, gets 404 at the bootstrap URL and is reported as
 scanning; no bootstrap file holds a secret.
 """
@@ -35,9 +36,14 @@ PHONES = {  # vendor: (the onboarding phone, its customer; a MAC of the same ven
                "0c383eaa00ff"),
     "panasonic": (Phone("panasonic", "0080f0cc0002", "KX-HDV230", "01.133", ip="127.0.0.24"),
                   "initech", "0080f0cc00ff"),
+    # networks that use DHCP instead of RPS / SRAPS
+    "yealink": (Phone("yealink", "001565aabb01", "T46U", "108.86.0.95", ip="127.0.0.25"),
+                "acme", "001565aabbff"),
+    "snom": (Phone("snom", "000413aabb04", "D785", "10.1.54.13", ip="127.0.0.26"), "acme",
+             "000413aabbff"),
 }
 OWN_FILE = {"cisco": "{mac}.xml", "grandstream": "cfg{mac}.xml", "fanvil": "{mac}.cfg",
-            "panasonic": "Config{MAC}.cfg"}
+            "panasonic": "Config{MAC}.cfg", "yealink": "{mac}.cfg", "snom": "{MAC}.xml"}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -52,9 +58,11 @@ def devices(fleet: Path, capsys) -> dict:
     return json.loads(capsys.readouterr().out)["devices"]
 
 
-def bootstrap_url(customer: str) -> str:
-    """What `provctl dhcp` hands out: the fleet's base URL and the customer's bootstrap token."""
-    return f"http://localhost:8080/{url_token(FLEET_SECRET, f'bootstrap:{customer}:0')}/"
+def bootstrap_url(customer: str, vendor: str = "") -> str:
+    """What `provctl dhcp` hands out: the fleet's base URL and the customer's bootstrap token
+    (for Snom a file URL with {mac}: vendors/zerotouch.py)."""
+    url = f"http://localhost:8080/{url_token(FLEET_SECRET, f'bootstrap:{customer}:0')}/"
+    return url + "{mac}.xml" if vendor == "snom" else url
 
 
 @pytest.fixture
@@ -88,7 +96,7 @@ def test_a_factory_phone_finds_its_own_file_from_the_bootstrap_url(served, capsy
     fleet, server = served
     phone, customer, stranger = PHONES[vendor]
     own = OWN_FILE[vendor].format(mac=phone.mac, MAC=phone.mac.upper())
-    url = bootstrap_url(customer)
+    url = bootstrap_url(customer, vendor)
 
     # the other MAC, not onboarding, gets 404 at the bootstrap URL (and goes no further)
     other = factory(Phone(vendor, stranger, phone.model, phone.firmware, ip="127.0.0.66"),
@@ -105,6 +113,9 @@ def test_a_factory_phone_finds_its_own_file_from_the_bootstrap_url(served, capsy
                         (own, 200)],
         "fanvil": [(own, 200), (own, 200)],
         "panasonic": [("KX-HDV230.cfg", 200), (own, 200), (own, 200)],
+        "yealink": [("y000000000000.boot", 404), (f"{phone.mac}.boot", 200), (own, 200),
+                    (own, 200)],
+        "snom": [(own, 200), (own, 200)],
     }[vendor]
     assert got == expected
     mine = url_token(FLEET_SECRET, phone.mac)
@@ -113,11 +124,14 @@ def test_a_factory_phone_finds_its_own_file_from_the_bootstrap_url(served, capsy
         "grandstream": ("P237", f"localhost:8080/{mine}"),
         "fanvil": ("Flash File Name", f"{mine}/{own}"),
         "panasonic": ("CFG_STANDARD_FILE_PATH", f"http://localhost:8080/{mine}/{own}"),
+        "yealink": ("static.auto_provision.server.url", f"http://localhost:8080/{mine}/"),
+        "snom": ("setting_server", f"http://localhost:8080/{mine}/{own}"),
     }[vendor]
     assert booting.settings[reached[0]] == reached[1]
     assert any(k in booting.settings for k in ("User_ID_1_", "P35", "SIP1 Phone Number",
                                                "PHONE_NUMBER_1", "Line_Enable_1_",
-                                               "LINE_ENABLE_1"))
+                                               "LINE_ENABLE_1", "account.1.user_name",
+                                               "user_name"))
 
     # 2. provctl observes the fetch: the window closes, and the next apply withdraws the files
     body = devices(fleet, capsys)
@@ -148,7 +162,7 @@ def test_no_bootstrap_file_holds_a_resolved_secret(served):
                                                                          "initech")}
     files = [p for p in www.rglob("*") if p.is_file() and p.relative_to(www).parts[0]
              in directories]
-    assert len(files) == 6
+    assert len(files) == 9
     secrets = [str(v) for v in yaml.safe_load(SECRETS.read_text()).values()] + [FLEET_SECRET]
     for path in files:
         text = path.read_text()

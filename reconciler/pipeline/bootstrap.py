@@ -36,6 +36,7 @@ from reconciler.pipeline.plan import FileChange
 from reconciler.pipeline.receipt import iso
 from reconciler.render.bootstrap import BootstrapFile, bootstrap_directories, render_bootstrap
 from reconciler.render.renderer import Renderer
+from reconciler.uptake.match import bootstrap_mac
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,9 @@ class Onboarding:
 
     def named(self, change: FileChange) -> FileChange:
         """A withdrawal with the phone it was for, when its name spells one of the fleet's."""
-        flat = change.path.rpartition("/")[2].lower()
-        for mac in self.memory.known or ():
-            if mac in flat:
-                return replace(change, device=mac)
+        mac = bootstrap_mac(change.path.rpartition("/")[2])
+        if mac is not None and mac in (self.memory.known or ()):
+            return replace(change, device=mac)
         return change
 
 
