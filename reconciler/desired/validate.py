@@ -303,7 +303,26 @@ def cross_check(state: DesiredState) -> list[Problem]:
     _check_model_profiles(state, problems)
     _check_assignments(state, policy.max_phones_per_account, problems)
     _check_firmware(state, problems)
+    _check_rollouts(state, problems)
     return problems
+
+
+def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
+    """A canary names a phone of the inventory: a typo would silently make no canary."""
+    places: list[tuple[Any, Located[Any], Path_]] = []
+    policy = state.provisioning.value.policy
+    if policy.rollout is not None:
+        places.append((policy.rollout, state.provisioning, ("policy", "rollout")))
+    places += [(img.value.rollout, img, ("rollout",)) for img in state.catalog
+               if img.value.rollout is not None]
+    places += [(pin.value.rollout, pin, ("rollout",)) for pin in state.pins
+               if pin.value.rollout is not None]
+    for rollout, located, base in places:
+        for i, mac in enumerate(rollout.canary):
+            if mac not in state.devices:
+                problems.append(Problem(located.file, located.line(*base, "canary", i),
+                                        ".".join((*map(str, base), "canary", str(i))),
+                                        f"unknown device {mac} (not in devices/)"))
 
 
 def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:

@@ -79,6 +79,7 @@ class Receipt:
     ended: str
     targets: Mapping[str, TargetLine]
     redirects: tuple[RedirectLine, ...]
+    rollouts: tuple[Mapping[str, Any], ...] = ()  # each rollout's wave and gate (waves.Report)
 
     @classmethod
     def of(cls, plan: Plan, results: Mapping[str, TargetResult], redirect: RedirectResult | None,
@@ -102,6 +103,7 @@ class Receipt:
                 for name, r in sorted(results.items())
             },
             redirects=tuple(redirects),
+            rollouts=tuple(r.to_json() for r in plan.rollouts),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +112,7 @@ class Receipt:
         body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items]}
                            for name, t in self.targets.items()}
         body["redirects"] = [asdict(r) for r in self.redirects]
+        body["rollouts"] = [dict(r) for r in self.rollouts]
         return body
 
     def to_json(self) -> str:
