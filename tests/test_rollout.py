@@ -9,8 +9,8 @@ from reconciler.desired.schema import PolicyRollout, Rollout
 from reconciler.pipeline.rollout import (
     Gate,
     RolloutSpec,
-    Uptake,
     RolloutState,
+    Uptake,
     members,
     step,
     wave_of,
@@ -139,3 +139,26 @@ def test_state_round_trips_through_json():
     waves = members(SPEC, KEY, fleet(100))
     d = step(SPEC, None, "p", waves, {}, 5.0)
     assert RolloutState.from_json(d.state.to_json()) == d.state
+
+
+def test_a_halted_rollout_resumes_when_its_gate_or_soak_changes():
+    waves = members(SPEC, KEY, fleet(400))
+    d = step(SPEC, None, "p", waves, {}, 0.0)
+    d = step(SPEC, d.state, "p", waves, {}, 49 * H)
+    assert d.action == "halted"
+    looser = RolloutSpec(SPEC.waves, SPEC.soak, Gate(fetched=0.0), SPEC.canary)
+    d = step(looser, d.state, "p", waves, {}, 50 * H)
+    assert d.action == "resumed" and d.state.halted is None and d.published == {1}
+    d = step(looser, d.state, "p", waves, {}, 60 * H)
+    assert d.action == "soaking"  # the soak starts again at the resume
+    d = step(looser, d.state, "p", waves, {}, 75 * H)
+    assert d.action == "advance" and d.published == {1, 2}
+
+
+def test_a_wave_without_phones_does_not_wait():
+    few = RolloutSpec(waves=(0.01, 0.02, 1.0), soak=24 * H, gate=Gate(fetched=1.0))
+    macs = [m for m in fleet(200) if wave_of(few, KEY, m) == 3][:5]
+    waves = members(few, KEY, macs)
+    assert not waves[1] and not waves[2]
+    d = step(few, None, "p", waves, {}, 0.0)
+    assert d.action == "start" and d.published == {1, 2, 3} and d.state.wave == 3

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from reconciler.cli import output
+from reconciler.cli import rollouts as cli_rollouts
 from reconciler.core.errors import ConfigError, ProvctlError
 from reconciler.core.macs import normalize_mac
 from reconciler.desired.load import find_repo
@@ -79,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", help="commits that changed what a phone gets; when applied")
     _common(p, rev=False)
+    p.add_argument("--state-dir", type=Path)
     p.add_argument("mac")
     p.add_argument("--max-count", type=int, default=100, help="commits to look back")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -201,13 +203,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for rec in records.values():
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
     live = _live_status(args) if args.live else {}
+    book = cli_rollouts.book(state_dir)
     if args.format == "json":
-        body = {"targets": status, "redirect": {"states": states}, "live": live}
+        body = {"targets": status, "redirect": {"states": states}, "live": live,
+                "rollouts": cli_rollouts.status_dict(book)}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return 0
-    if not status and not records and not live:
+    if not status and not records and not live and not book.rollouts:
         print("no runs recorded yet")
         return 0
     for name, entry in sorted(status.items()):
@@ -225,6 +229,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"drifted, lock {entry['lock'] or 'free'}")
     if records:
         print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for line in cli_rollouts.status_lines(book):
+        print(line)
     if args.devices:
         for mac, rec in sorted(records.items()):
             since = f" since {rec.registered_at}" if rec.registered_at else ""
@@ -267,11 +273,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     from reconciler.gitops.history import history, history_text
 
     mac = normalize_mac(args.mac)
-    changes = history(find_repo(args.repo), mac, args.max_count)
+    repo = find_repo(args.repo)
+    changes = history(repo, mac, args.max_count)
+    waves = cli_rollouts.history_entries(args.state_dir or record.default_state_dir(repo), mac)
     if args.format == "json":
-        print(json.dumps([asdict(c) for c in changes], indent=1))
+        print(json.dumps([asdict(c) for c in changes] + waves, indent=1))
     else:
         sys.stdout.write(history_text(mac, changes))
+        sys.stdout.writelines(line + "\n" for line in cli_rollouts.history_lines(waves))
     return 0
 
 

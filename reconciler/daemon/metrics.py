@@ -14,12 +14,17 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_drift_files{target}                           drifted files seen by the last run
     provctl_redirect_states{state}                        MACs per redirect state (0 if unknown)
     provctl_git_fetch_failures_total                      failed fetches of the followed remote
+    provctl_rollout_wave{rollout,kind}                    the highest published wave of a rollout
+    provctl_rollout_waves{rollout,kind}                   how many waves it has
+    provctl_rollout_halted{rollout,kind}                  1 if its gate failed and it halted
+    provctl_rollout_held_phones{rollout,kind}             phones it holds back now
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -68,6 +73,17 @@ class Metrics:
                               ["state"], registry=r)
         self.fetch_failures = Counter("provctl_git_fetch_failures",
                                       "Failed fetches of the followed git remote", registry=r)
+        labels = ["rollout", "kind"]
+        self.rollout_wave = Gauge("provctl_rollout_wave",
+                                  "Highest published wave of a rollout", labels, registry=r)
+        self.rollout_waves = Gauge("provctl_rollout_waves", "Waves of a rollout", labels,
+                                   registry=r)
+        self.rollout_halted = Gauge("provctl_rollout_halted",
+                                    "1 if the rollout halted (its gate failed after soak x 2)",
+                                    labels, registry=r)
+        self.rollout_held = Gauge("provctl_rollout_held_phones",
+                                  "Phones the rollout holds back", labels, registry=r)
+        self._rollouts: set[tuple[str, str]] = set()
         for state in REDIRECT_STATES:
             self.redirect.labels(state).set(0)
         for outcome in OUTCOMES:
@@ -118,6 +134,20 @@ class Metrics:
         counts = counts or {}
         for state in sorted(set(REDIRECT_STATES) | set(counts)):
             self.redirect.labels(state).set(counts.get(state, 0))
+
+    def rollouts(self, reports: Sequence[Any]) -> None:
+        """The rollouts of the last run (pipeline/waves.py Report); others' series go."""
+        now = {(r.id, r.kind) for r in reports}
+        for gone in self._rollouts - now:
+            for gauge in (self.rollout_wave, self.rollout_waves, self.rollout_halted,
+                          self.rollout_held):
+                gauge.remove(*gone)
+        self._rollouts = now
+        for r in reports:
+            self.rollout_wave.labels(r.id, r.kind).set(r.wave)
+            self.rollout_waves.labels(r.id, r.kind).set(r.waves)
+            self.rollout_halted.labels(r.id, r.kind).set(1 if r.action == "halted" else 0)
+            self.rollout_held.labels(r.id, r.kind).set(r.held)
 
     def fetch_failed(self) -> None:
         self.fetch_failures.inc()

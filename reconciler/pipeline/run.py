@@ -486,8 +486,6 @@ def _record_rollouts(state_dir: Path, opts: Options, desired: RenderedState, the
         waves.save_book(state_dir, book)
     for report in the_plan.rollouts:
         if report.event:
-            log.log(logging.WARNING if report.action == "halted" else logging.INFO,
-                    "rollout %s (%s): %s", report.id, report.subject, report.message)
             gitrepo.note_applied(opts.repo, desired.state.revision,
                                  f"rollout {report.id} ({report.subject}): {report.message} "
                                  f"at {record.iso(now)} (receipt {receipt.id})")

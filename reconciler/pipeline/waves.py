@@ -360,10 +360,12 @@ class Report:
     phone_waves: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     seen: Mapping[str, Seen] = field(default_factory=dict, repr=False, compare=False)
     member_digests: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    changed: bool = False  # the decision moved the rollout (it started, advanced, halted ...)
 
     @property
     def event(self) -> bool:
-        return self.action in EVENTS
+        """A wave started, or the rollout halted or resumed, in this run (not: still halted)."""
+        return self.changed and self.action in EVENTS
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "subject": self.subject,
@@ -402,15 +404,17 @@ def _seen_all(group: Group, state: RolloutState,
     return out
 
 
-def _report(group: Group, decision: Decision, reading_of: dict[str, Seen], held: int,
-            next_phones: int, held_changes: int = 0, next_changes: int = 0,
-            digests: Mapping[str, str] | None = None) -> Report:
+def _report(group: Group, previous: RolloutState | None, decision: Decision,
+            reading_of: dict[str, Seen], held: int, next_phones: int, held_changes: int = 0,
+            next_changes: int = 0, digests: Mapping[str, str] | None = None) -> Report:
     state = decision.state
     return Report(group.id, group.kind, group.subject, decision.action, decision.message,
                   state.wave, len(group.spec.waves), group.phones,
                   tuple(len(group.waves.get(w, [])) for w in range(1, len(group.spec.waves) + 1)),
                   decision.reading, held, held_changes, next_phones, next_changes, state,
-                  group.version, group.spec, group.wave_of(), reading_of, digests or {})
+                  group.version, group.spec, group.wave_of(), reading_of, digests or {},
+                  changed=previous is None or previous.id != state.id
+                  or (previous.wave, previous.halted) != (state.wave, state.halted))
 
 
 def decide(groups: Mapping[str, Group], book: Book, resolved: Mapping[str, ResolvedDevice],
@@ -436,8 +440,8 @@ def decide(groups: Mapping[str, Group], book: Book, resolved: Mapping[str, Resol
         parts.append(holds)
         following = group.waves.get(decision.state.wave + 1, [])
         nxt = sum(1 for m in following if m in holds.held or m in holds.frozen)
-        reports.append(_report(group, decision, seen_now, len(holds.held) + len(holds.frozen),
-                               nxt))
+        reports.append(_report(group, previous, decision, seen_now,
+                               len(holds.held) + len(holds.frozen), nxt))
     return _merge(parts), reports
 
 
@@ -618,7 +622,7 @@ def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
              and wave_of.get(mac, 1) not in decision.published}
     following = decision.state.wave + 1
     nxt = [mac for mac in later if wave_of.get(mac) == following]
-    report = _report(group, decision, seen_now, len(later), len(nxt),
+    report = _report(group, previous, decision, seen_now, len(later), len(nxt),
                      sum(len(staged[m]) for m in later), sum(len(staged[m]) for m in nxt),
                      member_digests)
     return report, later
