@@ -135,6 +135,12 @@ def test_a_firmware_pin_goes_out_wave_by_wave_and_a_revert_takes_it_back(waved, 
     notes = git(fleet, "notes", "--ref", "provctl", "show", "HEAD")
     assert f"rollout {report.id}" in notes and "wave 1/3 starts" in notes
 
+    capsys.readouterr()
+    assert run(fleet, "explain", wave[3][0], "--param", "firmware") == 0
+    out = capsys.readouterr().out
+    assert f"firmware = {OLD}    <- held (rollout {report.id}: wave 3/3 not yet published)" in out
+    assert f"the desired state chooses {NEW} <- customer pin (firmware/yealink.yaml:" in out
+
     # soaking: nothing changes, the plan says how long
     soaking = apply(Options(repo=fleet, now=T0 + 0.5 * H))
     assert soaking.exit_code == 0 and soaking.plan.rollouts[0].action == "soaking"

@@ -241,7 +241,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
-    from reconciler.pipeline.run import load_desired, make_plan, observe_target, opened
+    from reconciler.pipeline.run import (
+        decide_rollouts,
+        load_desired,
+        make_plan,
+        observe_target,
+        opened,
+    )
     from reconciler.targets.base import LOCK, LockInfo
 
     opts = _options(args)
@@ -250,7 +256,9 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with opened(desired) as targets:
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        the_plan = make_plan(desired, observed, opts)
+        state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+        rollouts = decide_rollouts(desired, observed, state_dir, opts)
+        the_plan = make_plan(desired, observed, opts, rollouts=rollouts)
         for name, target in targets.items():
             if observed[name].error:
                 out[name] = {"error": observed[name].error}
