@@ -27,8 +27,8 @@ def book(state: Path) -> waves.Book:
         return waves.Book()
 
 
-def test_the_daemon_advances_waves_itself_and_halts_a_failing_one(repo: Path, tmp_path: Path,
-                                                                  daemons) -> None:  # noqa: F811
+def test_the_daemon_advances_waves_itself_and_halts_a_failing_one(  # noqa: F811
+        repo: Path, tmp_path: Path, daemons) -> None:  # noqa: F811
     state = repo / ".provctl"
     prom = tmp_path / "provctl.prom"
     add_devices(repo, 0, 30)
