@@ -541,8 +541,11 @@ def stage(changes: Sequence[FileChange], inputs: Inputs,
         if entry is not None and wanted is not None and entry.firmware != wanted.firmware and (
                 mac in inputs.members or entry.firmware in inputs.rollbacks):
             exempt.add(mac)  # released by a firmware rollout, or rolled back: not staged again
-    established = {mac for mac in candidates if _published_before(mac, candidates[mac],
-                                                                  desired, manifests)}
+    present = {a.device for target, want in desired.items() if target in manifests
+               for path, a in want.items() if a.device and path in manifests[target].files}
+    # a phone with files on a target already: an update, a delete, or a create beside them
+    established = {mac for mac, cs in candidates.items()
+                   if mac in present or any(c.reason != "create" for c in cs)}
     staged = {m: cs for m, cs in candidates.items() if m in established and m not in exempt}
     for mac, cs in candidates.items():
         if mac not in staged:
@@ -560,21 +563,6 @@ def stage(changes: Sequence[FileChange], inputs: Inputs,
     return Staged(sorted(kept), sorted(held), reports)
 
 
-def _published_before(mac: str, changes: Sequence[FileChange],
-                      desired: Mapping[str, Mapping[str, Desired]],
-                      manifests: Mapping[str, Manifest]) -> bool:
-    """A phone with files on a target already: an update, a delete, or a create beside them."""
-    if any(c.reason != "create" for c in changes):
-        return True
-    for target, want in desired.items():
-        manifest = manifests.get(target)
-        if manifest is None:
-            continue
-        if any(a.device == mac and path in manifest.files for path, a in want.items()):
-            return True
-    return False
-
-
 def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
             desired: Mapping[str, Mapping[str, Desired]], manifests: Mapping[str, Manifest],
             inputs: Inputs) -> tuple[Report | None, set[str]]:
@@ -586,10 +574,20 @@ def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
     if not staged:
         return None, set()
     spec = RolloutSpec.of(policy)
+    owned: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (target, mac) -> (path, sha)
+    firmware: dict[str, str | None] = {}
+    for target, want in desired.items():
+        for path, a in want.items():
+            if a.device is None:
+                continue
+            if a.firmware:
+                firmware.setdefault(a.device, a.firmware)
+            if a.device in staged:
+                owned.setdefault((target, a.device), []).append((path, a.sha256))
     digests = {}
     for mac, cs in staged.items():
         for target in sorted({c.target for c in cs}):
-            files = [(p, a.sha256) for p, a in desired.get(target, {}).items() if a.device == mac]
+            files = owned.get((target, mac), [])
             files += [(c.path, "-") for c in cs if c.target == target and c.action == "delete"]
             digests[f"{target} {mac}"] = _digest(files)
     active = next((r for r in inputs.book.active("policy")), None)
@@ -614,7 +612,8 @@ def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
     seen_now: dict[str, Seen] = {}
     if previous is not None and previous.id == gid:
         seen_now = _seen_all(group, previous, _paths_of(desired), manifests, inputs.lasts,
-                             inputs.now, inputs.parse_agent, lambda m: _firmware_of(m, desired))
+                             inputs.now,
+                             inputs.parse_agent, firmware.get)
     decision = step(spec, previous, gid, waves, {m: s.uptake for m, s in seen_now.items()},
                     inputs.now)
     wave_of = group.wave_of()
@@ -635,14 +634,6 @@ def _paths_of(desired: Mapping[str, Mapping[str, Desired]]) -> dict[str, list[tu
             if a.device:
                 out.setdefault(a.device, []).append((target, path))
     return out
-
-
-def _firmware_of(mac: str, desired: Mapping[str, Mapping[str, Desired]]) -> str | None:
-    for want in desired.values():
-        for a in want.values():
-            if a.device == mac and a.firmware:
-                return a.firmware
-    return None
 
 
 # --- record (apply) ----------------------------------------------------------------------------
