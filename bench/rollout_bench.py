@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

@@ -23,6 +23,7 @@ OWNERS = {
     "prometheus_client": {"reconciler/daemon/metrics.py"},
     "ruamel": {"reconciler/inventory/yamledit.py"},
     "pyrage": {"reconciler/desired/secrets.py"},
+    "tqdm": {"reconciler/cli/progress.py"},
 }
 
 # package -> the packages it may import (besides itself). Lower layers never import higher ones:

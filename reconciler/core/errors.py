@@ -2,6 +2,7 @@
 
     ProvctlError
     ├── ConfigError          the operator fixes the desired state (every problem, with file:line)
+    ├── NotFound             a name given on the command line (a MAC, a customer) is not known
     ├── OperationError       a target or redirect service failed
     │   ├── TargetError          (.transient: retry later, or permanent: stop this target)
     │   └── RedirectError        (.transient, .conflict: the MAC belongs to another account)
@@ -47,6 +48,12 @@ class ConfigError(ProvctlError):
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class NotFound(ProvctlError):
+    """A MAC, customer or target named on the command line is not known (exit 1)."""
+
+    exit_code = 1
 
 
 class OperationError(ProvctlError):

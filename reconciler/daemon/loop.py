@@ -93,7 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    help="status, receipts, lock, clone (default: $PROVCTL_STATE_DIR, "
                         "$STATE_DIRECTORY, or <repo>/.provctl for a local repository)")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text, or json: one object per line (journald keeps them as they are)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
                    help="address of the metrics server (default: 127.0.0.1)")
@@ -732,7 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provctl daemon",
                                 description="follow a branch and reconcile its newest revision")
     add_arguments(p)
-    return run_daemon(config_from_args(p.parse_args(argv)))
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # a usage error exits 64, never 2 ("changes made")
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None
+    return run_daemon(config_from_args(args))
 
 
 if __name__ == "__main__":

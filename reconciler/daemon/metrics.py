@@ -18,10 +18,12 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_rollout_waves{rollout,kind}                   how many waves it has
     provctl_rollout_halted{rollout,kind}                  1 if its gate failed and it halted
     provctl_rollout_held_phones{rollout,kind}             phones it holds back now
+    provctl_build_info{version,python}                    1; which provctl is running
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client import write_to_textfile as _write_textfile
+
+from reconciler import __version__
 
 REDIRECT_STATES = ("active", "disabled", "provision", "deprovision", "conflict")
 FAILURE_REASONS = ("invalid", "failed", "refused")
@@ -84,6 +88,9 @@ class Metrics:
         self.rollout_held = Gauge("provctl_rollout_held_phones",
                                   "Phones the rollout holds back", labels, registry=r)
         self._rollouts: set[tuple[str, str]] = set()
+        self.build_info = Gauge("provctl_build_info", "Always 1; labels say which provctl runs",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         for state in REDIRECT_STATES:
             self.redirect.labels(state).set(0)
         for outcome in OUTCOMES:

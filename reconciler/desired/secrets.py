@@ -247,6 +247,11 @@ class Secrets:
             raise MissingSecret(ref, f"the fleet secret does not resolve ({exc})") from exc
         return derive_password(fleet_secret, name, rotation)
 
+    def resolved(self) -> list[tuple[str, str]]:
+        """(reference as shown, value) of every secret resolved so far: what redacting a text
+        that may carry them must hide (`provctl diff`)."""
+        return [(_shown(ref, mac), value) for (ref, mac), value in self._cache.items()]
+
     def redact(self, ref: str, mac: str | None = None) -> str:
         if self.redacting:
             return self.resolve(ref, mac)

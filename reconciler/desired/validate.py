@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 import vendors
 from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import Doc, Key, Path_, Source, parse_yaml
 from reconciler.desired.schema import (
     INHERIT,
@@ -237,7 +238,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
         for cust in target.customers or []:
             if cust not in state.customers:
                 add(Problem(prov.file, prov.line("targets", name, "customers"),
-                            f"targets.{name}.customers", f"unknown customer {cust!r}"))
+                            f"targets.{name}.customers", f"unknown customer {cust!r}"
+                            f"{did_you_mean(cust, state.customers)}"))
 
     for ref in _provisioning_refs(prov.value):
         _check_secret(state, ref, prov.file, prov.line(*ref[1]), ref[1], problems)
@@ -253,7 +255,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
         for i, model in enumerate(p.models):
             if model not in vendor.models:
                 add(Problem(prof.file, prof.line("models", i), f"models.{i}",
-                            f"unknown {p.vendor} model {model!r}"))
+                            f"unknown {p.vendor} model {model!r}"
+                            f"{did_you_mean(model, vendor.models)}"))
         if p.params.get("admin_password"):
             _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
                           prof.file, prof.line("params", "admin_password"),
@@ -268,7 +271,7 @@ def cross_check(state: DesiredState) -> list[Problem]:
         profile = state.profiles.get(d.profile)
         if profile is None:
             add(Problem(located.file, located.line("profile"), "profile",
-                        f"unknown profile {d.profile!r}"))
+                        f"unknown profile {d.profile!r}{did_you_mean(d.profile, state.profiles)}"))
         try:
             vendor = vendors.get(d.vendor)
         except KeyError:
@@ -277,8 +280,9 @@ def cross_check(state: DesiredState) -> list[Problem]:
             continue
         if d.model_name not in vendor.models:
             add(Problem(located.file, located.line("model"), "model",
-                        f"unknown model {d.model!r} (known {d.vendor} models: "
-                        f"{', '.join(sorted(vendor.models))})"))
+                        f"unknown model {d.model!r}"
+                        f"{did_you_mean(d.model_name, vendor.models)} (known {d.vendor} "
+                        f"models: {', '.join(sorted(vendor.models))})"))
         elif profile is not None and (profile.value.vendor != d.vendor
                                       or d.model_name not in profile.value.models):
             add(Problem(located.file, located.line("model"), "model",
@@ -286,7 +290,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
                         f"({profile.value.vendor}: {', '.join(profile.value.models)})"))
         if d.customer is not None and d.customer not in state.customers:
             add(Problem(located.file, located.line("customer"), "customer",
-                        f"unknown customer {d.customer!r}"))
+                        f"unknown customer {d.customer!r}"
+                        f"{did_you_mean(d.customer, state.customers)}"))
         if d.owned_by_customer and d.customer is None:
             add(Problem(located.file, located.line("owned_by_customer"), "owned_by_customer",
                         "a phone owned by a customer must name that customer"))
@@ -352,7 +357,8 @@ def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
             profile = state.profiles.get(name)
             if profile is None:
                 problems.append(Problem(located.file, where, fieldname,
-                                        f"unknown profile {name!r}"))
+                                        f"unknown profile {name!r}"
+                                        f"{did_you_mean(name, state.profiles)}"))
             elif profile.value.vendor != vendor_name or model_name not in profile.value.models:
                 problems.append(Problem(located.file, where, fieldname,
                                         f"model {model!r} is not one of profile {name!r}'s "
@@ -376,7 +382,8 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
         a = located.value
         if a.customer not in state.customers:
             add(Problem(located.file, located.line("account"), "account",
-                        f"unknown customer {a.customer!r} in account {a.account!r}"))
+                        f"unknown customer {a.customer!r} in account {a.account!r}"
+                        f"{did_you_mean(a.customer, state.customers)}"))
         elif state.customers[a.customer].value.status == "terminated":
             add(Problem(located.file, located.line("account"), "account",
                         f"customer {a.customer!r} is terminated: remove account {a.account!r}"))

@@ -30,6 +30,7 @@ from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.core.layout import assignments_file, devices_file
 from reconciler.core.macs import colon_mac, normalize_mac
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import parse_yaml
 from reconciler.desired.schema import Assignment, Customer, Defaults, Device, Profile
 from reconciler.inventory.yamledit import (
@@ -81,7 +82,7 @@ class View:
         """Why `profile` cannot be used for `model`, or None."""
         p = self.profiles.get(profile)
         if p is None:
-            return f"unknown profile {profile!r}"
+            return f"unknown profile {profile!r}{did_you_mean(profile, self.profiles)}"
         vendor, _, name = model.partition("/")
         if p.vendor != vendor or name not in p.models:
             return (f"model {model!r} is not one of profile {profile!r}'s "
@@ -147,7 +148,9 @@ def resolve_model(text: str) -> str:
         raise ValueError(f"unknown vendor {vendor!r} (known: {', '.join(vendors.KNOWN)})")
     if sep:
         known = ", ".join(sorted(vendors.get(vendor.lower()).models))
-        raise ValueError(f"unknown model {text!r} (known {vendor.lower()} models: {known})")
+        raise ValueError(f"unknown model {text!r}"
+                         f"{did_you_mean(name, vendors.get(vendor.lower()).models)} (known "
+                         f"{vendor.lower()} models: {known})")
     raise ValueError(f"unknown model {text!r} (write vendor/MODEL, e.g. yealink/T46U)")
 
 
@@ -318,7 +321,8 @@ def _check_row(ws: Workspace, current: View, row: Row, action: str, mac: str | N
     elif customer_text == "":
         fields["customer"] = None
     elif customer_text not in current.customers:
-        bad("Customer", f"unknown customer {customer_text!r}")
+        bad("Customer", f"unknown customer {customer_text!r}"
+                        f"{did_you_mean(customer_text, current.customers)}")
     elif current.customers[customer_text].status == "terminated":
         bad("Customer", f"customer {customer_text!r} is terminated")
     else:
@@ -519,14 +523,16 @@ def device_move(ws: Workspace, macs: list[str], customer: str | None, *,
     if customer is not None:
         c = current.customers.get(customer)
         if c is None:
-            raise ConfigError([_problem("move", "--customer", f"unknown customer {customer!r}")])
+            raise ConfigError([_problem("move", "--customer", f"unknown customer {customer!r}"
+                                        f"{did_you_mean(customer, current.customers)}")])
         if c.status == "terminated":
             raise ConfigError([_problem("move", "--customer",
                                         f"customer {customer!r} is terminated")])
     selected = list(macs)
     if all_of is not None:
         if all_of not in current.customers:
-            raise ConfigError([_problem("move", "--all-of", f"unknown customer {all_of!r}")])
+            raise ConfigError([_problem("move", "--all-of", f"unknown customer {all_of!r}"
+                                        f"{did_you_mean(all_of, current.customers)}")])
         selected += [mac for mac, d in current.devices.items()
                      if d.customer == all_of and not d.owned_by_customer]
     done: list[str] = []

@@ -75,15 +75,16 @@ def _write_journal(target: Target, paths: set[str]) -> str | None:
 
 
 def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[str, Artifact],
-            manifest: Manifest, revision: str, *, pending: frozenset[str] = frozenset(),
+            manifest: Manifest, revision: str | None, *, pending: frozenset[str] = frozenset(),
             stop: Callable[[], bool] = lambda: False,
-            clock: Callable[[], float] = time.monotonic) -> tuple[TargetResult, Manifest]:
+            clock: Callable[[], float] = time.monotonic,
+            progress: Callable[[int, int], None] | None = None) -> tuple[TargetResult, Manifest]:
     """Run the changes for one target (already locked); return results and the new manifest.
 
     Before each batch the paths it will write go to the journal; the manifest is rewritten
     every MANIFEST_EVERY seconds and at the end, when the journal is cleared. `stop()` is
     checked between batches (SIGTERM in the daemon): what was done is recorded, nothing more
-    is started.
+    is started. `progress(done, total)` is called after each batch.
     """
     result = TargetResult(target.name)
     files: dict[str, ManifestEntry] = dict(manifest.files)
@@ -139,6 +140,8 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
                     art.firmware)
             else:
                 files.pop(change.path, None)
+        if progress is not None:
+            progress(min(start + BATCH, len(ordered)), len(ordered))
         if clock() - last_write >= MANIFEST_EVERY:
             try:
                 target.write_manifest(Manifest(files, manifest.revision))

@@ -80,6 +80,8 @@ class Receipt:
     targets: Mapping[str, TargetLine]
     redirects: tuple[RedirectLine, ...]
     rollouts: tuple[Mapping[str, Any], ...] = ()  # each rollout's wave and gate (waves.Report)
+    # a narrowed run (--device/--customer): {"devices": [...], "customers": [...]}
+    only: Mapping[str, list[str]] | None = None
 
     @classmethod
     def of(cls, plan: Plan, results: Mapping[str, TargetResult], redirect: RedirectResult | None,
@@ -113,6 +115,8 @@ class Receipt:
                            for name, t in self.targets.items()}
         body["redirects"] = [asdict(r) for r in self.redirects]
         body["rollouts"] = [dict(r) for r in self.rollouts]
+        if self.only is None:
+            del body["only"]  # receipts of whole runs keep their shape
         return body
 
     def to_json(self) -> str:

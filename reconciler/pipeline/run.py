@@ -10,6 +10,7 @@ receipts and status. The CLI calls `plan()` or `apply()`; nothing else orchestra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -23,6 +24,7 @@ import vendors
 from reconciler.core.errors import (
     ConfigError,
     LockHeld,
+    NotFound,
     OperationError,
     PlanMismatch,
     Problem,
@@ -30,11 +32,12 @@ from reconciler.core.errors import (
     Refused,
     UnsafePlan,
 )
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
+from reconciler.pipeline import narrow, waves
 from reconciler.pipeline import receipt as record
-from reconciler.pipeline import waves
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.outcome import Failure, Refusal
 from reconciler.pipeline.plan import (
@@ -75,6 +78,23 @@ class Options:
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+    # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
+    devices: frozenset[str] | None = None
+    customers: frozenset[str] | None = None
+    # progress(phase, done, total): phases "load", "render <target>" (phones), "observe",
+    # "publish <target>" and "delete <target>" (files), "register" (redirect changes)
+    progress: Callable[[str, int, int], None] | None = None
+    # confirm(plan) is called with the plan apply is about to carry out, before the first
+    # write and under the target locks; False cancels the run (nothing is written)
+    confirm: Callable[[Plan], bool] | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        return self.devices is not None or self.customers is not None
+
+    def report(self, phase: str, done: int = 0, total: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
 
 
 @dataclass
@@ -95,6 +115,7 @@ class RenderedState:
 
 def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
+    opts.report("load")
     source = read_source(opts.repo, opts.rev)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
                        redacting=opts.redacting)
@@ -109,6 +130,8 @@ def load_desired(opts: Options) -> RenderedState:
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []
     for name in names:
+        if opts.progress is not None:
+            renderer.progress = lambda done, total, n=name: opts.report(f"render {n}", done, total)
         try:
             artifacts[name] = renderer.render_target(name)
         except ConfigError as exc:
@@ -194,10 +217,9 @@ def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
     if not wanted:
         return known
     unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise ConfigError([Problem("provisioning.yaml", state.provisioning.line("targets"),
-                                   "targets", f"unknown target {u!r} (known: {', '.join(known)})")
-                           for u in unknown])
+    if unknown:  # a name on the command line, not a fault of the desired state
+        raise NotFound(f"unknown target {unknown[0]!r}{did_you_mean(unknown[0], known)} "
+                       f"(known: {', '.join(known)})")
     return wanted
 
 
@@ -249,6 +271,14 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     heal = heals(state, opts)
     changes, drift, summaries, refusals, orphaned = [], [], [], [], []
     wants: dict[str, dict[str, Desired]] = {}
+    selection = None
+    if opts.narrowed:
+        selection = narrow.select(desired.renderer, desired.artifacts, opts.devices or (),
+                                  opts.customers or ())
+        unknown = narrow.unknown_macs(selection, state.devices, observed)
+        if unknown:
+            raise NotFound(f"unknown device {unknown[0]} (not in devices/*.yaml and no file of "
+                           f"it is published){did_you_mean(unknown[0], state.devices)}")
 
     def downgrade(mac: str, old: str, new: str) -> str | None:
         device = state.devices.get(mac)
@@ -271,10 +301,15 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
         want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        if selection is not None:
+            want = selection.narrow(name, want, obs)
         wants[name] = want
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade)
+        if selection is not None:
+            c = [x for x in c if selection.owns(name, x.path)]
+            d = [x for x in d if selection.owns(name, x.path)]
         changes += c
         drift += d
         summaries.append(s)
@@ -292,6 +327,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         from reconciler.redirect.plan import raise_if_unsafe
 
         redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        if selection is not None:
+            redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
             raise_if_unsafe(redirect_changes, snapshot.records, policy.max_delete_percent,
                             force=opts.force)
@@ -354,6 +391,7 @@ def plan(opts: Options) -> PlanResult:
     desired = load_desired(opts)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
+        opts.report("observe")
         verify = verifies(desired.state, opts)
         observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
@@ -369,6 +407,7 @@ class ApplyResult:
     results: dict[str, TargetResult] = field(default_factory=dict)
     receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
+    cancelled: bool = False  # confirm() said no: nothing was written
 
     @property
     def exit_code(self) -> int:
@@ -404,6 +443,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 except ProvctlError as exc:
                     results[name] = TargetResult(name, error=Failure(str(exc)))
             live = {n: t for n, t in targets.items() if n in locks}
+            opts.report("observe")
             verify = verifies(desired.state, opts)
             observed = {n: observe_target(t, desired.artifacts[n], verify)
                         for n, t in live.items()}
@@ -420,6 +460,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     results[name] = TargetResult(name, error=Refusal(str(refused)))
                 _record_status(state_dir, revision, results)
                 raise refused
+            if opts.confirm is not None and not opts.confirm(the_plan):
+                return ApplyResult(the_plan, results, cancelled=True)
 
             def run_phase(action: str) -> None:
                 for name, target in live.items():
@@ -435,10 +477,17 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     if not changes and not obs.pending and manifest.revision == revision:
                         results.setdefault(name, TargetResult(name))
                         continue
+                    phase = f"{'publish' if action == 'put' else 'delete'} {name}"
+
+                    def progress(done: int, total: int, phase: str = phase) -> None:
+                        opts.report(phase, done, total)
+
+                    # A narrowed run leaves the manifest at the revision it had: the target
+                    # as a whole is not at the new one.
                     result, _ = execute(target, changes, desired.artifacts[name], manifest,
-                                        revision,
+                                        manifest.revision if opts.narrowed else revision,
                                         pending=obs.pending if action == "put" else frozenset(),
-                                        stop=opts.stop)
+                                        stop=opts.stop, progress=progress)
                     if name in results:
                         results[name].items += result.items
                         results[name].error = results[name].error or result.error
@@ -450,16 +499,22 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             if snapshot is not None and clients is not None and not opts.stop():
                 waiting = unpublished_devices(desired_live, the_plan, observed, results)
                 redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
-                                                  state_dir, now, waiting)
+                                                  state_dir, now, waiting,
+                                                  progress=lambda done, total: opts.report(
+                                                      "register", done, total))
             run_phase("delete")
             receipt = record.Receipt.of(the_plan, results, redirect_result, started=started,
                                         ended=time.time(), revision=revision)
+            if opts.narrowed:
+                receipt = dataclasses.replace(receipt, only={
+                    "devices": sorted(opts.devices or ()),
+                    "customers": sorted(opts.customers or ())})
             events = [r for r in the_plan.rollouts if r.event]
             if not the_plan.empty or events:
                 record.write_receipt(state_dir, receipt, live)
-            now_ts = _record_status(state_dir, revision, results)
+            now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
             for name, result in results.items():
-                if result.ok and not the_plan.empty:
+                if result.ok and not the_plan.empty and not opts.narrowed:
                     gitrepo.note_applied(
                         opts.repo, revision,
                         f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
@@ -528,8 +583,10 @@ def _refusal(the_plan: Plan, opts: Options, expected_checksum: str | None) -> Re
     return None
 
 
-def _record_status(state_dir: Path, revision: str, results: Mapping[str, TargetResult]) -> float:
-    """Each target's attempt, with why it failed or was refused; returns the time recorded."""
+def _record_status(state_dir: Path, revision: str, results: Mapping[str, TargetResult],
+                   applied: bool = True) -> float:
+    """Each target's attempt, with why it failed or was refused; returns the time recorded.
+    `applied=False` (a narrowed run): an attempt only, never `last_applied`."""
     now_ts = time.time()
     for name, result in sorted(results.items()):
         error = None if result.error is None else str(result.error)
@@ -537,7 +594,7 @@ def _record_status(state_dir: Path, revision: str, results: Mapping[str, TargetR
             first = result.failed[0]
             error = (f"{len(result.failed)} change(s) failed, first: {first.action} "
                      f"{show_path(first.path)}: {first.error}")
-        record.update_status(state_dir, name, revision, result.ok, now_ts, error)
+        record.update_status(state_dir, name, revision, result.ok and applied, now_ts, error)
     return now_ts
 
 

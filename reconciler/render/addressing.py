@@ -73,6 +73,20 @@ class Addressing:
         return f"{base}{directory}/" if directory else base
 
 
+class PlaceholderAddressing(Addressing):
+    """Labelled placeholders instead of token directories: for comparing revisions where the
+    fleet secret is not available (a pull request from a fork), so that no made-up token
+    looks real."""
+
+    def directory(self, mac: str, customer: str | None) -> str:
+        mode = self.provisioning.url_tokens
+        if mode == "per-device":
+            return f"{{token:{mac}}}"
+        if mode == "per-customer":
+            return f"{{token:customer:{customer or '-pool-'}}}"
+        return ""
+
+
 _TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{6})[0-9a-f]{26}(?![0-9a-f])")
 
 

@@ -45,7 +45,7 @@ def code_version(vendor: str) -> str:
             if path.is_file() and "__pycache__" not in path.parts:
                 h.update(path.as_posix().encode())
                 h.update(path.read_bytes())
-    for shared in ("base.py", "timezones.py"):
+    for shared in ("base.py", "kit.py", "common.py", "timezones.py"):
         path = Path(vendors.__file__).parent / shared
         if path.exists():
             h.update(path.read_bytes())

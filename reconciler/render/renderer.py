@@ -103,6 +103,9 @@ class Renderer:
         # (mac, target) -> (input, cache key), computed by the parallel pass
         self._inputs: dict[tuple[str, str], tuple[RenderInput, str | None]] = {}
         self._prerendered: dict[tuple[str, str], Rendered] = {}  # (mac, target): from workers
+        # progress(done, total) of render_target, in phones (the CLI's progress display)
+        self.progress: Callable[[int, int], None] | None = None
+        self._done = 0
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -169,15 +172,18 @@ class Renderer:
         wanted = resolved.values() if macs is None else [resolved[m] for m in macs]
         problems: list[Problem] = []
         files: dict[str, Artifact] = {}
-        self._render_misses_in_parallel([d for d in wanted if serves(spec, d.customer)], target)
-        for device in wanted:
-            if not serves(spec, device.customer):
-                continue
+        served = [d for d in wanted if serves(spec, d.customer)]
+        self._done = 0
+        self._render_misses_in_parallel(served, target)
+        for device in served:
+            counted = (device.mac, target) in self._prerendered  # the workers count theirs
             try:
                 for artifact in self.render_device(device, target):
                     files[artifact.path] = artifact
             except ConfigError as exc:
                 problems += exc.problems
+            if not counted:
+                self._tick(len(served))
         if problems:
             raise ConfigError(problems)
         return dict(sorted(files.items()))
@@ -213,9 +219,15 @@ class Renderer:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 for done in pool.imap_unordered(_render_batch, spans):
                     self._prerendered.update(done)
+                    self._tick(len(devices), len(done))
         finally:
             gc.unfreeze()
             _WORKER, _WORK = None, []
+
+    def _tick(self, total: int, n: int = 1) -> None:
+        self._done += n
+        if self.progress is not None:
+            self.progress(self._done, total)
 
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
         """The files of one phone on one target (plus its firmware binary when pinned)."""
@@ -269,10 +281,11 @@ class Renderer:
     def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
         located = device.located
+        built = vendor.build(rin)  # once: the files and what the format cannot carry
         problems = [Problem(located.file, located.line("mac"), device.mac, why)
-                    for why in vendor.check(rin)]
+                    for why in built.problems]
         out_files = []
-        for out in vendor.files(rin):
+        for out in built.files:
             try:
                 text = render(out.template, out.context, autoescape=vendor.autoescape,
                               line_ending=out.line_ending)
