@@ -27,7 +27,8 @@ def test_the_receipt_json_is_the_documented_shape(fleet):
     assert set(body["targets"]["local"]) == {"error", "items"}
     assert body["targets"]["local"]["error"] is None
     item = body["targets"]["local"]["items"][0]
-    assert set(item) == {"target", "path", "action", "reason", "error"}
+    assert set(item) == {"target", "path", "action", "reason", "error", "sha256", "size"}
+    assert item["action"] == "put" and len(item["sha256"]) == 64 and item["size"] > 0
     assert body["redirects"] == [{"action": "register", "mac": "001565aabb01",
                                   "service": "default", "cause": "new",
                                   "url": body["redirects"][0]["url"], "error": None}]

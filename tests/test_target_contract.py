@@ -218,3 +218,32 @@ def test_break_lock_by_id(subject: Subject):
 
     assert broken == lock
     subject.other().acquire_lock("operator", ttl=60)
+
+
+def _outside(subject: Subject, tmp_path: Path, name: str, data: bytes) -> str:
+    """A file outside the target's root (an access log): its absolute path on the host."""
+    if subject.disk is None:
+        path = f"/var/log/nginx/{name}"
+        subject.target.outside[path] = data  # type: ignore[attr-defined]
+        return path
+    path = subject.disk.parent / f"{subject.disk.name}-logs" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_reads_a_file_outside_the_root_by_range(subject: Subject, tmp_path: Path):
+    t = subject.target
+    data = os.urandom(200_000)  # several SFTP read requests
+    path = _outside(subject, tmp_path, "prov.access.log", data)
+
+    stat = t.stat_file(path)
+
+    assert stat is not None and stat.size == 200_000
+    assert t.read_range(path, 0, 10) == data[:10]
+    assert t.read_range(path, 1000, 150_000) == data[1000:151_000]
+    assert t.read_range(path, 199_990, 4096) == data[199_990:]  # fewer bytes at the end
+    assert t.read_range(path, 200_000, 4096) == b""
+    assert t.stat_file(path + ".1") is None
+    with pytest.raises(TargetError, match="prov.access.log.1"):
+        t.read_range(path + ".1", 0, 10)

@@ -32,6 +32,8 @@ EXITS: dict[str, tuple[tuple[str, str], ...]] = {
                ("3", "another daemon holds the state directory (--once: refused)"),
                ("64", "usage error")),
     "write": (("0", "written"), ("1", "failed (nothing half written)"), ("64", "usage error")),
+    "serve": (("0", "stopped by SIGTERM/SIGINT"), ("1", "cannot listen, or invalid desired state"),
+              ("64", "a target that is not local, a bad --listen: usage error")),
 }
 
 # command path -> (example lines, exit codes key)
@@ -48,7 +50,8 @@ EXAMPLES: dict[str, tuple[tuple[str, ...], str]] = {
               "run"),
     "diff": (("provctl diff 00:15:65:AA:BB:01 --target eu-1",), "run"),
     "explain": (("provctl explain 00:15:65:AA:BB:01 --param sip.server",), "show"),
-    "status": (("provctl status --live", "provctl status --exit-code || alert"), "status"),
+    "status": (("provctl status --live", "provctl status --exit-code || alert",
+                "provctl status --devices --state pending --state stale"), "status"),
     "history": (("provctl history 00:15:65:AA:BB:01 --format json",), "show"),
     "unlock": (("provctl unlock --target eu-1 --id 3f2a9c0d",), "run"),
     "import": (("provctl import phones.csv --dry-run", "provctl import --template > phones.csv"),
@@ -76,7 +79,7 @@ EXAMPLES: dict[str, tuple[tuple[str, ...], str]] = {
     "completion": (("provctl completion bash > /etc/bash_completion.d/provctl",
                     "provctl completion fish > ~/.config/fish/completions/provctl.fish"),
                    "write"),
-    "serve": (("provctl serve --target local --listen 127.0.0.1:8080",), "run"),
+    "serve": (("provctl serve --target local --listen 127.0.0.1:8080",), "serve"),
     "serve-config": (("provctl serve-config nginx --target eu-1",), "show"),
     "dhcp": (("provctl dhcp --customer acme --format kea",), "show"),
     "onboard": (("provctl onboard 00:15:65:AA:BB:09",), "edit"),

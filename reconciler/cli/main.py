@@ -149,7 +149,11 @@ def parser() -> argparse.ArgumentParser:
     _common(p, rev=False)
     _target(p)
     _state_dir(p)
-    p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    p.add_argument("--devices", action="store_true", help="per phone: what it fetched (access "
+                   "logs), its state, and its redirect state")
+    from reconciler.cli import observe as cli_observe
+
+    cli_observe.add_status_arguments(p)
     p.add_argument("--live", action="store_true",
                    help="also observe the targets (read-only): pending changes, drift, lock")
     p.add_argument("--exit-code", action="store_true",
@@ -189,10 +193,11 @@ def parser() -> argparse.ArgumentParser:
 def _modules() -> list[Any]:
     from reconciler.cli import daemon as cli_daemon
     from reconciler.cli import inventory as cli_inventory
+    from reconciler.cli import observe as cli_observe
     from reconciler.cli import vendors as cli_vendors
     from reconciler.cli import zerotouch as cli_zerotouch
 
-    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch]
+    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch, cli_observe]
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -390,16 +395,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     live = _live_status(args) if args.live or args.exit_code else {}
     code = _status_code(status, live) if args.exit_code else 0
     book = cli_rollouts.book(state_dir)
+    from reconciler.cli import observe as cli_observe
+
+    uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
         body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live,
                                 "rollouts": cli_rollouts.status_dict(book)}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
+            body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
         if args.exit_code:
             body["exit_code"] = code
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return code
-    if not status and not records and not live and not book.rollouts:
+    if not status and not records and not live and not args.devices and not book.rollouts:
         print("no runs recorded yet")
         return code
     for name, entry in sorted(status.items()):
@@ -424,6 +433,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             since = f" since {rec.registered_at}" if rec.registered_at else ""
             note = f" ({rec.message})" if getattr(rec, "message", "") else ""
             print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
+        sys.stdout.write(cli_observe.uptake_text(args, *uptake))  # type: ignore[misc]
     return code
 
 
@@ -445,6 +455,7 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         decide_rollouts,
         load_desired,
         make_plan,
+        observe_phones,
         observe_target,
         opened,
     )
@@ -456,7 +467,8 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     with opened(desired) as targets:
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
         state_dir = opts.state_dir or record.default_state_dir(opts.repo)
-        rollouts = decide_rollouts(desired, observed, state_dir, opts)
+        uptake = observe_phones(desired, targets, observed, state_dir, opts, read_logs=False)
+        rollouts = decide_rollouts(desired, observed, uptake, opts)
         the_plan = make_plan(desired, observed, opts, rollouts=rollouts)
         for name, target in targets.items():
             if observed[name].error:
@@ -475,16 +487,18 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from reconciler.cli.observe import history_fetches
     from reconciler.gitops.history import history, history_json, history_text
 
     mac = _mac(args.mac)
     repo = find_repo(args.repo)
     changes = history(repo, mac, args.max_count)
+    fetches = history_fetches(repo, mac)
     waves = cli_rollouts.history_entries(args.state_dir or record.default_state_dir(repo), mac)
     if args.format == "json":
-        print(json.dumps({**history_json(mac, changes), "rollouts": waves}, indent=1))
+        print(json.dumps({**history_json(mac, changes, fetches), "rollouts": waves}, indent=1))
     else:
-        sys.stdout.write(history_text(mac, changes))
+        sys.stdout.write(history_text(mac, changes, fetches))
         sys.stdout.writelines(line + "\n" for line in cli_rollouts.history_lines(waves))
     return 0
 

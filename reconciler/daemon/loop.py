@@ -578,6 +578,20 @@ class Daemon:
         self._rollouts(rev, result)
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()
+        if self.metrics is not None and result.uptake is not None:
+            self._uptake(result.uptake)
+
+    def _uptake(self, uptake: Any) -> None:
+        """The access logs read on this drift check (pipeline/phones.py FleetUptake)."""
+        if not uptake.configured:
+            return
+        scanning: dict[str, int] = {}
+        for client in uptake.scanners:
+            scanning[client.target] = scanning.get(client.target, 0) + 1
+        counts: dict[str, int] = {}
+        for device in uptake.devices.values():
+            counts[device.state] = counts.get(device.state, 0) + 1
+        self.metrics.uptake(uptake.logs, counts, scanning)
 
     def _rollouts(self, rev: str, result: ApplyResult) -> None:
         """A wave started, a rollout halted (naming the phones) or resumed: one line each."""
@@ -649,6 +663,8 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.applied(name, synced=False, drift=drift.get(name, 0))
         if self.metrics is not None:
+            if result.uptake is not None:
+                self._uptake(result.uptake)
             self._export()
 
     def _export(self) -> None:

@@ -19,14 +19,20 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_rollout_halted{rollout,kind}                  1 if its gate failed and it halted
     provctl_rollout_held_phones{rollout,kind}             phones it holds back now
     provctl_build_info{version,python}                    1; which provctl is running
+    provctl_devices{state}                                phones per uptake state (access logs)
+    provctl_fetches_total{target,status}                  requests in the access log, by status
+    provctl_unknown_fetches_total{target}                 misses on paths shaped like a phone's
+    provctl_scanning_clients{target}                      addresses asking for many unknown paths
+    provctl_access_log_unparsed_lines_total{target}       access-log lines that did not parse
+    provctl_publish_to_fetch_seconds                      histogram: publish -> the phone's fetch
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -45,6 +51,19 @@ FAILURE_REASONS = ("invalid", "failed", "refused")
 ACTIONS = ("put", "delete")
 OUTCOMES = ("noop", "changed", "failed", "refused", "invalid")
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+DEVICE_STATES = ("current", "pending", "stale", "never-fetched", "errors")
+# publish -> fetch: minutes after a reboot, hours until the nightly resync, days when off
+UPTAKE_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
+
+
+class LogCounts(Protocol):
+    """What one run read from one access log (reconciler/uptake/observe.py LogObservation)."""
+
+    target: str
+    statuses: Mapping[int, int]
+    unknown: int
+    unparsed: int
+    latencies: Sequence[float]
 
 
 class Metrics:
@@ -91,6 +110,20 @@ class Metrics:
         self.build_info = Gauge("provctl_build_info", "Always 1; labels say which provctl runs",
                                 ["version", "python"], registry=r)
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.devices = Gauge("provctl_devices", "Phones per uptake state, from the access logs",
+                             ["state"], registry=r)
+        self.fetches = Counter("provctl_fetches", "Requests in the targets' access logs, by "
+                               "HTTP status", ["target", "status"], registry=r)
+        self.unknown = Counter("provctl_unknown_fetches", "Requests that missed on a path shaped "
+                               "like a phone's (a token directory or a MAC-named file)",
+                               ["target"], registry=r)
+        self.scanning = Gauge("provctl_scanning_clients", "Client addresses that asked for many "
+                              "unknown paths", ["target"], registry=r)
+        self.unparsed = Counter("provctl_access_log_unparsed_lines",
+                                "Access-log lines that did not parse", ["target"], registry=r)
+        self.uptake_time = Histogram("provctl_publish_to_fetch_seconds",
+                                     "Time from publishing a phone's file to its first fetch",
+                                     buckets=UPTAKE_BUCKETS, registry=r)
         for state in REDIRECT_STATES:
             self.redirect.labels(state).set(0)
         for outcome in OUTCOMES:
@@ -155,6 +188,21 @@ class Metrics:
             self.rollout_waves.labels(r.id, r.kind).set(r.waves)
             self.rollout_halted.labels(r.id, r.kind).set(1 if r.action == "halted" else 0)
             self.rollout_held.labels(r.id, r.kind).set(r.held)
+
+    def uptake(self, logs: Iterable[LogCounts], states: Mapping[str, int] | None,
+               scanning: Mapping[str, int]) -> None:
+        """One observation of the access logs, the phones per state, scanners per target."""
+        for obs in logs:
+            self.unknown.labels(obs.target).inc(obs.unknown)
+            self.unparsed.labels(obs.target).inc(obs.unparsed)
+            for status, n in obs.statuses.items():
+                self.fetches.labels(obs.target, str(status)).inc(n)
+            for seconds in obs.latencies:
+                self.uptake_time.observe(seconds)
+            self.scanning.labels(obs.target).set(scanning.get(obs.target, 0))
+        if states is not None:
+            for state in sorted(set(DEVICE_STATES) | set(states)):
+                self.devices.labels(state).set(states.get(state, 0))
 
     def fetch_failed(self) -> None:
         self.fetch_failures.inc()

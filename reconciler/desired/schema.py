@@ -52,6 +52,14 @@ class SecretsSource(Strict):
     recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
 
 
+class AccessLog(Strict):
+    """The access log of the web server that serves a target's root (docs/serving.md)."""
+
+    path: str  # local: relative to the repository or absolute; sftp: a path on the host
+    format: Literal["combined", "json"] = "combined"
+    scan_threshold: int = Field(default=10, ge=2, le=50)  # unknown paths from one client
+
+
 class LocalTarget(Strict):
     kind: Literal["local"]
     root: str
@@ -59,6 +67,7 @@ class LocalTarget(Strict):
     customers: list[str] | None = None
     file_mode: int = 0o644
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    access_log: AccessLog | None = None
 
 
 class SftpTarget(Strict):
@@ -77,6 +86,7 @@ class SftpTarget(Strict):
     dir_mode: int = 0o755
     timeout: float = 15.0
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    access_log: AccessLog | None = None
 
 
 Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,21 @@ class Change:
     diff: list[str] = field(default_factory=list)  # redacted, a summary of changed lines
     applied: list[str] = field(default_factory=list)  # note lines saying where and when
     files: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> (op, line)
+
+
+@dataclass
+class Fetch:
+    """The phone received a content new to it, as seen in a target's access log."""
+
+    date: str  # ISO 8601 UTC
+    revision: str | None  # None: published before receipts carried digests
+    sha256: str | None
+    target: str
+    path: str  # token shortened
+    status: int
+    ip: str
+    phone: str  # what its User-Agent says: "Yealink T46U 108.86.0.95"
+    what: str = "fetched"
 
 
 def _phone_files(repo: Path, rev: str, mac: str) -> dict[str, str] | None:
@@ -117,11 +134,23 @@ def history(repo: Path, mac: str, max_count: int = 100) -> list[Change]:
     return changes
 
 
-def history_text(mac: str, changes: list[Change]) -> str:
-    if not changes:
+def _when(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def history_text(mac: str, changes: list[Change], fetches: Sequence[Fetch] = ()) -> str:
+    """Commits (with where and when they were applied) and fetches, in time order."""
+    if not changes and not fetches:
         return f"no commit changed what {mac} gets\n"
     out = []
-    for c in changes:
+    events: list[Change | Fetch] = sorted([*changes, *fetches], key=lambda e: _when(e.date))
+    for c in events:
+        if isinstance(c, Fetch):
+            sha = f" (sha {c.sha256[:12]}…)" if c.sha256 else ""
+            out.append(f"fetched rev {(c.revision or '?')[:10]}{sha} at {c.date} from {c.ip}, "
+                       f"{c.phone}  ({c.target}: {c.path}, {c.status})")
+            continue
         out.append(f"{c.commit[:10]}  {c.date}  {c.author}")
         out.append(f"    {c.message}")
         if c.what == "invalid":
@@ -152,8 +181,10 @@ def parse_note(line: str) -> dict[str, Any]:
     return out
 
 
-def history_json(mac: str, changes: list[Change]) -> dict[str, Any]:
-    """`history --format json`: per commit, the changed lines per file and the applies."""
+def history_json(mac: str, changes: list[Change], fetches: Sequence[Fetch] = ()
+                 ) -> dict[str, Any]:
+    """`history --format json`: per commit, the changed lines per file and the applies; the
+    phone's fetches, as last observed in the access logs."""
     return {
         "format": "provctl-history/1",
         "mac": mac,
@@ -164,4 +195,5 @@ def history_json(mac: str, changes: list[Change]) -> dict[str, Any]:
                       for name, lines in c.files.items()],
             "applied": [parse_note(line) for line in c.applied],
         } for c in changes],
+        "fetches": [asdict(f) for f in fetches],
     }

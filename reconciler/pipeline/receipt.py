@@ -51,6 +51,10 @@ class ItemLine:
     action: str
     reason: str
     error: str | None
+    # what a put published: the timeline that says which content, and so which revision, a
+    # phone fetched at a given moment (reconciler/uptake)
+    sha256: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Receipt:
         def line(c: RedirectChange, error: str | None = None) -> RedirectLine:
             return RedirectLine(c.action, c.mac, c.service, c.cause, redact_url(c.url), error)
 
+        content = {(c.target, c.path): (c.sha256, c.size)
+                   for c in plan.changes if c.action == "put"}
         redirects: list[RedirectLine] = []
         if redirect is not None:
             redirects += [line(c) for c in redirect.done]
@@ -100,7 +106,8 @@ class Receipt:
             targets={
                 name: TargetLine(
                     None if r.error is None else str(r.error),
-                    tuple(ItemLine(i.target, show_path(i.path), i.action, i.reason, i.error)
+                    tuple(ItemLine(i.target, show_path(i.path), i.action, i.reason, i.error,
+                                   *content.get((i.target, i.path), (None, None)))
                           for i in r.items))
                 for name, r in sorted(results.items())
             },

@@ -36,7 +36,7 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import narrow, waves
+from reconciler.pipeline import narrow, phones, waves
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute, read_journal
 from reconciler.pipeline.outcome import Failure, Refusal
@@ -170,8 +170,8 @@ def _book(state_dir: Path) -> waves.Book:
         raise OperationError(str(exc)) from exc
 
 
-def decide_rollouts(desired: RenderedState, observed: Mapping[str, Observed], state_dir: Path,
-                    opts: Options) -> waves.Inputs | None:
+def decide_rollouts(desired: RenderedState, observed: Mapping[str, Observed],
+                    uptake: phones.FleetUptake | None, opts: Options) -> waves.Inputs | None:
     """After observing: step each rollout with the gate the phones show, render again the
     phones whose wave starts now, and what make_plan needs to stage the rest."""
     state = desired.state
@@ -192,7 +192,7 @@ def decide_rollouts(desired: RenderedState, observed: Mapping[str, Observed], st
         primary = renderer.addressing.primary_target(resolved[mac].customer) if mac in resolved \
             else None
         owned.sort(key=lambda tp: (tp[0] != primary, tp))
-    lasts = fetches(state_dir)
+    lasts = uptake.lasts if uptake is not None else {}
     catalog = [c.value for c in state.catalog]
     holds, reports = waves.decide(desired.groups, book, resolved, catalog, paths, manifests,
                                   lasts, now)
@@ -205,11 +205,6 @@ def decide_rollouts(desired: RenderedState, observed: Mapping[str, Observed], st
     return waves.Inputs(book, waves.rollout_key(renderer.fleet_secret), now, lasts, policy,
                         tuple(reports), holds.frozen, phones,
                         waves.rollback_versions(book, desired.groups))
-
-
-def fetches(state_dir: Path) -> waves.Lasts:
-    """What the access logs said of each published path (reconciler/uptake)."""
-    return {}
 
 
 def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
@@ -262,9 +257,11 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
-              now: datetime | None = None, rollouts: waves.Inputs | None = None) -> Plan:
-    """Pure: desired artifacts + observed snapshots (targets, redirect services, rollouts as
-    decided from what the phones fetched) -> Plan."""
+              now: datetime | None = None, arrived: Mapping[str, float] | None = None,
+              rollouts: waves.Inputs | None = None) -> Plan:
+    """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
+    fetches: `arrived`, mac -> unix time; rollouts as decided from what the phones fetched)
+    -> Plan."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -326,7 +323,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
 
-        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days)
+        came = {mac: datetime.fromtimestamp(at, UTC) for mac, at in (arrived or {}).items()}
+        redirect_changes = redirects.plan(snapshot, now, policy.redirect_window_days, came)
         if selection is not None:
             redirect_changes = [r for r in redirect_changes if r.mac in selection.macs]
         try:
@@ -375,6 +373,7 @@ def _now(opts: Options) -> datetime:
 class PlanResult:
     plan: Plan
     desired: RenderedState
+    uptake: phones.FleetUptake | None = None
 
     @property
     def exit_code(self) -> int:
@@ -395,10 +394,26 @@ def plan(opts: Options) -> PlanResult:
         verify = verifies(desired.state, opts)
         observed = {name: observe_target(t, desired.artifacts[name], verify)
                     for name, t in targets.items()}
+        uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
-        rollouts = decide_rollouts(desired, observed, state_dir, opts)
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), rollouts),
-                      desired)
+        rollouts = decide_rollouts(desired, observed, uptake, opts)
+    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
+                                rollouts), desired, uptake)
+
+
+def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
+                   observed: Mapping[str, Observed], state_dir: Path, opts: Options,
+                   read_logs: bool = True, stale_after: float = phones.STALE_AFTER
+                   ) -> phones.FleetUptake:
+    """Read-only towards the targets: their access logs, from where the last run stopped."""
+    manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    targets = {n: t for n, t in targets.items() if n in manifests}  # unreachable: said already
+    clock: Callable[[], float] = time.time
+    if opts.now is not None:  # tests pass a clock
+        fixed = opts.now.timestamp()
+        clock = lambda: fixed  # noqa: E731
+    return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
+                                 stale_after=stale_after, now=clock)
 
 
 @dataclass
@@ -408,6 +423,7 @@ class ApplyResult:
     receipt: record.Receipt | None = None
     redirect: redirects.RedirectResult | None = None
     cancelled: bool = False  # confirm() said no: nothing was written
+    uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
 
     @property
     def exit_code(self) -> int:
@@ -447,13 +463,15 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             verify = verifies(desired.state, opts)
             observed = {n: observe_target(t, desired.artifacts[n], verify)
                         for n, t in live.items()}
+            uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
-            rollouts = decide_rollouts(desired, observed, state_dir, opts)
+            rollouts = decide_rollouts(desired, observed, uptake, opts)
             desired_live = RenderedState(desired.state, desired.renderer,
                                          {n: desired.artifacts[n] for n in live},
                                          desired.groups, desired.book)
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now, rollouts)
+            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
+                                 rollouts)
             refused = _refusal(the_plan, opts, expected_checksum)
             if refused is not None:
                 for name in live:
@@ -523,7 +541,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             if rollouts is not None:
                 _record_rollouts(state_dir, opts, desired_live, the_plan, observed, results,
                                  rollouts, receipt, now.timestamp())
-            return ApplyResult(the_plan, results, receipt, redirect_result)
+            if not the_plan.empty and uptake.configured:  # what was published changed
+                fresh = {n: Observed(n, targets[n].read_manifest()) for n in live
+                         if observed[n].error is None}
+                uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
+                                              read_logs=False)
+                uptake_after.logs = uptake.logs
+                uptake = uptake_after
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):

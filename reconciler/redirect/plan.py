@@ -36,6 +36,9 @@ Rules (one device at a time; a device's result never depends on another's):
    cannot (its API has no override) gives `conflict` with cause `cannot-steal`, which says so.
 4. Our registration's window elapsed (or its `until` passed) → `deregister`; nothing is registered
    again for that `opened` fingerprint (state `disabled`).
+4a. The phone fetched its own file after the registration that opened the window (`arrived`,
+   observed in the access logs: it has reached us) → `deregister` with cause `fetched`, and the
+   window is over as in rule 4.
 5. Not desired any more, we hold it and provctl's record says it registered it → `deregister`.
 6. A MAC provctl has no record of (or whose record says it was not ours) is never deregistered.
 7. Desired, our account holds it with a URL of another environment → `conflict` (cause
@@ -70,6 +73,7 @@ Cause = Literal[
     "other-environment",  # our account holds it for another environment of the fleet (conflict)
     "window-elapsed",  # registered_at + window_days passed
     "until-passed",  # the device's redirect.until date passed
+    "fetched",  # the phone fetched its own file from us after the registration: it arrived
     "not-desired",  # the device no longer asks for a registration
     "moved",  # the device now uses another redirect service
 ]
@@ -188,16 +192,29 @@ def _same_window(record: Record | None, want: DesiredRegistration) -> bool:
     )
 
 
+def arrived_after(record: Record, came: datetime | None) -> bool:
+    """Whether the phone fetched from us after the registration that opened its window.
+
+    Access logs in the combined format keep whole seconds, so a fetch logged in the second of
+    the registration counts (a phone that fetched from us then does not need the redirect).
+    """
+    return came is not None and record.registered_at is not None and (
+        came >= parse_time(record.registered_at).replace(microsecond=0))
+
+
 def window_open(
-    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int
+    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int,
+    came: datetime | None = None,
 ) -> bool:
-    """Whether the device should be registered now (desired, window not over)."""
+    """Whether the device should be registered now (desired, window not over, not arrived)."""
     if want is None:
         return False
     if want.until and now >= until_end(want.until):
         return False
     if record is not None and _same_window(record, want):
         assert record.registered_at is not None
+        if arrived_after(record, came):
+            return False
         return now < window_end(record.registered_at, window_days, want.until)
     return True
 
@@ -213,14 +230,19 @@ def plan_redirects(
     window_days: int,
     *,
     env: Environment,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> list[RedirectChange]:
-    """Every change needed to bring the redirect services to the desired state. Pure."""
+    """Every change needed to bring the redirect services to the desired state. Pure.
+
+    `arrived`: per MAC, the latest fetch of the phone's own file seen in the access logs.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    arrived = arrived or {}
     changes: list[RedirectChange] = []
     for mac in sorted(set(desired) | set(records)):
         changes.extend(_plan_one(mac, desired.get(mac), remote.get(mac), records.get(mac), now,
-                                 window_days, env))
+                                 window_days, env, arrived.get(mac)))
     return sorted(changes, key=lambda change: change.sort_key)
 
 
@@ -232,6 +254,7 @@ def _plan_one(
     now: datetime,
     window_days: int,
     env: Environment,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
     if want is None:
         return _plan_unwanted(mac, seen, record, env)
@@ -247,7 +270,7 @@ def _plan_one(
         record = None
     if seen is None:
         return out
-    return out + _plan_wanted(mac, want, seen, record, now, window_days, env)
+    return out + _plan_wanted(mac, want, seen, record, now, window_days, env, came)
 
 
 def _plan_unwanted(mac: str, seen: Remote | None, record: Record | None,
@@ -272,6 +295,7 @@ def _plan_wanted(
     now: datetime,
     window_days: int,
     env: Environment,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
     # A registration at our account for another environment of the fleet is not ours.
     ours = seen.holder == "us" and env.owns(seen.url, record)
@@ -291,6 +315,12 @@ def _plan_wanted(
                 if want.until and end == until_end(want.until):
                     cause = "until-passed"
                 return change("deregister", f"window ended {end.isoformat()}", cause)
+            return []
+        if arrived_after(record, came):
+            assert came is not None
+            if ours and holding:
+                return change("deregister", f"the phone fetched its file at {came.isoformat()}",
+                              "fetched")
             return []
     if want.until and now >= until_end(want.until):
         if ours and holding:
@@ -387,6 +417,7 @@ def device_states(
     window_days: int,
     *,
     env: Environment,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> dict[str, State]:
     """Each known device's redirect state from an observation (for status and plan output).
 
@@ -394,11 +425,12 @@ def device_states(
     the recorded state is reported.
     """
     states: dict[str, State] = {}
+    arrived = arrived or {}
     for mac in sorted(set(desired) | set(records)):
         want, seen, record = desired.get(mac), remote.get(mac), records.get(mac)
         if record is not None and want is not None and record.service != want.service:
             record = None
-        states[mac] = _state(want, seen, record, now, window_days, env)
+        states[mac] = _state(want, seen, record, now, window_days, env, arrived.get(mac))
     return states
 
 
@@ -414,10 +446,11 @@ def _state(
     now: datetime,
     window_days: int,
     env: Environment,
+    came: datetime | None = None,
 ) -> State:
     if seen is None:
         return recorded_state(record)
-    wanted = window_open(want, record, now, window_days)
+    wanted = window_open(want, record, now, window_days, came)
     if seen.holder == "us" and not env.owns(seen.url, record):
         return "conflict" if wanted else "disabled"
     if seen.holder == "us":

@@ -209,9 +209,11 @@ def environment(state: DesiredState, can_steal: set[str]) -> Environment:
                           can_steal)
 
 
-def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[RedirectChange]:
+def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int,
+         arrived: Mapping[str, datetime] | None = None) -> list[RedirectChange]:
+    """`arrived`: mac -> the phone's latest fetch of its own file (ends its window)."""
     return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days,
-                          env=snapshot.env)
+                          env=snapshot.env, arrived=arrived)
 
 
 @dataclass

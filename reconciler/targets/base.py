@@ -164,5 +164,14 @@ class Target(Protocol):
         """Remove a stale lock by id (`provctl unlock`); raise LockHeld when the id differs."""
         ...
 
+    def stat_file(self, path: str) -> FileStat | None:
+        """Size and mtime of a file by absolute path on the host, outside the root too (an
+        access log); None when it does not exist. Read-only."""
+        ...
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of that file from `offset` (fewer at its end). Read-only."""
+        ...
+
     def close(self) -> None:
         ...

@@ -164,5 +164,24 @@ class LocalTarget:
         self._path(LOCK).unlink()
         return held
 
+    # --- files outside the root, read-only (access logs)
+
+    def stat_file(self, path: str) -> FileStat | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TargetError(self.name, f"cannot stat {path}: {exc.strerror or exc}") from exc
+        return FileStat(st.st_size, st.st_mtime)
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except OSError as exc:
+            raise TargetError(self.name, f"cannot read {path}: {exc.strerror or exc}") from exc
+
     def close(self) -> None:
         pass

@@ -40,6 +40,7 @@ class MemoryTarget:
         self.fail: dict[str, str] = {}  # path -> error message its ops get
         self.unreachable: str | None = None  # set: every call raises a transient TargetError
         self.executed: list[FileOp] = []  # every op that succeeded, in order
+        self.outside: dict[str, bytes] = {}  # absolute path -> bytes outside the root (logs)
         self._lock = threading.Lock()
         for path, data in (files or {}).items():
             self.files[self._check(path)] = (data, clock())
@@ -154,6 +155,22 @@ class MemoryTarget:
                 raise LockHeld(f"target {self.name}: {held.describe()}, not {lock_id}")
             del self.files[LOCK]
             return held
+
+    # --- files outside the root, read-only (access logs); `fail[path]` makes one unreadable
+
+    def stat_file(self, path: str) -> FileStat | None:
+        self._reach()
+        if path in self.fail:
+            raise TargetError(self.name, f"{self.fail[path]}: {path}")
+        data = self.outside.get(path)
+        return None if data is None else FileStat(len(data), self.clock())
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        self._reach()
+        data = self.outside.get(path)
+        if data is None or path in self.fail:
+            raise TargetError(self.name, f"{self.fail.get(path, 'no such file')}: {path}")
+        return data[offset:offset + length]
 
     def close(self) -> None:
         pass

@@ -1291,6 +1291,40 @@ class SftpTarget:
 
         return self._retrying(unlock)
 
+    # --- files outside the root, read-only (access logs), by absolute path on the host
+
+    def stat_file(self, path: str) -> FileStat | None:
+        def stat() -> FileStat | None:
+            with self._session() as session:
+                try:
+                    st = session.sftp.stat(path)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    if not session.alive:
+                        raise
+                    raise TargetError(self.name,
+                                      f"cannot stat {path} on {self.address}: {exc}") from exc
+                return FileStat(st.st_size or 0, float(st.st_mtime or 0))
+
+        return self._retrying(stat)
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        def read() -> bytes:
+            with self._session() as session:
+                try:
+                    with session.sftp.open(path, "rb") as fh:
+                        n = max(0, min(length, (fh.stat().st_size or 0) - offset))
+                        # readv pipelines the READ requests (one round trip, not one per 32 KB)
+                        return b"".join(fh.readv([(offset, n)])) if n else b""
+                except OSError as exc:
+                    if not session.alive:
+                        raise
+                    raise TargetError(self.name,
+                                      f"cannot read {path} on {self.address}: {exc}") from exc
+
+        return self._retrying(read)
+
     def close(self) -> None:
         with self._pool_lock:
             idle, self._idle = self._idle, []
