@@ -305,3 +305,29 @@ def test_ten_percent_more_phones_move_no_phone_to_another_wave(waved):
     for mac in more:
         assert firmware_in(fleet, mac) == (NEW if after[mac][0] == 1 else None)
     assert {firmware_in(fleet, m) for m, (w, _, _) in before.items() if w > 1} == {OLD}
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["book", "manifest"])
+def test_the_next_rollout_holds_phones_at_the_version_the_last_one_gave_them(waved, forget):
+    """Held phones keep what they were last published with: the book says it, or (a lost
+    state directory) the manifest entry published last, not the .boot file's older one."""
+    fleet = waved
+    pin_new(fleet)
+    for hours in (0, 1.1, 2.2):
+        apply(Options(repo=fleet, now=T0 + hours * H))
+    assert {firmware_in(fleet, m) for m in PHONES} == {NEW}
+    newer = fleet / "firmware-store" / "T46U-108.86.0.99.rom"
+    newer.write_bytes(b"newer\n")
+    catalog = fleet / "firmware" / "yealink.yaml"
+    catalog.write_text(catalog.read_text().replace("pins:", (
+        "  - {vendor: yealink, models: [T46U], version: 108.86.0.99, file: T46U-108.86.0.99.rom,"
+        f' sha256: "{hashlib.sha256(newer.read_bytes()).hexdigest()}", '
+        "source: firmware-store/T46U-108.86.0.99.rom}\npins:")).replace(
+        f"version: {NEW}, customer: acme", "version: 108.86.0.99, customer: acme"))
+    commit(fleet, "acme T46U: 108.86.0.99 in waves")
+    if forget:
+        (fleet / ".provctl" / waves.BOOK).unlink()
+    apply(Options(repo=fleet, now=T0 + 3 * H))
+    wave = members()
+    assert {firmware_in(fleet, m) for m in wave[1]} == {"108.86.0.99"}
+    assert {firmware_in(fleet, m) for m in wave[2] + wave[3]} == {NEW}

@@ -380,14 +380,18 @@ class Report:
 
 def _previous(mac: str, paths: Mapping[str, Sequence[tuple[str, str]]],
               manifests: Mapping[str, Manifest], book: Book) -> str | None:
-    """The firmware a phone's files were last published with: its manifest entries (the
-    first target that has one), else the book, else None (installed)."""
-    for target, path in paths.get(mac, ()):
-        manifest = manifests.get(target)
-        entry = manifest.files.get(path) if manifest is not None else None
-        if entry is not None:
-            return entry.firmware
-    return book.firmware.get(mac)
+    """The firmware a phone's files were last published with: the book (recorded when they
+    were), else the manifest entry of its file published last (an entry's firmware is
+    written when the file is put: a file whose content did not change with the firmware keeps
+    an older one), else None (installed)."""
+    if mac in book.firmware:
+        return book.firmware[mac]
+    entries = [entry for target, path in paths.get(mac, ())
+               if (manifest := manifests.get(target)) is not None
+               and (entry := manifest.files.get(path)) is not None]
+    if not entries:
+        return None
+    return max(entries, key=lambda e: (e.mtime, e.firmware is not None)).firmware
 
 
 def _seen_all(group: Group, state: RolloutState,
