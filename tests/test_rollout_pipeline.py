@@ -163,11 +163,21 @@ def test_a_firmware_pin_goes_out_wave_by_wave_and_a_revert_takes_it_back(waved, 
     git(fleet, "revert", "--no-edit", "HEAD")
     back = plan(Options(repo=fleet, now=T0 + 1.2 * H))
     assert back.plan.refusals == ()
-    assert changed_phones(back) == set(wave[1] + wave[2]) and back.plan.rollouts == ()
+    assert changed_phones(back) == set(wave[1] + wave[2])
+    (gone,) = back.plan.rollouts
+    assert gone.id == report.id and gone.action == "removed" and gone.event
+    from reconciler.cli import output
+
+    assert (f"removed (a rollback): left the desired state at wave 2/3: the "
+            f"{len(wave[1] + wave[2])} phone(s) it gave {NEW} get what the desired state gives "
+            "them now, at once") in output.plan_text(back.plan)
     assert apply(Options(repo=fleet, now=T0 + 1.2 * H)).exit_code == 2
     assert {firmware_in(fleet, m) for m in PHONES} == {OLD}
     book = waves.load_book(fleet / ".provctl")
     assert book.rollouts[report.id].closed.startswith("removed from the desired state")
+    assert "left the desired state at wave 2/3" in git(fleet, "notes", "--ref", "provctl",
+                                                       "show", "HEAD")
+    assert plan(Options(repo=fleet, now=T0 + 1.3 * H)).plan.rollouts == ()  # said once
 
 
 def test_a_wave_that_fetches_nothing_halts_and_nothing_more_is_published(waved, capsys):

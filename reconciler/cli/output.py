@@ -159,6 +159,9 @@ def rollout_lines(plan: Plan) -> list[str]:
     for r in plan.rollouts:
         sizes = "/".join(str(n) for n in r.per_wave)
         out.append(f"  rollout {r.id}: {r.subject}")
+        if r.action == "removed":
+            out.append(f"    removed (a rollback): {r.message}")
+            continue
         out.append(f"    wave {r.wave}/{r.waves} published ({r.phones} phone(s), per wave "
                    f"{sizes}) — {r.action}: {r.message}")
         if r.reading is not None and r.action not in ("halted",):

@@ -177,6 +177,7 @@ class Metrics:
 
     def rollouts(self, reports: Sequence[Any]) -> None:
         """The rollouts of the last run (pipeline/waves.py Report); others' series go."""
+        reports = [r for r in reports if r.action != "removed"]
         now = {(r.id, r.kind) for r in reports}
         for gone in self._rollouts - now:
             for gauge in (self.rollout_wave, self.rollout_waves, self.rollout_halted,

@@ -50,7 +50,7 @@ from reconciler.targets.base import Manifest
 BOOK = "rollouts.json"
 FORMAT = 1
 KEEP = 20  # rollouts kept in the book; the oldest finished ones go first
-EVENTS = ("start", "advance", "halted", "resumed")  # decisions worth a receipt and a note
+EVENTS = ("start", "advance", "halted", "resumed", "removed")  # worth a receipt and a note
 
 
 def rollout_key(fleet_secret: str) -> bytes:
@@ -446,7 +446,24 @@ def decide(groups: Mapping[str, Group], book: Book, resolved: Mapping[str, Resol
         nxt = sum(1 for m in following if m in holds.held or m in holds.frozen)
         reports.append(_report(group, previous, decision, seen_now,
                                len(holds.held) + len(holds.frozen), nxt))
+    for gid, stored in sorted(book.rollouts.items()):
+        if stored.kind == "firmware" and stored.closed is None and gid not in groups:
+            reports.append(_removed(gid, stored))
     return _merge(parts), reports
+
+
+def _removed(gid: str, stored: Stored) -> Report:
+    """A firmware rollout whose pin left the desired state (a revert, or a new version): its
+    phones get what the desired state gives them now, all at once (the plan lists them)."""
+    given = sum(1 for w, _, _ in stored.phones.values() if w <= stored.state.wave)
+    waves = len(stored.waves)
+    per_wave = tuple(sum(1 for w, _, _ in stored.phones.values() if w == i)
+                     for i in range(1, waves + 1))
+    return Report(gid, stored.kind, stored.subject, "removed",
+                  f"left the desired state at wave {stored.state.wave}/{waves}: the {given} "
+                  f"phone(s) it gave {stored.version} get what the desired state gives them now, "
+                  "at once", stored.state.wave, waves, len(stored.phones), per_wave, None, 0,
+                  state=stored.state, version=stored.version, changed=True)
 
 
 def _constant(value: str | None) -> Callable[[str], str | None]:
