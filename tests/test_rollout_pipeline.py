@@ -288,6 +288,18 @@ def test_a_small_change_is_not_staged(waved):
     assert result.plan.rollouts == ()
 
 
+def test_a_gate_without_an_access_log_is_a_warning(waved, capsys):
+    pin_new(waved, "{waves: [50%, 100%], gate: {fetched: 90%}}")
+    assert run(waved, "validate") == 0
+    err = capsys.readouterr().err
+    assert "warning: firmware/yealink.yaml:" in err and "no target names an access_log" in err
+    pin_new_again = (waved / "firmware" / "yealink.yaml").read_text().replace(
+        "gate: {fetched: 90%}", "gate: {}")
+    (waved / "firmware" / "yealink.yaml").write_text(pin_new_again)
+    assert run(waved, "validate") == 0
+    assert "access_log" not in capsys.readouterr().err  # a gate of soak alone needs no log
+
+
 def test_a_canary_must_be_a_known_phone(waved, capsys):
     fleet = waved
     pin_new(fleet, '{canary: ["00:15:65:ff:ff:ff"], waves: [100%]}')

@@ -322,7 +322,14 @@ def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
                if img.value.rollout is not None]
     places += [(pin.value.rollout, pin, ("rollout",)) for pin in state.pins
                if pin.value.rollout is not None]
+    logs = any(getattr(t, "access_log", None) for t in state.provisioning.value.targets.values())
     for rollout, located, base in places:
+        g = rollout.gate
+        if not logs and (g.fetched or g.reports_version or g.errors_max):
+            problems.append(Problem(
+                located.file, located.line(*base, "gate"), ".".join((*base, "gate")),
+                "the gate reads what phones fetched, but no target names an access_log: "
+                "nothing will be seen and the rollout will halt (docs/serving.md)", "warning"))
         for i, mac in enumerate(rollout.canary):
             if mac not in state.devices:
                 problems.append(Problem(located.file, located.line(*base, "canary", i),
