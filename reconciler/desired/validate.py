@@ -327,7 +327,7 @@ def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
         g = rollout.gate
         if not logs and (g.fetched or g.reports_version or g.errors_max):
             problems.append(Problem(
-                located.file, located.line(*base, "gate"), ".".join((*base, "gate")),
+                located.file, located.line(*base, "gate"), ".".join((*map(str, base), "gate")),
                 "the gate reads what phones fetched, but no target names an access_log: "
                 "nothing will be seen and the rollout will halt (docs/serving.md)", "warning"))
         for i, mac in enumerate(rollout.canary):
