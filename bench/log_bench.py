@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -136,6 +137,9 @@ def main() -> int:
               f"{cpu:.2f}s of CPU)")
         print(f"wc -l on the same file: {floor:.3f}s; observing costs {seconds / floor:.0f}x "
               f"wc -l")
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} core(s) while measuring (other "
+              "work on the machine slows both figures)")
         budget = LIMIT * args.lines / 1_000_000
         verdict = "OK" if seconds <= budget else "TOO SLOW"
         print(f"verdict: {verdict} ({seconds:.2f}s for {args.lines:,} lines; limit "

@@ -8,7 +8,8 @@ from reconciler.core.errors import TargetError
 from reconciler.pipeline import apply as apply_mod
 from reconciler.pipeline.run import Options, apply
 from reconciler.targets import local as local_mod
-from reconciler.targets.base import JOURNAL, Put
+from reconciler.targets.base import Put
+from reconciler.targets.manifest import JOURNAL
 
 
 class Dropping(local_mod.LocalTarget):
@@ -17,7 +18,7 @@ class Dropping(local_mod.LocalTarget):
     budget = 3
 
     def execute(self, ops):
-        puts = [op for op in ops if isinstance(op, Put) and not op.path.startswith(".provctl")]
+        puts = [op for op in ops if isinstance(op, Put)]  # (records go to meta, not here)
         if puts and Dropping.budget <= 0:
             raise TargetError(self.name, "connection dropped", transient=True)
         if puts:
@@ -34,13 +35,13 @@ def test_a_run_dropped_mid_apply_converges_on_the_next(fleet, monkeypatch, capsy
     monkeypatch.setattr(apply_mod, "BATCH", 5)
     monkeypatch.setattr("reconciler.targets.LocalTarget", Dropping)
     assert run(fleet, "apply") == 1
-    www = fleet / "out" / "www"
-    assert (www / JOURNAL).exists()  # the paths it may have written are known
+    meta = fleet / "out" / ".provctl-www"  # the records, beside the served tree
+    assert (meta / JOURNAL).exists()  # the paths it may have written are known
     assert "connection dropped" in capsys.readouterr().out
     monkeypatch.setattr("reconciler.targets.LocalTarget", local_mod.LocalTarget)
     # No "not published by provctl" refusal: the journal says these files are ours.
     assert run(fleet, "apply") == 2
-    assert not (www / JOURNAL).exists()
+    assert not (meta / JOURNAL).exists()
     assert run(fleet, "apply") == 0
 
 

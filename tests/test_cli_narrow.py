@@ -34,7 +34,7 @@ def test_device_limits_apply_to_that_phone(fleet, capsys):
     files = published(fleet)
     token = url_token(FLEET_SECRET, MAC)
     assert set(files) == {f"{token}/{MAC}.cfg", f"{token}/{MAC}.boot"}
-    manifest = json.loads((www(fleet) / ".provctl" / "manifest.json").read_text())
+    manifest = json.loads((fleet / "out" / ".provctl-www" / "manifest.json").read_text())
     assert manifest["revision"] is None  # the target as a whole is not at the new revision
     status = json.loads((fleet / ".provctl" / "status.json").read_text())
     assert "last_applied" not in status["local"]

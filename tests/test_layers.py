@@ -15,7 +15,7 @@ PACKAGES = ("reconciler", "vendors")
 
 # library -> the only modules allowed to import it
 OWNERS = {
-    "paramiko": {"reconciler/targets/sftp.py"},
+    "paramiko": {"reconciler/targets/sftp/connection.py"},
     "httpx": {"reconciler/redirect/http.py"},
     "jinja2": {"reconciler/render/templating.py"},
     "git": {"reconciler/desired/load.py", "reconciler/gitops/repo.py"},

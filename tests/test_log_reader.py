@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gzip
 
-from reconciler.targets.memory import MemoryTarget
+from memlogs import LogTarget
+
 from reconciler.uptake.reader import Cursor, LogReader
 
 LOG = "/var/log/nginx/prov.access.log"
@@ -19,7 +20,7 @@ def lines(a: int, b: int) -> bytes:
     return b"".join(line(n) for n in range(a, b))
 
 
-def run(host: MemoryTarget, cursor: Cursor | None, **kw) -> tuple[bytes, Cursor | None, list]:
+def run(host: LogTarget, cursor: Cursor | None, **kw) -> tuple[bytes, Cursor | None, list]:
     reader = LogReader(host, LOG, cursor, **kw)
     got, last = b"", cursor
     for data, cur in reader.segments():
@@ -29,7 +30,7 @@ def run(host: MemoryTarget, cursor: Cursor | None, **kw) -> tuple[bytes, Cursor 
 
 
 def test_reads_on_from_the_cursor_and_leaves_a_partial_line():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 3) + b"127.0.0.1 - - [half a li"
     got, cur, notes = run(host, None)
     assert got == lines(0, 3) and notes == []
@@ -42,7 +43,7 @@ def test_reads_on_from_the_cursor_and_leaves_a_partial_line():
 
 
 def test_rotation_finishes_the_predecessor_first():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 10)
     _, cur, _ = run(host, None)
     host.outside[LOG] += lines(10, 12)  # written after the last run, before rotation
@@ -56,7 +57,7 @@ def test_rotation_finishes_the_predecessor_first():
 
 
 def test_rotation_to_a_compressed_predecessor():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 10)
     _, cur, _ = run(host, None)
     old = host.outside.pop(LOG) + lines(10, 13) + b"last line without newline"
@@ -70,7 +71,7 @@ def test_rotation_to_a_compressed_predecessor():
 
 
 def test_copytruncate_is_noticed():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 50)
     _, cur, _ = run(host, None)
     host.outside[LOG + ".1"] = host.outside[LOG] + lines(50, 51)  # copied, then truncated
@@ -82,7 +83,7 @@ def test_copytruncate_is_noticed():
 
 
 def test_truncated_without_a_predecessor_says_what_was_lost():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 50)
     _, cur, _ = run(host, None)
     host.outside[LOG] = lines(400, 402)  # truncated, nothing kept
@@ -95,7 +96,7 @@ def test_truncated_without_a_predecessor_says_what_was_lost():
 
 
 def test_a_predecessor_of_another_log_is_not_mistaken_for_ours():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 5)
     _, cur, _ = run(host, None)
     host.outside[LOG + ".1"] = lines(1000, 1010)  # not what the cursor read
@@ -105,7 +106,7 @@ def test_a_predecessor_of_another_log_is_not_mistaken_for_ours():
 
 
 def test_a_small_log_grows_its_fingerprint():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = line(0)
     _, cur, _ = run(host, None)
     assert cur is not None and cur.length == len(line(0))
@@ -115,7 +116,7 @@ def test_a_small_log_grows_its_fingerprint():
 
 
 def test_a_run_reads_at_most_max_bytes_and_the_next_goes_on():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 1000)
     got, cur, _ = run(host, None, max_bytes=10_000)
     assert 9_000 < len(got) <= 10_000 and lines(0, 1000).startswith(got)
@@ -124,7 +125,7 @@ def test_a_run_reads_at_most_max_bytes_and_the_next_goes_on():
 
 
 def test_a_missing_log_is_not_an_error_and_a_vanished_one_is_finished():
-    host = MemoryTarget()
+    host = LogTarget()
     reader = LogReader(host, LOG, None)
     assert list(reader.segments()) == [(b"", None)] and reader.missing and reader.notes == []
     host.outside[LOG] = lines(0, 5)
@@ -141,7 +142,7 @@ def test_cursor_round_trip():
 
 
 def test_a_run_that_stops_inside_the_predecessor_goes_on_there():
-    host = MemoryTarget()
+    host = LogTarget()
     host.outside[LOG] = lines(0, 10)
     _, cur, _ = run(host, None)
     host.outside[LOG] += lines(10, 1000)

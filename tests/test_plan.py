@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reconciler.pipeline.plan import Desired, FileChange, Observed, Plan, diff_target
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import FileStat, Manifest, ManifestEntry
+from reconciler.targets.base import FileStat
+from reconciler.targets.manifest import Manifest, ManifestEntry
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

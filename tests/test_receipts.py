@@ -8,6 +8,7 @@ from fleet_fixtures import edit, run
 
 from reconciler.pipeline.outcome import Failure, Refusal
 from reconciler.pipeline.run import Options, apply
+from reconciler.targets import lock
 from reconciler.targets.local import LocalTarget
 
 
@@ -33,13 +34,13 @@ def test_the_receipt_json_is_the_documented_shape(fleet):
                                   "service": "default", "cause": "new",
                                   "url": body["redirects"][0]["url"], "error": None}]
     assert body["redirects"][0]["url"].endswith("…/")  # token shortened
-    copies = list((fleet / "out" / "www" / ".provctl" / "receipts").glob("*.json"))
+    copies = list((fleet / "out" / ".provctl-www" / "receipts").glob("*.json"))
     assert [json.loads(p.read_text()) for p in copies] == [body]
 
 
 def test_a_refusal_is_a_type_not_a_prefix_to_parse(fleet):
     assert run(fleet, "apply") == 2
-    holder = LocalTarget("local", fleet / "out" / "www").acquire_lock("ops", 600)
+    holder = lock.acquire(LocalTarget("local", fleet / "out" / "www"), "ops", 600).info
     edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
     result = apply(Options(repo=fleet))
     error = result.results["local"].error

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from memlogs import LogTarget
 
 from reconciler.core.errors import TargetError
 from reconciler.redirect.base import DesiredRegistration, Remote
 from reconciler.redirect.plan import Environment, Record, device_states, plan_redirects
-from reconciler.targets.memory import MemoryTarget
 from reconciler.uptake import serving
 from reconciler.uptake.devices import Phone, arrived, device_uptake
 from reconciler.uptake.match import Index, PathInfo, Timeline
@@ -209,7 +209,7 @@ def receipts(path: Path, *puts: tuple[str, str, str, str]) -> None:
 
 
 def test_observing_records_new_content_once_and_counts_probes(tmp_path):
-    host = MemoryTarget()
+    host = LogTarget()
     receipts(tmp_path / "receipts.jsonl", ("r1", "2027-01-15T08:00:00Z", "rev1", "sha1"))
     host.outside[LOG] = _log(
         req(CFG, at=T0 + 10), req(CFG, at=T0 + 20), req(CFG, 304, at=T0 + 30, size=0),
@@ -244,7 +244,7 @@ def test_observing_records_new_content_once_and_counts_probes(tmp_path):
             host.outside[LOG])
 
 
-class Flaky(MemoryTarget):
+class Flaky(LogTarget):
     """Fails every read after the first `good` ones (a connection that drops mid-log)."""
 
     def __init__(self, good: int):
@@ -279,7 +279,7 @@ def test_a_log_that_fails_mid_way_keeps_what_was_read(tmp_path, monkeypatch):
 def test_two_processes_reading_one_log_count_each_request_once(tmp_path):
     receipts(tmp_path / "receipts.jsonl", ("r1", "2027-01-15T08:00:00Z", "rev1", "sha1"))
 
-    class Racing(MemoryTarget):
+    class Racing(LogTarget):
         """While this reader reads, another process (the daemon) reads the same log."""
 
         raced = False

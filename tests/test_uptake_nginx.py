@@ -262,3 +262,30 @@ def test_the_loop_over_sftp(fleet, sshd, sftp_root, nginx_factory, capsys, tmp_p
     assert run(fleet, "plan") == 0
     body = devices(fleet, capsys)
     assert f"{sshd.host}:{sshd.port}" in body["warnings"][0]
+
+
+EVERY_VENDOR = [
+    YEALINK, SNOM, POLY, GRANDSTREAM,
+    Phone("fanvil", "0c383eaa0002", "X4U", "2.12.16.17", ip="127.0.0.15"),
+    Phone("gigaset", "589ec6bb0002", "N670", "83.V2.65.0", ip="127.0.0.16"),
+    Phone("cisco", "c80084cc0001", "CP-8841-3PCC", "11.3.7", ip="127.0.0.17"),
+    Phone("panasonic", "0080f0cc0002", "KX-HDV230", "01.133", ip="127.0.0.18"),
+]
+
+
+def test_a_phone_of_every_vendor_fetches_and_is_recognised(served, capsys):
+    fleet, server, _ = served
+    for phone in EVERY_VENDOR:
+        got = phone.boot(url(server, phone.mac))
+        assert any(status == 200 for _, status in got), (phone.vendor, got)
+
+    body = devices(fleet, capsys)
+
+    by_mac = {d["mac"]: d for d in body["devices"]}
+    for phone in EVERY_VENDOR:
+        seen = by_mac[phone.mac]
+        assert seen["state"] == "current", (phone.vendor, seen)
+        assert seen["last_fetch"]["phone"]["vendor"] == phone.vendor
+        assert seen["last_fetch"]["phone"]["firmware"] == phone.firmware
+        assert seen["notes"] == [], (phone.vendor, seen["notes"])
+    assert body["scanners"] == []

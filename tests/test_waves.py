@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from reconciler.pipeline import waves
 from reconciler.pipeline.rollout import RolloutState
-from reconciler.targets.base import Manifest, ManifestEntry
+from reconciler.targets.manifest import Manifest, ManifestEntry
 
 CFG = ("local", "tok/001565aabb01.cfg")
 BOOT = ("local", "tok/001565aabb01.boot")

@@ -459,7 +459,7 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         observe_target,
         opened,
     )
-    from reconciler.targets.base import LOCK, LockInfo
+    from reconciler.targets.lock import holder
 
     opts = _options(args)
     desired = load_desired(opts)
@@ -474,12 +474,10 @@ def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
             if observed[name].error:
                 out[name] = {"error": observed[name].error}
                 continue
-            lock = None
             try:
-                data = target.read(LOCK)
-                lock = LockInfo.from_bytes(data).describe() if data else None
-            except (ValueError, TypeError, ProvctlError):
-                lock = "unreadable lock file"
+                lock = holder(target)
+            except ProvctlError as exc:
+                lock = f"unknown ({exc})"
             out[name] = {"pending": sum(1 for c in the_plan.changes if c.target == name),
                          "drift": sum(1 for d in the_plan.drift if d.target == name),
                          "lock": lock}
@@ -504,12 +502,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    from reconciler.pipeline.run import opened
+    from reconciler.pipeline.unlock import unlock
 
-    opts = _options(args)
-    desired = load_desired(opts)
-    with opened(desired) as targets:
-        held = targets[args.target].break_lock(args.id)
+    held = unlock(find_repo(args.repo), args.target, args.id)
     print(f"removed {held.describe()}")
     return 0
 

@@ -120,7 +120,12 @@ def plan_text(plan: Plan, limit: int = TEXT_LIMIT, style: Style = PLAIN) -> str:
         out.append(style("error", f"  REFUSED: {refusal}"))
     out += rollout_lines(plan)
     out.append(style("bold", f"Summary: {_summary_line(plan)}"))
-    if plan.empty and not plan.drift:
+    failed = [t.target for t in plan.targets if t.error]
+    if plan.empty and not plan.drift and failed:
+        # Nothing to do on the others; these could not be observed or locked: unknown.
+        out.append(style("error", f"No changes on the other targets; {', '.join(failed)} "
+                                  "could not be checked (see above)."))
+    elif plan.empty and not plan.drift:
         out.append(style("ok", "No changes. The targets match the desired state."))
     return "\n".join(out) + "\n"
 

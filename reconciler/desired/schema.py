@@ -7,11 +7,19 @@ shape of one file at a time.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from reconciler.core.macs import normalize_mac
 
@@ -60,14 +68,39 @@ class AccessLog(Strict):
     scan_threshold: int = Field(default=10, ge=2, le=50)  # unknown paths from one client
 
 
+def _meta_root_outside(root: str, meta_root: str | None) -> None:
+    """meta_root holds the manifest (every URL token): never servable from the root."""
+    if meta_root is None or not root:
+        return
+    root_n, meta_n = posixpath.normpath(root), posixpath.normpath(meta_root)
+    if root_n.startswith("/") != meta_n.startswith("/"):
+        return  # one absolute, one relative: they cannot be compared here
+    inside = posixpath.relpath(meta_n, root_n)
+    if inside == ".":
+        raise ValueError("meta_root must not be the root itself")
+    if inside != ".." and not inside.startswith("../") and not any(
+            part.startswith(".") for part in inside.split("/")):
+        raise ValueError(
+            "meta_root inside the root must be a dot-directory (e.g. <root>/.provctl), which "
+            "the web server denies; better, put it outside the root")
+
+
 class LocalTarget(Strict):
     kind: Literal["local"]
     root: str
     base_url: str
     customers: list[str] | None = None
     file_mode: int = 0o644
+    dir_mode: int = 0o711  # the root too: others may enter directories but not list them
+    meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
     access_log: AccessLog | None = None
+
+    @field_validator("meta_root")
+    @classmethod
+    def _meta_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _meta_root_outside(info.data.get("root", ""), value)
+        return value
 
 
 class SftpTarget(Strict):
@@ -83,10 +116,17 @@ class SftpTarget(Strict):
     customers: list[str] | None = None
     sessions: int = Field(default=8, ge=1, le=64)
     file_mode: int = 0o644
-    dir_mode: int = 0o755
+    dir_mode: int = 0o711  # the root too: others may enter directories but not list them
+    meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     timeout: float = 15.0
     firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
     access_log: AccessLog | None = None
+
+    @field_validator("meta_root")
+    @classmethod
+    def _meta_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _meta_root_outside(info.data.get("root", ""), value)
+        return value
 
 
 Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]

@@ -9,7 +9,6 @@ files it may have written are known from the journal.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,9 @@ from reconciler.pipeline.outcome import Failure
 from reconciler.pipeline.plan import FileChange
 from reconciler.render.addressing import show_path
 from reconciler.render.renderer import Artifact
-from reconciler.targets.base import JOURNAL, Delete, FileOp, Manifest, ManifestEntry, Put, Target
+from reconciler.targets import manifest as records
+from reconciler.targets.base import Delete, FileOp, Put, Target
+from reconciler.targets.manifest import JOURNAL, Manifest, ManifestEntry
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,6 @@ class TargetResult:
         return self.error is None and not self.failed
 
 
-def read_journal(target: Target) -> frozenset[str]:
-    try:
-        data = target.read(JOURNAL)
-        return frozenset(json.loads(data)["paths"]) if data else frozenset()
-    except (ValueError, KeyError, TypeError):
-        return frozenset()
-
-
-def _write_journal(target: Target, paths: set[str]) -> str | None:
-    body = json.dumps({"paths": sorted(paths)}).encode()
-    outcome = target.execute([Put(JOURNAL, body)])[0]
-    return outcome.error
-
-
 def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[str, Artifact],
             manifest: Manifest, revision: str | None, *, pending: frozenset[str] = frozenset(),
             stop: Callable[[], bool] = lambda: False,
@@ -111,7 +98,7 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
         new_paths = {op.path for op in ops if isinstance(op, Put)} - journal
         if new_paths:
             journal |= new_paths
-            error = _write_journal(target, journal)
+            error = records.write_journal(target, journal)
             if error:
                 result.error = Failure(f"cannot write {JOURNAL}: {error}")
                 break
@@ -144,7 +131,7 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
             progress(min(start + BATCH, len(ordered)), len(ordered))
         if clock() - last_write >= MANIFEST_EVERY:
             try:
-                target.write_manifest(Manifest(files, manifest.revision))
+                records.write(target, Manifest(files, manifest.revision))
             except ProvctlError as exc:
                 result.error = Failure(str(exc))
                 break
@@ -152,15 +139,15 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
     complete = result.ok
     final = Manifest(files, revision if complete else manifest.revision)
     try:
-        target.write_manifest(final)
+        records.write(target, final)
         if journal:
             # Only what is confirmed leaves the journal; a failed or unknown put stays: ours,
             # content unknown, written again by the next run.
             leftover = journal - {i.path for i in result.done}
             if leftover:
-                _write_journal(target, leftover)
+                records.write_journal(target, leftover)
             else:
-                target.execute([Delete(JOURNAL)])
+                records.clear_journal(target)
     except ProvctlError as exc:
         result.error = result.error or Failure(str(exc))
     return result, final

@@ -22,6 +22,7 @@ from reconciler.desired.secrets import redacted
 from reconciler.pipeline import narrow
 from reconciler.pipeline.run import Options, load_desired, opened
 from reconciler.render.addressing import shorten_tokens, show_path
+from reconciler.targets import manifest as target_records
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
     out: list[PhoneFileDiff] = []
     with opened(desired) as targets:
         for name, tgt in targets.items():
-            manifest = tgt.read_manifest()
+            manifest = target_records.read(tgt)
             mine = desired.artifacts[name]
             paths = sorted({p for p in mine if selection.owns(name, p)}
                            | {p for p in manifest.files if selection.owns(name, p)})

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from reconciler.desired.schema import LocalTarget
 from reconciler.desired.validate import DesiredState
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import Manifest, Target
+from reconciler.targets.base import Target
+from reconciler.targets.manifest import Manifest
 from reconciler.uptake.devices import Phone, Uptake, arrived, device_uptake
 from reconciler.uptake.match import Index, PathInfo, own_file
 from reconciler.uptake.observe import LogObservation, LogSpec, observe, scanners

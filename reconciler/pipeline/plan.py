@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import FileStat, Manifest
+from reconciler.targets.base import FileStat
+from reconciler.targets.manifest import Manifest
 
 FORMAT = "provctl-plan/1"
 

@@ -1,12 +1,13 @@
 """Record: what a run did, for operators and auditors. Nothing secret is ever written here.
 
 - `<state>/receipts.jsonl`: one JSON line per apply (revision, trigger, plan checksum, per-item
-  results, start and end), and a copy on each target under `.provctl/receipts/`.
+  results, start and end), and a copy in each target's meta_root under `receipts/`.
 - `<state>/status.json`: per target, the last attempted and the last applied revision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,13 +18,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.errors import ProvctlError
 from reconciler.core.files import atomic_write
 from reconciler.pipeline.apply import TargetResult
 from reconciler.pipeline.plan import Plan
 from reconciler.redirect.plan import RedirectChange
 from reconciler.redirect.stage import RedirectResult, redact_url
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import RECEIPTS, Put, Target
+from reconciler.targets.base import Put, Target
+from reconciler.targets.meta import RECEIPTS
 
 
 def default_state_dir(repo: Path) -> Path:
@@ -61,6 +64,7 @@ class ItemLine:
 class TargetLine:
     error: str | None
     items: tuple[ItemLine, ...]
+    lock_taken_over: str | None = None  # the stale lock this run took over, and why
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,8 @@ class Receipt:
 
     @classmethod
     def of(cls, plan: Plan, results: Mapping[str, TargetResult], redirect: RedirectResult | None,
-           *, started: float, ended: float, revision: str) -> Receipt:
+           *, started: float, ended: float, revision: str,
+           takeovers: Mapping[str, str] | None = None) -> Receipt:
         def line(c: RedirectChange, error: str | None = None) -> RedirectLine:
             return RedirectLine(c.action, c.mac, c.service, c.cause, redact_url(c.url), error)
 
@@ -108,7 +113,8 @@ class Receipt:
                     None if r.error is None else str(r.error),
                     tuple(ItemLine(i.target, show_path(i.path), i.action, i.reason, i.error,
                                    *content.get((i.target, i.path), (None, None)))
-                          for i in r.items))
+                          for i in r.items),
+                    (takeovers or {}).get(name))
                 for name, r in sorted(results.items())
             },
             redirects=tuple(redirects),
@@ -120,6 +126,9 @@ class Receipt:
         body = asdict(self)
         body["targets"] = {name: {"error": t.error, "items": [asdict(i) for i in t.items]}
                            for name, t in self.targets.items()}
+        for name, t in self.targets.items():
+            if t.lock_taken_over is not None:  # only a run that took a stale lock over
+                body["targets"][name]["lock_taken_over"] = t.lock_taken_over
         body["redirects"] = [asdict(r) for r in self.redirects]
         body["rollouts"] = [dict(r) for r in self.rollouts]
         if self.only is None:
@@ -138,7 +147,8 @@ def write_receipt(state_dir: Path, receipt: Receipt, targets: Mapping[str, Targe
     name = f"{RECEIPTS}/{receipt.started.replace(':', '')}-{receipt.id}.json"
     for target in targets.values():
         # A receipt that cannot be copied to a target must not fail the run that produced it.
-        target.execute([Put(name, (line + "\n").encode())])
+        with contextlib.suppress(ProvctlError):
+            target.meta.execute([Put(name, (line + "\n").encode())])
 
 
 def read_status(state_dir: Path) -> dict[str, Any]:

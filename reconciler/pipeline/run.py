@@ -38,7 +38,7 @@ from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import narrow, phones, waves
 from reconciler.pipeline import receipt as record
-from reconciler.pipeline.apply import TargetResult, execute, read_journal
+from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
 from reconciler.pipeline.plan import (
     Desired,
@@ -54,8 +54,11 @@ from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
 from reconciler.render.cache import RenderCache, cache_path
 from reconciler.render.renderer import Artifact, Renderer
+from reconciler.targets import lock as target_lock
+from reconciler.targets import manifest as target_records
+from reconciler.targets import meta as target_meta
 from reconciler.targets import open_target
-from reconciler.targets.base import Target
+from reconciler.targets.base import Target, read_many
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +243,16 @@ def _directories(paths: Any) -> set[str]:
 def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool) -> Observed:
     """Read-only: the manifest, a scan of the managed directories, and (--verify) hashes."""
     try:
-        manifest = target.read_manifest()
+        manifest = target_records.read(target)
         wanted = set(desired) | set(manifest.files)
         present = target.scan(_directories(wanted))
         verified = None
         if verify:
-            paths = sorted(manifest.files)
-            read_many = getattr(target, "read_many", None)  # SFTP pipelines the reads
-            contents = read_many(paths) if read_many else {p: target.read(p) for p in paths}
+            contents = read_many(target, sorted(manifest.files))
             verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
                         for p, data in contents.items()}
-        return Observed(target.name, manifest, present, verified, None, read_journal(target))
+        return Observed(target.name, manifest, present, verified, None,
+                        target_records.read_journal(target))
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))
 
@@ -447,18 +449,23 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
     revision = desired.state.revision
     started = time.time()
     now = _now(opts)
-    locks = {}
+    locks: dict[str, target_lock.LockInfo] = {}
+    takeovers: dict[str, str] = {}
     results: dict[str, TargetResult] = {}
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         try:
             for name, target in targets.items():
                 try:
-                    locks[name] = target.acquire_lock(record.trigger(), LOCK_TTL)
+                    held = target_lock.acquire(target, record.trigger(), LOCK_TTL)
+                    locks[name] = held.info
+                    if held.took_over:
+                        takeovers[name] = held.took_over
+                    target_meta.prepare(target)  # records out of the served tree, root 0711
                 except LockHeld as exc:
                     results[name] = TargetResult(name, error=Refusal(str(exc)))
                 except ProvctlError as exc:
                     results[name] = TargetResult(name, error=Failure(str(exc)))
-            live = {n: t for n, t in targets.items() if n in locks}
+            live = {n: t for n, t in targets.items() if n in locks and n not in results}
             opts.report("observe")
             verify = verifies(desired.state, opts)
             observed = {n: observe_target(t, desired.artifacts[n], verify)
@@ -472,6 +479,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                          desired.groups, desired.book)
             the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
                                  rollouts)
+            # A target that could not be locked is shown as failed, never as matching.
+            the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
+                TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
             refused = _refusal(the_plan, opts, expected_checksum)
             if refused is not None:
                 for name in live:
@@ -491,7 +501,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         continue
                     changes = [c for c in the_plan.changes
                                if c.target == name and c.action == action]
-                    manifest = obs.manifest if action == "put" else target.read_manifest()
+                    manifest = (obs.manifest if action == "put"
+                                else target_records.read(target))
                     if not changes and not obs.pending and manifest.revision == revision:
                         results.setdefault(name, TargetResult(name))
                         continue
@@ -522,13 +533,14 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                                       "register", done, total))
             run_phase("delete")
             receipt = record.Receipt.of(the_plan, results, redirect_result, started=started,
-                                        ended=time.time(), revision=revision)
+                                        ended=time.time(), revision=revision,
+                                        takeovers=takeovers)
             if opts.narrowed:
                 receipt = dataclasses.replace(receipt, only={
                     "devices": sorted(opts.devices or ()),
                     "customers": sorted(opts.customers or ())})
             events = [r for r in the_plan.rollouts if r.event]
-            if not the_plan.empty or events:
+            if not the_plan.empty or takeovers or events:
                 record.write_receipt(state_dir, receipt, live)
             now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
             for name, result in results.items():
@@ -542,7 +554,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 _record_rollouts(state_dir, opts, desired_live, the_plan, observed, results,
                                  rollouts, receipt, now.timestamp())
             if not the_plan.empty and uptake.configured:  # what was published changed
-                fresh = {n: Observed(n, targets[n].read_manifest()) for n in live
+                fresh = {n: Observed(n, target_records.read(targets[n])) for n in live
                          if observed[n].error is None}
                 uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
                                               read_logs=False)
@@ -552,7 +564,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
-                    targets[name].release_lock(lock)
+                    target_lock.release(targets[name], lock)
 
 
 def _record_rollouts(state_dir: Path, opts: Options, desired: RenderedState, the_plan: Plan,

@@ -45,7 +45,7 @@ from reconciler.pipeline.rollout import (
     members,
     step,
 )
-from reconciler.targets.base import Manifest
+from reconciler.targets.manifest import Manifest
 
 BOOK = "rollouts.json"
 FORMAT = 1
