@@ -129,7 +129,7 @@ def test_waves_gated_on_what_the_phones_fetch_and_report(fleet_served: Fleet) ->
     pin(f.repo, NEW, ROLLOUT)
     commit(f.repo, f"acme T46U: {NEW} in waves")
     out = f.apply()
-    assert "wave 1/2 published" in out and "start" in out
+    assert "wave 1/2 is current" in out and "start: wave 1/2 starts" in out
     (stored,) = [r for r in f.book().rollouts.values() if r.version == NEW]
     first = sorted(m for m, (w, _, _) in stored.phones.items() if w == 1 and m in MACS)
     second = sorted(m for m in MACS if m not in first)
@@ -160,7 +160,7 @@ def test_waves_gated_on_what_the_phones_fetch_and_report(fleet_served: Fleet) ->
     # a newer version: wave 1 fetches it but keeps reporting NEW (the upgrade fails)
     pin(f.repo, NEWER, ROLLOUT)
     commit(f.repo, f"acme T46U: {NEWER} in waves")
-    assert "wave 1/2 published" in f.apply()
+    assert "wave 1/2 is current" in f.apply()
     (broken,) = [r for r in f.book().rollouts.values() if r.version == NEWER]
     assert sorted(m for m, (w, _, _) in broken.phones.items() if w == 1) == \
         sorted(m for m, (w, _, _) in stored.phones.items() if w == 1)  # the same wave 1

@@ -225,8 +225,11 @@ def test_the_plan_shows_the_wave_the_gate_and_the_next_wave(waved, capsys):
 
     result = plan(Options(repo=fleet, now=T0 + 0.5 * H))
     text = output.plan_text(result.plan)
-    assert "wave 1/3 published (61 phone(s), per wave " in text
-    assert f"gate of wave 1: 0/{len(wave[1])} fetched" in text
+    n = len(wave[1])
+    assert (f"wave 1/3 is current (61 phone(s), per wave {n}/{len(wave[2])}/{len(wave[3])}) — "
+            f"waiting: waiting for the gate (0/{n} fetched, 0/{n} report the new version, "
+            f"0/{n} with errors)") in text
+    assert f"gate not met by {n} of {n} phone(s) of wave 1: {wave[1][0]}" in text
     assert f"held back: {len(wave[2]) + len(wave[3])} phone(s) keep their previous firmware" \
         in text
     assert f"next: wave 2/3 would change {len(wave[2])} phone(s)" in text

@@ -163,17 +163,21 @@ def rollout_lines(plan: Plan) -> list[str]:
     out = []
     for r in plan.rollouts:
         sizes = "/".join(str(n) for n in r.per_wave)
+        if r.action == "done" and not r.held:
+            out.append(f"  rollout {r.id}: {r.subject}: done, {r.waves} wave(s) published")
+            continue
         out.append(f"  rollout {r.id}: {r.subject}")
         if r.action == "removed":
             out.append(f"    removed (a rollback): {r.message}")
             continue
-        out.append(f"    wave {r.wave}/{r.waves} published ({r.phones} phone(s), per wave "
-                   f"{sizes}) — {r.action}: {r.message}")
-        if r.reading is not None and r.action not in ("halted",):
+        message = r.message.removeprefix(f"wave {r.wave}/{r.waves}: ")
+        out.append(f"    wave {r.wave}/{r.waves} is current ({r.phones} phone(s), per wave "
+                   f"{sizes}) — {r.action}: {message}")
+        if r.reading is not None and r.reading.lagging and r.action != "halted":
             lagging = ", ".join(r.reading.lagging[:10])
             more = " …" if len(r.reading.lagging) > 10 else ""
-            out.append(f"    gate of wave {r.wave}: {r.reading.show()}"
-                       + (f"; not yet: {lagging}{more}" if lagging else ""))
+            out.append(f"    gate not met by {len(r.reading.lagging)} of {r.reading.phones} "
+                       f"phone(s) of wave {r.wave}: {lagging}{more}")
         if r.held:
             what = (f"{r.held} phone(s) keep their previous firmware" if r.kind == "firmware"
                     else f"{r.held} phone(s) keep their published files ({r.held_changes} "
