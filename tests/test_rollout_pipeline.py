@@ -356,3 +356,19 @@ def test_the_next_rollout_holds_phones_at_the_version_the_last_one_gave_them(wav
     wave = members()
     assert {firmware_in(fleet, m) for m in wave[1]} == {"108.86.0.99"}
     assert {firmware_in(fleet, m) for m in wave[2] + wave[3]} == {NEW}
+
+
+def test_a_run_narrowed_to_one_phone_moves_no_wave(waved):
+    fleet = waved
+    pin_new(fleet)
+    assert apply(Options(repo=fleet, now=T0)).exit_code == 2
+    wave = members()
+    one = wave[2][0]
+    narrowed = apply(Options(repo=fleet, now=T0 + 1.1 * H, devices=frozenset({one})))
+    assert changed_phones(narrowed) == {one} and firmware_in(fleet, one) == NEW
+    (stored,) = waves.load_book(fleet / ".provctl").rollouts.values()
+    assert stored.state.wave == 1  # the wave starts with a whole run
+    assert waves.load_book(fleet / ".provctl").firmware[one] == NEW  # what it was given
+    whole = apply(Options(repo=fleet, now=T0 + 1.2 * H))
+    assert whole.plan.rollouts[0].action == "advance"
+    assert changed_phones(whole) == set(wave[2]) - {one}

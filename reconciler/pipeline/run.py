@@ -572,10 +572,17 @@ def _record_rollouts(state_dir: Path, opts: Options, desired: RenderedState, the
                      rollouts: waves.Inputs, receipt: record.Receipt, now: float) -> None:
     """The book after this run, and a note on the revision for each wave that started,
     halted or resumed."""
-    book = waves.record(rollouts.book, the_plan.rollouts, desired.groups,
-                        _published_firmware(desired, the_plan, observed, results), now)
+    firmware = _published_firmware(desired, the_plan, observed, results)
+    if opts.narrowed:
+        # --device/--customer publishes some phones only: no wave starts or halts on their
+        # account; what those phones were published with is still what they have.
+        book = waves.record(rollouts.book, (), desired.groups, firmware, now, moves=False)
+    else:
+        book = waves.record(rollouts.book, the_plan.rollouts, desired.groups, firmware, now)
     if book != rollouts.book:
         waves.save_book(state_dir, book)
+    if opts.narrowed:
+        return
     for report in the_plan.rollouts:
         if report.event:
             gitrepo.note_applied(opts.repo, desired.state.revision,

@@ -661,10 +661,12 @@ def _paths_of(desired: Mapping[str, Mapping[str, Desired]]) -> dict[str, list[tu
 
 
 def record(book: Book, reports: Sequence[Report], groups: Mapping[str, Group],
-           published_firmware: Mapping[str, str | None], now: float) -> Book:
+           published_firmware: Mapping[str, str | None], now: float,
+           moves: bool = True) -> Book:
     """The book after an apply: each rollout's new state, the gate figures of its events,
     which wave each phone was in and when it took the change, what each phone of a firmware
-    rollout was published with. Rollouts no longer in the desired state are closed. Pure."""
+    rollout was published with. Rollouts no longer in the desired state are closed (unless
+    not `moves`: then only the firmware is recorded). Pure."""
     rollouts = dict(book.rollouts)
     seen_ids = set()
     for r in reports:
@@ -690,7 +692,7 @@ def record(book: Book, reports: Sequence[Report], groups: Mapping[str, Group],
                                 r.member_digests or (old.members if old else {}), gates[-50:],
                                 now)
     for gid, stored in list(rollouts.items()):
-        if stored.closed is None and gid not in seen_ids:
+        if moves and stored.closed is None and gid not in seen_ids:
             # A firmware rollout ends when its pin leaves the desired state (a revert, a new
             # version); a policy rollout when nothing of it is pending (or a new one began).
             why = ("nothing of it left to publish, or superseded by a newer change"
