@@ -372,3 +372,15 @@ def test_a_run_narrowed_to_one_phone_moves_no_wave(waved):
     whole = apply(Options(repo=fleet, now=T0 + 1.2 * H))
     assert whole.plan.rollouts[0].action == "advance"
     assert changed_phones(whole) == set(wave[2]) - {one}
+
+
+def test_a_damaged_book_is_one_clear_error_not_a_traceback(waved, capsys):
+    pin_new(waved)
+    assert run(waved, "apply") == 2
+    (waved / ".provctl" / waves.BOOK).write_text('{"format": 1, "rollouts": {"x": {"kind": 1}}}')
+    capsys.readouterr()
+    assert run(waved, "plan") == 1
+    err = capsys.readouterr().err
+    assert "rollouts.json: damaged (KeyError" in err and "Traceback" not in err
+    assert run(waved, "status") == 1
+    assert "rollouts.json: damaged" in capsys.readouterr().err

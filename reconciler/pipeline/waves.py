@@ -126,11 +126,15 @@ def load_book(state_dir: Path) -> Book:
         return Book()
     except ValueError as exc:
         raise ValueError(f"{state_dir / BOOK}: not a rollout book: {exc}") from exc
-    if body.get("format") != FORMAT:
-        raise ValueError(f"{state_dir / BOOK}: format {body.get('format')}, this provctl "
-                         f"knows {FORMAT}")
-    return Book({i: Stored.from_json(r) for i, r in body.get("rollouts", {}).items()},
-                dict(body.get("firmware", {})))
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        shown = body.get("format") if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"{state_dir / BOOK}: format {shown}, this provctl knows {FORMAT}")
+    try:
+        return Book({i: Stored.from_json(r) for i, r in body.get("rollouts", {}).items()},
+                    dict(body.get("firmware", {})))
+    except (KeyError, TypeError, ValueError, AttributeError, AssertionError, IndexError) as exc:
+        raise ValueError(f"{state_dir / BOOK}: damaged ({type(exc).__name__}: {exc}); move it "
+                         "away to start the rollouts afresh") from exc
 
 
 def save_book(state_dir: Path, book: Book) -> None:
