@@ -256,13 +256,19 @@ def firmware_groups(resolved: Mapping[str, ResolvedDevice], key: bytes) -> dict[
     entry), the version and its sha256, and the waves. A fix (a new version) or a revert is a
     new id; a new gate, soak or canary is the same rollout."""
     found: dict[str, tuple[Any, FirmwareImage, RolloutSpec, list[str]]] = {}
+    ids: dict[tuple[str, str, str, int], str] = {}  # phones share a few rollouts
     for mac, device in resolved.items():
         ref, image = device.rollout, device.firmware_wanted
         if ref is None or image is None:
             continue
-        spec = RolloutSpec.of(ref.rollout)
-        gid = _id("firmware", ref.scope, image.version, image.sha256, list(spec.waves))
-        found.setdefault(gid, (ref, image, spec, []))[3].append(mac)
+        same = (ref.scope, image.version, image.sha256, id(ref.rollout))
+        gid = ids.get(same)
+        if gid is None:
+            spec = RolloutSpec.of(ref.rollout)
+            gid = ids[same] = _id("firmware", ref.scope, image.version, image.sha256,
+                                 list(spec.waves))
+            found.setdefault(gid, (ref, image, spec, []))
+        found[gid][3].append(mac)
     return {gid: Group(gid, "firmware", ref.subject, spec, image.version, image.vendor,
                        members(spec, key, macs), f"{ref.file}:{ref.line}")
             for gid, (ref, image, spec, macs) in sorted(found.items())}
