@@ -47,3 +47,31 @@ def test_duplicate_keys_are_an_error_not_a_silent_override():
     with pytest.raises(ConfigError) as err:
         parse_yaml("customers/c.yaml", b"id: c\nname: C\nname: D\n")
     assert str(err.value.problems[0]) == "customers/c.yaml:3: name: duplicate key"
+
+
+# --- MAC spellings YAML mangles (issue 11, item 14) ---------------------------------------
+
+
+def test_oui_dash_nic_spelling_is_accepted():
+    assert normalize_mac("001565-AABB01") == "001565aabb01"
+
+
+@pytest.mark.parametrize(("written", "number"), [
+    ("001565000010", "231997448"),  # octal to YAML 1.1
+    ("12:30:45:10:20:30", "9729757230"),  # sexagesimal
+    ("123456789012", "123456789012"),
+])
+def test_unquoted_macs_are_told_to_be_quoted(fleet, written, number):
+    from fleet_fixtures import edit
+
+    from reconciler.desired.load import read_source
+    from reconciler.desired.validate import load_state
+
+    edit(fleet / "devices" / "pool.yaml", '"00:15:65:EE:00:01"', written)
+    edit(fleet / "assignments" / "initech.yaml", '["00:04:13:DD:00:01"]', f"[{written}]")
+    with pytest.raises(ConfigError) as err:
+        load_state(read_source(fleet))
+    found = [str(p) for p in err.value.problems]
+    for where in ("devices/pool.yaml:3: mac:", "assignments/initech.yaml:4: devices.0.mac:"):
+        assert (f"{where} write MAC addresses in quotes (YAML read this one as the number "
+                f"{number})") in found, found

@@ -364,8 +364,8 @@ class Assignment(Strict):
     @field_validator("devices", mode="before")
     @classmethod
     def _ports(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [{"mac": item} if isinstance(item, str) else item for item in value]
+        if isinstance(value, list):  # a MAC alone (a number: an unquoted one, refused by mac)
+            return [item if isinstance(item, dict) else {"mac": item} for item in value]
         return value
 
     @property
