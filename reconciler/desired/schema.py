@@ -159,6 +159,15 @@ RedirectService = Annotated[
 ]
 
 
+class LoadLimits(Strict):
+    """What one YAML file of the desired state may cost (desired/load.py Limits)."""
+
+    file_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    nodes: int = Field(default=1_000_000, ge=1000)
+    alias_nodes: int = Field(default=10_000, ge=0)
+    depth: int = Field(default=64, ge=8, le=500)
+
+
 class Policy(Strict):
     prune: bool = True
     max_delete_percent: float = Field(default=10, ge=0, le=100)
@@ -166,6 +175,7 @@ class Policy(Strict):
     max_phones_per_account: int = Field(default=8, ge=1, le=8)
     drift: Literal["report", "heal"] = "report"
     allow_downgrade: bool = False
+    load_limits: LoadLimits = LoadLimits()
 
 
 class Provisioning(Strict):

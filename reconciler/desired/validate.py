@@ -17,7 +17,16 @@ import vendors
 from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.core.names import did_you_mean
-from reconciler.desired.load import Doc, Key, Path_, Source, parse_yaml
+from reconciler.desired.load import (
+    Cancelled,
+    Doc,
+    Key,
+    Path_,
+    Source,
+    check_cancelled,
+    oversize_problem,
+    parse_yaml,
+)
 from reconciler.desired.schema import (
     INHERIT,
     Assignment,
@@ -114,13 +123,18 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
 
 
 def load_state(source: Source, environ: dict[str, str] | None = None, *,
-               redacting: bool = False) -> DesiredState:
-    """Parse and validate everything; raise ConfigError with every problem found."""
-    problems: list[Problem] = []
+               redacting: bool = False,
+               cancelled: Cancelled | None = None) -> DesiredState:
+    """Parse and validate everything; raise ConfigError with every problem found.
+
+    `cancelled` is polled while parsing (raises Interrupted).
+    """
+    problems: list[Problem] = [oversize_problem(rel, size, source.limits)
+                               for rel, size in source.oversize.items()]
     docs: dict[str, Doc] = {}
     for rel, data in source.files.items():
         try:
-            docs[rel] = parse_yaml(rel, data)
+            docs[rel] = parse_yaml(rel, data, source.limits, cancelled)
         except ConfigError as exc:
             problems.extend(exc.problems)
 
@@ -128,7 +142,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     provisioning = None
     if prov_doc is not None:
         provisioning = _model(Provisioning, prov_doc.data or {}, prov_doc, problems)
-    elif "provisioning.yaml" not in source.files:
+    elif "provisioning.yaml" not in source.files and "provisioning.yaml" not in source.oversize:
         problems.append(Problem("provisioning.yaml", 0, "", "file is missing"))
 
     defaults_doc = docs.get("defaults.yaml", Doc("defaults.yaml", {}, {(): 1}))
@@ -145,6 +159,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     pins: list[Located[FirmwarePin]] = []
 
     for rel, doc in docs.items():
+        check_cancelled(cancelled)
         if rel.startswith(layout.DEVICES):
             for i, item in _items(doc, problems):
                 dev = _model(Device, item, doc, problems, (i,))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import vendors
-from reconciler.core.errors import ConfigError, Problem
+from reconciler.core.errors import ConfigError, Interrupted, Problem
 from reconciler.desired.resolve import ResolvedDevice, Resolver
 from reconciler.desired.schema import SECRET_REF
 from reconciler.desired.secrets import MissingSecret
@@ -104,6 +104,11 @@ class Renderer:
         # progress(done, total) of render_target, in phones (the CLI's progress display)
         self.progress: Callable[[int, int], None] | None = None
         self._done = 0
+        self.cancelled: Callable[[], bool] | None = None  # polled between phones (SIGTERM)
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Interrupted("stopped while rendering the desired state")
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -139,7 +144,9 @@ class Renderer:
         served = [d for d in wanted if serves(spec, d.customer)]
         self._done = 0
         self._render_misses_in_parallel(served, target)
-        for device in served:
+        for i, device in enumerate(served):
+            if i % 256 == 0:
+                self._check_cancelled()
             counted = (device.mac, target) in self._prerendered  # the workers count theirs
             try:
                 for artifact in self.render_device(device, target):
@@ -182,6 +189,7 @@ class Renderer:
         try:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 for done in pool.imap_unordered(_render_batch, spans):
+                    self._check_cancelled()  # leaving the block terminates the workers
                     self._prerendered.update(done)
                     self._tick(len(devices), len(done))
         finally:
