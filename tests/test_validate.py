@@ -157,3 +157,58 @@ def test_terminated_customer_with_owned_phone(fleet):
     found = problems(fleet)
     assert any("customer 'acme' is terminated: its owned phone 001565aabb03 must be removed"
                in p for p in found)
+
+
+# --- issue 11: firmware, paths, SIP users, unserved phones ----------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+ROM = "firmware-store/T46U-108.86.0.95.rom"
+
+
+def test_a_firmware_binary_that_does_not_match_the_catalog_publishes_nothing(fleet, capsys):
+    rom = fleet / ROM
+    rom.write_bytes(rom.read_bytes() + b"\0")
+    assert run(fleet, "apply") == 1
+    err = capsys.readouterr().err
+    assert ("firmware/yealink.yaml:3: catalog.0.sha256: firmware T46U-108.86.0.95.rom: "
+            f"{ROM} has sha256 ") in err
+    assert "nothing is published until the binary or the catalog is fixed" in err
+    assert not (fleet / "out" / "www").exists()  # no config, no redirect registration
+    assert not (fleet / "out" / "redirect.json").exists()
+
+
+def test_firmware_digests_are_kept_by_size_and_mtime(fleet, capsys):
+    state = fleet / ".provctl"
+    assert run(fleet, "validate") == 0
+    cache = json.loads((state / "firmware-digests.json").read_text())
+    ((stamp, digest),) = cache.items()
+    rom = (fleet / ROM).resolve()
+    info = rom.stat()
+    assert stamp == f"disk:{rom}:{info.st_size}:{info.st_mtime_ns}"
+    assert digest == "5c781032fb75ec396bcec343ca16d031d35c24f91741bc223b98a08918aff44a"
+    # A change of size or mtime is hashed again.
+    rom.write_bytes(rom.read_bytes()[:-1] + b"X")
+    os.utime(rom, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    assert run(fleet, "validate") == 1
+    assert "not the catalog's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("where", "old", "new", "field"), [
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: ../../etc', "firmware_dir"),
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: /var/fw', "firmware_dir"),
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: fw/./x', "firmware_dir"),
+    ("firmware/yealink.yaml", f"source: {ROM}", "source: ../secrets/x.rom", "catalog.0.source"),
+    ("firmware/yealink.yaml", f"source: {ROM}", "source: /etc/shadow", "catalog.0.source"),
+    ("provisioning.yaml", "secrets: {file: env:PROVCTL_SECRETS_FILE}",
+     "secrets: {file: env:PROVCTL_SECRETS_FILE, age_file: /tmp/x.age}", "secrets.age_file"),
+])
+def test_path_fields_refuse_dot_dot_and_absolute_paths(fleet, where, old, new, field):
+    edit(fleet / where, old, new)
+    assert any(f"{field}:" in p and ("relative path inside" in p or "'..'" in p
+                                       or "String should match pattern" in p)
+               for p in problems(fleet)), problems(fleet)

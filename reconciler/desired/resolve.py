@@ -37,6 +37,15 @@ class ResolvedLine:
     password_ref: str
     params: dict[str, Any]
     origins: dict[str, Origin]
+    assignment: Located[Assignment] | None = None  # where the account is written
+    entry: int = 0  # the index of this port in the assignment's devices
+
+    def at(self, field: str | None = None) -> tuple[str, int] | None:
+        """file:line of one of the assignment's fields, else of this port's devices entry."""
+        if self.assignment is None:
+            return None
+        path = (field,) if field else ("devices", self.entry)
+        return self.assignment.file, self.assignment.line(*path)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class _Port:
     port: int
     extension: str
     assignment: Located[Assignment]
+    entry: int  # index in the assignment's devices list
 
 
 def merge(params: dict[str, Any], origins: dict[str, Origin], layer: dict[str, Any],
@@ -122,10 +132,11 @@ class Resolver:
         for located in state.assignments:
             a = located.value
             phones = list(dict.fromkeys(ref.mac for ref in a.devices))
-            for ref in a.devices:
+            for i, ref in enumerate(a.devices):
                 self._account_customer.setdefault(ref.mac, a.customer)
                 extension = extension_for(a.extension, phones.index(ref.mac))
-                self._ports.setdefault(ref.mac, []).append(_Port(ref.port, extension, located))
+                self._ports.setdefault(ref.mac, []).append(
+                    _Port(ref.port, extension, located, i))
 
     def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
         key = (d.model, d.profile, customer)
@@ -172,6 +183,7 @@ class Resolver:
                 auth_user=a.auth_user or port.extension,
                 display_name=a.display_name or port.extension, password_ref=a.password,
                 params=line_params, origins=line_origins,
+                assignment=port.assignment, entry=port.entry,
             ))
         profile = state.profiles[d.profile].value
         firmware, fw_origin = self._firmware(located, customer)

@@ -17,6 +17,7 @@ import vendors
 from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.core.names import did_you_mean
+from reconciler.desired.firmware import check_firmware_sources
 from reconciler.desired.load import (
     Cancelled,
     Doc,
@@ -40,7 +41,7 @@ from reconciler.desired.schema import (
     Profile,
     Provisioning,
 )
-from reconciler.desired.secrets import MissingSecret, Secrets
+from reconciler.desired.secrets import MissingSecret, Redaction, Secrets
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -124,9 +125,12 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
 
 def load_state(source: Source, environ: dict[str, str] | None = None, *,
                redacting: bool = False,
+               state_dir: Path | None = None, redaction: Redaction | None = None,
                cancelled: Cancelled | None = None) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found.
 
+    `state_dir` keeps the firmware digests (by size and mtime, or blob id). `redaction` is
+    shared by the two sides of a comparison.
     `cancelled` is polled while parsing (raises Interrupted).
     """
     problems: list[Problem] = [oversize_problem(rel, size, source.limits)
@@ -195,12 +199,17 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     if provisioning is None or prov_doc is None:
         raise ConfigError(problems)
     prov = Located(provisioning, prov_doc)
+    host_refs = [(ref, ".".join(map(str, where)))
+                 for ref, where in _provisioning_refs(provisioning)]
     secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
                       fleet_secret=provisioning.fleet.secret,
-                      age_file=provisioning.secrets.age_file)
+                      age_file=provisioning.secrets.age_file,
+                      file_dirs=provisioning.secrets.file_dirs, source=source,
+                      host_refs=host_refs, redaction=redaction)
     state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state)
+    problems += check_firmware_sources(state, state_dir)
     errors = [p for p in problems if p.severity == "error"]
     state.warnings = [p for p in problems if p.severity == "warning"]
     if errors:

@@ -117,10 +117,10 @@ def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
     opts.report("load")
     source = read_source(opts.repo, opts.rev, opts.cancel)
-    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
-                       redacting=opts.redacting, cancelled=opts.cancel)
-    names = target_names(state, opts.targets)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
+                       redacting=opts.redacting, state_dir=state_dir, cancelled=opts.cancel)
+    names = target_names(state, opts.targets)
     cache = None
     if opts.use_cache and not opts.redacting:
         fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
