@@ -7,6 +7,7 @@ merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay refer
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,3 +227,30 @@ class Resolver:
 
     def all(self) -> list[ResolvedDevice]:
         return [self.resolve(mac) for mac in self.state.devices]
+
+
+def sip_user_collisions(devices: Iterable[ResolvedDevice]) -> list[Problem]:
+    """Two lines that would register the same user at the same SIP domain (acme/91201 next to
+    acme/201's second phone, which registers as 91201): the registrar cannot tell them apart,
+    so calls and voicemail go to whichever registered last."""
+    first: dict[tuple[str, str], tuple[ResolvedDevice, ResolvedLine]] = {}
+    problems: list[Problem] = []
+    for device in devices:
+        for line in device.lines:
+            domain = str(line.params.get("sip", {}).get("server") or "")
+            if not domain:
+                continue  # reported by the renderer: a line needs a SIP server
+            key = (line.extension.lower(), domain.lower())
+            seen = first.setdefault(key, (device, line))
+            if seen[1] is line:
+                continue
+            other_device, other = seen
+            file, line_no = line.at() or (device.located.file, device.located.line("mac"))
+            o_file, o_line = other.at() or (other_device.located.file, 0)
+            problems.append(Problem(
+                file, line_no, "devices",
+                f"{line.account} on {device.mac} port {line.port} registers as "
+                f"{line.extension}@{domain}, as does {other.account} on {other_device.mac} "
+                f"port {other.port} ({o_file}:{o_line}); a registrar cannot tell them apart "
+                "(choose another extension)"))
+    return problems

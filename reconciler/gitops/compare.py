@@ -91,8 +91,10 @@ def show_tokens(renderer: Renderer) -> bool:
     return secret is not None
 
 
-def _render(repo: Path, rev: str | None, redaction: Redaction) -> _Rendered:
-    state = load_state(read_source(repo, rev), redacting=True, redaction=redaction)
+def _render(repo: Path, rev: str | None, redaction: Redaction,
+            allow_unserved: bool = False) -> _Rendered:
+    state = load_state(read_source(repo, rev), redacting=True, redaction=redaction,
+                       allow_unserved=allow_unserved)
     renderer = Renderer(state)
     real = show_tokens(renderer)
     files: dict[tuple[str, str], tuple[Artifact, str, str]] = {}
@@ -136,7 +138,8 @@ def _redirects(state: DesiredState) -> dict[str, str]:
     return out
 
 
-def compare(repo: Path, base: str, head: str | None) -> Comparison:
+def compare(repo: Path, base: str, head: str | None, *,
+            allow_unserved: bool = False) -> Comparison:
     # Both revisions must exist: an unknown base (a shallow CI clone) is an error, never an
     # empty fleet that would show every phone as added.
     read_source(repo, base)
@@ -147,14 +150,14 @@ def compare(repo: Path, base: str, head: str | None) -> Comparison:
     # value differs shows as `<secret:NAME changed>` on the head's side.
     redaction = Redaction()
     try:
-        before = _render(repo, base, redaction)
+        before = _render(repo, base, redaction, allow_unserved)
         old_files = before.files
         old_redirects = _redirects(before.state)
     except ConfigError as exc:
         result.base_problems = exc.problems
         old_files, old_redirects = {}, {}
     try:
-        after = _render(repo, head, redaction)
+        after = _render(repo, head, redaction, allow_unserved)
     except ConfigError as exc:
         result.problems = exc.problems
         result.base_problems = []

@@ -80,6 +80,7 @@ class Options:
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
     cancel: Callable[[], bool] | None = None  # polled while loading (daemon SIGTERM)
+    allow_unserved: bool = False  # a phone no target serves is a warning, not an error
     # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
     devices: frozenset[str] | None = None
     customers: frozenset[str] | None = None
@@ -119,7 +120,8 @@ def load_desired(opts: Options) -> RenderedState:
     source = read_source(opts.repo, opts.rev, opts.cancel)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
-                       redacting=opts.redacting, state_dir=state_dir, cancelled=opts.cancel)
+                       redacting=opts.redacting, allow_unserved=opts.allow_unserved,
+                       state_dir=state_dir, cancelled=opts.cancel)
     names = target_names(state, opts.targets)
     cache = None
     if opts.use_cache and not opts.redacting:

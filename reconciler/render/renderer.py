@@ -19,7 +19,7 @@ from typing import Any
 import vendors
 from reconciler.core.errors import ConfigError, Interrupted, Problem
 from reconciler.desired.load import RepoFileError
-from reconciler.desired.resolve import ResolvedDevice, Resolver
+from reconciler.desired.resolve import ResolvedDevice, Resolver, sip_user_collisions
 from reconciler.desired.schema import SECRET_REF
 from reconciler.desired.secrets import CONTROL, CONTROL_TEXT, MissingSecret
 from reconciler.desired.validate import DesiredState
@@ -117,6 +117,7 @@ class Renderer:
                     out[mac] = self.resolver.resolve(mac)
                 except ConfigError as exc:
                     problems += exc.problems
+            problems += sip_user_collisions(out.values())
             if problems:
                 raise ConfigError(problems)
             self._resolved = out
