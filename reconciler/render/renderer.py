@@ -11,6 +11,7 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,15 @@ _WORKER: Renderer | None = None
 _WORK: list[tuple[str, str, RenderInput]] = []
 
 Rendered = list[tuple[str, bytes]]  # (file name, bytes) of one phone
+
+
+def _worker_signals() -> None:
+    """A forked worker must not keep the daemon's handlers: with its SIGTERM handler (which
+    only sets a flag) the pool could not stop it, and the daemon waited for it forever.
+    Terminal signals are the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _render_batch(span: tuple[int, int]) -> list[tuple[tuple[str, str], Rendered]]:
@@ -186,9 +196,18 @@ class Renderer:
         spans = [(i, i + chunk) for i in range(0, len(misses), chunk)]
         gc.freeze()  # the workers' collector must not touch (and so copy) the inherited state
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_batch, spans):
-                    self._check_cancelled()  # leaving the block terminates the workers
+            with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
+                batches = pool.imap_unordered(_render_batch, spans)
+                while True:
+                    # Leaving the block terminates the workers. A stop is seen even while a
+                    # batch is out (SIGTERM to the whole service may have ended its worker).
+                    self._check_cancelled()
+                    try:
+                        done = batches.next(timeout=0.5)
+                    except multiprocessing.TimeoutError:
+                        continue
+                    except StopIteration:
+                        break
                     self._prerendered.update(done)
                     self._tick(len(devices), len(done))
         finally:
