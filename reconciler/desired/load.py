@@ -30,7 +30,7 @@ from reconciler.core.layout import LAYOUT, PROVISIONING, in_layout
 try:  # libyaml is ten times faster on big inventories
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment, unused-ignore]
 
 
 Key = str | int | float | None  # a mapping key (YAML allows any scalar) or a list index
@@ -222,7 +222,7 @@ def _walk_dir(repo: Path) -> Iterator[str]:
                 yield path.relative_to(repo).as_posix()
 
 
-def git_repo(repo: Path):  # -> git.Repo
+def git_repo(repo: Path) -> Any:  # git.Repo, or None outside a repository
     import git
 
     try:
@@ -290,7 +290,7 @@ def _read_git(repo: Path, rev: str, cancelled: Cancelled | None) -> Source:
     return Source(repo, commit.hexsha, files, limits, oversize, tree)
 
 
-def _subtree(tree, prefix: str):
+def _subtree(tree: Any, prefix: str) -> Any:
     try:
         return tree / prefix
     except KeyError:
@@ -506,8 +506,8 @@ class _Builder:
 
     def tag(self, event: Any) -> str:
         if event.tag is None or event.tag == "!":
-            return self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        return event.tag
+            return str(self.loader.resolve(yaml.ScalarNode, event.value, event.implicit))
+        return str(event.tag)
 
     def scalar(self, event: Any) -> Any:
         tag = self.tag(event)

@@ -127,7 +127,8 @@ class Resolver:
 
     def __init__(self, state: DesiredState):
         self.state = state
-        self._shared: dict[tuple[str, str, str | None], tuple[dict, dict]] = {}
+        self._shared: dict[tuple[str, str, str | None],
+                           tuple[dict[str, Any], dict[str, Origin]]] = {}
         self._account_customer: dict[str, str] = {}
         self._ports: dict[str, list[_Port]] = {}
         for located in state.assignments:
@@ -139,7 +140,8 @@ class Resolver:
                 self._ports.setdefault(ref.mac, []).append(
                     _Port(ref.port, extension, located, i))
 
-    def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+    def _shared_layers(self, d: Device, customer: str | None
+                       ) -> tuple[dict[str, Any], dict[str, Origin]]:
         key = (d.model, d.profile, customer)
         cached = self._shared.get(key)
         if cached is None:

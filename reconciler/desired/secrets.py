@@ -437,8 +437,8 @@ def parse_secrets_map(text: str, where: str, ref: str = "secrets") -> dict[str, 
 
 
 def dump_secrets_map(values: Mapping[str, str]) -> str:
-    return yaml.safe_dump(dict(sorted(values.items())), default_flow_style=False,
-                          allow_unicode=True, width=1000)
+    return str(yaml.safe_dump(dict(sorted(values.items())), default_flow_style=False,
+                              allow_unicode=True, width=1000))
 
 
 # --- age ------------------------------------------------------------------------------------
@@ -501,14 +501,14 @@ def age_encrypt(text: str, recipients: list[str]) -> bytes:
 
     if not recipients:
         raise ValueError("secrets.recipients is empty: name at least one age public key")
-    return pyrage.encrypt(text.encode(), age_recipients(recipients), armored=True)
+    return bytes(pyrage.encrypt(text.encode(), age_recipients(recipients), armored=True))
 
 
 def age_decrypt(data: bytes, identities: list[object], where: str) -> str:
     import pyrage
 
     try:
-        return pyrage.decrypt(data, identities).decode("utf-8")
+        return bytes(pyrage.decrypt(data, identities)).decode("utf-8")
     except Exception as exc:  # noqa: BLE001 - pyrage.DecryptError and decoding
         raise MissingSecret("secrets.age_file",
                             f"cannot decrypt {where} with the given identity") from exc
