@@ -70,6 +70,12 @@ def _state_dir(p: argparse.ArgumentParser) -> None:
                         "$PROVCTL_STATE_DIR, else <repo>/.provctl)")
 
 
+def _allow_unserved(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-unserved", action="store_true",
+                   help="a phone no target serves (outside every customers: filter) is a "
+                        "warning, not an error")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="provctl", description=__doc__.splitlines()[0],
                 epilog="Run `provctl COMMAND --help` for a command's options, an example and "
@@ -88,11 +94,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-secrets", action="store_true",
                    help="do not require secrets (CI without them): references become "
                         "placeholders, everything else is checked")
+    _allow_unserved(p)
 
-    p = sub.add_parser("render", help="render phone files to a directory")
+    p = sub.add_parser("render", help="render phone files to a directory (mode 0600)")
     _common(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="the directory to write the files to")
+    p.add_argument("--redact", action="store_true",
+                   help="write secrets in their redacted form, e.g. to share the files (token "
+                        "directories then differ from the published ones)")
     p.add_argument("--device", metavar="MAC", help="only this MAC")
     p.add_argument("--target", metavar="NAME",
                    help="render with this target's URLs (default: each phone's first)")
@@ -116,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="override the safety limits (deletions, downgrades, foreign files)")
         _state_dir(p)
+        _allow_unserved(p)
         if name == "plan":
             p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                            help="text for people, json for machines (docs/json.md), markdown "
@@ -212,6 +223,7 @@ def _options(args: argparse.Namespace) -> Options:
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
         devices=frozenset(_mac(d) for d in devices) if isinstance(devices, list) else None,
         customers=frozenset(customers) if isinstance(customers, list) else None,
+        allow_unserved=getattr(args, "allow_unserved", False),
     )
 
 
@@ -240,6 +252,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     opts = _options(args)
     opts.targets = [args.target] if args.target else None
+    opts.redacting = args.redact
     desired = load_desired(opts)
     renderer = desired.renderer
     only = normalize_mac(args.device) if args.device else None
@@ -255,12 +268,30 @@ def cmd_render(args: argparse.Namespace) -> int:
         for art in renderer.render_device(device, target):
             if art.source is not None:
                 continue  # firmware binaries are not copied by render
-            path = args.out / art.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(art.content())
+            _write_private(args.out, art.path, art.content())
             written += 1
     print(f"rendered {written} file(s) to {args.out}")
     return 0
+
+
+def _write_private(out: Path, rel: str, data: bytes) -> None:
+    """Rendered files hold cleartext secrets: files 0600 in folders 0700, never through a
+    symlink."""
+    import os
+
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = out / rel
+    for folder in reversed(path.relative_to(out).parents[:-1]):  # shallowest first
+        (out / folder).mkdir(mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # a file that existed keeps no wider mode
+            handle.write(data)
+    except OSError as exc:
+        from reconciler.core.errors import OperationError
+
+        raise OperationError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _unknown_mac(mac: str, known: Any) -> NotFound:
@@ -278,7 +309,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.base:
         from reconciler.gitops.compare import compare
 
-        comparison = compare(find_repo(args.repo), args.base, args.head)
+        comparison = compare(find_repo(args.repo), args.base, args.head,
+                             allow_unserved=args.allow_unserved)
         sys.stdout.write(output.render_comparison(comparison, args.format))
         return comparison.exit_code
     opts = _options(args)
@@ -451,37 +483,9 @@ def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> 
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
-    from reconciler.pipeline.run import (
-        decide_rollouts,
-        load_desired,
-        make_plan,
-        observe_phones,
-        observe_target,
-        opened,
-    )
-    from reconciler.targets.lock import holder
+    from reconciler.pipeline.status import live_status
 
-    opts = _options(args)
-    desired = load_desired(opts)
-    out: dict[str, dict[str, object]] = {}
-    with opened(desired) as targets:
-        observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        state_dir = opts.state_dir or record.default_state_dir(opts.repo)
-        uptake = observe_phones(desired, targets, observed, state_dir, opts, read_logs=False)
-        rollouts = decide_rollouts(desired, observed, uptake, opts)
-        the_plan = make_plan(desired, observed, opts, rollouts=rollouts)
-        for name, target in targets.items():
-            if observed[name].error:
-                out[name] = {"error": observed[name].error}
-                continue
-            try:
-                lock = holder(target)
-            except ProvctlError as exc:
-                lock = f"unknown ({exc})"
-            out[name] = {"pending": sum(1 for c in the_plan.changes if c.target == name),
-                         "drift": sum(1 for d in the_plan.drift if d.target == name),
-                         "lock": lock}
-    return out
+    return live_status(_options(args))
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay refer
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +38,15 @@ class ResolvedLine:
     password_ref: str
     params: dict[str, Any]
     origins: dict[str, Origin]
+    assignment: Located[Assignment] | None = None  # where the account is written
+    entry: int = 0  # the index of this port in the assignment's devices
+
+    def at(self, field: str | None = None) -> tuple[str, int] | None:
+        """file:line of one of the assignment's fields, else of this port's devices entry."""
+        if self.assignment is None:
+            return None
+        path = (field,) if field else ("devices", self.entry)
+        return self.assignment.file, self.assignment.line(*path)
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class _Port:
     port: int
     extension: str
     assignment: Located[Assignment]
+    entry: int  # index in the assignment's devices list
 
 
 def merge(params: dict[str, Any], origins: dict[str, Origin], layer: dict[str, Any],
@@ -150,18 +161,21 @@ class Resolver:
 
     def __init__(self, state: DesiredState):
         self.state = state
-        self._shared: dict[tuple[str, str, str | None], tuple[dict, dict]] = {}
+        self._shared: dict[tuple[str, str, str | None],
+                           tuple[dict[str, Any], dict[str, Origin]]] = {}
         self._account_customer: dict[str, str] = {}
         self._ports: dict[str, list[_Port]] = {}
         for located in state.assignments:
             a = located.value
             phones = list(dict.fromkeys(ref.mac for ref in a.devices))
-            for ref in a.devices:
+            for i, ref in enumerate(a.devices):
                 self._account_customer.setdefault(ref.mac, a.customer)
                 extension = extension_for(a.extension, phones.index(ref.mac))
-                self._ports.setdefault(ref.mac, []).append(_Port(ref.port, extension, located))
+                self._ports.setdefault(ref.mac, []).append(
+                    _Port(ref.port, extension, located, i))
 
-    def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+    def _shared_layers(self, d: Device, customer: str | None
+                       ) -> tuple[dict[str, Any], dict[str, Origin]]:
         key = (d.model, d.profile, customer)
         cached = self._shared.get(key)
         if cached is None:
@@ -206,6 +220,7 @@ class Resolver:
                 auth_user=a.auth_user or port.extension,
                 display_name=a.display_name or port.extension, password_ref=a.password,
                 params=line_params, origins=line_origins,
+                assignment=port.assignment, entry=port.entry,
             ))
         profile = state.profiles[d.profile].value
         firmware, fw_origin, rollout = self._firmware(located, customer)
@@ -273,3 +288,30 @@ def _rollout(pin: Located[Any] | None, image: Located[FirmwareImage]) -> Firmwar
         f"catalog {v.vendor} {v.version}",
         f"firmware {v.version} for {v.vendor} {', '.join(v.models)} (catalog, {image.file}:"
         f"{image.line('rollout')})", v.rollout, image.file, image.line("rollout"))
+
+
+def sip_user_collisions(devices: Iterable[ResolvedDevice]) -> list[Problem]:
+    """Two lines that would register the same user at the same SIP domain (acme/91201 next to
+    acme/201's second phone, which registers as 91201): the registrar cannot tell them apart,
+    so calls and voicemail go to whichever registered last."""
+    first: dict[tuple[str, str], tuple[ResolvedDevice, ResolvedLine]] = {}
+    problems: list[Problem] = []
+    for device in devices:
+        for line in device.lines:
+            domain = str(line.params.get("sip", {}).get("server") or "")
+            if not domain:
+                continue  # reported by the renderer: a line needs a SIP server
+            key = (line.extension.lower(), domain.lower())
+            seen = first.setdefault(key, (device, line))
+            if seen[1] is line:
+                continue
+            other_device, other = seen
+            file, line_no = line.at() or (device.located.file, device.located.line("mac"))
+            o_file, o_line = other.at() or (other_device.located.file, 0)
+            problems.append(Problem(
+                file, line_no, "devices",
+                f"{line.account} on {device.mac} port {line.port} registers as "
+                f"{line.extension}@{domain}, as does {other.account} on {other_device.mac} "
+                f"port {other.port} ({o_file}:{o_line}); a registrar cannot tell them apart "
+                "(choose another extension)"))
+    return problems

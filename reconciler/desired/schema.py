@@ -7,12 +7,14 @@ shape of one file at a time.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,6 +46,28 @@ def _secret_ref(value: str) -> str:
 SecretRef = Annotated[str, Field(description="secret:NAME | env:NAME | file:PATH")]
 
 
+def _inside(value: str) -> str:
+    """A path inside the repository or the target root: relative, without '..'."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "~")) or ":" in parts[0] or any(p in ("..", "") for p in parts):
+        raise ValueError("must be a relative path inside the repository or the target root "
+                         "(no leading '/', no '~', no '..')")
+    return value
+
+
+def _no_dots(value: str) -> str:
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError("must be a folder inside the target's root: '.' and '..' are not "
+                         "allowed")
+    return value
+
+
+InsidePath = Annotated[str, AfterValidator(_inside)]
+# The folder (inside a target's root) that firmware binaries are published to.
+FirmwareDir = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"),
+                        AfterValidator(_no_dots)]
+
+
 # --- provisioning.yaml ---------------------------------------------------------------------
 
 
@@ -54,10 +78,26 @@ class Fleet(Strict):
     _check = field_validator("secret")(_secret_ref)
 
 
+_HOST_ONLY = ("/proc", "/sys", "/dev", "/run")
+
+
+def _file_dir(value: str) -> str:
+    """secrets.file_dirs: a directory that file:PATH may read from, outside the repository."""
+    norm = os.path.normpath(os.path.expanduser(value))
+    if norm == "/" or any(norm == d or norm.startswith(d + "/") for d in _HOST_ONLY):
+        raise ValueError(f"{value!r} would let file: references read the host's system files "
+                         "(the process environment among them); name a directory that holds "
+                         "only secrets")
+    return value
+
+
 class SecretsSource(Strict):
     file: str | None = None  # a path, or a reference (env:NAME) that yields the path
-    age_file: str | None = None  # age-encrypted YAML map in the repository (docs/inventory.md)
+    # age-encrypted YAML map in the repository (docs/inventory.md)
+    age_file: InsidePath | None = None
     recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
+    # directories outside the repository that file:PATH references may read from
+    file_dirs: list[Annotated[str, AfterValidator(_file_dir)]] = []
 
 
 class AccessLog(Strict):
@@ -93,7 +133,7 @@ class LocalTarget(Strict):
     file_mode: int = 0o644
     dir_mode: int = 0o711  # the root too: others may enter directories but not list them
     meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
-    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    firmware_dir: FirmwareDir = "firmware"
     access_log: AccessLog | None = None
 
     @field_validator("meta_root")
@@ -119,7 +159,7 @@ class SftpTarget(Strict):
     dir_mode: int = 0o711  # the root too: others may enter directories but not list them
     meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     timeout: float = 15.0
-    firmware_dir: str = Field(default="firmware", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    firmware_dir: FirmwareDir = "firmware"
     access_log: AccessLog | None = None
 
     @field_validator("meta_root")
@@ -260,6 +300,15 @@ class PolicyRollout(Rollout):
     above: Annotated[int, BeforeValidator(_phones), Field(ge=1)]
 
 
+class LoadLimits(Strict):
+    """What one YAML file of the desired state may cost (desired/load.py Limits)."""
+
+    file_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    nodes: int = Field(default=1_000_000, ge=1000)
+    alias_nodes: int = Field(default=10_000, ge=0)
+    depth: int = Field(default=64, ge=8, le=500)
+
+
 class Policy(Strict):
     prune: bool = True
     max_delete_percent: float = Field(default=10, ge=0, le=100)
@@ -268,6 +317,7 @@ class Policy(Strict):
     drift: Literal["report", "heal"] = "report"
     allow_downgrade: bool = False
     rollout: PolicyRollout | None = None
+    load_limits: LoadLimits = LoadLimits()
 
 
 class Provisioning(Strict):
@@ -466,8 +516,8 @@ class Assignment(Strict):
     @field_validator("devices", mode="before")
     @classmethod
     def _ports(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [{"mac": item} if isinstance(item, str) else item for item in value]
+        if isinstance(value, list):  # a MAC alone (a number: an unquoted one, refused by mac)
+            return [item if isinstance(item, dict) else {"mac": item} for item in value]
         return value
 
     @property
@@ -488,7 +538,7 @@ class FirmwareImage(Strict):
     version: str
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    source: str | None = None  # path of the binary, relative to the repository
+    source: InsidePath | None = None  # path of the binary, relative to the repository
     rollout: Rollout | None = None  # every phone that gets this version gets it in waves
 
     @field_validator("file")

@@ -153,7 +153,8 @@ def write_receipt(state_dir: Path, receipt: Receipt, targets: Mapping[str, Targe
 
 def read_status(state_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((state_dir / "status.json").read_text())
+        status: dict[str, Any] = json.loads((state_dir / "status.json").read_text())
+        return status
     except FileNotFoundError:
         return {}
 

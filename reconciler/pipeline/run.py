@@ -81,6 +81,8 @@ class Options:
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+    cancel: Callable[[], bool] | None = None  # polled while loading (daemon SIGTERM)
+    allow_unserved: bool = False  # a phone no target serves is a warning, not an error
     # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
     devices: frozenset[str] | None = None
     customers: frozenset[str] | None = None
@@ -119,16 +121,18 @@ class RenderedState:
 def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
     opts.report("load")
-    source = read_source(opts.repo, opts.rev)
-    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
-                       redacting=opts.redacting)
-    names = target_names(state, opts.targets)
+    source = read_source(opts.repo, opts.rev, opts.cancel)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
+                       redacting=opts.redacting, allow_unserved=opts.allow_unserved,
+                       state_dir=state_dir, cancelled=opts.cancel)
+    names = target_names(state, opts.targets)
     cache = None
     if opts.use_cache and not opts.redacting:
         fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         cache = RenderCache(cache_path(state_dir), fleet_secret)
     renderer = Renderer(state, cache)
+    renderer.cancelled = opts.cancel
     groups, book = _first_holds(renderer, state_dir, opts)
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []

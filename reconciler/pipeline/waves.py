@@ -502,9 +502,9 @@ def owner_of(path: str, dirs: Mapping[str, str], macs: Container[str]) -> str | 
     head, sep, name = path.rpartition("/")
     if sep and head in dirs:
         return dirs[head]
-    for found in _MAC_IN_NAME.findall(name.lower()):
-        if found in macs:
-            return found
+    for m in _MAC_IN_NAME.finditer(name.lower()):
+        if m.group(0) in macs:
+            return m.group(0)
     return None
 
 

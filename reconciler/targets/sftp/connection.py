@@ -53,7 +53,7 @@ class _UnknownHostKey(Exception):
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
     """Never accept a host key that is not in the target's known_hosts file."""
 
-    def missing_host_key(self, client, hostname, key):  # noqa: ANN001 - paramiko's signature
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         known = client.get_host_keys().lookup(hostname)
         raise _UnknownHostKey(key, sorted(known.keys()) if known else [])
 
@@ -181,7 +181,7 @@ class Pool:
                 auth_timeout=self.timeout,
                 channel_timeout=self.timeout,
             )
-            client.get_transport().set_keepalive(30)  # type: ignore[union-attr]
+            client.get_transport().set_keepalive(30)
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self.timeout)
         except BaseException as exc:
