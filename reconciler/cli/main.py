@@ -19,6 +19,7 @@ from typing import Any
 from reconciler import __version__
 from reconciler.cli import help as cli_help
 from reconciler.cli import output
+from reconciler.cli import rollouts as cli_rollouts
 from reconciler.core.errors import ConfigError, NotFound, Problem, ProvctlError
 from reconciler.core.layout import in_layout
 from reconciler.core.macs import normalize_mac
@@ -179,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
                    help="commits to look back (default: 100)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text for people; json: structured diffs and applies")
+    p.add_argument("--state-dir", type=Path, help="where the rollouts are recorded")
 
     p = sub.add_parser("unlock", help="remove a stale target lock")
     _common(p, rev=False)
@@ -424,11 +426,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
     live = _live_status(args) if args.live or args.exit_code else {}
     code = _status_code(status, live) if args.exit_code else 0
+    book = cli_rollouts.book(state_dir)
     from reconciler.cli import observe as cli_observe
 
     uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
-        body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live}
+        body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live,
+                                "rollouts": cli_rollouts.status_dict(book)}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
             body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
@@ -436,7 +440,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             body["exit_code"] = code
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return code
-    if not status and not records and not live and not args.devices:
+    if not status and not records and not live and not args.devices and not book.rollouts:
         print("no runs recorded yet")
         return code
     for name, entry in sorted(status.items()):
@@ -454,6 +458,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"drifted, lock {entry['lock'] or 'free'}")
     if records:
         print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for line in cli_rollouts.status_lines(book):
+        print(line)
     if args.devices:
         for mac, rec in sorted(records.items()):
             since = f" since {rec.registered_at}" if rec.registered_at else ""
@@ -476,6 +482,7 @@ def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> 
 
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
     from reconciler.pipeline.status import live_status
 
     return live_status(_options(args))
@@ -486,12 +493,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     from reconciler.gitops.history import history, history_json, history_text
 
     mac = _mac(args.mac)
-    changes = history(find_repo(args.repo), mac, args.max_count)
-    fetches = history_fetches(find_repo(args.repo), mac)
+    repo = find_repo(args.repo)
+    changes = history(repo, mac, args.max_count)
+    fetches = history_fetches(repo, mac)
+    waves = cli_rollouts.history_entries(args.state_dir or record.default_state_dir(repo), mac)
     if args.format == "json":
-        print(json.dumps(history_json(mac, changes, fetches), indent=1))
+        print(json.dumps({**history_json(mac, changes, fetches), "rollouts": waves}, indent=1))
     else:
         sys.stdout.write(history_text(mac, changes, fetches))
+        sys.stdout.writelines(line + "\n" for line in cli_rollouts.history_lines(waves))
     return 0
 
 

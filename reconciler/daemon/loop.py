@@ -587,6 +587,7 @@ class Daemon:
                                      drift=drift.get(name, 0))
                 refused = isinstance(r.error, Refusal)
                 self.metrics.failed(name, "refused" if refused else "failed")
+        self._rollouts(rev, result)
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()
         if self.metrics is not None and result.uptake is not None:
@@ -603,6 +604,23 @@ class Daemon:
         for device in uptake.devices.values():
             counts[device.state] = counts.get(device.state, 0) + 1
         self.metrics.uptake(uptake.logs, counts, scanning)
+
+    def _rollouts(self, rev: str, result: ApplyResult) -> None:
+        """A wave started, a rollout halted (naming the phones) or resumed: one line each."""
+        for r in result.plan.rollouts:
+            if not r.event:
+                continue
+            lagging = list(r.reading.lagging[:50]) if r.reading else []
+            fields = {"revision": rev, "rollout": r.id, "kind": r.kind, "wave": r.wave,
+                      "waves": r.waves, "action": r.action, "held": r.held,
+                      "gate": r.reading.to_json() if r.reading else None}
+            if r.action == "halted":
+                log.warning("rollout %s (%s): %s", r.id, r.subject, r.message,
+                            extra={**fields, "phones": lagging})
+            else:
+                log.info("rollout %s (%s): %s", r.id, r.subject, r.message, extra=fields)
+        if self.metrics is not None:
+            self.metrics.rollouts(result.plan.rollouts)
 
     def _invalid(self, rev: str, exc: ConfigError) -> None:
         """Keep last good: nothing was applied; record the attempt per target with the error."""

@@ -8,12 +8,12 @@ merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay refer
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import vendors
 from reconciler.core.errors import ConfigError, Problem
-from reconciler.desired.schema import Assignment, Device, FirmwareImage
+from reconciler.desired.schema import Assignment, Device, FirmwareImage, Rollout
 from reconciler.desired.validate import DesiredState, Located, extension_for, strip_inherit
 from vendors.base import ModelInfo
 
@@ -50,6 +50,26 @@ class ResolvedLine:
 
 
 @dataclass(frozen=True)
+class FirmwareRollout:
+    """A firmware choice that reaches its phones in waves (docs/rollouts.md): the rollout of
+    the pin that chose the version, else the rollout of the version's catalog entry."""
+
+    scope: str  # what it is attached to, stable across edits elsewhere in the file
+    subject: str  # for people: "firmware 108.86.0.95 for yealink/T46U (pin)"
+    rollout: Rollout
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """The firmware a phone keeps while its wave of a rollout is not published."""
+
+    image: FirmwareImage | None  # None: the installed firmware (no firmware key)
+    why: str  # "rollout 3f2a9c01b7e4: wave 3/3 not yet published"
+
+
+@dataclass(frozen=True)
 class ResolvedDevice:
     mac: str
     device: Device
@@ -60,12 +80,26 @@ class ResolvedDevice:
     origins: dict[str, Origin]
     lines: tuple[ResolvedLine, ...]
     user_owned: frozenset[str]
-    firmware: FirmwareImage | None
+    firmware: FirmwareImage | None  # what its files pin now (held back by a rollout, or wanted)
     firmware_origin: Origin | None
+    firmware_wanted: FirmwareImage | None = None  # what the desired state chooses ...
+    wanted_origin: Origin | None = None  # ... and where
+    rollout: FirmwareRollout | None = None  # the rollout that governs the wanted version
 
     @property
     def vendor(self) -> str:
         return self.device.vendor
+
+    def holding(self, held: Held | None) -> ResolvedDevice:
+        """This phone with the firmware it keeps (held) or the one it wants (None)."""
+        if held is None:
+            if self.firmware == self.firmware_wanted:
+                return self
+            return replace(self, firmware=self.firmware_wanted, firmware_origin=self.wanted_origin)
+        where = self.rollout
+        origin = Origin(f"held ({held.why})", where.file if where else self.located.file,
+                        where.line if where else 0)
+        return replace(self, firmware=held.image, firmware_origin=origin)
 
 
 Layer = tuple[str, dict[str, Any], Located[Any], tuple[str | int, ...]]
@@ -189,46 +223,71 @@ class Resolver:
                 assignment=port.assignment, entry=port.entry,
             ))
         profile = state.profiles[d.profile].value
-        firmware, fw_origin = self._firmware(located, customer)
+        firmware, fw_origin, rollout = self._firmware(located, customer)
         return ResolvedDevice(
             mac=mac, device=d, located=located,
             model=vendors.get(d.vendor).models[d.model_name], customer=customer,
             params=params, origins=origins, lines=tuple(lines),
             user_owned=frozenset(profile.user_owned), firmware=firmware,
-            firmware_origin=fw_origin,
+            firmware_origin=fw_origin, firmware_wanted=firmware, wanted_origin=fw_origin,
+            rollout=rollout,
         )
 
     def _firmware(self, located: Located[Device], customer: str | None
-                  ) -> tuple[FirmwareImage | None, Origin | None]:
-        """defaults < model pin < profile < customer pin < device; "installed" = no firmware."""
+                  ) -> tuple[FirmwareImage | None, Origin | None, FirmwareRollout | None]:
+        """defaults < model pin < profile < customer pin < device; "installed" = no firmware.
+
+        The rollout is the one of the pin that made the choice, else the catalog entry's."""
         state = self.state
         d = located.value
         choice = state.defaults.value.firmware
         origin = Origin("defaults", state.defaults.file, state.defaults.line("firmware"))
+        chosen_by: Located[Any] | None = None
         for pin in state.pins:
             if d.model in pin.value.models and pin.value.customer is None:
                 choice, origin = pin.value.version, Origin("pin", pin.file, pin.line("version"))
+                chosen_by = pin
         profile = state.profiles[d.profile]
         if profile.value.firmware is not None:
             choice = profile.value.firmware
             origin = Origin("profile", profile.file, profile.line("firmware"))
+            chosen_by = None
         for pin in state.pins:
             if d.model in pin.value.models and pin.value.customer == customer and customer:
                 choice = pin.value.version
                 origin = Origin("customer pin", pin.file, pin.line("version"))
+                chosen_by = pin
         if d.firmware is not None:
             choice, origin = d.firmware, Origin("device", located.file, located.line("firmware"))
+            chosen_by = None
         if choice == "installed":
-            return None, origin
+            return None, origin, None
         for img in state.catalog:
             v = img.value
             if v.vendor == d.vendor and d.model_name in v.models and v.version == choice:
-                return v, origin
+                return v, origin, _rollout(chosen_by, img)
         raise ConfigError([Problem(origin.file, origin.line, "firmware",
                                    f"firmware {choice} for {d.model} is not in the catalog")])
 
     def all(self) -> list[ResolvedDevice]:
         return [self.resolve(mac) for mac in self.state.devices]
+
+
+def _rollout(pin: Located[Any] | None, image: Located[FirmwareImage]) -> FirmwareRollout | None:
+    if pin is not None and pin.value.rollout is not None:
+        p = pin.value
+        who = f" of customer {p.customer}" if p.customer else ""
+        return FirmwareRollout(
+            f"pin {','.join(sorted(p.models))} customer={p.customer or '*'}",
+            f"firmware {p.version} for {', '.join(p.models)}{who} (pin, {pin.file}:"
+            f"{pin.line('rollout')})", p.rollout, pin.file, pin.line("rollout"))
+    v = image.value
+    if v.rollout is None:
+        return None
+    return FirmwareRollout(
+        f"catalog {v.vendor} {v.version}",
+        f"firmware {v.version} for {v.vendor} {', '.join(v.models)} (catalog, {image.file}:"
+        f"{image.line('rollout')})", v.rollout, image.file, image.line("rollout"))
 
 
 def sip_user_collisions(devices: Iterable[ResolvedDevice]) -> list[Problem]:

@@ -13,7 +13,15 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from reconciler.core.macs import normalize_mac
 
@@ -198,6 +206,100 @@ RedirectService = Annotated[
 ]
 
 
+# --- rollouts (docs/rollouts.md) --------------------------------------------------------------
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _percent(value: object) -> str:
+    """'5%' only: a bare 0.95 could mean 95% or 0.95%, so the sign is required."""
+    text = str(value)
+    m = _PERCENT.match(text)
+    if not m or isinstance(value, bool):
+        raise ValueError(f"must be a percentage such as 5% or 95% (got {value!r})")
+    if not 0 <= float(m.group(1)) <= 100:
+        raise ValueError(f"must be between 0% and 100% (got {value!r})")
+    return f"{m.group(1)}%"
+
+
+def _duration(value: object) -> str:
+    m = _DURATION.match(str(value))
+    if not m or isinstance(value, bool):
+        raise ValueError(f"must be a duration such as 30m, 24h or 2d (got {value!r})")
+    return f"{m.group(1)}{m.group(2)}"
+
+
+def percent_value(text: str) -> float:
+    """'5%' -> 0.05 (for a value the schema accepted)."""
+    m = _PERCENT.match(text)
+    assert m is not None
+    return float(m.group(1)) / 100
+
+
+def duration_value(text: str) -> float:
+    """'24h' -> 86400.0 seconds (for a value the schema accepted)."""
+    m = _DURATION.match(text)
+    assert m is not None
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+Percent = Annotated[str, BeforeValidator(_percent)]
+Duration = Annotated[str, BeforeValidator(_duration)]
+
+
+class RolloutGate(Strict):
+    """What a wave must show before the next one starts; a figure left out is not checked."""
+
+    fetched: Percent | None = None  # of its phones fetched the config that carries the change
+    reports_version: Percent | None = None  # report the new firmware in their User-Agent
+    errors_max: Percent | None = None  # at most this share with failed requests
+
+
+class Rollout(Strict):
+    """Waves of a change: `waves` are cumulative shares of the phones it applies to."""
+
+    canary: list[str] = []  # MACs always in wave 1
+    waves: list[Percent] = Field(min_length=1, max_length=20)
+    soak: Duration = "24h"  # at least this long between two waves
+    gate: RolloutGate = RolloutGate()
+
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _macs(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [normalize_mac(v) for v in value]
+        return value
+
+    @field_validator("waves")
+    @classmethod
+    def _ascending(cls, value: list[str]) -> list[str]:
+        shares = [percent_value(v) for v in value]
+        if any(b <= a for a, b in zip(shares, shares[1:], strict=False)) or shares[0] <= 0:
+            raise ValueError("waves must grow from wave to wave, e.g. [5%, 25%, 100%]")
+        if shares[-1] != 1.0:
+            raise ValueError("the last wave must be 100% (every phone gets the change)")
+        return value
+
+
+def _phones(value: object) -> object:
+    """`above: 500 phones` or `above: 500`."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(phones?)?\s*", value)
+        if not m:
+            raise ValueError(f"must be a number of phones such as 500 or '500 phones' "
+                             f"(got {value!r})")
+        return int(m.group(1))
+    return value
+
+
+class PolicyRollout(Rollout):
+    """Stage any plan whose changes affect more phones than `above`."""
+
+    above: Annotated[int, BeforeValidator(_phones), Field(ge=1)]
+
+
 class LoadLimits(Strict):
     """What one YAML file of the desired state may cost (desired/load.py Limits)."""
 
@@ -214,6 +316,7 @@ class Policy(Strict):
     max_phones_per_account: int = Field(default=8, ge=1, le=8)
     drift: Literal["report", "heal"] = "report"
     allow_downgrade: bool = False
+    rollout: PolicyRollout | None = None
     load_limits: LoadLimits = LoadLimits()
 
 
@@ -436,6 +539,7 @@ class FirmwareImage(Strict):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: InsidePath | None = None  # path of the binary, relative to the repository
+    rollout: Rollout | None = None  # every phone that gets this version gets it in waves
 
     @field_validator("file")
     @classmethod
@@ -451,6 +555,7 @@ class FirmwarePin(Strict):
     models: list[str] = Field(min_length=1)  # vendor/MODEL
     version: str
     customer: str | None = None
+    rollout: Rollout | None = None  # the phones this pin applies to get it in waves
 
 
 class FirmwareFile(Strict):

@@ -333,7 +333,33 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
     _check_assignments(state, policy.max_phones_per_account, problems)
     _check_served(state, allow_unserved, problems)
     _check_firmware(state, problems)
+    _check_rollouts(state, problems)
     return problems
+
+
+def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
+    """A canary names a phone of the inventory: a typo would silently make no canary."""
+    places: list[tuple[Any, Located[Any], Path_]] = []
+    policy = state.provisioning.value.policy
+    if policy.rollout is not None:
+        places.append((policy.rollout, state.provisioning, ("policy", "rollout")))
+    places += [(img.value.rollout, img, ("rollout",)) for img in state.catalog
+               if img.value.rollout is not None]
+    places += [(pin.value.rollout, pin, ("rollout",)) for pin in state.pins
+               if pin.value.rollout is not None]
+    logs = any(getattr(t, "access_log", None) for t in state.provisioning.value.targets.values())
+    for rollout, located, base in places:
+        g = rollout.gate
+        if not logs and (g.fetched or g.reports_version or g.errors_max):
+            problems.append(Problem(
+                located.file, located.line(*base, "gate"), ".".join((*map(str, base), "gate")),
+                "the gate reads what phones fetched, but no target names an access_log: "
+                "nothing will be seen and the rollout will halt (docs/serving.md)", "warning"))
+        for i, mac in enumerate(rollout.canary):
+            if mac not in state.devices:
+                problems.append(Problem(located.file, located.line(*base, "canary", i),
+                                        ".".join((*map(str, base), "canary", str(i))),
+                                        f"unknown device {mac} (not in devices/)"))
 
 
 def _check_served(state: DesiredState, allow_unserved: bool, problems: list[Problem]) -> None:

@@ -4,7 +4,16 @@ the lock. Orchestration lives here; the CLI only prints the result."""
 from __future__ import annotations
 
 from reconciler.core.errors import ProvctlError
-from reconciler.pipeline.run import Options, load_desired, make_plan, observe_target, opened
+from reconciler.pipeline import receipt as record
+from reconciler.pipeline.run import (
+    Options,
+    decide_rollouts,
+    load_desired,
+    make_plan,
+    observe_phones,
+    observe_target,
+    opened,
+)
 from reconciler.targets.lock import holder
 
 
@@ -14,7 +23,11 @@ def live_status(opts: Options) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with opened(desired) as targets:
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        the_plan = make_plan(desired, observed, opts)
+        # what a rollout holds back is not pending: it waits for its wave
+        state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+        uptake = observe_phones(desired, targets, observed, state_dir, opts, read_logs=False)
+        rollouts = decide_rollouts(desired, observed, uptake, opts)
+        the_plan = make_plan(desired, observed, opts, rollouts=rollouts)
         for name, target in targets.items():
             if observed[name].error:
                 out[name] = {"error": observed[name].error}

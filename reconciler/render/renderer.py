@@ -12,7 +12,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import vendors
 from reconciler.core.errors import ConfigError, Interrupted, Problem
 from reconciler.desired.load import RepoFileError
-from reconciler.desired.resolve import ResolvedDevice, Resolver, sip_user_collisions
+from reconciler.desired.resolve import Held, ResolvedDevice, Resolver, sip_user_collisions
 from reconciler.desired.schema import SECRET_REF
 from reconciler.desired.secrets import CONTROL, CONTROL_TEXT, MissingSecret
 from reconciler.desired.validate import DesiredState
@@ -96,8 +96,10 @@ class Artifact:
 
 
 class Renderer:
-    def __init__(self, state: DesiredState, cache: RenderCache | None = None):
+    def __init__(self, state: DesiredState, cache: RenderCache | None = None,
+                 held: Mapping[str, Held] | None = None):
         self.state = state
+        self.held: dict[str, Held] = dict(held or {})  # phones a rollout holds back (firmware)
         self.resolver = Resolver(state)
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         self.addressing = Addressing(state.provisioning.value, self.fleet_secret)
@@ -130,8 +132,42 @@ class Renderer:
             problems += sip_user_collisions(out.values())
             if problems:
                 raise ConfigError(problems)
+            for mac, held in self.held.items():
+                if mac in out:
+                    out[mac] = out[mac].holding(held)
             self._resolved = out
         return self._resolved
+
+    def hold(self, held: Mapping[str, Held]) -> set[str]:
+        """Hold back these phones' firmware (and release the others); the phones whose files
+        change because of it, to render again (rerender)."""
+        resolved = self.resolved()
+        changed = set()
+        for mac in set(self.held) | set(held):
+            now = held.get(mac)
+            if now == self.held.get(mac) or mac not in resolved:
+                continue
+            before = resolved[mac]
+            after = before.holding(now)
+            if after.firmware != before.firmware:
+                changed.add(mac)
+            resolved[mac] = after
+        self.held = dict(held)
+        return changed
+
+    def rerender(self, target: str, artifacts: Mapping[str, Artifact],
+                 macs: Iterable[str]) -> dict[str, Artifact]:
+        """`artifacts` of one target with the files of `macs` rendered again (after hold):
+        their files replaced, and the firmware binaries those left in use, plus the new ones."""
+        macs = set(macs)
+        spec = self.state.provisioning.value.targets[target]
+        resolved = self.resolved()
+        fresh = self.render_target(target, sorted(m for m in macs if m in resolved))
+        used = {f"{spec.firmware_dir}/{d.firmware.file}" for d in resolved.values()
+                if d.firmware is not None and serves(spec, d.customer)}
+        kept = {p: a for p, a in artifacts.items()
+                if a.device not in macs and (a.source is None or p in used)}
+        return dict(sorted({**kept, **fresh}.items()))
 
     def directory(self, device: ResolvedDevice) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""
