@@ -160,7 +160,7 @@ def test_render_one_device_and_explain(fleet, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "sip.server = acme.pbx.example.net    <- customer (customers/acme.yaml:3)" in text
     assert "codecs = [\"g722\", \"pcmu\", \"pcma\"]    <- profile (profiles/office-yealink" in text
-    assert "admin_password = <secret:admin-password sha256:" in text
+    assert "admin_password = <secret:admin-password hmac:" in text
     assert "Adm1n-Demo" not in text
 
 
@@ -200,7 +200,7 @@ def test_explain_shows_only_what_a_line_overrides(fleet, capsys):
     overrides = text.split("line 1 overrides:\n")[1].split("  line 2:")[0]
     assert overrides.strip().splitlines() == [
         'codecs = ["opus", "g722"]    <- line (assignments/acme.yaml:13)']
-    assert "line 2: acme/201 as 92201 (<secret:acme/201 sha256:" in text
+    assert "line 2: acme/201 as 92201 (<secret:acme/201 hmac:" in text
 
 
 def test_repo_option_after_a_sub_subcommand(fleet):

@@ -88,7 +88,7 @@ def test_one_phones_diff_is_unified_and_redacted(fleet, tmp_path, monkeypatch, c
     assert run(fleet, "diff", MAC) == 2  # nothing published yet: every file is added
     out = capsys.readouterr().out
     assert f"+++ desired/{url_token(FLEET_SECRET, MAC)[:6]}…/{MAC}.cfg" in out
-    assert "rec-Pw-200" not in out and "<secret:acme/200 sha256:" in out
+    assert "rec-Pw-200" not in out and "<secret:acme/200 hmac:" in out
     run(fleet, "apply")
     capsys.readouterr()
     assert run(fleet, "diff", MAC) == 0
@@ -103,8 +103,8 @@ def test_one_phones_diff_is_unified_and_redacted(fleet, tmp_path, monkeypatch, c
     assert run(fleet, "diff", "00:15:65:aa:bb:01", "--host", "local") == 2
     out = capsys.readouterr().out
     assert "rec-Pw" not in out
-    assert "-account.1.password = <redacted sha256:" in out
-    assert "+account.1.password = <secret:acme/200 sha256:" in out
+    assert "-account.1.password = <redacted hmac:" in out
+    assert "+account.1.password = <secret:acme/200 hmac:" in out
     assert "+lang.gui = French" in out or "French" in out
     assert "1 of 2 file(s) would change" in out
 
@@ -209,4 +209,4 @@ def test_diff_never_shows_the_password_of_an_account_taken_off_the_phone(fleet, 
     assert run(fleet, "diff", SNOM) == 2
     out = capsys.readouterr().out
     assert "gx-Pw-110" not in out and "gx-Pw" not in out
-    assert '-    <user_pass idx="1" perm="R"><redacted sha256:' in out
+    assert '-    <user_pass idx="1" perm="R"><redacted hmac:' in out

@@ -45,8 +45,8 @@ def test_secret_rotation_is_visible_but_never_readable(fleet, tmp_path, monkeypa
     monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(rotated))
     assert run(fleet, "plan", "--base", "HEAD") == 2
     out = capsys.readouterr().out
-    assert "-    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10 sha256:" in out
-    assert "+    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10b sha256:" in out
+    assert "-    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10 hmac:" in out
+    assert "+    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10b hmac:" in out
     assert "in-Pw" not in out
 
 

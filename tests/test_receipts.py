@@ -22,7 +22,8 @@ def test_the_receipt_json_is_the_documented_shape(fleet):
     body = last_receipt(fleet)
     assert body == result.receipt.to_dict()
     assert set(body) == {"id", "revision", "trigger", "plan_checksum", "started", "ended",
-                         "targets", "redirects"}
+                         "targets", "redirects", "rollouts"}
+    assert body["rollouts"] == []  # no rollout in the test fleet
     assert set(body["targets"]) == {"local"}
     assert set(body["targets"]["local"]) == {"error", "items"}
     assert body["targets"]["local"]["error"] is None

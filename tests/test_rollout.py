@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from reconciler.desired.schema import PolicyRollout, Rollout
 from reconciler.pipeline.rollout import (
     Gate,
     RolloutSpec,
+    RolloutState,
     Uptake,
     members,
-    parse_duration,
-    parse_percent,
     step,
     wave_of,
 )
@@ -30,13 +31,40 @@ def took(macs, version=True):
     return {m: Uptake(fetched_new=True, reports_version=version) for m in macs}
 
 
-def test_parsing():
-    assert parse_duration("24h") == 86400 and parse_duration("30m") == 1800
-    assert parse_percent("5%") == 0.05 and parse_percent(100) == 1.0
-    with pytest.raises(ValueError):
-        parse_duration("soon")
+def test_the_yaml_of_a_rollout_becomes_a_spec():
+    model = Rollout.model_validate({"canary": ["00:15:65:AA:BB:01"], "waves": ["5%", "25%", "100%"],
+                                    "soak": "24h", "gate": {"fetched": "95%",
+                                                            "reports_version": "90%",
+                                                            "errors_max": "1%"}})
+    assert RolloutSpec.of(model) == SPEC
+    assert RolloutSpec.of(model.model_copy(update={"soak": "30m"})).soak == 1800
     with pytest.raises(ValueError):
         RolloutSpec(waves=(0.5, 0.25), soak=1)
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"waves": ["5%", "50%"]}, "the last wave must be 100%"),
+    ({"waves": ["50%", "25%", "100%"]}, "must grow"),
+    ({"waves": [0.05, "100%"]}, "must be a percentage"),  # 0.05: 5% or 0.05%? say it
+    ({"waves": ["100%"], "soak": "soon"}, "must be a duration"),
+    ({"waves": ["100%"], "soak": 3600}, "must be a duration"),
+    ({"waves": ["100%"], "gate": {"fetched": "120%"}}, "between 0% and 100%"),
+    ({"waves": ["100%"], "gate": {"fetch": "90%"}}, "Extra inputs"),
+    ({"waves": ["100%"], "canary": ["not-a-mac"]}, "MAC"),
+])
+def test_bad_rollouts_are_refused_with_the_reason(body, why):
+    with pytest.raises(ValidationError) as exc:
+        Rollout.model_validate(body)
+    assert why in str(exc.value)
+
+
+def test_policy_rollout_counts_phones():
+    rollout = PolicyRollout.model_validate({"above": "500 phones", "waves": ["10%", "100%"],
+                                            "soak": "2h", "gate": {"fetched": "90%"}})
+    assert rollout.above == 500
+    assert PolicyRollout.model_validate({"above": 20, "waves": ["100%"]}).above == 20
+    with pytest.raises(ValidationError):
+        PolicyRollout.model_validate({"above": "many", "waves": ["100%"]})
 
 
 def test_waves_are_shares_and_the_canary_is_in_wave_one():
@@ -110,6 +138,27 @@ def test_errors_fail_the_gate():
 def test_state_round_trips_through_json():
     waves = members(SPEC, KEY, fleet(100))
     d = step(SPEC, None, "p", waves, {}, 5.0)
-    from reconciler.pipeline.rollout import RolloutState
-
     assert RolloutState.from_json(d.state.to_json()) == d.state
+
+
+def test_a_halted_rollout_resumes_when_its_gate_or_soak_changes():
+    waves = members(SPEC, KEY, fleet(400))
+    d = step(SPEC, None, "p", waves, {}, 0.0)
+    d = step(SPEC, d.state, "p", waves, {}, 49 * H)
+    assert d.action == "halted"
+    looser = RolloutSpec(SPEC.waves, SPEC.soak, Gate(fetched=0.0), SPEC.canary)
+    d = step(looser, d.state, "p", waves, {}, 50 * H)
+    assert d.action == "resumed" and d.state.halted is None and d.published == {1}
+    d = step(looser, d.state, "p", waves, {}, 60 * H)
+    assert d.action == "soaking"  # the soak starts again at the resume
+    d = step(looser, d.state, "p", waves, {}, 75 * H)
+    assert d.action == "advance" and d.published == {1, 2}
+
+
+def test_a_wave_without_phones_does_not_wait():
+    few = RolloutSpec(waves=(0.01, 0.02, 1.0), soak=24 * H, gate=Gate(fetched=1.0))
+    macs = [m for m in fleet(200) if wave_of(few, KEY, m) == 3][:5]
+    waves = members(few, KEY, macs)
+    assert not waves[1] and not waves[2]
+    d = step(few, None, "p", waves, {}, 0.0)
+    assert d.action == "start" and d.published == {1, 2, 3} and d.state.wave == 3

@@ -366,7 +366,10 @@ def test_server_killed_mid_publish_then_rerun_converges(fresh_sshd: SshServer):
 
     failed = [r for r in results if r.error]
     assert failed, "the server was killed too late to interrupt anything"
-    others = sorted({r.error for r in failed if "connection" not in r.error.lower()})
+    # The kill shows as a lost connection; on a loaded machine a request may time out first.
+    transport = ("connection", "timed out", "timeout")
+    others = sorted({r.error for r in failed
+                     if not any(word in r.error.lower() for word in transport)})
     assert others == [], others[:3]
     for put, result in zip(new, results, strict=True):
         body = (root / put.path).read_bytes()

@@ -19,6 +19,7 @@ from typing import Any
 from reconciler import __version__
 from reconciler.cli import help as cli_help
 from reconciler.cli import output
+from reconciler.cli import rollouts as cli_rollouts
 from reconciler.core.errors import ConfigError, NotFound, Problem, ProvctlError
 from reconciler.core.layout import in_layout
 from reconciler.core.macs import normalize_mac
@@ -69,6 +70,12 @@ def _state_dir(p: argparse.ArgumentParser) -> None:
                         "$PROVCTL_STATE_DIR, else <repo>/.provctl)")
 
 
+def _allow_unserved(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-unserved", action="store_true",
+                   help="a phone no target serves (outside every customers: filter) is a "
+                        "warning, not an error")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="provctl", description=__doc__.splitlines()[0],
                 epilog="Run `provctl COMMAND --help` for a command's options, an example and "
@@ -87,11 +94,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-secrets", action="store_true",
                    help="do not require secrets (CI without them): references become "
                         "placeholders, everything else is checked")
+    _allow_unserved(p)
 
-    p = sub.add_parser("render", help="render phone files to a directory")
+    p = sub.add_parser("render", help="render phone files to a directory (mode 0600)")
     _common(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="the directory to write the files to")
+    p.add_argument("--redact", action="store_true",
+                   help="write secrets in their redacted form, e.g. to share the files (token "
+                        "directories then differ from the published ones)")
     p.add_argument("--device", metavar="MAC", help="only this MAC")
     p.add_argument("--target", metavar="NAME",
                    help="render with this target's URLs (default: each phone's first)")
@@ -115,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="override the safety limits (deletions, downgrades, foreign files)")
         _state_dir(p)
+        _allow_unserved(p)
         if name == "plan":
             p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                            help="text for people, json for machines (docs/json.md), markdown "
@@ -168,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
                    help="commits to look back (default: 100)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text for people; json: structured diffs and applies")
+    p.add_argument("--state-dir", type=Path, help="where the rollouts are recorded")
 
     p = sub.add_parser("unlock", help="remove a stale target lock")
     _common(p, rev=False)
@@ -210,6 +223,7 @@ def _options(args: argparse.Namespace) -> Options:
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
         devices=frozenset(_mac(d) for d in devices) if isinstance(devices, list) else None,
         customers=frozenset(customers) if isinstance(customers, list) else None,
+        allow_unserved=getattr(args, "allow_unserved", False),
     )
 
 
@@ -238,6 +252,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     opts = _options(args)
     opts.targets = [args.target] if args.target else None
+    opts.redacting = args.redact
     desired = load_desired(opts)
     renderer = desired.renderer
     only = normalize_mac(args.device) if args.device else None
@@ -253,12 +268,30 @@ def cmd_render(args: argparse.Namespace) -> int:
         for art in renderer.render_device(device, target):
             if art.source is not None:
                 continue  # firmware binaries are not copied by render
-            path = args.out / art.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(art.content())
+            _write_private(args.out, art.path, art.content())
             written += 1
     print(f"rendered {written} file(s) to {args.out}")
     return 0
+
+
+def _write_private(out: Path, rel: str, data: bytes) -> None:
+    """Rendered files hold cleartext secrets: files 0600 in folders 0700, never through a
+    symlink."""
+    import os
+
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = out / rel
+    for folder in reversed(path.relative_to(out).parents[:-1]):  # shallowest first
+        (out / folder).mkdir(mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # a file that existed keeps no wider mode
+            handle.write(data)
+    except OSError as exc:
+        from reconciler.core.errors import OperationError
+
+        raise OperationError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _unknown_mac(mac: str, known: Any) -> NotFound:
@@ -276,7 +309,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.base:
         from reconciler.gitops.compare import compare
 
-        comparison = compare(find_repo(args.repo), args.base, args.head)
+        comparison = compare(find_repo(args.repo), args.base, args.head,
+                             allow_unserved=args.allow_unserved)
         sys.stdout.write(output.render_comparison(comparison, args.format))
         return comparison.exit_code
     opts = _options(args)
@@ -392,11 +426,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
     live = _live_status(args) if args.live or args.exit_code else {}
     code = _status_code(status, live) if args.exit_code else 0
+    book = cli_rollouts.book(state_dir)
     from reconciler.cli import observe as cli_observe
 
     uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
-        body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live}
+        body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live,
+                                "rollouts": cli_rollouts.status_dict(book)}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
             body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
@@ -404,7 +440,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             body["exit_code"] = code
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
         return code
-    if not status and not records and not live and not args.devices:
+    if not status and not records and not live and not args.devices and not book.rollouts:
         print("no runs recorded yet")
         return code
     for name, entry in sorted(status.items()):
@@ -422,6 +458,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"drifted, lock {entry['lock'] or 'free'}")
     if records:
         print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for line in cli_rollouts.status_lines(book):
+        print(line)
     if args.devices:
         for mac, rec in sorted(records.items()):
             since = f" since {rec.registered_at}" if rec.registered_at else ""
@@ -444,6 +482,7 @@ def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> 
 
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
     from reconciler.pipeline.status import live_status
 
     return live_status(_options(args))
@@ -454,12 +493,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     from reconciler.gitops.history import history, history_json, history_text
 
     mac = _mac(args.mac)
-    changes = history(find_repo(args.repo), mac, args.max_count)
-    fetches = history_fetches(find_repo(args.repo), mac)
+    repo = find_repo(args.repo)
+    changes = history(repo, mac, args.max_count)
+    fetches = history_fetches(repo, mac)
+    waves = cli_rollouts.history_entries(args.state_dir or record.default_state_dir(repo), mac)
     if args.format == "json":
-        print(json.dumps(history_json(mac, changes, fetches), indent=1))
+        print(json.dumps({**history_json(mac, changes, fetches), "rollouts": waves}, indent=1))
     else:
         sys.stdout.write(history_text(mac, changes, fetches))
+        sys.stdout.writelines(line + "\n" for line in cli_rollouts.history_lines(waves))
     return 0
 
 

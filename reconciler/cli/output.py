@@ -31,6 +31,8 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "drift": [dict(asdict(d), path=show_path(d.path)) for d in plan.drift],
         "refusals": list(plan.refusals),
         "orphans": [dict(asdict(o), path=show_path(o.path)) for o in plan.orphans],
+        "held": [dict(asdict(c), path=show_path(c.path)) for c in plan.held],
+        "rollouts": [r.to_json() for r in plan.rollouts],
     }
 
 
@@ -52,6 +54,8 @@ def _summary_line(plan: Plan) -> str:
         parts.append(f"{c['drift']} drifted")
     if c.get("orphan"):
         parts.append(f"{c['orphan']} orphaned (kept: pruning is off)")
+    if c.get("held"):
+        parts.append(f"{c['held']} held back by a rollout")
     parts.append(f"{c['unchanged']} unchanged")
     return ", ".join(parts)
 
@@ -117,6 +121,7 @@ def plan_text(plan: Plan, limit: int = TEXT_LIMIT, style: Style = PLAIN) -> str:
                    f"{r.reason}")
     for refusal in plan.refusals:
         out.append(style("error", f"  REFUSED: {refusal}"))
+    out += rollout_lines(plan)
     out.append(style("bold", f"Summary: {_summary_line(plan)}"))
     failed = [t.target for t in plan.targets if t.error]
     if plan.empty and not plan.drift and failed:
@@ -149,7 +154,46 @@ def plan_markdown(plan: Plan, limit: int = 200) -> str:
         out += ["", "</details>"]
     for r in plan.redirects:
         out.append(f"- redirect `{r.service}`: **{r.action}** `{r.mac}` — {r.reason}")
+    if plan.rollouts:
+        out += ["", "#### Rollouts", ""]
+        out += [f"- {line.strip()}" if not line.startswith("    ") else f"  - {line.strip()}"
+                for line in rollout_lines(plan)]
     return "\n".join(out) + "\n"
+
+
+def rollout_lines(plan: Plan) -> list[str]:
+    """Each rollout: its wave, what its gate shows (counts), what the next wave would change."""
+    out = []
+    for r in plan.rollouts:
+        sizes = "/".join(str(n) for n in r.per_wave)
+        if r.action == "done" and not r.held:
+            out.append(f"  rollout {r.id}: {r.subject}: done, {r.waves} wave(s) published")
+            continue
+        out.append(f"  rollout {r.id}: {r.subject}")
+        if r.action == "removed":
+            out.append(f"    removed (a rollback): {r.message}")
+            continue
+        message = r.message.removeprefix(f"wave {r.wave}/{r.waves}: ")
+        out.append(f"    wave {r.wave}/{r.waves} is current ({r.phones} phone(s), per wave "
+                   f"{sizes}) — {r.action}: {message}")
+        if r.reading is not None and r.reading.lagging and r.action != "halted":
+            lagging = ", ".join(r.reading.lagging[:10])
+            more = " …" if len(r.reading.lagging) > 10 else ""
+            out.append(f"    gate not met by {len(r.reading.lagging)} of {r.reading.phones} "
+                       f"phone(s) of wave {r.wave}: {lagging}{more}")
+        if r.held:
+            what = (f"{r.held} phone(s) keep their previous firmware" if r.kind == "firmware"
+                    else f"{r.held} phone(s) keep their published files ({r.held_changes} "
+                         "change(s) wait for their wave)")
+            out.append(f"    held back: {what}")
+        if r.wave < r.waves and r.action != "halted":
+            files = f" ({r.next_changes} file change(s))" if r.kind == "policy" else ""
+            out.append(f"    next: wave {r.wave + 1}/{r.waves} would change {r.next_phones} "
+                       f"phone(s){files} once the gate holds")
+        elif r.action == "halted":
+            out.append("    HALTED: nothing more is published for this rollout; revert the "
+                       "commit (rollback) or fix it (a new commit)")
+    return out
 
 
 def render_plan(plan: Plan, fmt: str) -> str:

@@ -5,7 +5,8 @@
     ├── NotFound             a name given on the command line (a MAC, a customer) is not known
     ├── OperationError       a target or redirect service failed
     │   ├── TargetError          (.transient: retry later, or permanent: stop this target)
-    │   └── RedirectError        (.transient, .conflict: the MAC belongs to another account)
+    │   ├── RedirectError        (.transient, .conflict: the MAC belongs to another account)
+    │   └── Interrupted          a stop was asked for (SIGTERM) before anything was written
     └── Refused              a safety rule said no (exit code 3)
         ├── UnsafePlan           too many deletions without --force
         ├── LockHeld             another run holds the target lock
@@ -75,6 +76,10 @@ class RedirectError(OperationError):
         self.transient = transient
         self.conflict = conflict
         super().__init__(f"redirect {service}: {message}")
+
+
+class Interrupted(OperationError):
+    """The run stopped on request (the daemon's SIGTERM) before it wrote anything."""
 
 
 class Refused(ProvctlError):

@@ -19,7 +19,8 @@ One cycle:
   SIGHUP retries at once.
 - **One daemon per state directory**: an fcntl lock on `<state>/daemon.lock` holding the pid; a
   second daemon exits 3 naming the holder.
-- **Signals.** SIGTERM/SIGINT set the stop flag: the apply in flight finishes its batch, records
+- **Signals.** SIGTERM/SIGINT set the stop flag: a load in progress stops at once (it is
+  polled while parsing; nothing was written), the apply in flight finishes its batch, records
   what was done and releases the target locks; the daemon exits 0. SIGHUP reloads: forgets
   invalid revisions and back-off, re-opens the repository, fetches and runs now.
 
@@ -46,7 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ConfigError, OperationError, ProvctlError, Refused
+from reconciler.core.errors import (
+    ConfigError,
+    Interrupted,
+    OperationError,
+    ProvctlError,
+    Refused,
+)
 from reconciler.daemon import logs
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import receipt as record
@@ -514,7 +521,12 @@ class Daemon:
         try:
             self.source.prepare(rev)
             result = apply(Options(repo=self.source.desired, rev=rev, state_dir=self.state_dir,
-                                   stop=self._stop_check()))
+                                   stop=self._stop_check(), cancel=self.stopping.is_set))
+        except Interrupted:
+            # SIGTERM while loading: nothing was written; the next daemon starts over.
+            code, outcome = 1, "failed"
+            log.info("%s while loading %s: nothing applied", self.stopped_by, rev[:12],
+                     extra=extra)
         except ConfigError as exc:
             code, outcome = 1, "invalid"
             self._invalid(rev, exc)
@@ -575,6 +587,7 @@ class Daemon:
                                      drift=drift.get(name, 0))
                 refused = isinstance(r.error, Refusal)
                 self.metrics.failed(name, "refused" if refused else "failed")
+        self._rollouts(rev, result)
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()
         if self.metrics is not None and result.uptake is not None:
@@ -604,6 +617,23 @@ class Daemon:
         for device in uptake.devices.values():
             counts[device.state] = counts.get(device.state, 0) + 1
         self.metrics.uptake(uptake.logs, counts, scanning)
+
+    def _rollouts(self, rev: str, result: ApplyResult) -> None:
+        """A wave started, a rollout halted (naming the phones) or resumed: one line each."""
+        for r in result.plan.rollouts:
+            if not r.event:
+                continue
+            lagging = list(r.reading.lagging[:50]) if r.reading else []
+            fields = {"revision": rev, "rollout": r.id, "kind": r.kind, "wave": r.wave,
+                      "waves": r.waves, "action": r.action, "held": r.held,
+                      "gate": r.reading.to_json() if r.reading else None}
+            if r.action == "halted":
+                log.warning("rollout %s (%s): %s", r.id, r.subject, r.message,
+                            extra={**fields, "phones": lagging})
+            else:
+                log.info("rollout %s (%s): %s", r.id, r.subject, r.message, extra=fields)
+        if self.metrics is not None:
+            self.metrics.rollouts(result.plan.rollouts)
 
     def _invalid(self, rev: str, exc: ConfigError) -> None:
         """Keep last good: nothing was applied; record the attempt per target with the error."""

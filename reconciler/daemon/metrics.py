@@ -14,6 +14,10 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_drift_files{target}                           drifted files seen by the last run
     provctl_redirect_states{state}                        MACs per redirect state (0 if unknown)
     provctl_git_fetch_failures_total                      failed fetches of the followed remote
+    provctl_rollout_wave{rollout,kind}                    the highest published wave of a rollout
+    provctl_rollout_waves{rollout,kind}                   how many waves it has
+    provctl_rollout_halted{rollout,kind}                  1 if its gate failed and it halted
+    provctl_rollout_held_phones{rollout,kind}             phones it holds back now
     provctl_build_info{version,python}                    1; which provctl is running
     provctl_devices{state}                                phones per uptake state (access logs)
     provctl_fetches_total{target,status}                  requests in the access log, by status
@@ -33,7 +37,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -98,6 +102,17 @@ class Metrics:
                               ["state"], registry=r)
         self.fetch_failures = Counter("provctl_git_fetch_failures",
                                       "Failed fetches of the followed git remote", registry=r)
+        labels = ["rollout", "kind"]
+        self.rollout_wave = Gauge("provctl_rollout_wave",
+                                  "Highest published wave of a rollout", labels, registry=r)
+        self.rollout_waves = Gauge("provctl_rollout_waves", "Waves of a rollout", labels,
+                                   registry=r)
+        self.rollout_halted = Gauge("provctl_rollout_halted",
+                                    "1 if the rollout halted (its gate failed after soak x 2)",
+                                    labels, registry=r)
+        self.rollout_held = Gauge("provctl_rollout_held_phones",
+                                  "Phones the rollout holds back", labels, registry=r)
+        self._rollouts: set[tuple[str, str]] = set()
         self.build_info = Gauge("provctl_build_info", "Always 1; labels say which provctl runs",
                                 ["version", "python"], registry=r)
         self.build_info.labels(__version__, platform.python_version()).set(1)
@@ -176,6 +191,21 @@ class Metrics:
         counts = counts or {}
         for state in sorted(set(REDIRECT_STATES) | set(counts)):
             self.redirect.labels(state).set(counts.get(state, 0))
+
+    def rollouts(self, reports: Sequence[Any]) -> None:
+        """The rollouts of the last run (pipeline/waves.py Report); others' series go."""
+        reports = [r for r in reports if r.action != "removed"]
+        now = {(r.id, r.kind) for r in reports}
+        for gone in self._rollouts - now:
+            for gauge in (self.rollout_wave, self.rollout_waves, self.rollout_halted,
+                          self.rollout_held):
+                gauge.remove(*gone)
+        self._rollouts = now
+        for r in reports:
+            self.rollout_wave.labels(r.id, r.kind).set(r.wave)
+            self.rollout_waves.labels(r.id, r.kind).set(r.waves)
+            self.rollout_halted.labels(r.id, r.kind).set(1 if r.action == "halted" else 0)
+            self.rollout_held.labels(r.id, r.kind).set(r.held)
 
     def uptake(self, logs: Iterable[LogCounts], states: Mapping[str, int] | None,
                scanning: Mapping[str, int]) -> None:

@@ -17,7 +17,17 @@ import vendors
 from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.core.names import did_you_mean
-from reconciler.desired.load import Doc, Key, Path_, Source, parse_yaml
+from reconciler.desired.firmware import check_firmware_sources
+from reconciler.desired.load import (
+    Cancelled,
+    Doc,
+    Key,
+    Path_,
+    Source,
+    check_cancelled,
+    oversize_problem,
+    parse_yaml,
+)
 from reconciler.desired.schema import (
     INHERIT,
     Assignment,
@@ -31,7 +41,7 @@ from reconciler.desired.schema import (
     Profile,
     Provisioning,
 )
-from reconciler.desired.secrets import MissingSecret, Secrets
+from reconciler.desired.secrets import MissingSecret, Redaction, Secrets
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -114,13 +124,21 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
 
 
 def load_state(source: Source, environ: dict[str, str] | None = None, *,
-               redacting: bool = False) -> DesiredState:
-    """Parse and validate everything; raise ConfigError with every problem found."""
-    problems: list[Problem] = []
+               redacting: bool = False, allow_unserved: bool = False,
+               state_dir: Path | None = None, redaction: Redaction | None = None,
+               cancelled: Cancelled | None = None) -> DesiredState:
+    """Parse and validate everything; raise ConfigError with every problem found.
+
+    `allow_unserved`: a phone no target serves is a warning, not an error. `state_dir` keeps
+    the firmware digests (by size and mtime, or blob id). `redaction` is shared by the two
+    sides of a comparison. `cancelled` is polled while parsing (raises Interrupted).
+    """
+    problems: list[Problem] = [oversize_problem(rel, size, source.limits)
+                               for rel, size in source.oversize.items()]
     docs: dict[str, Doc] = {}
     for rel, data in source.files.items():
         try:
-            docs[rel] = parse_yaml(rel, data)
+            docs[rel] = parse_yaml(rel, data, source.limits, cancelled)
         except ConfigError as exc:
             problems.extend(exc.problems)
 
@@ -128,7 +146,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     provisioning = None
     if prov_doc is not None:
         provisioning = _model(Provisioning, prov_doc.data or {}, prov_doc, problems)
-    elif "provisioning.yaml" not in source.files:
+    elif "provisioning.yaml" not in source.files and "provisioning.yaml" not in source.oversize:
         problems.append(Problem("provisioning.yaml", 0, "", "file is missing"))
 
     defaults_doc = docs.get("defaults.yaml", Doc("defaults.yaml", {}, {(): 1}))
@@ -145,6 +163,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     pins: list[Located[FirmwarePin]] = []
 
     for rel, doc in docs.items():
+        check_cancelled(cancelled)
         if rel.startswith(layout.DEVICES):
             for i, item in _items(doc, problems):
                 dev = _model(Device, item, doc, problems, (i,))
@@ -180,12 +199,17 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     if provisioning is None or prov_doc is None:
         raise ConfigError(problems)
     prov = Located(provisioning, prov_doc)
+    host_refs = [(ref, ".".join(map(str, where)))
+                 for ref, where in _provisioning_refs(provisioning)]
     secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
                       fleet_secret=provisioning.fleet.secret,
-                      age_file=provisioning.secrets.age_file)
+                      age_file=provisioning.secrets.age_file,
+                      file_dirs=provisioning.secrets.file_dirs, source=source,
+                      host_refs=host_refs, redaction=redaction)
     state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
                          devices, assignments, catalog, pins, secrets)
-    problems += cross_check(state)
+    problems += cross_check(state, allow_unserved=allow_unserved)
+    problems += check_firmware_sources(state, state_dir)
     errors = [p for p in problems if p.severity == "error"]
     state.warnings = [p for p in problems if p.severity == "warning"]
     if errors:
@@ -228,7 +252,7 @@ def extension_for(extension: str, index: int) -> str:
     return extension if index == 0 else f"9{index}{extension}"
 
 
-def cross_check(state: DesiredState) -> list[Problem]:
+def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Problem]:
     problems: list[Problem] = []
     add = problems.append
     prov = state.provisioning
@@ -307,8 +331,57 @@ def cross_check(state: DesiredState) -> list[Problem]:
 
     _check_model_profiles(state, problems)
     _check_assignments(state, policy.max_phones_per_account, problems)
+    _check_served(state, allow_unserved, problems)
     _check_firmware(state, problems)
+    _check_rollouts(state, problems)
     return problems
+
+
+def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
+    """A canary names a phone of the inventory: a typo would silently make no canary."""
+    places: list[tuple[Any, Located[Any], Path_]] = []
+    policy = state.provisioning.value.policy
+    if policy.rollout is not None:
+        places.append((policy.rollout, state.provisioning, ("policy", "rollout")))
+    places += [(img.value.rollout, img, ("rollout",)) for img in state.catalog
+               if img.value.rollout is not None]
+    places += [(pin.value.rollout, pin, ("rollout",)) for pin in state.pins
+               if pin.value.rollout is not None]
+    logs = any(getattr(t, "access_log", None) for t in state.provisioning.value.targets.values())
+    for rollout, located, base in places:
+        g = rollout.gate
+        if not logs and (g.fetched or g.reports_version or g.errors_max):
+            problems.append(Problem(
+                located.file, located.line(*base, "gate"), ".".join((*map(str, base), "gate")),
+                "the gate reads what phones fetched, but no target names an access_log: "
+                "nothing will be seen and the rollout will halt (docs/serving.md)", "warning"))
+        for i, mac in enumerate(rollout.canary):
+            if mac not in state.devices:
+                problems.append(Problem(located.file, located.line(*base, "canary", i),
+                                        ".".join((*map(str, base), "canary", str(i))),
+                                        f"unknown device {mac} (not in devices/)"))
+
+
+def _check_served(state: DesiredState, allow_unserved: bool, problems: list[Problem]) -> None:
+    """A phone outside every target's `customers:` filter would silently get nothing."""
+    targets = state.provisioning.value.targets.values()
+    if any(t.customers is None for t in targets):
+        return  # a target without a filter serves every phone
+    account_customer: dict[str, str] = {}
+    for assignment in state.assignments:
+        for ref in assignment.value.devices:
+            account_customer.setdefault(ref.mac, assignment.value.customer)
+    served = {c for t in targets for c in t.customers or []}
+    for mac, located in state.devices.items():
+        customer = located.value.customer or account_customer.get(mac)
+        if customer in served:
+            continue
+        whose = f"customer {customer!r}" if customer else "the pool (no customer)"
+        problems.append(Problem(
+            located.file, located.line("mac"), "mac",
+            f"no target serves phone {mac} of {whose}: every target in provisioning.yaml has a "
+            "customers: filter and none lists it (add it to one, or pass --allow-unserved)",
+            "warning" if allow_unserved else "error"))
 
 
 def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.desired.load import read_source
-from reconciler.desired.secrets import MissingSecret, Secrets
+from reconciler.desired.secrets import MissingSecret, Redaction, Secrets
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.render.addressing import (
     Addressing,
@@ -91,8 +91,10 @@ def show_tokens(renderer: Renderer) -> bool:
     return secret is not None
 
 
-def _render(repo: Path, rev: str | None) -> _Rendered:
-    state = load_state(read_source(repo, rev), redacting=True)
+def _render(repo: Path, rev: str | None, redaction: Redaction,
+            allow_unserved: bool = False) -> _Rendered:
+    state = load_state(read_source(repo, rev), redacting=True, redaction=redaction,
+                       allow_unserved=allow_unserved)
     renderer = Renderer(state)
     real = show_tokens(renderer)
     files: dict[tuple[str, str], tuple[Artifact, str, str]] = {}
@@ -136,25 +138,30 @@ def _redirects(state: DesiredState) -> dict[str, str]:
     return out
 
 
-def compare(repo: Path, base: str, head: str | None) -> Comparison:
+def compare(repo: Path, base: str, head: str | None, *,
+            allow_unserved: bool = False) -> Comparison:
     # Both revisions must exist: an unknown base (a shallow CI clone) is an error, never an
     # empty fleet that would show every phone as added.
     read_source(repo, base)
     if head is not None:
         read_source(repo, head)
     result = Comparison(base, head or "worktree")
+    # One redaction for both sides, the base first: without the fleet secret a secret whose
+    # value differs shows as `<secret:NAME changed>` on the head's side.
+    redaction = Redaction()
     try:
-        after = _render(repo, head)
-    except ConfigError as exc:
-        result.problems = exc.problems
-        return result
-    try:
-        before = _render(repo, base)
+        before = _render(repo, base, redaction, allow_unserved)
         old_files = before.files
         old_redirects = _redirects(before.state)
     except ConfigError as exc:
         result.base_problems = exc.problems
         old_files, old_redirects = {}, {}
+    try:
+        after = _render(repo, head, redaction, allow_unserved)
+    except ConfigError as exc:
+        result.problems = exc.problems
+        result.base_problems = []
+        return result
     result.real_tokens = after.real_tokens
     new_files = after.files
     for key in sorted(set(old_files) | set(new_files)):

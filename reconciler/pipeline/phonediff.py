@@ -2,9 +2,10 @@
 
 Read-only: load and render (as plan does), read the phone's files from each target, and diff
 them as text. Both sides are redacted before they are compared: every secret value the render
-resolved is replaced by its redacted form (`<secret:NAME sha256:…>`), and on the published side
+resolved is replaced by its redacted form (`<secret:NAME hmac:…>`), and on the published side
 a line that no longer matches the desired file has the value of a secret-looking key (password,
-pin, secret, auth ...) replaced by a digest, so a rotated or removed secret is not shown either.
+pin, secret, auth ...) replaced by a keyed digest (`<redacted hmac:…>`), so a rotated or removed
+secret is not shown either.
 URL tokens are shortened on both sides.
 """
 
@@ -19,7 +20,7 @@ from typing import Literal
 
 from reconciler.core.errors import NotFound
 from reconciler.core.names import did_you_mean
-from reconciler.desired.secrets import redacted
+from reconciler.desired.secrets import Secrets
 from reconciler.pipeline import narrow
 from reconciler.pipeline.run import Options, load_desired, opened
 from reconciler.render.addressing import shorten_tokens, show_path
@@ -41,14 +42,11 @@ _ELEMENT = re.compile(rf"(?i)(<{_KEY}(?:\s[^>]*)?>)([^<]*)(</)")
 _ASSIGNMENT = re.compile(rf"(?i)^(\s*{_KEY}\s*[=:]\s*)(.*?)(\s*)$")
 
 
-def _digest(value: str) -> str:
-    return f"<redacted sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]}…>"
-
-
-def mask_secret_looking(line: str) -> str:
-    """The values of secret-looking keys in one line of a phone file, as digests."""
+def mask_secret_looking(line: str, secrets: Secrets) -> str:
+    """The values of secret-looking keys in one line of a phone file, as keyed digests."""
     def sub(m: re.Match[str]) -> str:
-        return m.group(1) + (_digest(m.group(2)) if m.group(2) else "") + m.group(3)
+        value = secrets.show("redacted", m.group(2)) if m.group(2) else ""
+        return m.group(1) + value + m.group(3)
 
     masked = _ATTRIBUTE.sub(sub, line)
     masked = _ELEMENT.sub(sub, masked)
@@ -57,10 +55,10 @@ def mask_secret_looking(line: str) -> str:
     return masked
 
 
-def redactor(secrets: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
-    """A function hiding every known secret value in a text (longest values first)."""
-    pairs = sorted(((value, redacted(shown, value)) for shown, value in secrets if value),
-                   key=lambda p: -len(p[0]))
+def redactor(secrets: Secrets) -> Callable[[str], str]:
+    """A function hiding every secret value resolved so far in a text (longest first)."""
+    pairs = sorted(((value, secrets.show(shown, value)) for shown, value in secrets.resolved()
+                    if value), key=lambda p: -len(p[0]))
 
     def redact(text: str) -> str:
         for value, shown in pairs:
@@ -89,7 +87,7 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
     opts.customers = None
     desired = load_desired(opts)
     selection = narrow.select(desired.renderer, desired.artifacts, [mac])
-    redact = redactor(desired.state.secrets.resolved())
+    redact = redactor(desired.state.secrets)
     out: list[PhoneFileDiff] = []
     with opened(desired) as targets:
         for name, tgt in targets.items():
@@ -101,7 +99,7 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
                 art = mine.get(path)
                 have = tgt.read(path)
                 out.append(_diff_one(name, path, art.content() if art else None, have, redact,
-                                     context))
+                                     context, desired.state.secrets))
     if not out and mac not in desired.state.devices:
         raise NotFound(f"unknown device {mac} (not in devices/*.yaml and no file of it is "
                        f"published){did_you_mean(mac, desired.state.devices)}")
@@ -109,7 +107,8 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
 
 
 def _diff_one(target: str, path: str, want: bytes | None, have: bytes | None,
-              redact: Callable[[str], str], context: int) -> PhoneFileDiff:
+              redact: Callable[[str], str], context: int,
+              secrets: Secrets) -> PhoneFileDiff:
     status: Literal["added", "changed", "removed", "unchanged"] = (
         "unchanged" if want == have else "added" if have is None
         else "removed" if want is None else "changed")
@@ -126,7 +125,7 @@ def _diff_one(target: str, path: str, want: bytes | None, have: bytes | None,
     old = []
     for line in a:
         shown = redact(line)
-        old.append(shown if shown in wanted else mask_secret_looking(shown))
+        old.append(shown if shown in wanted else mask_secret_looking(shown, secrets))
     shown_path = show_path(path)
     label_a = f"published/{shown_path}" if have is not None else "/dev/null"
     label_b = f"desired/{shown_path}" if want is not None else "/dev/null"

@@ -25,7 +25,7 @@ from reconciler.targets.manifest import Manifest
 from reconciler.uptake.devices import Phone, Uptake, arrived, device_uptake
 from reconciler.uptake.match import Index, PathInfo, bootstrap_mac, own_file
 from reconciler.uptake.observe import LogObservation, LogSpec, observe, scanners
-from reconciler.uptake.store import FILE, LogState, Store, Unknown
+from reconciler.uptake.store import FILE, Last, LogState, Store, Unknown
 
 if TYPE_CHECKING:
     from reconciler.pipeline.run import RenderedState
@@ -93,6 +93,7 @@ class FleetUptake:
     log_states: list[LogState] = field(default_factory=list)
     configured: bool = False  # some target names an access log
     revision: str | None = None  # the desired state's (phones `unapplied` have not got it)
+    lasts: Mapping[tuple[str, str], Last] = field(default_factory=dict)  # for rollout gates
 
     @property
     def warnings(self) -> list[str]:
@@ -118,7 +119,7 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_
     with Store(state_dir) as store:
         if not read_logs:
             store.ingest_receipts(state_dir / RECEIPTS)
-        lasts = store.lasts()
+        lasts = result.lasts = store.lasts()
         newest = store.newest_versions()
         result.scanners = scanners(store, {n: s.scan_threshold for n, s in specs.items()})
         result.log_states = store.log_states()

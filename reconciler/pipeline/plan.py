@@ -89,6 +89,8 @@ class Plan:
     targets: tuple[TargetSummary, ...] = ()
     refusals: tuple[str, ...] = ()  # safety rules that stop apply unless --force
     orphans: tuple[Orphan, ...] = ()  # not desired, not deleted (prune off): shown, not changed
+    held: tuple[FileChange, ...] = ()  # left out: a rollout holds them back (waves.py)
+    rollouts: tuple[Any, ...] = ()  # waves.Report: each rollout, its wave and its gate
 
     @property
     def empty(self) -> bool:
@@ -115,6 +117,8 @@ class Plan:
         out["drift"] = len(self.drift)
         if self.orphans:
             out["orphan"] = len(self.orphans)
+        if self.held:
+            out["held"] = len(self.held)
         out["unchanged"] = sum(t.unchanged for t in self.targets)
         return out
 

@@ -87,6 +87,7 @@ class Receipt:
     ended: str
     targets: Mapping[str, TargetLine]
     redirects: tuple[RedirectLine, ...]
+    rollouts: tuple[Mapping[str, Any], ...] = ()  # each rollout's wave and gate (waves.Report)
     # a narrowed run (--device/--customer): {"devices": [...], "customers": [...]}
     only: Mapping[str, list[str]] | None = None
 
@@ -117,6 +118,7 @@ class Receipt:
                 for name, r in sorted(results.items())
             },
             redirects=tuple(redirects),
+            rollouts=tuple(r.to_json() for r in plan.rollouts),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ class Receipt:
             if t.lock_taken_over is not None:  # only a run that took a stale lock over
                 body["targets"][name]["lock_taken_over"] = t.lock_taken_over
         body["redirects"] = [asdict(r) for r in self.redirects]
+        body["rollouts"] = [dict(r) for r in self.rollouts]
         if self.only is None:
             del body["only"]  # receipts of whole runs keep their shape
         return body

@@ -9,39 +9,23 @@ the last run; the output is the new state and a decision the plan shows.
   moves no phone to another wave (a rank-based split would). Canary MACs are always in wave 1.
 - A wave advances when the previous wave's gate holds (enough of its phones fetched the new
   config, enough report the new firmware, few enough show errors) and its soak time has passed.
+  A wave without phones (a small fleet, 5%) does not wait: the next one starts with it.
 - A wave whose gate still fails after twice its soak halts the rollout: nothing more is
-  published until a new commit changes the rollout (a fix, or a revert).
+  published until a new commit changes what is rolled out (a fix, or a revert: a new rollout
+  id, which starts at wave 1) or its gate or soak (the halted rollout resumes at its wave, with
+  a fresh soak).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str | int | float) -> float:
-    """'24h' -> 86400.0; a bare number is seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 2d)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_percent(text: str | int | float) -> float:
-    """'5%' -> 0.05; a bare number is a percentage."""
-    value = float(text.strip().rstrip("%")) if isinstance(text, str) else float(text)
-    if not 0 <= value <= 100:
-        raise ValueError(f"not a percentage between 0 and 100: {text!r}")
-    return value / 100
+from reconciler.desired.schema import Rollout, duration_value, percent_value
 
 
 @dataclass(frozen=True)
@@ -51,6 +35,12 @@ class Gate:
     fetched: float | None = None  # share of its phones that fetched the new config
     reports_version: float | None = None  # share reporting the new firmware in the User-Agent
     errors_max: float | None = None  # at most this share with fetch errors
+
+    @classmethod
+    def of(cls, model: Rollout) -> Gate:
+        g = model.gate
+        return cls(*(None if v is None else percent_value(v)
+                     for v in (g.fetched, g.reports_version, g.errors_max)))
 
 
 @dataclass(frozen=True)
@@ -63,6 +53,17 @@ class RolloutSpec:
     def __post_init__(self) -> None:
         if not self.waves or list(self.waves) != sorted(self.waves) or self.waves[-1] != 1.0:
             raise ValueError("waves must be ascending shares ending at 100%")
+
+    @classmethod
+    def of(cls, model: Rollout) -> RolloutSpec:
+        return cls(tuple(percent_value(w) for w in model.waves), duration_value(model.soak),
+                   Gate.of(model), frozenset(model.canary))
+
+    def digest(self) -> str:
+        """What may change without restarting the rollout: soak, gate, canary."""
+        body = json.dumps([self.soak, [self.gate.fetched, self.gate.reports_version,
+                                       self.gate.errors_max], sorted(self.canary)])
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
 def place(key: bytes, mac: str) -> float:
@@ -95,7 +96,7 @@ class Uptake:
 
     fetched_new: bool = False  # fetched the config that carries the change
     reports_version: bool = False  # its User-Agent reports the new firmware
-    errors: bool = False  # only errors on its paths
+    errors: bool = False  # its latest request failed
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class GateReading:
         return (f"{self.fetched}/{self.phones} fetched, {self.reporting}/{self.phones} report "
                 f"the new version, {self.errors}/{self.phones} with errors")
 
+    def to_json(self) -> dict[str, object]:
+        return {"phones": self.phones, "fetched": self.fetched, "reporting": self.reporting,
+                "errors": self.errors, "lagging": list(self.lagging[:50])}
+
 
 def read_gate(gate: Gate, macs: Iterable[str], uptake: Mapping[str, Uptake]) -> GateReading:
     macs = list(macs)
@@ -145,10 +150,11 @@ class RolloutState:
     wave: int = 1  # the highest wave that is published
     started: tuple[float, ...] = ()  # when each published wave started
     halted: str | None = None  # why the rollout stopped, or None
+    spec: str = ""  # RolloutSpec.digest() it ran under: a new gate or soak resumes a halt
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.id, "wave": self.wave, "started": list(self.started),
-                "halted": self.halted}
+                "halted": self.halted, "spec": self.spec}
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> RolloutState:
@@ -157,13 +163,14 @@ class RolloutState:
         wave = data.get("wave", 1)
         halted = data.get("halted")
         return cls(str(data["id"]), int(wave) if isinstance(wave, int | str) else 1,
-                   tuple(float(s) for s in started), str(halted) if halted else None)
+                   tuple(float(s) for s in started), str(halted) if halted else None,
+                   str(data.get("spec") or ""))
 
 
 @dataclass(frozen=True)
 class Decision:
     state: RolloutState
-    action: str  # start | advance | soaking | waiting | halted | done
+    action: str  # start | advance | soaking | waiting | halted | resumed | done
     reading: GateReading | None = None  # the gate of the wave before the next one
     message: str = ""
     published: frozenset[int] = field(default_factory=frozenset)  # waves that get the change
@@ -176,12 +183,24 @@ def step(spec: RolloutSpec, previous: RolloutState | None, rollout_id: str,
          waves: Mapping[int, list[str]], uptake: Mapping[str, Uptake], now: float) -> Decision:
     """Where the rollout stands now, and whether the next wave starts. Pure."""
     last = len(spec.waves)
+    digest = spec.digest()
     if previous is None or previous.id != rollout_id:
-        # A new change (or a fix commit: a new id) starts at wave 1.
-        state = RolloutState(rollout_id, 1, (now,))
-        return Decision(state, "start", None, f"wave 1/{last} starts", frozenset({1}))
+        # A new change (or a fix commit: a new id) starts at wave 1 (and passes empty waves).
+        state = _past_empty(RolloutState(rollout_id, 1, (now,), spec=digest), waves, last, now)
+        return Decision(state, "start", None, f"wave {state.wave}/{last} starts",
+                        frozenset(range(1, state.wave + 1)))
     state = previous
+    if state.wave > last:  # a state from before the waves changed: keep what is published
+        state = replace(state, wave=last)
     published = frozenset(range(1, state.wave + 1))
+    if state.halted and state.spec and state.spec != digest:
+        # The operator changed the gate or the soak: try the halted wave again, soak anew.
+        resumed = replace(state, halted=None, spec=digest, started=(*state.started[:-1], now))
+        return Decision(resumed, "resumed", None,
+                        f"wave {state.wave}/{last} resumes: the rollout's gate or soak changed",
+                        published)
+    if state.spec != digest:
+        state = replace(state, spec=digest)
     if state.halted:
         return Decision(state, "halted", None, state.halted, published)
     if state.wave >= last:
@@ -190,12 +209,13 @@ def step(spec: RolloutSpec, previous: RolloutState | None, rollout_id: str,
     reading = read_gate(spec.gate, waves.get(state.wave, []), uptake)
     elapsed = now - started
     if reading.holds(spec.gate):
-        if elapsed < spec.soak:
+        if elapsed < spec.soak and reading.phones:
             wait = math.ceil((spec.soak - elapsed) / 60)
             return Decision(state, "soaking", reading,
                             f"wave {state.wave}/{last}: gate holds ({reading.show()}); "
                             f"soaking {wait} min more", published)
-        nxt = replace(state, wave=state.wave + 1, started=(*state.started, now))
+        nxt = _past_empty(replace(state, wave=state.wave + 1, started=(*state.started, now)),
+                          waves, last, now)
         return Decision(nxt, "advance", reading,
                         f"wave {state.wave}/{last} gate holds ({reading.show()}): "
                         f"wave {nxt.wave}/{last} starts", frozenset(range(1, nxt.wave + 1)))
@@ -207,3 +227,11 @@ def step(spec: RolloutSpec, previous: RolloutState | None, rollout_id: str,
     return Decision(state, "waiting", reading,
                     f"wave {state.wave}/{last}: waiting for the gate ({reading.show()})",
                     published)
+
+
+def _past_empty(state: RolloutState, waves: Mapping[int, list[str]], last: int,
+                now: float) -> RolloutState:
+    """A wave without phones has nothing to soak: the next wave starts with it."""
+    while state.wave < last and not waves.get(state.wave):
+        state = replace(state, wave=state.wave + 1, started=(*state.started, now))
+    return state

@@ -25,6 +25,7 @@ from reconciler.core.errors import (
     ConfigError,
     LockHeld,
     NotFound,
+    OperationError,
     PlanMismatch,
     Problem,
     ProvctlError,
@@ -35,12 +36,13 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import bootstrap, narrow, phones
+from reconciler.pipeline import bootstrap, narrow, phones, waves
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
 from reconciler.pipeline.plan import (
     Desired,
+    FileChange,
     Observed,
     Plan,
     TargetSummary,
@@ -81,6 +83,8 @@ class Options:
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
     fetches: bootstrap.Fetches | None = None  # the phones' fetches, instead of the logs (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
+    cancel: Callable[[], bool] | None = None  # polled while loading (daemon SIGTERM)
+    allow_unserved: bool = False  # a phone no target serves is a warning, not an error
     # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
     devices: frozenset[str] | None = None
     customers: frozenset[str] | None = None
@@ -107,6 +111,8 @@ class RenderedState:
     state: DesiredState
     renderer: Renderer
     artifacts: dict[str, dict[str, Artifact]]  # target -> path -> artifact
+    groups: dict[str, waves.Group] = field(default_factory=dict)  # firmware rollouts
+    book: waves.Book = field(default_factory=waves.Book)  # what the state dir remembers of them
 
     def addresses(self) -> redirects.Addresses:
         """What the redirect stage needs: addressing and each phone's effective customer."""
@@ -117,16 +123,19 @@ class RenderedState:
 def load_desired(opts: Options) -> RenderedState:
     """load → validate → resolve → render, for the targets asked for."""
     opts.report("load")
-    source = read_source(opts.repo, opts.rev)
-    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
-                       redacting=opts.redacting)
-    names = target_names(state, opts.targets)
+    source = read_source(opts.repo, opts.rev, opts.cancel)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
+    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
+                       redacting=opts.redacting, allow_unserved=opts.allow_unserved,
+                       state_dir=state_dir, cancelled=opts.cancel)
+    names = target_names(state, opts.targets)
     cache = None
     if opts.use_cache and not opts.redacting:
         fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         cache = RenderCache(cache_path(state_dir), fleet_secret)
     renderer = Renderer(state, cache)
+    renderer.cancelled = opts.cancel
+    groups, book = _first_holds(renderer, state_dir, opts)
     artifacts: dict[str, dict[str, Artifact]] = {}
     problems: list[Problem] = []
     for name in names:
@@ -146,7 +155,69 @@ def load_desired(opts: Options) -> RenderedState:
         if opts.targets is None:
             cache.retain(renderer.cache_keys)
         cache.save()
-    return RenderedState(state, renderer, artifacts)
+    return RenderedState(state, renderer, artifacts, groups, book)
+
+
+def _first_holds(renderer: Renderer, state_dir: Path, opts: Options
+                 ) -> tuple[dict[str, waves.Group], waves.Book]:
+    """Firmware rollouts: hold back the phones whose wave the last run had not published."""
+    try:
+        resolved = renderer.resolved()
+    except ConfigError:
+        return {}, waves.Book()  # rendering reports the problems, with every other one
+    if opts.redacting:
+        return {}, waves.Book()  # validate --no-secrets: no fleet secret, no wave order
+    groups = waves.firmware_groups(resolved, waves.rollout_key(renderer.fleet_secret))
+    book = _book(state_dir)
+    if groups:
+        catalog = [c.value for c in renderer.state.catalog]
+        holds = waves.first_holds(groups, book, resolved, catalog, _now(opts).timestamp())
+        renderer.hold(holds.held)
+    return groups, book
+
+
+def _book(state_dir: Path) -> waves.Book:
+    try:
+        return waves.load_book(state_dir)
+    except ValueError as exc:
+        raise OperationError(str(exc)) from exc
+
+
+def decide_rollouts(desired: RenderedState, observed: Mapping[str, Observed],
+                    uptake: phones.FleetUptake | None, opts: Options) -> waves.Inputs | None:
+    """After observing: step each rollout with the gate the phones show, render again the
+    phones whose wave starts now, and what make_plan needs to stage the rest."""
+    state = desired.state
+    policy = state.provisioning.value.policy.rollout
+    book = desired.book
+    if not desired.groups and policy is None and not book.active():
+        return None
+    now = _now(opts).timestamp()
+    renderer = desired.renderer
+    resolved = renderer.resolved()
+    manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+    paths: dict[str, list[tuple[str, str]]] = {}
+    for target, artifacts in desired.artifacts.items():
+        for path, art in artifacts.items():
+            if art.device:
+                paths.setdefault(art.device, []).append((target, path))
+    for mac, owned in paths.items():  # the primary target first: its manifest says "previous"
+        primary = renderer.addressing.primary_target(resolved[mac].customer) if mac in resolved \
+            else None
+        owned.sort(key=lambda tp: (tp[0] != primary, tp))
+    lasts = uptake.lasts if uptake is not None else {}
+    catalog = [c.value for c in state.catalog]
+    holds, reports = waves.decide(desired.groups, book, resolved, catalog, paths, manifests,
+                                  lasts, now)
+    changed = renderer.hold(holds.held)
+    if changed:
+        for target in desired.artifacts:
+            desired.artifacts[target] = renderer.rerender(target, desired.artifacts[target],
+                                                          changed)
+    phones = frozenset(m for g in desired.groups.values() for ms in g.waves.values() for m in ms)
+    return waves.Inputs(book, waves.rollout_key(renderer.fleet_secret), now, lasts, policy,
+                        tuple(reports), holds.frozen, phones,
+                        waves.rollback_versions(book, desired.groups))
 
 
 def target_names(state: DesiredState, wanted: list[str] | None) -> list[str]:
@@ -199,15 +270,18 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
               now: datetime | None = None, arrived: Mapping[str, float] | None = None,
+              rollouts: waves.Inputs | None = None,
               onboarding: bootstrap.Onboarding | None = None) -> Plan:
     """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
-    fetches: `arrived`, mac -> unix time; the onboarding windows and their bootstrap files)
-    -> Plan. Without `onboarding`, bootstrap files already published are left as they are."""
+    fetches: `arrived`, mac -> unix time; rollouts as decided from what the phones fetched; the
+    onboarding windows and their bootstrap files) -> Plan. Without `onboarding`, bootstrap
+    files already published are left as they are."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
     heal = heals(state, opts)
     changes, drift, summaries, refusals, orphaned = [], [], [], [], []
+    wants: dict[str, dict[str, Desired]] = {}
     selection = None
     if opts.narrowed:
         selection = narrow.select(desired.renderer, desired.artifacts, opts.devices or (),
@@ -221,6 +295,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         device = state.devices.get(mac)
         if device is None or policy.allow_downgrade or device.value.allow_downgrade:
             return None
+        if rollouts is not None and old in rollouts.rollbacks:
+            return None  # back from a halted or reverted rollout: a rollback, not a downgrade
         vendor = vendors.get(device.value.vendor)
         try:
             if vendor.firmware_version(new) < vendor.firmware_version(old):
@@ -249,6 +325,8 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             mine = dataclasses.replace(selection, paths=selection.paths | {
                 (name, p) for p, f in boot.items() if f.phones & selection.macs})
             want = mine.narrow(name, want, obs)
+        # rollouts stage the phones' own files; bootstrap files follow the onboarding windows
+        wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)}
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade, bootstrap=is_bootstrap)
@@ -263,6 +341,15 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         refusals += r
         if not prune:
             orphaned += orphans(want, obs, is_bootstrap)
+    held: list[FileChange] = []
+    reports: tuple[waves.Report, ...] = ()
+    if rollouts is not None:
+        manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
+        # a bootstrap file is never held back: a withdrawal closes a window on the network
+        boots = [c for c in changes if is_bootstrap(c.path)]
+        staged = waves.stage([c for c in changes if not is_bootstrap(c.path)], rollouts, wants,
+                             manifests)
+        changes, held, reports = sorted(staged.kept + boots), staged.held, staged.reports
     redirect_changes: list[Any] = []
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
@@ -279,7 +366,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         for service, error in sorted(snapshot.errors.items()):
             summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
     return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
-                tuple(summaries), tuple(refusals), tuple(orphaned))
+                tuple(summaries), tuple(refusals), tuple(orphaned), tuple(held), reports)
 
 
 def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
@@ -355,9 +442,10 @@ def plan(opts: Options) -> PlanResult:
                     for name, t in targets.items()}
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
+        rollouts = decide_rollouts(desired, observed, uptake, opts)
     onboarding = observe_onboarding(desired, opts, state_dir)
     return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
-                                onboarding), desired, uptake, onboarding)
+                                rollouts, onboarding), desired, uptake, onboarding)
 
 
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
@@ -433,11 +521,13 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
+            rollouts = decide_rollouts(desired, observed, uptake, opts)
             desired_live = RenderedState(desired.state, desired.renderer,
-                                    {n: desired.artifacts[n] for n in live})
+                                         {n: desired.artifacts[n] for n in live},
+                                         desired.groups, desired.book)
             onboarding = observe_onboarding(desired_live, opts, state_dir)
             the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
-                                 onboarding)
+                                 rollouts, onboarding)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
@@ -500,7 +590,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 receipt = dataclasses.replace(receipt, only={
                     "devices": sorted(opts.devices or ()),
                     "customers": sorted(opts.customers or ())})
-            if not the_plan.empty or takeovers:
+            events = [r for r in the_plan.rollouts if r.event]
+            if not the_plan.empty or takeovers or events:
                 record.write_receipt(state_dir, receipt, live)
             bootstrap.save(state_dir, onboarding)
             now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
@@ -511,6 +602,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         f"applied to {name} at {record.iso(now_ts)} by {receipt.trigger} "
                         f"(receipt {receipt.id}, {len(result.done)} change(s), plan "
                         f"{receipt.plan_checksum[:12]})")
+            if rollouts is not None:
+                _record_rollouts(state_dir, opts, desired_live, the_plan, observed, results,
+                                 rollouts, receipt, now.timestamp())
             if not the_plan.empty and uptake.configured:  # what was published changed
                 fresh = {n: Observed(n, target_records.read(targets[n])) for n in live
                          if observed[n].error is None}
@@ -524,6 +618,54 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
                     target_lock.release(targets[name], lock)
+
+
+def _record_rollouts(state_dir: Path, opts: Options, desired: RenderedState, the_plan: Plan,
+                     observed: Mapping[str, Observed], results: Mapping[str, TargetResult],
+                     rollouts: waves.Inputs, receipt: record.Receipt, now: float) -> None:
+    """The book after this run, and a note on the revision for each wave that started,
+    halted or resumed."""
+    firmware = _published_firmware(desired, the_plan, observed, results)
+    if opts.narrowed:
+        # --device/--customer publishes some phones only: no wave starts or halts on their
+        # account; what those phones were published with is still what they have.
+        book = waves.record(rollouts.book, (), desired.groups, firmware, now, moves=False)
+    else:
+        book = waves.record(rollouts.book, the_plan.rollouts, desired.groups, firmware, now)
+    if book != rollouts.book:
+        waves.save_book(state_dir, book)
+    if opts.narrowed:
+        return
+    for report in the_plan.rollouts:
+        if report.event:
+            gitrepo.note_applied(opts.repo, desired.state.revision,
+                                 f"rollout {report.id} ({report.subject}): {report.message} "
+                                 f"at {record.iso(now)} (receipt {receipt.id})")
+
+
+def _published_firmware(desired: RenderedState, the_plan: Plan,
+                        observed: Mapping[str, Observed],
+                        results: Mapping[str, TargetResult]) -> dict[str, str | None]:
+    """mac -> the firmware its files carry, for the phones whose files are all published as
+    desired after this run (on the targets of the run)."""
+    out: dict[str, str | None] = {}
+    unsure: set[str] = set()
+    for name, artifacts in desired.artifacts.items():
+        obs = observed.get(name)
+        if obs is None:
+            continue
+        result = results.get(name, TargetResult(name))
+        done = {i.path for i in result.done if i.action == "put"}
+        want = {p: Desired(a.sha256, a.size, a.device) for p, a in artifacts.items()}
+        ready = published(want, obs, the_plan.changes, the_plan.drift, done)
+        for path, art in artifacts.items():
+            if art.device is None:
+                continue
+            if path not in ready:
+                unsure.add(art.device)
+            else:
+                out.setdefault(art.device, art.firmware)
+    return {m: v for m, v in out.items() if m not in unsure}
 
 
 def _refusal(the_plan: Plan, opts: Options, expected_checksum: str | None) -> Refused | None:

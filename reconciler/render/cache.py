@@ -1,10 +1,11 @@
 """Incremental rendering: remember the digests of what a phone's input rendered to.
 
 The key is an HMAC (keyed with the fleet secret, so the cache reveals nothing about the secrets
-inside the input) of the phone's complete RenderInput plus a version of the vendor's code and
-templates. A hit gives the file names and digests without running the templates; the bytes are
-rendered again only when a file must be uploaded. The cache is an optimisation only: losing it,
-or a corrupt file, costs time, never correctness.
+inside the input) of the phone's complete RenderInput plus a version of the code that turns it
+into bytes: every file under vendors/, templates/ and reconciler/render/, and the versions of
+Python, jinja2 and markupsafe. A hit gives the file names and digests without running the
+templates; the bytes are rendered again only when a file must be uploaded. The cache is an
+optimisation only: losing it, or a corrupt file, costs time, never correctness.
 """
 
 from __future__ import annotations
@@ -36,19 +37,31 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def code_dirs() -> tuple[Path, ...]:
+    """Everything rendering runs: no hand-kept list, so no edit can reuse stale digests."""
+    return (Path(vendors.__file__).resolve().parent, vendors.TEMPLATES,
+            Path(__file__).resolve().parent)
+
+
 @cache
-def code_version(vendor: str) -> str:
-    """Digest of the vendor module and its templates: any edit invalidates its entries."""
-    h = hashlib.sha256()
-    for base in (Path(vendors.__file__).parent / vendor, vendors.TEMPLATES / vendor):
+def code_version(vendor: str = "") -> str:
+    """Digest of all rendering code and templates (one for every vendor: vendors share
+    modules such as vendors/common.py, so an edit anywhere invalidates every entry)."""
+    import sys
+    from importlib.metadata import version
+
+    runtime = f"{sys.version_info[:3]} {version('jinja2')} {version('markupsafe')}"
+    return tree_digest(code_dirs(), runtime)
+
+
+def tree_digest(dirs: tuple[Path, ...], salt: str = "") -> str:
+    """sha256 over every file's path and content under `dirs` (compiled files left out)."""
+    h = hashlib.sha256(salt.encode())
+    for base in dirs:
         for path in sorted(base.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                h.update(path.as_posix().encode())
-                h.update(path.read_bytes())
-    for shared in ("base.py", "kit.py", "common.py", "timezones.py"):
-        path = Path(vendors.__file__).parent / shared
-        if path.exists():
-            h.update(path.read_bytes())
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                h.update(path.relative_to(base.parent).as_posix().encode() + b"\0")
+                h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
 

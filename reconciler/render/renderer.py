@@ -11,16 +11,18 @@ import gc
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+import signal
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import vendors
-from reconciler.core.errors import ConfigError, Problem
-from reconciler.desired.resolve import ResolvedDevice, Resolver
+from reconciler.core.errors import ConfigError, Interrupted, Problem
+from reconciler.desired.load import RepoFileError
+from reconciler.desired.resolve import Held, ResolvedDevice, Resolver, sip_user_collisions
 from reconciler.desired.schema import SECRET_REF
-from reconciler.desired.secrets import MissingSecret
+from reconciler.desired.secrets import CONTROL, CONTROL_TEXT, MissingSecret
 from reconciler.desired.validate import DesiredState
 from reconciler.render.addressing import Addressing, serves
 from reconciler.render.cache import RenderCache
@@ -43,6 +45,15 @@ _WORKER: Renderer | None = None
 _WORK: list[tuple[str, str, RenderInput]] = []
 
 Rendered = list[tuple[str, bytes]]  # (file name, bytes) of one phone
+
+
+def _worker_signals() -> None:
+    """A forked worker must not keep the daemon's handlers: with its SIGTERM handler (which
+    only sets a flag) the pool could not stop it, and the daemon waited for it forever.
+    Terminal signals are the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _render_batch(span: tuple[int, int]) -> list[tuple[tuple[str, str], Rendered]]:
@@ -73,23 +84,22 @@ class Artifact:
     def content(self) -> bytes:
         if self.data is not None:
             return self.data
-        if self.loader is not None:
-            data = self.loader()
-            if hashlib.sha256(data).hexdigest() != self.sha256:
-                raise ConfigError([Problem(self.path, 0, "", "rendering is not deterministic: "
-                                           "the file changed between plan and apply")])
+        assert self.loader is not None or self.source is not None
+        data = self.loader() if self.loader is not None else self.source.read_bytes()  # type: ignore[union-attr]
+        if hashlib.sha256(data).hexdigest() == self.sha256:
             return data
-        assert self.source is not None
-        data = self.source.read_bytes()
-        if hashlib.sha256(data).hexdigest() != self.sha256:
+        if self.source is not None:
             raise ConfigError([Problem(str(self.source), 0, "sha256",
                                        "firmware binary does not match the catalog's sha256")])
-        return data
+        raise ConfigError([Problem(self.path, 0, "", "rendering is not deterministic: "
+                                   "the file changed between plan and apply")])
 
 
 class Renderer:
-    def __init__(self, state: DesiredState, cache: RenderCache | None = None):
+    def __init__(self, state: DesiredState, cache: RenderCache | None = None,
+                 held: Mapping[str, Held] | None = None):
         self.state = state
+        self.held: dict[str, Held] = dict(held or {})  # phones a rollout holds back (firmware)
         self.resolver = Resolver(state)
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         self.addressing = Addressing(state.provisioning.value, self.fleet_secret)
@@ -104,6 +114,11 @@ class Renderer:
         # progress(done, total) of render_target, in phones (the CLI's progress display)
         self.progress: Callable[[int, int], None] | None = None
         self._done = 0
+        self.cancelled: Callable[[], bool] | None = None  # polled between phones (SIGTERM)
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Interrupted("stopped while rendering the desired state")
 
     def resolved(self) -> dict[str, ResolvedDevice]:
         if self._resolved is None:
@@ -114,10 +129,45 @@ class Renderer:
                     out[mac] = self.resolver.resolve(mac)
                 except ConfigError as exc:
                     problems += exc.problems
+            problems += sip_user_collisions(out.values())
             if problems:
                 raise ConfigError(problems)
+            for mac, held in self.held.items():
+                if mac in out:
+                    out[mac] = out[mac].holding(held)
             self._resolved = out
         return self._resolved
+
+    def hold(self, held: Mapping[str, Held]) -> set[str]:
+        """Hold back these phones' firmware (and release the others); the phones whose files
+        change because of it, to render again (rerender)."""
+        resolved = self.resolved()
+        changed = set()
+        for mac in set(self.held) | set(held):
+            now = held.get(mac)
+            if now == self.held.get(mac) or mac not in resolved:
+                continue
+            before = resolved[mac]
+            after = before.holding(now)
+            if after.firmware != before.firmware:
+                changed.add(mac)
+            resolved[mac] = after
+        self.held = dict(held)
+        return changed
+
+    def rerender(self, target: str, artifacts: Mapping[str, Artifact],
+                 macs: Iterable[str]) -> dict[str, Artifact]:
+        """`artifacts` of one target with the files of `macs` rendered again (after hold):
+        their files replaced, and the firmware binaries those left in use, plus the new ones."""
+        macs = set(macs)
+        spec = self.state.provisioning.value.targets[target]
+        resolved = self.resolved()
+        fresh = self.render_target(target, sorted(m for m in macs if m in resolved))
+        used = {f"{spec.firmware_dir}/{d.firmware.file}" for d in resolved.values()
+                if d.firmware is not None and serves(spec, d.customer)}
+        kept = {p: a for p, a in artifacts.items()
+                if a.device not in macs and (a.source is None or p in used)}
+        return dict(sorted({**kept, **fresh}.items()))
 
     def directory(self, device: ResolvedDevice) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""
@@ -139,7 +189,9 @@ class Renderer:
         served = [d for d in wanted if serves(spec, d.customer)]
         self._done = 0
         self._render_misses_in_parallel(served, target)
-        for device in served:
+        for i, device in enumerate(served):
+            if i % 256 == 0:
+                self._check_cancelled()
             counted = (device.mac, target) in self._prerendered  # the workers count theirs
             try:
                 for artifact in self.render_device(device, target):
@@ -180,8 +232,18 @@ class Renderer:
         spans = [(i, i + chunk) for i in range(0, len(misses), chunk)]
         gc.freeze()  # the workers' collector must not touch (and so copy) the inherited state
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_batch, spans):
+            with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
+                batches = pool.imap_unordered(_render_batch, spans)
+                while True:
+                    # Leaving the block terminates the workers. A stop is seen even while a
+                    # batch is out (SIGTERM to the whole service may have ended its worker).
+                    self._check_cancelled()
+                    try:
+                        done = batches.next(timeout=0.5)
+                    except multiprocessing.TimeoutError:
+                        continue
+                    except StopIteration:
+                        break
                     self._prerendered.update(done)
                     self._tick(len(devices), len(done))
         finally:
@@ -248,6 +310,7 @@ class Renderer:
         built = vendor.build(rin)  # once: the files and what the format cannot carry
         problems = [Problem(located.file, located.line("mac"), device.mac, why)
                     for why in built.problems]
+        problems += _control_characters(device, rin)
         out_files = []
         for out in built.files:
             try:
@@ -271,7 +334,7 @@ class Renderer:
 
         def secret(ref: str, file: str, line: int, field: str) -> str:
             try:
-                return self.state.secrets.resolve(ref, mac=device.mac)
+                return self.state.secrets.phone_value(ref, mac=device.mac)
             except MissingSecret as exc:
                 problems.append(Problem(file, line, field, str(exc)))
                 return ""
@@ -280,7 +343,7 @@ class Renderer:
             ref, *(_origin(device.origins, key, located)), key))
         lines = []
         for line in device.lines:
-            a_file, a_line = _origin(line.origins, "", located)
+            a_file, a_line = line.at("password") or _origin(line.origins, "", located)
             password = secret(line.password_ref, a_file, a_line, f"{line.account}.password")
             line_params = _resolve_refs(line.params, lambda ref, key, o=line.origins: secret(
                 ref, *(_origin(o, key, located)), key))
@@ -333,13 +396,13 @@ class Renderer:
             raise ConfigError([Problem(origin.file if origin else located.file,
                                        origin.line if origin else 0, "source",
                                        f"firmware {image.file} has no source to publish")])
-        source = self.state.root / image.source
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
+        try:  # from the revision's tree when a revision was asked for
+            found = self.state.source.repo_file(image.source)
+        except RepoFileError as exc:
             raise ConfigError([Problem(str(image.source), 0, "source",
-                                       f"firmware binary missing: {exc.strerror}")]) from exc
-        return Artifact(path, image.sha256, size, source=source)
+                                       f"firmware binary missing: {exc}")]) from exc
+        return Artifact(path, image.sha256, found.size, source=Path(image.source),
+                        loader=found.read)
 
 
 def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
@@ -347,6 +410,53 @@ def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
     if origin is not None and origin.file:
         return origin.file, origin.line
     return located.file, located.line()
+
+
+def _control_characters(device: ResolvedDevice, rin: RenderInput) -> list[Problem]:
+    """Every value a phone's files are rendered from, checked for control characters: one
+    problem per parameter, named (with its file:line), never its value."""
+    found: dict[str, tuple[str, int]] = {}
+    located = device.located
+    device_at = (located.file, located.line("mac"))
+
+    def origin_of(origins: dict[str, Any], path: str, fallback: tuple[str, int]
+                  ) -> tuple[str, int]:
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            origin = origins.get(".".join(parts[:end]))
+            if origin is not None and origin.file:
+                return origin.file, origin.line
+        return fallback
+
+    def walk(value: Any, path: str, prefix: str, origins: dict[str, Any],
+             fallback: tuple[str, int]) -> None:
+        if isinstance(value, str):
+            if CONTROL.search(value):
+                found.setdefault(prefix + path, origin_of(origins, path, fallback))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                shown = str(key).encode("unicode_escape").decode("ascii")
+                child = f"{path}.{shown}" if path else shown
+                if isinstance(key, str) and CONTROL.search(key):
+                    found.setdefault(prefix + child, origin_of(origins, path, fallback))
+                walk(item, child, prefix, origins, fallback)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, path, prefix, origins, fallback)
+
+    # raw: only this vendor's keys reach its files
+    walk({k: v for k, v in rin.params.items() if k != "raw"}, "", "", device.origins, device_at)
+    walk(rin.raw, f"raw.{rin.vendor}", "", device.origins, device_at)
+    walk(rin.name, "name", "", {}, (located.file, located.line("name")))
+    for line, resolved in zip(rin.lines, device.lines, strict=True):
+        line_at = resolved.at() or device_at
+        for name in ("display_name", "auth_user", "extension"):
+            walk(getattr(line, name), name, f"{line.account}.", {},
+                 resolved.at(name if name != "extension" else "account") or line_at)
+        own = {k: v for k, v in line.params.items() if k != "raw" and rin.params.get(k) != v}
+        walk(own, "", f"{line.account}.", resolved.origins, line_at)
+    return [Problem(file, line_no, name, f"holds {CONTROL_TEXT} (phone {device.mac})")
+            for name, (file, line_no) in found.items()]
 
 
 def _resolve_refs(value: Any, resolve: Any, key: str = "") -> Any:

@@ -213,6 +213,11 @@ class Pool:
                 f"connect (a man in the middle, or a reinstalled host: verify before updating "
                 f"known_hosts)",
             )
+        if isinstance(exc, paramiko.AuthenticationException) and "transport shut down" in str(exc):
+            # paramiko's wording when the connection drops mid-authentication: the server went
+            # away, the credentials were never judged. Transient, like any lost connection.
+            return TargetError(self.name, f"connection to {self.address} closed while "
+                               "authenticating", transient=True)
         if isinstance(exc, paramiko.AuthenticationException):
             how = f"key {self.key_file}" if self.key_file else "the SSH agent's keys"
             return TargetError(
