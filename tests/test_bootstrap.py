@@ -359,3 +359,32 @@ def test_an_ntp_server_given_by_reference_stays_out_of_the_bootstrap_files(onboa
     assert "Primary_NTP_Server" not in cisco
     own = (www(onboarding) / url_token(FLEET_SECRET, CISCO) / f"{CISCO}.xml").read_text()
     assert "Adm1n-Demo!" in own  # (the phone's own file does get what its profile says)
+
+
+def test_a_rollout_never_holds_a_bootstrap_file_back(onboarding):
+    """policy.rollout stages changes to many phones in waves; publishing and withdrawing
+    bootstrap files follows the onboarding windows, never a wave."""
+    edit(onboarding / "provisioning.yaml", "redirect_window_days: 7",
+         "redirect_window_days: 7, rollout: {above: 1 phones, waves: [30%, 100%], soak: 2h, "
+         "gate: {}}")
+    edit(onboarding / "defaults.yaml", "timezone: Europe/Berlin", "timezone: Europe/Rome")
+    git = ["git", "-C", str(onboarding), "-c", "user.name=Op", "-c", "user.email=op@example.net"]
+    (onboarding / ".gitignore").write_text("out/\n.provctl/\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a big change, and four phones onboarding"],
+                   check=True)
+    result = apply(onboarding, T0 + timedelta(minutes=1))
+    assert len(bootstrap_files(onboarding)) == 6
+    boot = {url_token(FLEET_SECRET, f"bootstrap:{name}:0") for name in ("acme", "globex",
+                                                                          "initech")}
+    assert result.plan.held  # the rollout held some phones' own files back ...
+    assert not [c for c in result.plan.held if c.path.partition("/")[0] in boot]  # not these
+    arrived = Fetches({m: [((T0 + timedelta(minutes=2)).timestamp(), "10.1.2.3")]
+                       for m in (CISCO, PANASONIC, GRANDSTREAM, FANVIL)})
+    result = apply(onboarding, T0 + timedelta(minutes=5), arrived)
+    assert [c.reason for c in result.plan.changes
+            if c.path.partition("/")[0] in boot] == ["withdraw"] * 6
+    assert result.plan.held and not [c for c in result.plan.held
+                                     if c.path.partition("/")[0] in boot]
+    assert bootstrap_files(onboarding) == {}
