@@ -27,8 +27,8 @@ One cycle:
 The followed repository lives in daemon/source.py: a local work tree watched with watchdog,
 with polling as a fallback, or a remote URL cloned once into `<state>/repo` and fetched every
 interval, the notes recorded after an apply pushed back to it. The daemon's own lock is
-daemon/lock.py. The git operations
-themselves live in desired/load.py (reading) and gitops/repo.py (notes, fetching).
+daemon/lock.py. The git operations themselves live in desired/load.py (reading) and
+gitops/repo.py (notes, fetching).
 """
 
 from __future__ import annotations
