@@ -19,7 +19,7 @@ OWNERS = {
     "httpx": {"reconciler/redirect/http.py"},
     "jinja2": {"reconciler/render/templating.py"},
     "git": {"reconciler/desired/load.py", "reconciler/gitops/repo.py"},
-    "watchdog": {"reconciler/daemon/loop.py"},
+    "watchdog": {"reconciler/daemon/source.py"},
     "prometheus_client": {"reconciler/daemon/metrics.py"},
     "ruamel": {"reconciler/inventory/yamledit.py"},
     "pyrage": {"reconciler/desired/secrets.py"},
