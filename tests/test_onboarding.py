@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from reconciler.pipeline.onboarding import (
     DAY,
     Arrival,
@@ -61,3 +65,50 @@ def test_fetches_from_two_addresses_during_a_window_are_suspicious():
     got = suspicious_ips({"001565aabb01": {"10.0.0.9", "203.0.113.7"},
                           "001565aabb02": {"10.0.0.1", "10.0.0.2"}}, windows)
     assert got == {"001565aabb01": ["10.0.0.9", "203.0.113.7"]}
+
+
+def test_the_first_run_knows_the_whole_fleet_and_later_ones_tell_a_new_phone():
+    from reconciler.pipeline.onboarding import FleetMemory, Setting, fleet_windows
+
+    def nobody(mac, since):
+        return None
+
+    dhcp, rps = Setting(None, False), Setting(None, True)
+    windows, memory = fleet_windows({"a": dhcp, "b": rps}, FleetMemory(), nobody, 7, T0)
+    assert windows == {} and memory.known == frozenset({"a", "b"})
+    windows, memory = fleet_windows({"a": dhcp, "b": rps, "c": dhcp, "d": rps}, memory,
+                                    nobody, 7, T0 + 60)
+    assert set(windows) == {"c"} and windows["c"].opened == T0 + 60
+    # known from now on, but it keeps its window (key "new") while onboard stays absent
+    windows, memory = fleet_windows({"a": dhcp, "c": dhcp}, memory, nobody, 7, T0 + 120)
+    assert set(windows) == {"c"} and windows["c"].opened == T0 + 60
+    windows, _ = fleet_windows({"a": dhcp, "c": Setting(False, False)}, memory, nobody, 7,
+                               T0 + 180)
+    assert windows == {}
+
+
+def test_the_first_arrival_is_kept_and_the_memory_survives_a_round_trip():
+    from reconciler.pipeline.onboarding import (
+        FleetMemory,
+        Setting,
+        fleet_windows,
+        memory_from_json,
+        memory_to_json,
+    )
+
+    seen = {"a": Arrival(T0 + 100, "10.0.0.9")}
+    windows, memory = fleet_windows({"a": Setting(True, False)}, FleetMemory(frozenset({"a"})),
+                                    lambda mac, since: seen.get(mac), 7, T0 + 200)
+    assert windows["a"].state == "waiting"  # opened at T0 + 200: the fetch came before
+    seen["a"] = Arrival(T0 + 300, "10.0.0.9")
+    windows, memory = fleet_windows({"a": Setting(True, False)}, memory,
+                                    lambda mac, since: seen.get(mac), 7, T0 + 400)
+    assert windows["a"].arrival == Arrival(T0 + 300, "10.0.0.9")
+    seen["a"] = Arrival(T0 + 500, "10.0.0.10")  # a later fetch does not move the arrival
+    again = memory_from_json(json.loads(json.dumps(memory_to_json(memory))))
+    windows, _ = fleet_windows({"a": Setting(True, False)}, again,
+                               lambda mac, since: seen.get(mac), 7, T0 + 600)
+    assert windows["a"].state == "arrived" and windows["a"].arrival == Arrival(
+        T0 + 300, "10.0.0.9")
+    with pytest.raises(ValueError):
+        memory_from_json({"version": 2})

@@ -33,7 +33,7 @@ from vendor_inputs import CASES, GOLDEN, VendorData, load
 from vendor_parsers import view
 
 import vendors
-from vendors.base import Build
+from vendors.base import BootstrapInput, Build
 
 CASE_KEYS = {"name", "issue", "model", "lines", "params", "with", "without", "user_owned", "raw",
              "firmware", "problems", "files", "expect", "absent", "every", "keys", "last",
@@ -204,6 +204,44 @@ def test_bootstrap_files_a_factory_phone_asks_for_first(name: str) -> None:
     if not data.facts.get("bootstrap"):
         assert vendor.bootstrap_files(vendor.models[data.inputs["model"]],
                                       str(data.inputs["url"])) == ()
+
+
+@pytest.mark.parametrize("name", vendors.KNOWN)
+def test_bootstrap_phone_files_send_the_phone_to_its_own_directory(name: str) -> None:
+    """docs/zero-touch.md: what one phone gets in its customer's bootstrap directory while it
+    onboards. Only the way to its own directory and the clock: nothing of its accounts."""
+    data = load(name)
+    vendor = vendors.get(name)
+    specs = data.facts.get("bootstrap_phone") or ()
+
+    def phone(spec: Mapping[str, Any]) -> BootstrapInput:
+        return BootstrapInput(
+            mac=str(data.inputs["mac"]), vendor=name,
+            model=vendor.models[str(spec.get("model", data.inputs["model"]))],
+            provisioning_url=str(data.inputs["url"]),
+            bootstrap_url=str(spec.get("directory", "https://prov.example.net/boot123/")),
+            ntp_server=spec.get("ntp"))
+
+    for spec in specs:
+        files = data.rendered(Build(vendor.bootstrap_phone_files(phone(spec)), ()))
+        assert sorted(files) == sorted(spec["files"])
+        parsed = view(name, files)
+        for file, keys in spec["files"].items():
+            for key, value in keys.items():
+                want = None if value is None else _expected(value)  # null: not written
+                assert parsed[file].get(key) == want, (file, key)
+            if spec.get("only"):
+                written = {k for k in parsed[file] if "@" not in k or k == "@line1"}
+                assert written == {k for k in keys if "@" not in k or k == "@line1"}, file
+            assert not parsed[file].duplicates
+        for text in files.values():
+            for secret in (data.inputs["line"]["password"],
+                           data.inputs["params"].get("admin_password") or "\0"):
+                assert str(secret) not in text
+        assert any(str(data.inputs["url"]) in text or "tok123" in text
+                   for text in files.values())
+    if not specs:
+        assert vendor.bootstrap_phone_files(phone({})) == ()
 
 
 @pytest.mark.parametrize("name", vendors.KNOWN)

@@ -64,6 +64,20 @@ class RenderInput:
 
 
 @dataclass(frozen=True)
+class BootstrapInput:
+    """What a phone's bootstrap files (docs/zero-touch.md) may carry: where its own files are,
+    and the common settings it needs to get there. There is no field for anything secret, so
+    a vendor module cannot put a credential into one."""
+
+    mac: str  # 12 lowercase hex digits
+    vendor: str
+    model: ModelInfo
+    provisioning_url: str  # the phone's own directory, ending in "/" (its token inside)
+    bootstrap_url: str  # the customer's bootstrap directory these files are published in
+    ntp_server: str | None = None  # a host name or address (checked), when one is set
+
+
+@dataclass(frozen=True)
 class OutputFile:
     name: str  # file name inside the phone's directory on the target
     template: str  # path under templates/, e.g. "yealink/mac.cfg.j2"
@@ -127,4 +141,10 @@ class Vendor(Protocol):
     def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
         """The per-model files a factory phone asks for first, pointing it at its per-MAC file
         in `directory_url` (for the zero-touch bootstrap root); () when there are none."""
+        ...
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """One phone's bootstrap files, published in the customer's bootstrap directory while
+        its onboarding window is open: they move a factory phone (or one the per-model file
+        sent there) to its own directory. () when the vendor cannot be onboarded this way."""
         ...

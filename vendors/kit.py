@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from vendors.base import Build, LineInput, ModelInfo, OutputFile, RenderInput
+from vendors.base import BootstrapInput, Build, LineInput, ModelInfo, OutputFile, RenderInput
 from vendors.common import language_code
 
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -250,4 +250,10 @@ class VendorBase:
         per-MAC file in `directory_url` (with the vendor's MAC macro, so one file serves every
         phone of the model). No credentials, nothing of any one phone. () when the vendor's
         factory firmware asks for a per-MAC name straight away."""
+        return ()
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """One phone's files in the customer's bootstrap directory (docs/zero-touch.md): only
+        what moves it to its own directory, `phone.provisioning_url`, and the common settings
+        it needs to get there. () when the vendor cannot be onboarded behind DHCP."""
         return ()

@@ -12,6 +12,10 @@ repeats the table with the sources in full.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+
+import vendors
+from vendors.base import BootstrapInput
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,13 @@ FACTS: dict[str, DhcpFacts] = {
 
 def facts(vendor: str) -> DhcpFacts | None:
     return FACTS.get(vendor)
+
+
+@cache
+def can_onboard(vendor: str) -> bool:
+    """Whether provctl has bootstrap files for the vendor's phones (an onboarding window can
+    be opened for them): its module writes some for a sample phone."""
+    module = vendors.get(vendor)
+    probe = BootstrapInput("000000000000", vendor, next(iter(module.models.values())),
+                           "https://host/token/", "https://host/bootstrap/")
+    return bool(module.bootstrap_phone_files(probe))

@@ -5,6 +5,7 @@
     provctl export [--out FILE] [--customer ID] [--action add|update|delete]
     provctl device add|remove|move|assign|unassign ... [--dry-run] [--commit ...]
     provctl secrets edit | set NAME | check
+    provctl onboard MAC... [--until DATE] [--dry-run] [--commit ...]
 
 Edits follow the exit codes of every command: 0 nothing to change, 2 files changed (or would
 be, with --dry-run), 1 invalid (nothing written), 3 refused (e.g. the branch exists).
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     q.add_argument("--port", type=int, metavar="N", help="only this port of the phone")
     _edit_args(q)
 
+    p = sub.add_parser(
+        "onboard", help="reopen phones' onboarding windows behind DHCP (edits devices/*.yaml)",
+        epilog=_ONBOARD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _repo_arg(p)
+    p.add_argument("mac", nargs="+", metavar="MAC", help="the phones (any usual spelling)")
+    p.add_argument("--until", type=_day, metavar="YYYY-MM-DD",
+                   help="last day of the window (default: today + "
+                        "policy.onboarding_window_days)")
+    _edit_args(p)
+
     p = sub.add_parser("secrets", help="the age-encrypted secrets file; check references")
     _repo_arg(p)
     sec = p.add_subparsers(dest="secrets_command", required=True)
@@ -127,6 +139,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     sec.add_parser("check", help="list every secret reference that does not resolve")
     for group in (dev, sec):
         _repo_after_subcommand(group)
+
+
+_ONBOARD_EPILOG = """\
+example:
+  provctl onboard 00:0B:82:BB:00:01 --commit -m "office-rome was factory-reset" \\
+      --branch onboard-office-rome
+
+Writes onboard: {until: DATE} on each phone: after the change is applied, its bootstrap files
+are published under its customer's bootstrap URL (provctl dhcp) until it fetches its own file
+or the day ends (docs/zero-touch.md).
+exit codes: 0 nothing to change, 2 changed (or would be, --dry-run), 1 invalid (nothing
+written), 3 refused (e.g. the branch exists), 64 usage error"""
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
 # --- edits --------------------------------------------------------------------------------
@@ -245,6 +276,18 @@ def cmd_device(args: argparse.Namespace) -> int:
         return 1
     summary = f"device {command}: " + "; ".join(done) if done else f"device {command}"
     return _finish(ws, args, done, summary)
+
+
+def cmd_onboard(args: argparse.Namespace) -> int:
+    ws = Workspace(find_repo(args.repo))
+    until = args.until or (datetime.now(UTC).date()
+                           + timedelta(days=inventory.window_days(ws)))
+    try:
+        done = inventory.device_onboard(ws, args.mac, until)
+    except ConfigError as exc:
+        _print_problems("onboard: nothing was changed", exc.problems)
+        return 1
+    return _finish(ws, args, done, "onboard: " + "; ".join(done))
 
 
 def _secret_hint(repo: Path, ref: str) -> str:
@@ -417,4 +460,5 @@ def _refs(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import": cmd_import, "export": cmd_export, "device": cmd_device, "secrets": cmd_secrets,
+    "onboard": cmd_onboard,
 }

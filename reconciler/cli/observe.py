@@ -19,6 +19,9 @@ from typing import Any
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.desired.load import find_repo
 from reconciler.pipeline import receipt as record
+from reconciler.pipeline.bootstrap import Onboarding, window_text
+from reconciler.pipeline.bootstrap import warnings as bootstrap_warnings
+from reconciler.pipeline.onboarding import Window
 from reconciler.pipeline.phones import FleetUptake, log_specs
 from reconciler.render.addressing import show_path
 from reconciler.uptake.devices import STATES, Uptake, summary
@@ -191,10 +194,17 @@ def duration(text: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-def observe_devices(args: argparse.Namespace) -> tuple[FleetUptake, dict[str, str]]:
+def observe_devices(args: argparse.Namespace
+                    ) -> tuple[FleetUptake, dict[str, str], Onboarding]:
     """Read the access logs (read-only towards the targets) and compute each phone's state;
-    also each phone's recorded redirect state."""
-    from reconciler.pipeline.run import Options, load_desired, observe_phones, observe_target
+    also each phone's recorded redirect state and its onboarding window."""
+    from reconciler.pipeline.run import (
+        Options,
+        load_desired,
+        observe_onboarding,
+        observe_phones,
+        observe_target,
+    )
     from reconciler.pipeline.run import opened as open_targets
     from reconciler.redirect.plan import recorded_state
     from reconciler.redirect.state import load_records, records_path
@@ -208,8 +218,9 @@ def observe_devices(args: argparse.Namespace) -> tuple[FleetUptake, dict[str, st
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
         uptake = observe_phones(desired, targets, observed, state_dir, opts,
                                 stale_after=args.stale_after)
+    onboarding = observe_onboarding(desired, opts, state_dir)
     records = load_records(records_path(state_dir))
-    return uptake, {mac: recorded_state(rec) for mac, rec in records.items()}
+    return uptake, {mac: recorded_state(rec) for mac, rec in records.items()}, onboarding
 
 
 def _iso(ts: float | None) -> str | None:
@@ -229,7 +240,17 @@ def _phone_text(u: Uptake) -> str:
     return " ".join(x for x in (ua.vendor.capitalize(), ua.model, ua.firmware) if x)
 
 
-def device_dict(u: Uptake, redirect: str | None, revision: str | None) -> dict[str, Any]:
+def window_dict(w: Window | None) -> dict[str, Any] | None:
+    """A phone's onboarding window (docs/zero-touch.md), for `status --devices --format json`."""
+    if w is None:
+        return None
+    return {"state": w.state, "opened": _iso(w.opened), "until": _iso(w.until),
+            "arrived": None if w.arrival is None else {"at": _iso(w.arrival.at),
+                                                       "ip": w.arrival.ip}}
+
+
+def device_dict(u: Uptake, redirect: str | None, revision: str | None,
+                window: Window | None = None) -> dict[str, Any]:
     last = u.last
     return {
         "mac": u.mac, "name": u.name, "customer": u.customer, "model": u.model,
@@ -248,18 +269,22 @@ def device_dict(u: Uptake, redirect: str | None, revision: str | None) -> dict[s
         "pending": [show_path(p) for p in u.pending],
         "notes": list(u.notes),
         "redirect": redirect,
+        "onboarding": window_dict(window),
     }
 
 
 def uptake_dict(args: argparse.Namespace, uptake: FleetUptake,
-                redirects: dict[str, str]) -> dict[str, Any]:
+                redirects: dict[str, str], onboarding: Onboarding | None = None
+                ) -> dict[str, Any]:
     chosen = _selected(args, uptake)
+    windows = onboarding.windows if onboarding is not None else {}
     return {
         "format": "provctl-devices/1",
         "configured": uptake.configured,  # some target names an access_log
         "stale_after": args.stale_after,
         "summary": summary(chosen),
-        "devices": [device_dict(u, redirects.get(u.mac), uptake.revision) for u in chosen],
+        "devices": [device_dict(u, redirects.get(u.mac), uptake.revision, windows.get(u.mac))
+                    for u in chosen],
         "scanners": [{"target": s.target, "ip": s.ip, "requests": s.count,
                       "distinct_paths": len(s.paths), "first": _iso(s.first),
                       "last": _iso(s.last), "sample": [show_path(p) for p in s.paths[:5]]}
@@ -267,16 +292,36 @@ def uptake_dict(args: argparse.Namespace, uptake: FleetUptake,
         "logs": [{"target": s.target, "path": s.log, "offset": s.cursor.offset,
                   "requests": s.requests, "unparsed": s.unparsed, "newest": _iso(s.newest)}
                  for s in uptake.log_states],
-        "warnings": uptake.warnings,
+        "onboarding": onboarding_dict(onboarding),
+        "warnings": uptake.warnings + (bootstrap_warnings(onboarding) if onboarding else []),
+    }
+
+
+def onboarding_dict(onboarding: Onboarding | None) -> dict[str, Any]:
+    """The windows by state, possible hijacks and bootstrap scanning (docs/zero-touch.md)."""
+    if onboarding is None:
+        return {"windows": {}, "hijack": [], "scanning": []}
+    counts: dict[str, int] = {}
+    for w in onboarding.windows.values():
+        counts[w.state] = counts.get(w.state, 0) + 1
+    return {
+        "windows": counts,
+        "hijack": [{"mac": mac, "ips": ips} for mac, ips in sorted(onboarding.suspicious.items())],
+        "scanning": [{"target": p.target, "ip": p.ip, "macs": list(p.macs),
+                      "sample": [show_path(x) for x in p.paths[:5]], "last": _iso(p.last)}
+                     for p in onboarding.probes],
     }
 
 
 def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
-                redirects: dict[str, str]) -> str:
+                redirects: dict[str, str], onboarding: Onboarding | None = None) -> str:
     chosen = _selected(args, uptake)
+    windows = onboarding.windows if onboarding is not None else {}
     if not uptake.configured and not uptake.log_states:
-        return ("devices: no target names an access_log, so nothing is known of what the "
-                "phones fetched (docs/serving.md)\n")
+        lines = [f"  {mac}  onboarding {window_text(w)}" for mac, w in sorted(windows.items())]
+        return "\n".join(["devices: no target names an access_log, so nothing is known of "
+                          "what the phones fetched (docs/serving.md), and no onboarding window "
+                          "closes at a phone's fetch", *lines]) + "\n"
     out = []
     counts = summary(chosen)
     out.append("devices: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
@@ -298,6 +343,8 @@ def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
             line += f"; pending: {', '.join(show_path(p) for p in u.pending)}"
         if u.mac in redirects:
             line += f"; redirect {redirects[u.mac]}"
+        if u.mac in windows:
+            line += f"; onboarding {window_text(windows[u.mac])}"
         if u.notes:
             line += f"; NOTE: {'; '.join(u.notes)}"
         out.append(line)
@@ -305,6 +352,8 @@ def uptake_text(args: argparse.Namespace, uptake: FleetUptake,
         out.append(f"SCANNING on {s.target}: {s.ip} asked for {len(s.paths)}"
                    f"{'+' if len(s.paths) >= 50 else ''} unknown paths ({s.count} requests, "
                    f"{_iso(s.first)} to {_iso(s.last)}), e.g. {show_path(s.paths[0])}")
+    if onboarding is not None:
+        out += bootstrap_warnings(onboarding)
     for state in uptake.log_states:
         out.append(f"access log {state.target} {state.log}: {state.requests} request(s) read, "
                    f"{state.unparsed} unparsed line(s), newest {_iso(state.newest) or '-'}")

@@ -45,6 +45,8 @@ def _summary_line(plan: Plan) -> str:
     parts = [f"{c['create']} to create", f"{c['update']} to update", f"{c['prune']} to delete"]
     if c["heal"]:
         parts.append(f"{c['heal']} to heal")
+    if c["withdraw"]:
+        parts.append(f"{c['withdraw']} bootstrap file(s) to withdraw")
     for action in ("register", "update-registration", "deregister", "conflict"):
         if c.get(action):
             parts.append(f"{c[action]} {action}")
@@ -59,6 +61,7 @@ def _summary_line(plan: Plan) -> str:
 
 
 TEXT_LIMIT = 200  # changes listed per target in text output; JSON always has every one
+SIGNS = {"create": "+", "update": "~", "heal": "!", "prune": "-", "withdraw": "-"}
 
 
 class Style:
@@ -102,7 +105,7 @@ def plan_text(plan: Plan, limit: int = TEXT_LIMIT, style: Style = PLAIN) -> str:
         out.append(f"  target {t.target}: {len(mine)} change(s), {t.unchanged} unchanged, "
                    f"{t.managed} managed")
         for c in mine[:limit]:
-            sign = {"create": "+", "update": "~", "heal": "!", "prune": "-"}[c.reason]
+            sign = SIGNS[c.reason]
             dev = f"  [{c.device}]" if c.device else ""
             out.append(style(_SIGN_STYLE[sign], f"    {sign} {show_path(c.path)}  ({c.reason}, "
                                                 f"{c.size} B){dev}"))
@@ -144,7 +147,7 @@ def plan_markdown(plan: Plan, limit: int = 200) -> str:
                 f"{t.unchanged} unchanged</summary>", "",
                 "| | file | reason | device |", "|---|---|---|---|"]
         for c in mine[:limit]:
-            sign = {"create": "+", "update": "~", "heal": "!", "prune": "-"}[c.reason]
+            sign = SIGNS[c.reason]
             out.append(f"| {sign} | `{show_path(c.path)}` | {c.reason} | {c.device or ''} |")
         if len(mine) > limit:
             out.append(f"| | … and {len(mine) - limit} more | | |")

@@ -448,6 +448,19 @@ class Daemon:
             self.source.after_apply()
         if self.metrics is not None and result.uptake is not None:
             self._uptake(result.uptake)
+        if self.metrics is not None and result.onboarding is not None:
+            self._onboarding(result.onboarding)
+
+    def _onboarding(self, onboarding: Any) -> None:
+        """The onboarding windows of this run (pipeline/bootstrap.py Onboarding)."""
+        assert self.metrics is not None
+        states: dict[str, int] = {}
+        for window in onboarding.windows.values():
+            states[window.state] = states.get(window.state, 0) + 1
+        scanning: dict[str, int] = {}
+        for probe in onboarding.probes:
+            scanning[probe.target] = scanning.get(probe.target, 0) + 1
+        self.metrics.onboarding(states, len(onboarding.suspicious), scanning)
 
     def _uptake(self, uptake: Any) -> None:
         """The access logs read on this drift check (pipeline/phones.py FleetUptake)."""
@@ -533,6 +546,8 @@ class Daemon:
         if self.metrics is not None:
             if result.uptake is not None:
                 self._uptake(result.uptake)
+            if result.onboarding is not None:
+                self._onboarding(result.onboarding)
             self._export()
 
     def _export(self) -> None:

@@ -25,6 +25,11 @@ live in a private registry, so the textfile holds provctl's metrics only.
     provctl_scanning_clients{target}                      addresses asking for many unknown paths
     provctl_access_log_unparsed_lines_total{target}       access-log lines that did not parse
     provctl_publish_to_fetch_seconds                      histogram: publish -> the phone's fetch
+    provctl_onboarding_windows{state}                     phones per onboarding window state
+    provctl_onboarding_hijack_suspected                   onboarding phones whose own file was
+                                                          fetched from more than one address
+    provctl_bootstrap_scanning_clients{target}            addresses asking a bootstrap URL for
+                                                          MACs that are not onboarding
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ ACTIONS = ("put", "delete")
 OUTCOMES = ("noop", "changed", "failed", "refused", "invalid")
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 DEVICE_STATES = ("current", "pending", "stale", "never-fetched", "errors")
+WINDOW_STATES = ("waiting", "arrived", "expired")
 # publish -> fetch: minutes after a reboot, hours until the nightly resync, days when off
 UPTAKE_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
 
@@ -124,11 +130,22 @@ class Metrics:
         self.uptake_time = Histogram("provctl_publish_to_fetch_seconds",
                                      "Time from publishing a phone's file to its first fetch",
                                      buckets=UPTAKE_BUCKETS, registry=r)
+        self.windows = Gauge("provctl_onboarding_windows", "Phones per onboarding window state "
+                             "(docs/zero-touch.md)", ["state"], registry=r)
+        self.hijack = Gauge("provctl_onboarding_hijack_suspected", "Onboarding phones whose own "
+                            "file was fetched from more than one address during the window",
+                            registry=r)
+        self.bootstrap_scanning = Gauge("provctl_bootstrap_scanning_clients", "Addresses that "
+                                        "asked a bootstrap URL for MACs that are not onboarding",
+                                        ["target"], registry=r)
+        for state in WINDOW_STATES:
+            self.windows.labels(state).set(0)
         for state in REDIRECT_STATES:
             self.redirect.labels(state).set(0)
         for outcome in OUTCOMES:
             self.runs.labels(outcome)
         self._targets: set[str] = set()
+        self._bootstrap_targets: set[str] = set()
 
     # --- updates ------------------------------------------------------------------------------
 
@@ -204,6 +221,16 @@ class Metrics:
         if states is not None:
             for state in sorted(set(DEVICE_STATES) | set(states)):
                 self.devices.labels(state).set(states.get(state, 0))
+
+    def onboarding(self, states: Mapping[str, int], suspected: int,
+                   scanning: Mapping[str, int]) -> None:
+        """The onboarding windows of one run (pipeline/bootstrap.py Onboarding)."""
+        for state in sorted(set(WINDOW_STATES) | set(states)):
+            self.windows.labels(state).set(states.get(state, 0))
+        self.hijack.set(suspected)
+        for target in set(scanning) | self._bootstrap_targets:
+            self.bootstrap_scanning.labels(target).set(scanning.get(target, 0))
+        self._bootstrap_targets |= set(scanning)
 
     def fetch_failed(self) -> None:
         self.fetch_failures.inc()

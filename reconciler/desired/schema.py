@@ -313,6 +313,7 @@ class Policy(Strict):
     prune: bool = True
     max_delete_percent: float = Field(default=10, ge=0, le=100)
     redirect_window_days: int = Field(default=7, ge=1, le=30)
+    onboarding_window_days: int = Field(default=7, ge=1, le=30)  # docs/zero-touch.md
     max_phones_per_account: int = Field(default=8, ge=1, le=8)
     drift: Literal["report", "heal"] = "report"
     allow_downgrade: bool = False
@@ -466,6 +467,12 @@ class RedirectWindow(Strict):
     steal: bool = False
 
 
+class OnboardWindow(Strict):
+    """`onboard: {until: DATE}`: the window stays open until the end of that day (UTC)."""
+
+    until: date
+
+
 class Device(Strict):
     mac: str
     model: str = Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9_.+-]+$")  # vendor/MODEL
@@ -475,6 +482,9 @@ class Device(Strict):
     name: str = ""
     serial: str | None = None
     redirect: bool | RedirectWindow = False
+    # zero-touch behind DHCP (docs/zero-touch.md): None = the default rule (a new phone of a
+    # vendor without a redirect client onboards), True/False, or a window ending on a date
+    onboard: bool | OnboardWindow | None = None
     params: dict[str, Any] = {}
     firmware: FirmwareChoice | None = None
     allow_downgrade: bool = False
@@ -487,6 +497,13 @@ class Device(Strict):
     @property
     def vendor(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def onboard_value(self) -> bool | dict[str, str] | None:
+        """`onboard` as plain data (the onboarding rules take it: pipeline/onboarding.py)."""
+        if isinstance(self.onboard, OnboardWindow):
+            return {"until": self.onboard.until.isoformat()}
+        return self.onboard
 
     @property
     def model_name(self) -> str:

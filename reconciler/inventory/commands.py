@@ -21,6 +21,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,7 +33,15 @@ from reconciler.core.layout import assignments_file, devices_file
 from reconciler.core.macs import colon_mac, normalize_mac
 from reconciler.core.names import did_you_mean
 from reconciler.desired.load import parse_yaml
-from reconciler.desired.schema import Assignment, Customer, Defaults, Device, Profile
+from reconciler.desired.schema import (
+    Assignment,
+    Customer,
+    Defaults,
+    Device,
+    Policy,
+    Profile,
+    Provisioning,
+)
 from reconciler.inventory.yamledit import (
     ACCOUNT_KEYS,
     DEVICE_KEYS,
@@ -41,6 +50,7 @@ from reconciler.inventory.yamledit import (
     Workspace,
     description,
     drop_key,
+    flow_map,
     new_account,
     new_device,
     new_port_ref,
@@ -49,6 +59,7 @@ from reconciler.inventory.yamledit import (
     set_description,
     set_key,
 )
+from vendors.zerotouch import can_onboard
 
 HEADER = ("Action", "Device name", "Device model", "MAC address", "Customer",
           "Owned by customer", "Description", "Serial", "Profile")
@@ -622,3 +633,52 @@ def device_unassign(ws: Workspace, mac_text: str | None, account: str | None = N
             raise ConfigError([_problem("unassign", "--account",
                                         f"{colon_mac(mac)} is not assigned to {account}")])
     return _unassign(ws, mac, accounts, port)
+
+
+# --- onboarding -------------------------------------------------------------------------------
+
+
+def window_days(ws: Workspace) -> int:
+    """policy.onboarding_window_days of provisioning.yaml (its default when it cannot be read:
+    the whole repository is validated before anything is written)."""
+    text = ws.text(layout.PROVISIONING)
+    try:
+        doc = parse_yaml(layout.PROVISIONING, (text or "").encode())
+        return int(Provisioning.model_validate(doc.data or {}).policy.onboarding_window_days)
+    except (ConfigError, ValidationError, ValueError, TypeError):
+        return int(Policy().onboarding_window_days)
+
+
+def device_onboard(ws: Workspace, macs: list[str], until: date) -> list[str]:
+    """Open (again) the onboarding windows of phones, e.g. factory-reset ones: `onboard:
+    {until: DATE}` on each (docs/zero-touch.md). A new value opens a new window."""
+    problems: list[Problem] = []
+    found: list[tuple[str, DeviceAt]] = []
+    for text in macs:
+        try:
+            mac, at = _device(ws, "onboard", text)
+        except ConfigError as exc:
+            problems += [Problem("onboard", 0, p.field, p.message) for p in exc.problems]
+            continue
+        vendor = str(at.item.get("model", "")).partition("/")[0]
+        if vendor not in vendors.KNOWN or not can_onboard(vendor):
+            problems.append(Problem("onboard", 0, "MAC", f"{colon_mac(mac)} is a {vendor} "
+                                    "phone: provctl has no bootstrap files for it (use its "
+                                    "redirect service: redirect: true)"))
+        elif not at.item.get("customer") and not ws.accounts_of(mac):
+            problems.append(Problem("onboard", 0, "MAC", f"{colon_mac(mac)} is in the pool: "
+                                    "its bootstrap URL is its customer's; allocate it first "
+                                    "(provctl device move MAC --customer ID)"))
+        else:
+            found.append((mac, at))
+    if problems:
+        raise ConfigError(problems)
+    done = []
+    for mac, at in found:
+        if set_key(at.item, "onboard", flow_map(until=until), DEVICE_KEYS):
+            ws.touch(at)
+            done.append(f"{colon_mac(mac)}: onboarding window open until {until.isoformat()} "
+                        f"({at.rel})")
+        else:
+            done.append(f"{colon_mac(mac)}: already onboard until {until.isoformat()}")
+    return done

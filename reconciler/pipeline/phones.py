@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING
 
 from reconciler.desired.schema import LocalTarget
 from reconciler.desired.validate import DesiredState
+from reconciler.pipeline.bootstrap import BootstrapProbe
+from reconciler.pipeline.onboarding import Arrival
 from reconciler.render.addressing import show_path
 from reconciler.targets.base import Target
 from reconciler.targets.manifest import Manifest
 from reconciler.uptake.devices import Phone, Uptake, arrived, device_uptake
-from reconciler.uptake.match import Index, PathInfo, own_file
+from reconciler.uptake.match import Index, PathInfo, bootstrap_mac, own_file
 from reconciler.uptake.observe import LogObservation, LogSpec, observe, scanners
-from reconciler.uptake.store import Last, LogState, Store, Unknown
+from reconciler.uptake.store import FILE, Last, LogState, Store, Unknown
 
 if TYPE_CHECKING:
     from reconciler.pipeline.run import RenderedState
@@ -63,8 +65,11 @@ def phones(desired: RenderedState) -> dict[str, Phone]:
     return out
 
 
-def indexes(desired: RenderedState, manifests: Mapping[str, Manifest]) -> dict[str, Index]:
-    """Per target: the paths provctl publishes (desired, and still in its manifest)."""
+def indexes(desired: RenderedState, manifests: Mapping[str, Manifest],
+            bootstrap: frozenset[str] = frozenset(), watch: frozenset[str] = frozenset()
+            ) -> dict[str, Index]:
+    """Per target: the paths provctl publishes (desired, and still in its manifest); the
+    bootstrap directories and the onboarding phones (docs/zero-touch.md)."""
     per_device = desired.state.provisioning.value.url_tokens == "per-device"
     out = {}
     for target, artifacts in desired.artifacts.items():
@@ -73,7 +78,7 @@ def indexes(desired: RenderedState, manifests: Mapping[str, Manifest]) -> dict[s
             for path, art in artifacts.items()}
         for path in manifests.get(target, Manifest()).files:
             files.setdefault(path, PathInfo(None, False))
-        out[target] = Index.build(files)
+        out[target] = Index.build(files, bootstrap=bootstrap, watch=watch)
     return out
 
 
@@ -98,15 +103,19 @@ class FleetUptake:
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_dir: Path,
                    manifests: Mapping[str, Manifest], *, read_logs: bool = True,
                    stale_after: float = STALE_AFTER,
-                   now: Callable[[], float] = time.time) -> FleetUptake:
-    """Read the logs of the opened targets (when `read_logs`), then each phone's state."""
+                   now: Callable[[], float] = time.time,
+                   bootstrap: frozenset[str] = frozenset(),
+                   watch: frozenset[str] = frozenset()) -> FleetUptake:
+    """Read the logs of the opened targets (when `read_logs`), then each phone's state.
+    `bootstrap`: the bootstrap directories; `watch`: the onboarding phones, whose fetch
+    addresses are kept (pipeline/bootstrap.py)."""
     specs = log_specs(desired.state, list(desired.artifacts))
     if not specs and not (state_dir / "uptake.sqlite3").exists():
         return FleetUptake()
     result = FleetUptake(configured=bool(specs), revision=desired.state.revision)
     if read_logs and specs:
-        result.logs = observe(targets, specs, indexes(desired, manifests), state_dir,
-                              state_dir / RECEIPTS, now)
+        result.logs = observe(targets, specs, indexes(desired, manifests, bootstrap, watch),
+                              state_dir, state_dir / RECEIPTS, now)
     with Store(state_dir) as store:
         if not read_logs:
             store.ingest_receipts(state_dir / RECEIPTS)
@@ -134,3 +143,58 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target], state_
         if came is not None:
             result.arrived[mac] = came
     return result
+
+
+class StoreFetches:
+    """What the observation store says of the phones' own files (pipeline/bootstrap.Fetches):
+    the onboarding windows close on it. Opens the store on first use (none yet: nobody
+    fetched anything); a context manager that closes it."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.store: Store | None = None
+        self.missing = False
+
+    def __enter__(self) -> StoreFetches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _store(self) -> Store | None:
+        if self.store is None and not self.missing:
+            if (self.state_dir / FILE).exists():
+                self.store = Store(self.state_dir)
+            else:
+                self.missing = True
+        return self.store
+
+    def first_fetch(self, mac: str, since: float) -> Arrival | None:
+        store = self._store()
+        found = store.first_own_fetch(mac, since) if store is not None else None
+        return None if found is None else Arrival(*found)
+
+    def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
+        store = self._store()
+        return store.fetch_ips(mac, since, until) if store is not None else set()
+
+    def bootstrap_requests(self, directories: frozenset[str]) -> list[BootstrapProbe]:
+        """Clients that asked for MAC-named files in a bootstrap directory that were not
+        there (a 403, 404 or 429: uptake/match.py), with the MACs they named."""
+        store = self._store()
+        if store is None:
+            return []
+        unknowns = store.unknowns()
+        out = []
+        for u in unknowns:
+            paths = [p for p in u.paths if p.partition("/")[0] in directories]
+            macs = sorted({m for p in paths if (m := bootstrap_mac(p.partition("/")[2]))})
+            if macs:
+                out.append(BootstrapProbe(u.target, u.ip, tuple(macs), tuple(paths), u.last))
+        return out
+
+
+def fetches(state_dir: Path) -> StoreFetches:
+    return StoreFetches(state_dir)

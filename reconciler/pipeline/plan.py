@@ -48,7 +48,8 @@ class FileChange:
     target: str
     path: str
     action: Literal["put", "delete"]
-    reason: Literal["create", "update", "heal", "prune"]
+    # withdraw: a bootstrap file whose phones' onboarding windows closed (docs/zero-touch.md)
+    reason: Literal["create", "update", "heal", "prune", "withdraw"]
     sha256: str
     size: int
     device: str | None = None
@@ -108,7 +109,7 @@ class Plan:
         return hashlib.sha256(data).hexdigest()
 
     def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "heal": 0, "prune": 0}
+        out = {"create": 0, "update": 0, "heal": 0, "prune": 0, "withdraw": 0}
         for change in self.changes:
             out[change.reason] += 1
         for r in self.redirects:
@@ -131,9 +132,15 @@ def diff_target(
     max_delete_percent: float,
     force: bool,
     downgrade: Callable[[str, str, str], str | None] = lambda device, old, new: None,
+    bootstrap: Callable[[str], bool] = lambda path: False,
 ) -> tuple[list[FileChange], list[Drift], TargetSummary, list[str]]:
     """Changes for one target: put what differs from the manifest, delete what the manifest
-    lists but is no longer desired. Files the reconciler did not publish are never touched."""
+    lists but is no longer desired. Files the reconciler did not publish are never touched.
+
+    A bootstrap file (`bootstrap(path)`) no longer desired is withdrawn, pruning on or off:
+    its phones' onboarding windows closed, and it must not stay where anyone on the customer's
+    network can fetch it. Withdrawals are not counted against max_delete_percent (they are
+    not phones' files going away), nor in the files it counts them against."""
     name = observed.target
     manifest = observed.manifest.files
     changes: list[FileChange] = []
@@ -174,12 +181,17 @@ def diff_target(
                                       want.device))
         else:
             unchanged += 1
+    changes += [FileChange(name, path, "delete", "withdraw", entry.sha256, entry.size)
+                for path, entry in manifest.items() if path not in desired and bootstrap(path)]
+    changes += [FileChange(name, path, "delete", "withdraw", "", 0) for path in sorted(pending)
+                if path not in desired and path not in manifest and bootstrap(path)]
     if prune:
         deletes = [FileChange(name, path, "delete", "prune", entry.sha256, entry.size)
-                   for path, entry in manifest.items() if path not in desired]
+                   for path, entry in manifest.items()
+                   if path not in desired and not bootstrap(path)]
         deletes += [FileChange(name, path, "delete", "prune", "", 0) for path in sorted(pending)
-                    if path not in desired and path not in manifest]
-        managed = len(set(manifest) | pending)
+                    if path not in desired and path not in manifest and not bootstrap(path)]
+        managed = len({p for p in set(manifest) | pending if not bootstrap(p)})
         if deletes and not force:
             percent = 100.0 * len(deletes) / max(managed, 1)
             if percent > max_delete_percent:
@@ -192,14 +204,16 @@ def diff_target(
     return sorted(changes), sorted(drift), summary, refusals
 
 
-def orphans(desired: Mapping[str, Desired], observed: Observed) -> list[Orphan]:
+def orphans(desired: Mapping[str, Desired], observed: Observed,
+            bootstrap: Callable[[str], bool] = lambda path: False) -> list[Orphan]:
     """What pruning would delete on this target: files of the manifest (or the journal of an
-    interrupted run) that are no longer desired. With pruning off they stay, and are shown."""
+    interrupted run) that are no longer desired. With pruning off they stay, and are shown.
+    Bootstrap files are withdrawn either way (diff_target), so they are no orphans."""
     manifest = observed.manifest.files
     found = [Orphan(observed.target, path, entry.size) for path, entry in manifest.items()
-             if path not in desired]
+             if path not in desired and not bootstrap(path)]
     found += [Orphan(observed.target, path, 0) for path in observed.pending
-              if path not in desired and path not in manifest]
+              if path not in desired and path not in manifest and not bootstrap(path)]
     return sorted(found)
 
 

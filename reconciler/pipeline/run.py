@@ -36,7 +36,7 @@ from reconciler.core.names import did_you_mean
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
-from reconciler.pipeline import narrow, phones, waves
+from reconciler.pipeline import bootstrap, narrow, phones, waves
 from reconciler.pipeline import receipt as record
 from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
@@ -52,6 +52,7 @@ from reconciler.pipeline.plan import (
 )
 from reconciler.redirect import stage as redirects
 from reconciler.render.addressing import show_path
+from reconciler.render.bootstrap import bootstrap_directories, onboarding_problems
 from reconciler.render.cache import RenderCache, cache_path
 from reconciler.render.renderer import Artifact, Renderer
 from reconciler.targets import lock as target_lock
@@ -80,6 +81,7 @@ class Options:
     redacting: bool = False  # secrets as placeholders (validate --no-secrets)
     now: datetime | None = None  # the clock, for redirect windows (tests pass one)
     redirect_factory: Callable[..., Any] | None = None  # builds redirect clients (tests)
+    fetches: bootstrap.Fetches | None = None  # the phones' fetches, instead of the logs (tests)
     stop: Callable[[], bool] = lambda: False  # checked between batches (daemon SIGTERM)
     cancel: Callable[[], bool] | None = None  # polled while loading (daemon SIGTERM)
     allow_unserved: bool = False  # a phone no target serves is a warning, not an error
@@ -143,6 +145,10 @@ def load_desired(opts: Options) -> RenderedState:
             artifacts[name] = renderer.render_target(name)
         except ConfigError as exc:
             problems += exc.problems
+    # a phone asked to onboard that cannot be (docs/zero-touch.md) is invalid, window or not
+    asked = [mac for mac, located in state.devices.items()
+             if located.value.onboard not in (None, False)]
+    problems += onboarding_problems(renderer, asked)
     if problems:
         raise ConfigError(sorted(set(problems)))
     if cache is not None:
@@ -264,10 +270,12 @@ def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
               snapshot: redirects.RedirectSnapshot | None = None,
               now: datetime | None = None, arrived: Mapping[str, float] | None = None,
-              rollouts: waves.Inputs | None = None) -> Plan:
+              rollouts: waves.Inputs | None = None,
+              onboarding: bootstrap.Onboarding | None = None) -> Plan:
     """Pure: desired artifacts + observed snapshots (targets, redirect services, the phones'
-    fetches: `arrived`, mac -> unix time; rollouts as decided from what the phones fetched)
-    -> Plan."""
+    fetches: `arrived`, mac -> unix time; rollouts as decided from what the phones fetched; the
+    onboarding windows and their bootstrap files) -> Plan. Without `onboarding`, bootstrap
+    files already published are left as they are."""
     state = desired.state
     policy = state.provisioning.value.policy
     prune = policy.prune if opts.prune is None else opts.prune
@@ -298,33 +306,50 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             return None
         return None
 
+    is_bootstrap = onboarding.is_bootstrap if onboarding is not None else lambda path: False
+    unobserved = bootstrap_directories(desired.renderer) if onboarding is None else frozenset()
     for name, artifacts in desired.artifacts.items():
         obs = observed[name]
         if obs.error is not None:
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
         want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        boot = onboarding.files.get(name, {}) if onboarding is not None else {}
+        want.update((p, Desired(f.artifact.sha256, f.artifact.size, f.artifact.device))
+                    for p, f in boot.items())
+        if onboarding is None:  # not observed: what is published stays
+            want.update((p, Desired(e.sha256, e.size)) for p, e in obs.manifest.files.items()
+                        if p not in want and p.partition("/")[0] in unobserved)
         if selection is not None:
-            want = selection.narrow(name, want, obs)
-        wants[name] = want
+            # a shared bootstrap file (Cisco $PSN.xml) belongs to the selected phones it serves
+            mine = dataclasses.replace(selection, paths=selection.paths | {
+                (name, p) for p, f in boot.items() if f.phones & selection.macs})
+            want = mine.narrow(name, want, obs)
+        # rollouts stage the phones' own files; bootstrap files follow the onboarding windows
+        wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)}
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
-                                 downgrade=downgrade)
+                                 downgrade=downgrade, bootstrap=is_bootstrap)
         if selection is not None:
-            c = [x for x in c if selection.owns(name, x.path)]
-            d = [x for x in d if selection.owns(name, x.path)]
+            c = [x for x in c if mine.owns(name, x.path)]
+            d = [x for x in d if mine.owns(name, x.path)]
+        if onboarding is not None:
+            c = [onboarding.named(x) if x.reason == "withdraw" else x for x in c]
         changes += c
         drift += d
         summaries.append(s)
         refusals += r
         if not prune:
-            orphaned += orphans(want, obs)
+            orphaned += orphans(want, obs, is_bootstrap)
     held: list[FileChange] = []
     reports: tuple[waves.Report, ...] = ()
     if rollouts is not None:
         manifests = {n: o.manifest for n, o in observed.items() if o.error is None}
-        staged = waves.stage(changes, rollouts, wants, manifests)
-        changes, held, reports = staged.kept, staged.held, staged.reports
+        # a bootstrap file is never held back: a withdrawal closes a window on the network
+        boots = [c for c in changes if is_bootstrap(c.path)]
+        staged = waves.stage([c for c in changes if not is_bootstrap(c.path)], rollouts, wants,
+                             manifests)
+        changes, held, reports = sorted(staged.kept + boots), staged.held, staged.reports
     redirect_changes: list[Any] = []
     if snapshot is not None and now is not None:
         from reconciler.redirect.plan import raise_if_unsafe
@@ -342,6 +367,20 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
             summaries.append(TargetSummary(f"redirect:{service}", 0, 0, error))
     return Plan(state.revision, tuple(changes), tuple(redirect_changes), tuple(drift),
                 tuple(summaries), tuple(refusals), tuple(orphaned), tuple(held), reports)
+
+
+def observe_onboarding(desired: RenderedState, opts: Options, state_dir: Path
+                       ) -> bootstrap.Onboarding:
+    """The onboarding windows now and their bootstrap files on the targets asked for, from
+    what the phones fetched as far as the observation store knows (plan and apply read the
+    access logs into it first). Read-only: apply saves the memory (bootstrap.save) after it
+    ran."""
+    if opts.fetches is not None:
+        return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir,
+                                 opts.fetches, _now(opts))
+    with phones.fetches(state_dir) as fetches:
+        return bootstrap.observe(desired.renderer, list(desired.artifacts), state_dir, fetches,
+                                 _now(opts))
 
 
 def heals(state: DesiredState, opts: Options) -> bool:
@@ -380,6 +419,7 @@ class PlanResult:
     plan: Plan
     desired: RenderedState
     uptake: phones.FleetUptake | None = None
+    onboarding: bootstrap.Onboarding | None = None
 
     @property
     def exit_code(self) -> int:
@@ -403,8 +443,9 @@ def plan(opts: Options) -> PlanResult:
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
         rollouts = decide_rollouts(desired, observed, uptake, opts)
+    onboarding = observe_onboarding(desired, opts, state_dir)
     return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
-                                rollouts), desired, uptake)
+                                rollouts, onboarding), desired, uptake, onboarding)
 
 
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
@@ -419,7 +460,9 @@ def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
         fixed = opts.now.timestamp()
         clock = lambda: fixed  # noqa: E731
     return phones.observe_phones(desired, targets, state_dir, manifests, read_logs=read_logs,
-                                 stale_after=stale_after, now=clock)
+                                 stale_after=stale_after, now=clock,
+                                 bootstrap=bootstrap_directories(desired.renderer),
+                                 watch=bootstrap.watched(desired.renderer, state_dir))
 
 
 @dataclass
@@ -430,6 +473,7 @@ class ApplyResult:
     redirect: redirects.RedirectResult | None = None
     cancelled: bool = False  # confirm() said no: nothing was written
     uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
+    onboarding: bootstrap.Onboarding | None = None
 
     @property
     def exit_code(self) -> int:
@@ -481,8 +525,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             desired_live = RenderedState(desired.state, desired.renderer,
                                          {n: desired.artifacts[n] for n in live},
                                          desired.groups, desired.book)
+            onboarding = observe_onboarding(desired_live, opts, state_dir)
             the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
-                                 rollouts)
+                                 rollouts, onboarding)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
@@ -517,7 +562,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
 
                     # A narrowed run leaves the manifest at the revision it had: the target
                     # as a whole is not at the new one.
-                    result, _ = execute(target, changes, desired.artifacts[name], manifest,
+                    artifacts = {**desired.artifacts[name], **{
+                        p: f.artifact for p, f in onboarding.files.get(name, {}).items()}}
+                    result, _ = execute(target, changes, artifacts, manifest,
                                         manifest.revision if opts.narrowed else revision,
                                         pending=obs.pending if action == "put" else frozenset(),
                                         stop=opts.stop, progress=progress)
@@ -546,6 +593,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             events = [r for r in the_plan.rollouts if r.event]
             if not the_plan.empty or takeovers or events:
                 record.write_receipt(state_dir, receipt, live)
+            bootstrap.save(state_dir, onboarding)
             now_ts = _record_status(state_dir, revision, results, applied=not opts.narrowed)
             for name, result in results.items():
                 if result.ok and not the_plan.empty and not opts.narrowed:
@@ -564,7 +612,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                               read_logs=False)
                 uptake_after.logs = uptake.logs
                 uptake = uptake_after
-            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake)
+            return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake,
+                               onboarding=onboarding)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):

@@ -10,6 +10,7 @@ from reconciler.pipeline.run import (
     decide_rollouts,
     load_desired,
     make_plan,
+    observe_onboarding,
     observe_phones,
     observe_target,
     opened,
@@ -23,11 +24,13 @@ def live_status(opts: Options) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with opened(desired) as targets:
         observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        # what a rollout holds back is not pending: it waits for its wave
+        # what a rollout holds back is not pending: it waits for its wave; a bootstrap file
+        # due to be withdrawn (its window closed, as last observed) is
         state_dir = opts.state_dir or record.default_state_dir(opts.repo)
         uptake = observe_phones(desired, targets, observed, state_dir, opts, read_logs=False)
         rollouts = decide_rollouts(desired, observed, uptake, opts)
-        the_plan = make_plan(desired, observed, opts, rollouts=rollouts)
+        onboarding = observe_onboarding(desired, opts, state_dir)
+        the_plan = make_plan(desired, observed, opts, rollouts=rollouts, onboarding=onboarding)
         for name, target in targets.items():
             if observed[name].error:
                 out[name] = {"error": observed[name].error}

@@ -38,23 +38,40 @@ class Index:
     files: Mapping[str, PathInfo]
     tokens: frozenset[str] = frozenset()
     former: frozenset[str] = frozenset()  # paths (token shortened) published once, from receipts
+    # the customers' bootstrap directories (docs/zero-touch.md): a miss on a MAC-named file
+    # there is a probe, though the directory is provctl's
+    bootstrap: frozenset[str] = frozenset()
+    watch: frozenset[str] = frozenset()  # phones whose fetch addresses are kept (onboarding)
 
     @classmethod
-    def build(cls, files: Mapping[str, PathInfo], former: frozenset[str] = frozenset()
+    def build(cls, files: Mapping[str, PathInfo], former: frozenset[str] = frozenset(),
+              bootstrap: frozenset[str] = frozenset(), watch: frozenset[str] = frozenset()
               ) -> Index:
         tokens = frozenset(head for path in files
                            if (head := path.partition("/")[0]) and _TOKEN.fullmatch(head))
-        return cls(files, tokens, former)
+        return cls(files, tokens, former, bootstrap, watch)
 
     def probe(self, path: str) -> bool:
         """Whether a miss on `path` looks like someone looking for a phone's file."""
         head, sep, rest = path.partition("/")
+        if sep and head in self.bootstrap:
+            return bootstrap_mac(rest) is not None
         if sep and _TOKEN.fullmatch(head):
             return head not in self.tokens and shown(path) not in self.former
         name = path.rpartition("/")[2]
         if not _MACLIKE.search(name) or (sep and head in self.tokens):
             return False
         return shown(path) not in self.former
+
+
+def bootstrap_mac(name: str) -> str | None:
+    """The MAC a bootstrap file name spells (`cfg000b82bb0001.xml`, `Config0080F0CC0002.cfg`),
+    lower case; None for a per-model name (`8841-3PCC.xml`) or a common one
+    (`y000000000000.boot`)."""
+    found = _MACLIKE.search(name)
+    if found is None or found.group(0) == "000000000000":
+        return None
+    return found.group(0).lower()
 
 
 def own_file(name: str, mac: str, per_device_directory: bool) -> bool:

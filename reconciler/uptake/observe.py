@@ -15,7 +15,7 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
 
@@ -71,11 +71,13 @@ class _Slot:
     latest fetch and failure seen in this run (written back to `row` when saved)."""
 
     __slots__ = ("row", "mac", "timeline", "after", "newest", "version", "got", "ok", "ok_at",
-                 "err", "dirty")
+                 "err", "dirty", "watched")
 
-    def __init__(self, row: list, mac: str | None, versions: list[Version]):
+    def __init__(self, row: list, mac: str | None, versions: list[Version],
+                 watched: bool = False):
         self.row = row  # the fields of store.Last
         self.mac = mac  # the phone whose own file it is (events are recorded for it)
+        self.watched = watched  # its fetch addresses are kept (an onboarding phone)
         self.timeline = Timeline(versions)
         newest = versions[-1] if versions else None
         # every request from `after` on got `newest`: most requests, answered without a search
@@ -129,7 +131,7 @@ class _Accumulator:
         name = shown(path)
         versions = (self.versions.get(name, []) if self.versions is not None
                     else self.store.versions(self.target, name))
-        slot = self.slots[path] = _Slot(row, mac, versions)
+        slot = self.slots[path] = _Slot(row, mac, versions, mac in self.index.watch)
         return slot
 
     def _preload(self) -> None:
@@ -174,6 +176,8 @@ class _Accumulator:
                         self._event(slot, r, version)
                     slot.version, slot.got = version, got
                 slot.ok, slot.ok_at = r, at
+                if slot.watched:
+                    self._seen(slot, r)
             elif status >= 400:
                 if slot.err is None or at >= slot.err.at:
                     slot.err = r
@@ -192,6 +196,17 @@ class _Accumulator:
         self.obs.events += 1
         if published is not None:
             self.obs.latencies.append(max(0.0, r.at - published))
+
+    def _seen(self, slot: _Slot, r: Request) -> None:
+        """An onboarding phone's own file fetched: from which address, when (hijack check)."""
+        assert slot.mac is not None
+        entry = self.batch.seen.get((slot.mac, r.ip))
+        if entry is None:
+            self.batch.seen[(slot.mac, r.ip)] = [r.at, r.at, 1]
+        else:
+            entry[0] = min(entry[0], r.at)
+            entry[1] = max(entry[1], r.at)
+            entry[2] += 1
 
     def _unknown(self, r: Request) -> None:
         self.obs.unknown += 1
@@ -285,8 +300,7 @@ def observe(hosts: Mapping[str, LogHost], specs: Mapping[str, LogSpec],
             host = hosts.get(name)
             if host is None:
                 continue
-            index = indexes[name]
-            index = Index(index.files, index.tokens, frozenset(store.known_paths(name)))
+            index = replace(indexes[name], former=frozenset(store.known_paths(name)))
             out.append(observe_log(host, spec, index, store, now))
     return out
 

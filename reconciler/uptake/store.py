@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS published (
     receipt TEXT, target TEXT, path TEXT, started REAL, ended REAL, action TEXT, sha TEXT,
     size INTEGER, rev TEXT, seq INTEGER, PRIMARY KEY (receipt, target, path));
 CREATE INDEX IF NOT EXISTS published_path ON published (target, path, started, seq);
+CREATE TABLE IF NOT EXISTS seen (
+    mac TEXT, ip TEXT, first REAL, last REAL, count INTEGER, PRIMARY KEY (mac, ip));
 """
 
 
@@ -136,6 +138,8 @@ class Batch:
     last: list[tuple[Any, ...]] = field(default_factory=list)  # merged rows: Last's fields
     events: list[Event] = field(default_factory=list)
     unknown: dict[str, Unknown] = field(default_factory=dict)  # ip -> merged
+    # (mac, ip) -> [first, last, count]: an onboarding phone's own files fetched from ip
+    seen: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     requests: int = 0
     unparsed: int = 0
     newest: float | None = None
@@ -232,6 +236,11 @@ class Store:
                 [(e.mac, e.at, e.target, e.path, e.status, e.sha, e.rev, e.ip, e.agent,
                   e.published) for e in batch.events])
             db.executemany(
+                "INSERT INTO seen VALUES (?,?,?,?,?) ON CONFLICT (mac, ip) DO UPDATE SET "
+                "first=min(first, excluded.first), last=max(last, excluded.last), "
+                "count=count+excluded.count",
+                [(mac, ip, *entry) for (mac, ip), entry in batch.seen.items()])
+            db.executemany(
                 "INSERT OR REPLACE INTO unknown VALUES (?,?,?,?,?,?)",
                 [(u.target, u.ip, u.count, u.first, u.last, json.dumps(list(u.paths)))
                  for u in batch.unknown.values()])
@@ -267,6 +276,27 @@ class Store:
     def events(self, mac: str) -> list[Event]:
         rows = self.db.execute("SELECT * FROM event WHERE mac=? ORDER BY at", (mac,))
         return [Event(*row) for row in rows]
+
+    def first_own_fetch(self, mac: str, since: float) -> tuple[float, str] | None:
+        """(time, client address) of the phone's first fetch of one of its own files at or
+        after `since`, as far as the store knows it: the fetch events (a content new to the
+        phone) and the latest fetch of each file."""
+        rows = self.db.execute(
+            "SELECT at, ip FROM event WHERE mac=? AND at>=? UNION ALL SELECT ok_at, ok_ip FROM "
+            "last WHERE mac=? AND ok_at>=? ORDER BY 1 LIMIT 1", (mac, since, mac, since))
+        row = rows.fetchone()
+        return None if row is None else (float(row[0]), str(row[1]))
+
+    def fetch_ips(self, mac: str, since: float, until: float) -> set[str]:
+        """Client addresses that fetched the phone's own files between `since` and `until`
+        (kept for the phones an observation watched; the rest from events and latest
+        fetches). An address counts when its fetches span part of the interval."""
+        rows = self.db.execute(
+            "SELECT ip FROM seen WHERE mac=? AND last>=? AND first<=? UNION SELECT ip FROM "
+            "event WHERE mac=? AND at BETWEEN ? AND ? UNION SELECT ok_ip FROM last WHERE mac=? "
+            "AND ok_at BETWEEN ? AND ?", (mac, since, until, mac, since, until, mac, since,
+                                          until))
+        return {str(row[0]) for row in rows if row[0]}
 
     def fetched_since(self, macs: Iterable[str]) -> dict[str, float]:
         """mac -> the time of its latest successful fetch of one of its own files."""

@@ -8,7 +8,9 @@ Files per phone (sources for every mapping, and what is still [I]: docs/vendors/
   redirect that set `Profile_Rule` to `<directory>/$MA.xml`).
 - `/$PSN.xml` (e.g. `8841-3PCC.xml`), what a factory phone asks for at the root of the server
   its DHCP option names, is `VENDOR.bootstrap_files()`: it sends the phone on to `$MA.xml` in a
-  given directory through `Profile_Rule_B`; this file then clears rule B (issue 15.14).
+  given directory through `Profile_Rule` and `Profile_Rule_B` (issue 15.14). In a customer's
+  bootstrap directory (docs/zero-touch.md) that `$MA.xml` is `VENDOR.bootstrap_phone_files()`,
+  which points the rules at the phone's own file; this file then clears rules B and C.
 
 XML, rendered with autoescape; UTF-8 only [V]. Duplicate elements: the last one wins [V], so
 `raw` keys replace generated ones (never duplicated). An empty value is `<X ua="na"></X>`, never
@@ -50,7 +52,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
+from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
@@ -170,9 +172,11 @@ class Builder(kit.Builder):
         window = (_minutes(end) - _minutes(start)) % (24 * 60)
         self.element("Provision_Enable", True, "provisioning url", NA)
         self.element("Profile_Rule", url, "provisioning url", NA)
-        # the bootstrap (/$PSN.xml) led here through rule B; this file is the rule from now on,
-        # so a withdrawn bootstrap never fails a resync [I: wazo's bootstrap uses rule B]
+        # the bootstrap files (/$PSN.xml, then $MA.xml in the bootstrap directory) led here
+        # through rules B and C; this file is the rule from now on, so a withdrawn bootstrap
+        # never fails a resync [I: wazo's bootstrap uses rules B and C]
         self.element("Profile_Rule_B", "", "provisioning url", NA)
+        self.element("Profile_Rule_C", "", "provisioning url", NA)
         self.element("Resync_On_Reset", True if on_boot is None else bool(on_boot),
                      "provisioning.resync.on_boot", NA)
         self.element("Resync_Periodic", 0, "provisioning.resync", NA)
@@ -335,15 +339,38 @@ class Cisco(kit.VendorBase):
         """`/$PSN.xml`: the factory Profile_Rule [V Cisco 7800 MPP provisioning guide,
         "Provisioning Parameters": Profile Rule default /$PSN.xml]. $PSN is the model number
         with "-3PCC", e.g. 8841-3PCC.xml [V wazo plugins/wazo_cisco_sip/v11_3_1/entry.py
-        _COMMON_FILENAMES; the guide's own example value "V03" is I]. It sets Profile_Rule_B
-        to the phone's file, `$MA` = the MAC in lower case [V guide, Macro Expansion Variables],
-        as wazo's common/model.cfg.tpl does; rule B is read in the same resync [I]."""
+        _COMMON_FILENAMES; the guide's own example value "V03" is I]. It points Profile_Rule at
+        `$MA.xml` in `directory_url`, `$MA` = the MAC in lower case [V guide, Macro Expansion
+        Variables], for the resyncs to come, and Profile_Rule_B as well: the phone reads rules
+        A, B, C, D in order in one resync [V reference: 6800 guide], so it reaches its file in
+        this one, as wazo's common/model.cfg.tpl does with rules B and C [V]; that a rule set by
+        an earlier rule of the same resync is the one read is [I]."""
+        rule = f"{directory_url}$MA.xml"
         settings = [
             {"name": "Resync_On_Reset", "ua": NA, "value": "Yes"},
-            {"name": "Profile_Rule_B", "ua": NA, "value": f"{directory_url}$MA.xml"},
+            {"name": "Profile_Rule", "ua": NA, "value": rule},
+            {"name": "Profile_Rule_B", "ua": NA, "value": rule},
         ]
         return (OutputFile(psn_file(model), "cisco/bootstrap.xml.j2",
-                           {"model": model.name, "settings": settings}),)
+                           {"note": f"{model.name}, /$PSN.xml", "settings": settings}),)
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`$MA.xml` in the bootstrap directory (where `/$PSN.xml` sent the phone): Profile_Rule
+        becomes the phone's own file for the resyncs to come, and Profile_Rule_C the same file
+        for this resync (it came here through rule A or B, so C is read next [I, as above]);
+        rule B is cleared. NTP when set, so that the HTTPS resyncs have a clock [I]."""
+        own = f"{phone.provisioning_url}{phone.mac}.xml"
+        settings = [
+            {"name": "Provision_Enable", "ua": NA, "value": "Yes"},
+            {"name": "Resync_On_Reset", "ua": NA, "value": "Yes"},
+            {"name": "Profile_Rule", "ua": NA, "value": own},
+            {"name": "Profile_Rule_B", "ua": NA, "value": ""},
+            {"name": "Profile_Rule_C", "ua": NA, "value": own},
+        ]
+        if phone.ntp_server:
+            settings.append({"name": "Primary_NTP_Server", "ua": RO, "value": phone.ntp_server})
+        return (OutputFile(f"{phone.mac}.xml", "cisco/bootstrap.xml.j2",
+                           {"note": f"{phone.mac} ({phone.model.name})", "settings": settings}),)
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
         family = self.versions.match(version).group(1)

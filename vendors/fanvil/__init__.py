@@ -8,6 +8,8 @@ Files per phone (sources for every mapping, and what is still [I]: docs/vendors/
   `<<END OF FILE>>` last. The model / hardware common files (`F0V00X…cfg`, `fanvil_<model>…txt`)
   have irregular names and are not written; `Download CommonConf` is 0 so the phone does not
   look for them.
+- In a customer's bootstrap directory (docs/zero-touch.md), `<mac>.cfg` is
+  `bootstrap_phone_files()`: only the Flash keys naming the phone's own file, and SNTP.
 
 The text format has no escaping [I]: a value runs to the end of its line. `build()` refuses a
 line break in any value, and a ':' or line break in a `raw` key name, naming the parameter.
@@ -47,7 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
+from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import mac12, user_agent_text
 
 HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
@@ -106,6 +108,18 @@ def zone_name(minutes: int) -> str:
     return "UTC" if minutes == 0 else f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
+def file_context(modules: list[tuple[str, list[tuple[str, str]]]]) -> dict[str, Any]:
+    """The template's context: each module's `Key<padding>:value` lines (empty modules left
+    out), keys padded to a common column as every sample does [V tancredi]."""
+    out = []
+    for module, items in modules:
+        if items:
+            width = max(PAD, *(len(key) + 1 for key, _ in items))
+            out.append({"name": module, "settings": [
+                {"key": key.ljust(width), "value": value} for key, value in items]})
+    return {"header": HEADER, "footer": FOOTER, "modules": out}
+
+
 class Builder(kit.Builder):
     label = "Fanvil"
     carrier = "the Fanvil text format"
@@ -133,17 +147,10 @@ class Builder(kit.Builder):
             self.keys()
 
     def files(self) -> list[OutputFile]:
-        modules = []
         names = list(MODULES) + sorted({s.section for s in self.settings} - set(MODULES))
-        for module in names:
-            items = [s for s in self.settings if s.section == module]
-            if items:
-                width = max(PAD, *(len(s.key) + 1 for s in items))
-                modules.append({"name": module, "settings": [
-                    {"key": s.key.ljust(width), "value": s.value} for s in items]})
-        return [OutputFile(f"{self.device.mac}.cfg", "fanvil/mac.cfg.j2", {
-            "header": HEADER, "footer": FOOTER, "modules": modules,
-        })]
+        modules = [(module, [(s.key, s.value) for s in self.settings if s.section == module])
+                   for module in names]
+        return [OutputFile(f"{self.device.mac}.cfg", "fanvil/mac.cfg.j2", file_context(modules))]
 
     def provisioning(self) -> None:
         url = urlsplit(self.device.provisioning_url)
@@ -309,6 +316,25 @@ class Fanvil(kit.VendorBase):
     redirect_kinds = ()  # FDPS is not implemented in provctl
     builder = Builder
     versions = VERSIONS
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`<mac>.cfg` in the bootstrap directory, what a factory phone asks for there [V
+        reference §6]: the Flash keys name the phone's own file (as its own file does), checked
+        every hour until that file sets its daily interval [V tancredi fanvil-X5.tmpl: Flash
+        Interval 1 until provisioning is complete]. `DHCP Option` 0: the phone asks DHCP first,
+        before its flash [V Fanvil i23 manual p. 47: "DHCP option -> PnP server -> Phone
+        Flash"], and the option names the bootstrap directory; tancredi writes 0 [V
+        fanvil-X5.tmpl] (its meaning, "do not take the server from DHCP", is I); a factory reset
+        restores it. SNTP when set."""
+        url = urlsplit(phone.provisioning_url)
+        update = [("Download CommonConf", "0"), ("Flash Server IP", url.netloc),
+                  ("Flash File Name", url.path.lstrip("/") + f"{phone.mac}.cfg"),
+                  ("Flash Protocol", str(PROTOCOLS.get(url.scheme.lower(), 5))),
+                  ("Flash Mode", "2"), ("Flash Interval", "1"), ("DHCP Option", "0")]
+        time = ([("Enable SNTP", "1"), ("SNTP Server", phone.ntp_server)]
+                if phone.ntp_server else [])
+        return (OutputFile(f"{phone.mac}.cfg", "fanvil/mac.cfg.j2",
+                           file_context([(PHONE, time), (AUTOUPDATE, update)])),)
 
 
 VENDOR = Fanvil()

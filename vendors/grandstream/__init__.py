@@ -5,7 +5,9 @@ Files per phone (sources for every mapping, and what is still [I]: docs/vendors/
 - `cfg<mac>.xml` (12 lowercase hex digits): `<gs_provision version="1">` with `<mac>` (the phone
   rejects a file whose `<mac>` is not its own [V]) and `<config version="1">` holding
   `<Pnnn>value</Pnnn>`. The phone asks for this name before `cfg<model>.xml` and `cfg.xml`,
-  which provctl does not write (their content would be shared between phones).
+  which provctl does not write (their content would be shared between phones). The same name
+  in a customer's bootstrap directory (docs/zero-touch.md) is `bootstrap_phone_files()`: it
+  sends the phone to its own directory.
 
 XML, rendered with autoescape; a line break or control character in a value is refused by
 `build()`, naming the parameter. Only P-values present are changed on the phone [I], so unused
@@ -51,7 +53,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
+from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
@@ -348,6 +350,22 @@ class Grandstream(kit.VendorBase):
     redirect_kinds = ()  # GDMS is not implemented in provctl
     builder = Builder
     versions = VERSIONS
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`cfg<mac>.xml` in the bootstrap directory, the first XML name a factory phone asks
+        for there [V reference §4]: P212/P237 name the phone's own directory (as in its own
+        file), P145 0 stops DHCP option 43/66 from overriding that server [V fusion
+        gxp21xx/{$mac}.xml: "When set to Yes(1), it will override the configured provision path
+        and method", default 1; a factory reset restores it] and P30 the NTP server when set.
+        P145 needs a reboot [V HT8xx template comments], after which the phone fetches from
+        P237 [I]. `<mac>` makes the file the phone's only [V reference §4]."""
+        scheme, path = _without_scheme(phone.provisioning_url)
+        settings = [{"name": "P212", "value": str(scheme)}, {"name": "P237", "value": path},
+                    {"name": "P145", "value": "0"}]
+        if phone.ntp_server:
+            settings.append({"name": "P30", "value": phone.ntp_server})
+        return (OutputFile(f"cfg{phone.mac}.xml", "grandstream/cfgmac.xml.j2", {
+            "mac": phone.mac, "model": f"{phone.model.name}, bootstrap", "settings": settings}),)
 
 
 VENDOR = Grandstream()

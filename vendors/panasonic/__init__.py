@@ -7,7 +7,9 @@ Files per phone (sources for every mapping, and what is still [I]: docs/vendors/
 - `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`; a KX-TGP's name carries its region, `KX-TGP550T04.cfg`):
   a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a factory phone pointed at the
   directory; `bootstrap_files()` (issue 15.6). It names the per-device file with the `{MAC}`
-  macro, so it is identical for every phone of the model in one directory.
+  macro, so it is identical for every phone of the model in one directory. In a customer's
+  bootstrap directory (docs/zero-touch.md) the `Config<MAC>.cfg` it names is
+  `bootstrap_phone_files()`, pointing at the phone's own directory.
 
 Text, `NAME="value"` per line, CRLF line endings (`OutputFile.line_ending`), the magic comment
 on line 1 (`# Panasonic SIP Phone Standard Format File #`; KX-TGP5xx: `# PCC Standard Format
@@ -29,7 +31,8 @@ Conventions (documented for operators):
   as `DST_START_MONTH`, `_ORDINAL_DAY` (1-4, 5 = last [I]), `_DAY_OF_WEEK` (0 = Sunday),
   `_TIME` (minutes after midnight, wall clock before the switch) and the same for `DST_STOP_*`.
 - Provisioning: `CFG_STANDARD_FILE_PATH` = the literal URL of `Config<MAC>.cfg`;
-  `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key].
+  `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key];
+  `CFG_CYCLIC` "N", the factory default, which a bootstrap file turned on [V key].
 - Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_FILE_PATH` and `FIRM_VERSION`
   (KX-HDV) or `FIRM_VER_USDECT` / `FIRM_VER_EUDECT` with `FIRM_UPGRADE_AUTO` (KX-TGP, 15.5).
 - Language: `DEFAULT_LANGUAGE` as a language tag (`de-DE`); `WEB_LANGUAGE` is not written
@@ -50,7 +53,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors.base import (
+    BootstrapInput,
+    LineInput,
+    ModelInfo,
+    OutputFile,
+    RenderInput,
+    UserAgent,
+)
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
@@ -59,6 +69,7 @@ HEADERS = {
     "tgp": "# PCC Standard Format File # DO NOT CHANGE THIS LINE!",
 }
 CRLF = "\r\n"
+ONBOARDING_INTERVAL = 10  # minutes between downloads while a bootstrap file points the way
 MAX_VALUE = 500  # characters [V]
 MAX_LINE = 537  # bytes including CRLF [V]
 MAX_NAME = 32  # characters [V]
@@ -194,6 +205,9 @@ class Builder(kit.Builder):
         resync = _get(self.params, "provisioning", "resync") or {}
         # daily at the window's start; the window's end has no key [V CFG_RESYNC_TIME]
         self.put("CFG_RESYNC_TIME", resync.get("start") or "02:00", "provisioning.resync.start")
+        # the factory default [V fusion tgp550/{$mac}.cfg]: ends the short cycle a bootstrap
+        # file (docs/zero-touch.md) set while the phone was being onboarded
+        self.put("CFG_CYCLIC", False, "provisioning.resync")
         firmware = self.device.firmware
         if firmware is not None:
             self.put("FIRM_UPGRADE_ENABLE", True, "firmware")
@@ -339,6 +353,27 @@ class Panasonic(kit.VendorBase):
 
     def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
         return bootstrap_files(model, directory_url)
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`Config<MAC>.cfg` in the bootstrap directory, the standard file `{MODEL}.cfg` named
+        there: CFG_STANDARD_FILE_PATH becomes the phone's own standard file. The phone reads
+        the new path at its next download [I], so it downloads again every CFG_CYCLIC_INTVL
+        minutes until then (CFG_CYCLIC; the phone's own file turns it off again) [V keys: fusion
+        tgp550/{$mac}.cfg, KX-UTG200 admin guide §2.4.5 "regular intervals", in minutes].
+        OPTION66_ENABLE "N" so that the DHCP option, which names the bootstrap directory, no
+        longer sends it back there once the window is over [V key fusion tgp550/{$mac}.cfg;
+        the meaning is I]; a factory reset restores it. NTP_ADDR when set."""
+        settings = [
+            {"name": "CFG_STANDARD_FILE_PATH",
+             "value": phone.provisioning_url + standard_file(phone.mac)},
+            {"name": "CFG_CYCLIC", "value": "Y"},
+            {"name": "CFG_CYCLIC_INTVL", "value": str(ONBOARDING_INTERVAL)},
+            {"name": "OPTION66_ENABLE", "value": "N"},
+        ]
+        if phone.ntp_server:
+            settings.append({"name": "NTP_ADDR", "value": phone.ntp_server})
+        return (OutputFile(standard_file(phone.mac), "panasonic/config.cfg.j2", {
+            "header": HEADERS[phone.model.family], "settings": settings}, line_ending=CRLF),)
 
 
 VENDOR = Panasonic()

@@ -42,7 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors.base import (
+    BootstrapInput,
+    LineInput,
+    ModelInfo,
+    OutputFile,
+    RenderInput,
+    UserAgent,
+)
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
@@ -309,6 +316,28 @@ class Snom(kit.VendorBase):
     def redirect_url(self, directory_url: str, mac: str) -> str:
         """SRAPS hands the phone a settings URL, not a directory: our per-MAC file."""
         return f"{directory_url}{mac.upper()}.xml"
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """For a network that hands out the bootstrap URL by DHCP instead of SRAPS: `<MAC>.xml`
+        in the bootstrap directory (the DHCP value names it, vendors/zerotouch.py) with
+        `setting_server` = the phone's own file, polled every minute until that file sets the
+        nightly poll (tancredi writes rel / 60 s until provisioning is complete [V
+        data/templates/snom.tmpl]). Whether a Snom phone prefers the DHCP value at its next
+        boot over the setting_server it stored is not known [I]: docs/zero-touch.md."""
+        mac = phone.mac.upper()
+        settings = [{"name": "setting_server", "idx": None, "perm": PROVIDER,
+                     "value": f"{phone.provisioning_url}{mac}.xml"},
+                    {"name": "prov_polling_enabled", "idx": None, "perm": PROVIDER,
+                     "value": "on"},
+                    {"name": "prov_polling_mode", "idx": None, "perm": PROVIDER, "value": "rel"},
+                    {"name": "prov_polling_period", "idx": None, "perm": PROVIDER,
+                     "value": "60"}]
+        if phone.ntp_server:
+            settings.append({"name": "ntp_server", "idx": None, "perm": PROVIDER,
+                             "value": phone.ntp_server})
+        return (OutputFile(f"{mac}.xml", "snom/mac.xml.j2", {
+            "mac": mac, "model": phone.model.name, "settings": settings,
+            "function_keys": []}),)
 
 
 VENDOR = Snom()

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vendors import kit, timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
+from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
 from vendors.common import mac12, user_agent_text
 
@@ -331,6 +331,31 @@ class Yealink(kit.VendorBase):
     notes = NOTES
     builder = Builder
     versions = VERSIONS
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """For a network that hands out the bootstrap URL by DHCP instead of RPS: `<mac>.boot`
+        in the bootstrap directory, which the phone asks for first [V reference §1], includes
+        the bootstrap `<mac>.cfg` next to it and then the phone's own `<mac>.cfg` by its URL
+        (a boot file may name a cfg file by URL, fetched in the same run, top to bottom [V
+        Yealink T5 admin guide, "Boot File Attributes"]). The bootstrap cfg, also what firmware
+        without boot files asks for, sets the provisioning server to the phone's own directory
+        and turns off the DHCP option, which the phone prefers over the server it stored [V
+        Yealink Auto Provision Manual §2.1: custom option, 66, 43, then the phone flash]
+        (`static.auto_provision.dhcp_option.enable` [V key: fusion t46u/y000000000108.cfg];
+        that 0 turns it off is I); a factory reset restores it. NTP when set."""
+        cfg = f"{phone.mac}.cfg"
+        settings = [{"key": "static.auto_provision.server.url", "value": phone.provisioning_url},
+                    {"key": "static.auto_provision.dhcp_option.enable", "value": "0"}]
+        if phone.ntp_server:
+            settings.append({"key": "local_time.ntp_server1", "value": phone.ntp_server})
+        return (
+            OutputFile(f"{phone.mac}.boot", "yealink/mac.boot.j2", {
+                "header": HEADER, "includes": [cfg, phone.provisioning_url + cfg],
+                "overwrite_mode": 0}),
+            OutputFile(cfg, "yealink/mac.cfg.j2", {
+                "header": HEADER, "mac": phone.mac, "model": f"{phone.model.name}, bootstrap",
+                "sections": [{"title": "Provisioning: onboarding", "settings": settings}]}),
+        )
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
         family = self.firmware_version(version)[0]
