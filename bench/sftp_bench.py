@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sshd import SshServer, sshd_missing_reason  # noqa: E402
 
-from reconciler.targets.base import Manifest, ManifestEntry, Put  # noqa: E402
+from reconciler.targets import manifest  # noqa: E402
+from reconciler.targets.base import Put  # noqa: E402
+from reconciler.targets.manifest import Manifest, ManifestEntry  # noqa: E402
 from reconciler.targets.sftp import SftpTarget  # noqa: E402
 
 WORDS = ["account", "sip", "server", "codec", "line", "key", "timezone", "ntp", "vlan", "label",
@@ -84,10 +86,10 @@ def provctl_publish(server: SshServer, root: str, files: dict[str, bytes], sessi
                         known_hosts=server.known_hosts, key_file=server.key, key_passphrase=None,
                         sessions=sessions)
     try:
-        manifest = target.read_manifest()
+        current = manifest.read(target)
         if scan:
-            target.scan({path.rsplit("/", 1)[0] for path in manifest.files})
-        entries = dict(manifest.files)
+            target.scan({path.rsplit("/", 1)[0] for path in current.files})
+        entries = dict(current.files)
         ops = []
         for path, data in files.items():
             sha = digest(data)
@@ -102,7 +104,7 @@ def provctl_publish(server: SshServer, root: str, files: dict[str, bytes], sessi
                 entries[result.op.path] = ManifestEntry(
                     digest(result.op.data), result.stat.size, result.stat.mtime
                 )
-            target.write_manifest(Manifest(entries, revision=f"bench-{time.time()}"))
+            manifest.write(target, Manifest(entries, revision=f"bench-{time.time()}"))
     finally:
         target.close()
     return time.perf_counter() - start, len(ops)
@@ -157,7 +159,8 @@ def one_run(server: SshServer, files: dict[str, bytes], run: int, args: argparse
 
     for path in files:  # both copies are complete and equal
         assert (pv_root / path).read_bytes() == (rs_root / path).read_bytes() == files[path]
-    for tree in (src, pv_root, rs_root):
+    # (provctl's records live beside its root, in meta_root)
+    for tree in (src, pv_root, rs_root, server.root / f".provctl-provctl-{run}"):
         shutil.rmtree(tree)
     return rows
 

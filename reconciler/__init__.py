@@ -1,0 +1,3 @@
+"""provctl: a declarative GitOps reconciler for IP-phone auto-provisioning."""
+
+__version__ = "0.1.0"

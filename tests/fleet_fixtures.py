@@ -1,4 +1,8 @@
-"""Fixtures for tests that run provctl on a copy of the example fleet."""
+"""Fixtures for tests that run provctl on a copy of the test fleet (tests/fixtures/fleet).
+
+The tests have their own fleet, so the example fleet in desired-state/ (the quick start's data)
+can change without moving the tests' MACs and counts.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ import pytest
 from reconciler.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "desired-state"
-SECRETS = ROOT / "examples" / "demo-secrets.yaml"
+EXAMPLE = ROOT / "tests" / "fixtures" / "fleet"
+SECRETS = ROOT / "tests" / "fixtures" / "secrets.yaml"
+QUICK_START = ROOT / "desired-state"  # the example fleet: tested only as a whole
 FLEET_SECRET = "test-fleet-secret"
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the example fleet with its secrets in the environment."""
+    """A private copy of the test fleet with its secrets in the environment."""
     repo = tmp_path / "fleet"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("out", ".provctl"))
     monkeypatch.setenv("PROVCTL_FLEET_SECRET", FLEET_SECRET)

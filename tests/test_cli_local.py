@@ -16,6 +16,11 @@ def www(repo):
     return repo / "out" / "www"
 
 
+def meta(repo):
+    """The local target's records: beside the served tree, never in it."""
+    return repo / "out" / ".provctl-www"
+
+
 def published(repo) -> dict[str, bytes]:
     root = www(repo)
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
@@ -35,9 +40,10 @@ def test_first_apply_publishes_every_phone_then_nothing_to_do(fleet, capsys):
     assert "rec-Pw-200" in cfg  # the phone needs its password ...
     assert f"{url_token(FLEET_SECRET, '000413aabb04')}/000413AABB04.xml" in files
     assert "firmware/T46U-108.86.0.95.rom" in files
-    manifest = json.loads((www(fleet) / ".provctl" / "manifest.json").read_text())
+    manifest = json.loads((meta(fleet) / "manifest.json").read_text())
     assert set(manifest["files"]) == set(files)
-    assert not (www(fleet) / ".provctl" / "lock.json").exists()
+    assert not (meta(fleet) / "lock.json").exists()
+    assert not (www(fleet) / ".provctl").exists()
     capsys.readouterr()
     # A second apply right after the first reports no changes and exits 0.
     assert run(fleet, "apply") == 0
@@ -94,17 +100,18 @@ def test_apply_refuses_a_stale_plan_file(fleet, tmp_path):
     assert run(fleet, "plan", "--format", "json", "--out", str(plan_file)) == 2
     edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
     assert run(fleet, "apply", "--plan", str(plan_file)) == 3
-    assert not www(fleet).joinpath(".provctl", "manifest.json").exists()
+    assert not meta(fleet).joinpath("manifest.json").exists()
     assert run(fleet, "plan", "--format", "json", "--out", str(plan_file)) == 2
     assert run(fleet, "apply", "--plan", str(plan_file)) == 2
 
 
 def test_a_held_lock_refuses_apply_with_exit_3(fleet, capsys):
     run(fleet, "apply")
+    from reconciler.targets import lock as target_lock
     from reconciler.targets.local import LocalTarget
 
     target = LocalTarget("local", www(fleet))
-    lock = target.acquire_lock("someone-else", 600)
+    lock = target_lock.acquire(target, "someone-else", 600).info
     edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
     capsys.readouterr()
     assert run(fleet, "apply") == 3
@@ -153,7 +160,7 @@ def test_render_one_device_and_explain(fleet, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "sip.server = acme.pbx.example.net    <- customer (customers/acme.yaml:3)" in text
     assert "codecs = [\"g722\", \"pcmu\", \"pcma\"]    <- profile (profiles/office-yealink" in text
-    assert "admin_password = <secret:admin-password sha256:" in text
+    assert "admin_password = <secret:admin-password hmac:" in text
     assert "Adm1n-Demo" not in text
 
 
@@ -162,9 +169,10 @@ def test_status_live_shows_pending_drift_and_lock(fleet, capsys):
     token = url_token(FLEET_SECRET, MAC)
     (www(fleet) / token / f"{MAC}.cfg").unlink()
     edit(fleet / "customers" / "globex.yaml", "ntp.globex.example.it", "ntp2.globex.example.it")
+    from reconciler.targets import lock as target_lock
     from reconciler.targets.local import LocalTarget
 
-    lock = LocalTarget("local", www(fleet)).acquire_lock("ops-team", 600)
+    lock = target_lock.acquire(LocalTarget("local", www(fleet)), "ops-team", 600).info
     capsys.readouterr()
     assert run(fleet, "status", "--live") == 0
     out = capsys.readouterr().out
@@ -192,7 +200,7 @@ def test_explain_shows_only_what_a_line_overrides(fleet, capsys):
     overrides = text.split("line 1 overrides:\n")[1].split("  line 2:")[0]
     assert overrides.strip().splitlines() == [
         'codecs = ["opus", "g722"]    <- line (assignments/acme.yaml:13)']
-    assert "line 2: acme/201 as 92201 (<secret:acme/201 sha256:" in text
+    assert "line 2: acme/201 as 92201 (<secret:acme/201 hmac:" in text
 
 
 def test_repo_option_after_a_sub_subcommand(fleet):
@@ -215,7 +223,7 @@ def test_no_secret_in_receipts_manifests_status_or_logs(fleet, capsys, caplog):
     state = fleet / ".provctl"
     # What auditors read: receipts (state dir and target copies) and status.
     written = [state / "receipts.jsonl", state / "status.json"]
-    written += list((www(fleet) / ".provctl" / "receipts").glob("*.json"))
+    written += list((meta(fleet) / "receipts").glob("*.json"))
     assert len(written) == 3
     # Operational state that must know registered URLs (tokens, no credentials) is private.
     assert (state / "redirect-records.json").stat().st_mode & 0o077 == 0

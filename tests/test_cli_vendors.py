@@ -37,6 +37,11 @@ def test_markdown_lists_every_vendor_model_and_line_count(
         for model in vendor.models.values():
             assert f"{model.name} ({model.lines})" in out
     assert "| `line_keys` | yes | yes | yes | yes | yes | yes | - | - |" in out
+    assert "## Phones without an account" in out
+    for vendor in vendors.all_vendors():
+        assert f"- **{vendor.name}**: {vendor.without_account}" in out
+        assert f"(vendors/{vendor.name}.md)" in out
+        assert (DOC.parent / "vendors" / f"{vendor.name}.md").is_file()
 
 
 def test_text_table_names_supported_and_missing_parameters(
@@ -47,3 +52,7 @@ def test_text_table_names_supported_and_missing_parameters(
     assert "not expressed: codecs" in gigaset
     assert "redirect service: gigaset-grape" in gigaset
     assert "redirect service: poly-ztp" in out
+    assert "note sip: handsets pair by hand" in gigaset
+    yealink = out[out.index("yealink"):out.index("snom")]
+    assert "note user_owned:" in yealink and "custom.protect stays 0" in yealink
+    assert "without an account: common settings only" in yealink

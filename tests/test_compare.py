@@ -26,9 +26,11 @@ def test_profile_change_shows_per_customer_diffs_in_markdown(fleet, capsys):
     git(fleet, "commit", "-qam", "french")
     assert run(fleet, "plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "markdown") == 2
     md = capsys.readouterr().out
-    assert md.index("**4 phone(s) affected**") < md.index("<details>")  # summary first
+    assert md.index("**4 phone(s) changed**") < md.index("<details>")  # summary first
     for customer in ("acme", "globex", "initech", "(pool)"):
-        assert f"<summary><b>{customer}</b>" in md
+        assert f"| {customer} | 1 | 0 | 1 | 0 |" in md
+    # acme's and initech's D785 get the same diff: shown once
+    assert "<code>{MAC}.xml</code> — applies to 2 phones (acme: 1, initech: 1)" in md
     assert "+    <language perm=\"R\">Français</language>" in md
     assert "/targets" not in md and ".provctl" not in md
 
@@ -43,8 +45,8 @@ def test_secret_rotation_is_visible_but_never_readable(fleet, tmp_path, monkeypa
     monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(rotated))
     assert run(fleet, "plan", "--base", "HEAD") == 2
     out = capsys.readouterr().out
-    assert "-    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10 sha256:" in out
-    assert "+    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10b sha256:" in out
+    assert "-    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10 hmac:" in out
+    assert "+    <user_pass idx=\"1\" perm=\"R\">&lt;secret:initech/10b hmac:" in out
     assert "in-Pw" not in out
 
 
@@ -94,7 +96,9 @@ def test_big_change_is_truncated_for_a_pr_comment(fleet, capsys):
     assert run(fleet, "plan", "--base", "HEAD", "--format", "markdown") == 2
     md = capsys.readouterr().out
     assert len(md) < 65_536
-    assert "more file(s) of acme" in md and "not shown to keep this comment short" in md
+    # one diff for the 400 bulk phones and the two of the example with the same diff
+    assert "<code>{mac}.cfg</code> — applies to 402 phones (acme: 402)" in md
+    assert "- … and 392 more file(s)" in md
 
 
 def test_unknown_base_is_an_error_not_an_empty_fleet(fleet, capsys):

@@ -34,7 +34,7 @@ def test_history_follows_layers_and_notes(fleet, capsys):
     assert "globex: new NTP" not in out
     assert "Op Erator <op@example.net>" in out
     assert "+    <user_host idx=\"1\" perm=\"R\">pbx2.initech.example.de" in out
-    assert "&lt;secret:initech/10 sha256:" in out or "user_pass" not in out
+    assert "&lt;secret:initech/10 hmac:" in out or "user_pass" not in out
     assert "in-Pw-10" not in out  # redacted
     first = out.split("initech: move to pbx2")[0]
     assert "applied to local at" in first  # the initial commit was applied

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reconciler.pipeline.plan import Desired, FileChange, Observed, Plan, diff_target
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import FileStat, Manifest, ManifestEntry
+from reconciler.targets.base import FileStat
+from reconciler.targets.manifest import Manifest, ManifestEntry
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -143,3 +144,23 @@ def test_text_plan_lists_a_bounded_number_of_changes():
     assert "d/0199.cfg" in text and "d/0200.cfg" not in text
     assert "… and 50 more (--format json lists them all)" in text
     assert "Summary: 250 to create" in text
+
+
+def test_bootstrap_files_are_withdrawn_apart_from_the_deletion_limit():
+    """docs/zero-touch.md: a bootstrap file whose window closed goes, pruning on or off, and
+    neither its withdrawal nor the file itself counts against max_delete_percent."""
+    boot = "b" * 32
+    manifest = {f"d/{i}.cfg": entry("x") for i in range(10)}
+    manifest.update({f"{boot}/{i}.xml": entry("b") for i in range(20)})
+    desired = {f"d/{i}.cfg": Desired("x", 10) for i in range(9)}
+    changes, _, summary, refusals = diff(desired, manifest, max_delete_percent=10,
+                                         bootstrap=lambda p: p.startswith(boot))
+    assert refusals == []  # 1 of the 10 phones' files: 10 %, not 21 of 30
+    assert sorted((c.reason, c.path) for c in changes) == [
+        ("prune", "d/9.cfg"), *(("withdraw", f"{boot}/{i}.xml") for i in sorted(
+            map(str, range(20))))]
+    _, _, _, refused = diff(desired, {**manifest, "d/x.cfg": entry("x")}, max_delete_percent=10,
+                            bootstrap=lambda p: p.startswith(boot))
+    assert refused and "would delete 2 of 11 managed files" in refused[0]
+    kept, _, _, _ = diff(desired, manifest, prune=False, bootstrap=lambda p: p.startswith(boot))
+    assert {c.reason for c in kept} == {"withdraw"} and len(kept) == 20

@@ -10,7 +10,7 @@ import pytest
 from fakes import FakePolyZtp, FakeYealinkRps
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration
+from reconciler.redirect.base import DesiredRegistration, RateSnapshot, rates
 from reconciler.redirect.clients.poly import PolyZtpClient
 from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import HttpTransport, RateLimiter, RetryPolicy
@@ -62,6 +62,7 @@ def _transport(handler, attempts=4):
         "svc", "https://api.example.test/v1/", rate_per_second=1000,
         retry=RetryPolicy(attempts=attempts, base_delay=1.0, max_delay=30.0),
         transport=httpx.MockTransport(handler), sleep=clock.sleep, rng=lambda: 1.0,
+        clock=clock,
     )
     return transport, clock
 
@@ -85,7 +86,58 @@ def test_retry_after_header_is_used():
     answers = iter([httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200)])
     transport, clock = _transport(lambda request: next(answers))
     transport.request("GET", "x")
-    assert 7.0 in clock.slept
+    assert clock.slept == [7.0]  # exactly as asked: no jittered backoff on top
+
+
+def test_a_429_pauses_the_whole_service_and_lowers_its_rate():
+    """Retry-After holds back every later request of the service, not only the retried one;
+    the bucket halves its rate and wins it back with each success."""
+    answers = iter([httpx.Response(429, headers={"Retry-After": "3"})]
+                   + [httpx.Response(200)] * 30)
+    clock = Clock()
+    transport = HttpTransport(
+        "svc", "https://api.example.test/v1/", rate_per_second=10,
+        transport=httpx.MockTransport(lambda request: next(answers)), sleep=clock.sleep,
+        rng=lambda: 1.0, clock=clock)
+    seen = []
+    transport.stats.listener = seen.append
+    for _ in range(10):  # a burst: the bucket allows 10 at once
+        transport.limiter.acquire()
+    clock.now += 1.0  # refilled
+    transport.request("GET", "x")  # 429 + Retry-After: 3
+    snap = transport.stats.snapshot()
+    assert snap.throttled == 1 and snap.requests == 2
+    assert transport.limiter.configured == 10 and clock.slept[-1] == 3.0
+    # after the 429 and one success: half the rate, plus 5 % of it back
+    assert snap.limit == pytest.approx(5.5)
+    start = clock.now
+    for _ in range(10):
+        transport.request("GET", "x")
+    assert clock.now - start > 10 / 10  # paced below the configured 10/s while recovering
+    assert transport.stats.snapshot().limit == 10  # recovered
+    assert len(seen) == 12 and seen[-1].requests == 12 and seen[0].paused_for == 0
+    assert transport.stats.snapshot().measured > 0
+
+
+def test_retry_after_beyond_the_limit_ends_the_request_at_once():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(429, headers={"Retry-After": "3600"})
+
+    transport, clock = _transport(handler)
+    with pytest.raises(RedirectError, match="asks to wait 3600 s") as caught:
+        transport.request("GET", "x")
+    assert caught.value.transient and len(calls) == 1 and clock.slept == []
+
+
+def test_a_503_with_retry_after_waits_that_long_without_slowing_the_rate():
+    answers = iter([httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(200)])
+    transport, clock = _transport(lambda request: next(answers))
+    transport.request("GET", "x")
+    assert clock.slept == [2.0] and transport.limiter.rate == transport.limiter.configured
+    assert transport.stats.snapshot().throttled == 0
 
 
 def test_4xx_is_not_retried():
@@ -156,3 +208,17 @@ def test_no_credentials_or_signatures_in_logs(caplog):
     assert "registered 001565aabb01" in text
     for secret in ("ak-visible", "sk-hidden", "api-key-hidden", "X-Ca-Signature", "/tok/"):
         assert secret not in text
+
+
+def test_rates_shows_every_http_client_and_skips_the_others(tmp_path):
+    from reconciler.redirect.clients.local import LocalRegistry
+
+    transport, _ = _transport(lambda request: httpx.Response(200))
+    transport.request("GET", "x")
+
+    class Client:
+        stats = transport.stats
+
+    shown = rates({"yealink": Client(), "default": LocalRegistry("default", tmp_path / "r")})
+    assert list(shown) == ["yealink"] and isinstance(shown["yealink"], RateSnapshot)
+    assert shown["yealink"].requests == 1 and shown["yealink"].limit == 1000

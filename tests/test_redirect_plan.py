@@ -9,6 +9,7 @@ import pytest
 from reconciler.core.errors import UnsafePlan
 from reconciler.redirect.base import DesiredRegistration, Remote
 from reconciler.redirect.plan import (
+    Environment,
     Record,
     RedirectChange,
     device_states,
@@ -21,9 +22,14 @@ NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 WINDOW = 7
 M = "001565aabb01"
 U1, U2 = "https://prov.example.net/a/", "https://prov.example.net/b/"
+# This environment publishes under prov.example.net; in these tables every service can steal
+# (the services that cannot are tested below).
+ENV = Environment.of(["https://prov.example.net/"], {"rps", "rps-eu", "a", "b"})
+STAGING = "https://staging.example.net/0123456789abcdef0123456789abcdef/"
+OLD = "https://old-prov.example.net/a/"
 
 
-def want(url=U1, opened="o1", until=None, steal=False, service="yealink", mac=M):
+def want(url=U1, opened="o1", until=None, steal=False, service="rps", mac=M):
     return DesiredRegistration(mac=mac, service=service, url=url, model="yealink/T46U",
                                until=until, steal=steal, opened=opened)
 
@@ -32,7 +38,7 @@ def seen(holder, url=None, mac=M):
     return Remote(mac, holder, url)
 
 
-def rec(state, days_ago=1.0, opened="o1", url=U1, blind=False, service="yealink", mac=M):
+def rec(state, days_ago=1.0, opened="o1", url=U1, blind=False, service="rps", mac=M):
     at = None if days_ago is None else (NOW - timedelta(days=days_ago)).isoformat()
     return Record(mac=mac, service=service, url=url, registered_at=at, opened=opened,
                   state=state, conflict_blind=blind)
@@ -43,58 +49,83 @@ TODAY = NOW.date().isoformat()
 
 # (id, desired, remote, record, expected [(action, service, cause, steal)])
 CASES = [
-    ("new", want(), seen("nobody"), None, [("register", "yealink", "new", False)]),
+    ("new", want(), seen("nobody"), None, [("register", "rps", "new", False)]),
     ("until inclusive today", want(until=TODAY), seen("nobody"), None,
-     [("register", "yealink", "new", False)]),
+     [("register", "rps", "new", False)]),
     ("until passed before registering", want(until=YESTERDAY), seen("nobody"), None, []),
     ("window elapsed, already deregistered", want(), seen("nobody"), rec("disabled", 8), []),
     ("window elapsed, still held", want(), seen("us", U1), rec("active", 7),
-     [("deregister", "yealink", "window-elapsed", False)]),
+     [("deregister", "rps", "window-elapsed", False)]),
     ("window elapsed, deregistration failed before", want(), seen("us", U1),
-     rec("deprovision", 9), [("deregister", "yealink", "window-elapsed", False)]),
+     rec("deprovision", 9), [("deregister", "rps", "window-elapsed", False)]),
     ("window elapsed, someone re-registered by hand", want(), seen("us", U1),
      rec("disabled", 9), []),
     ("until cuts the window short", want(until=YESTERDAY), seen("us", U1), rec("active", 3),
-     [("deregister", "yealink", "until-passed", False)]),
+     [("deregister", "rps", "until-passed", False)]),
     ("window open, same URL", want(), seen("us", U1), rec("active", 2), []),
     ("window open, other URL", want(url=U2), seen("us", U1), rec("active", 2),
-     [("update", "yealink", "url-changed", False)]),
+     [("update", "rps", "url-changed", False)]),
     ("held by another account", want(), seen("other"), None,
-     [("conflict", "yealink", "held-by-other", False)]),
+     [("conflict", "rps", "held-by-other", False)]),
     ("held by another account, steal", want(steal=True), seen("other"), None,
-     [("register", "yealink", "steal", True)]),
+     [("register", "rps", "steal", True)]),
     ("released by the other account", want(), seen("nobody"), rec("conflict", None),
-     [("register", "yealink", "new", False)]),
+     [("register", "rps", "new", False)]),
     ("blind conflict is not retried in the same window", want(), seen("nobody"),
-     rec("conflict", None, blind=True), [("conflict", "yealink", "held-by-other", False)]),
+     rec("conflict", None, blind=True), [("conflict", "rps", "held-by-other", False)]),
     ("blind conflict, new git value", want(opened="o2"), seen("nobody"),
-     rec("conflict", None, blind=True), [("register", "yealink", "new", False)]),
+     rec("conflict", None, blind=True), [("register", "rps", "new", False)]),
     ("blind conflict, steal", want(steal=True), seen("nobody"),
-     rec("conflict", None, blind=True), [("register", "yealink", "steal", True)]),
+     rec("conflict", None, blind=True), [("register", "rps", "steal", True)]),
     ("failed registration is retried", want(), seen("nobody"), rec("provision", None),
-     [("register", "yealink", "retry", False)]),
+     [("register", "rps", "retry", False)]),
     ("registered in this window but gone", want(), seen("nobody"), rec("active", 2),
-     [("register", "yealink", "missing", False)]),
+     [("register", "rps", "missing", False)]),
     ("new git value reopens the window", want(opened="o2"), seen("us", U1), rec("active", 8),
-     [("update", "yealink", "window-reopened", False)]),
+     [("update", "rps", "window-reopened", False)]),
     ("new git value after the old window", want(opened="o2"), seen("nobody"),
-     rec("disabled", 20), [("register", "yealink", "new", False)]),
+     rec("disabled", 20), [("register", "rps", "new", False)]),
     ("held by us without a record: adopt", want(), seen("us", U1), None,
-     [("update", "yealink", "adopt", False)]),
+     [("update", "rps", "adopt", False)]),
     ("failed registration that actually happened", want(), seen("us", U1),
-     rec("provision", None), [("update", "yealink", "retry", False)]),
+     rec("provision", None), [("update", "rps", "retry", False)]),
     ("not observed: nothing", want(), None, None, []),
     ("not desired, we registered it", None, seen("us", U1), rec("active", 2),
-     [("deregister", "yealink", "not-desired", False)]),
+     [("deregister", "rps", "not-desired", False)]),
     ("not desired, deregistration failed before", None, seen("us", U1), rec("deprovision"),
-     [("deregister", "yealink", "not-desired", False)]),
+     [("deregister", "rps", "not-desired", False)]),
     ("not desired, already gone", None, seen("nobody"), rec("deprovision"), []),
     ("not desired, no record: never touched", None, seen("us", U1), None, []),
     ("not desired, record says not ours", None, seen("us", U1), rec("conflict"), []),
     ("not desired, not observed", None, None, rec("active"), []),
-    ("moved to another service", want(service="yealink-eu"), seen("nobody"),
-     rec("active", 1, service="yealink"),
-     [("deregister", "yealink", "moved", False), ("register", "yealink-eu", "new", False)]),
+    ("moved to another service", want(service="rps-eu"), seen("nobody"),
+     rec("active", 1, service="rps"),
+     [("deregister", "rps", "moved", False), ("register", "rps-eu", "new", False)]),
+    # a service whose API cannot take a MAC over says so, instead of planning what must fail
+    ("held by another account, steal, the service cannot", want(steal=True, service="plain"),
+     seen("other"), None, [("conflict", "plain", "cannot-steal", False)]),
+    ("blind conflict, steal, the service cannot", want(steal=True, service="plain"),
+     seen("nobody"), rec("conflict", None, blind=True, service="plain"),
+     [("conflict", "plain", "cannot-steal", False)]),
+    # our account, another environment of the fleet (its URL is not under our base URLs)
+    ("another environment's URL", want(), seen("us", STAGING), rec("active", 2),
+     [("conflict", "rps", "other-environment", False)]),
+    ("another environment's URL, no record", want(), seen("us", STAGING), None,
+     [("conflict", "rps", "other-environment", False)]),
+    ("another environment's URL, steal", want(steal=True), seen("us", STAGING), rec("active", 2),
+     [("update", "rps", "steal", True)]),
+    ("another environment's URL, our window over", want(), seen("us", STAGING),
+     rec("active", 8), []),
+    ("another environment's URL, not desired here", None, seen("us", STAGING),
+     rec("active", 2), []),
+    ("another environment's URL, conflict recorded", want(), seen("us", STAGING),
+     rec("conflict", 2), [("conflict", "rps", "other-environment", False)]),
+    ("the URL our record registered, outside today's base URLs", want(), seen("us", OLD),
+     rec("active", 2, url=OLD), [("update", "rps", "url-changed", False)]),
+    ("the URL our record registered, not desired", None, seen("us", OLD), rec("active", 2, url=OLD),
+     [("deregister", "rps", "not-desired", False)]),
+    ("another environment released it", want(), seen("nobody"), rec("conflict", 2),
+     [("register", "rps", "missing", False)]),
 ]
 
 
@@ -107,6 +138,7 @@ def test_plan_table(desired, remote, record, expected):
         {M: record} if record else {},
         NOW,
         WINDOW,
+        env=ENV,
     )
     assert [(c.action, c.service, c.cause, c.steal) for c in changes] == expected
     for change in changes:
@@ -117,10 +149,10 @@ def test_plan_table(desired, remote, record, expected):
 
 def test_changes_carry_the_url_to_register_and_the_url_held():
     [update] = plan_redirects({M: want(url=U2)}, {M: seen("us", U1)}, {M: rec("active")},
-                              NOW, WINDOW)
-    assert update == RedirectChange("update", M, "yealink", U2, "registered with another URL",
+                              NOW, WINDOW, env=ENV)
+    assert update == RedirectChange("update", M, "rps", U2, "registered with another URL",
                                     "url-changed", False, "o1")
-    [dereg] = plan_redirects({}, {M: seen("us", U2)}, {M: rec("active")}, NOW, WINDOW)
+    [dereg] = plan_redirects({}, {M: seen("us", U2)}, {M: rec("active")}, NOW, WINDOW, env=ENV)
     assert dereg.url == U2
 
 
@@ -145,7 +177,7 @@ def test_order_is_stable_deregister_update_register_conflict_then_service_then_m
         macs[4]: rec("active", mac=macs[4], service="b"),
         macs[5]: rec("active", mac=macs[5], service="a"),
     }
-    changes = plan_redirects(desired, remote, records, NOW, WINDOW)
+    changes = plan_redirects(desired, remote, records, NOW, WINDOW, env=ENV)
     assert [(c.action, c.service, c.mac[-2:]) for c in changes] == [
         ("deregister", "a", "05"),
         ("deregister", "b", "04"),
@@ -154,12 +186,13 @@ def test_order_is_stable_deregister_update_register_conflict_then_service_then_m
         ("register", "b", "00"),
         ("conflict", "a", "02"),
     ]
-    assert changes == plan_redirects(desired, remote, records, NOW, WINDOW)  # deterministic
+    # deterministic
+    assert changes == plan_redirects(desired, remote, records, NOW, WINDOW, env=ENV)
 
 
 def test_plan_is_pure_and_needs_an_aware_now():
     with pytest.raises(ValueError):
-        plan_redirects({}, {}, {}, datetime(2026, 1, 1), WINDOW)
+        plan_redirects({}, {}, {}, datetime(2026, 1, 1), WINDOW, env=ENV)
 
 
 def test_window_end_is_the_earlier_of_window_and_until():
@@ -183,6 +216,10 @@ STATES = [
     ("held by another, not wanted", None, seen("other"), rec("conflict"), "disabled"),
     ("blind conflict", want(), seen("nobody"), rec("conflict", None, blind=True), "conflict"),
     ("not observed: last recorded", want(), None, rec("provision", None), "provision"),
+    ("another environment holds it, wanted", want(), seen("us", STAGING), rec("active"),
+     "conflict"),
+    ("another environment holds it, not wanted", None, seen("us", STAGING), rec("active"),
+     "disabled"),
 ]
 
 
@@ -195,6 +232,7 @@ def test_device_states(desired, remote, record, expected):
         {M: record} if record else {},
         NOW,
         WINDOW,
+        env=ENV,
     )
     assert states == {M: expected}
 
@@ -206,7 +244,7 @@ def _records(n):
 def test_unsafe_deregistration_is_refused_unless_forced():
     records = _records(10)
     changes = plan_redirects({}, {m: seen("us", U1, mac=m) for m in records}, records, NOW,
-                             WINDOW)
+                             WINDOW, env=ENV)
     assert len(changes) == 10
     with pytest.raises(UnsafePlan, match="10 of 10"):
         raise_if_unsafe(changes, records, 10)
@@ -218,6 +256,23 @@ def test_window_expiry_does_not_count_against_the_limit():
     records = {m: rec("active", 8, mac=m) for m in ("m1", "m2", "m3")}
     desired = {m: want(mac=m) for m in records}
     changes = plan_redirects(desired, {m: seen("us", U1, mac=m) for m in records}, records,
-                             NOW, WINDOW)
+                             NOW, WINDOW, env=ENV)
     assert {c.cause for c in changes} == {"window-elapsed"}
     raise_if_unsafe(changes, records, 0)
+
+
+def test_conflict_reasons_say_why_and_never_carry_a_whole_token():
+    [steal] = plan_redirects({M: want(steal=True, service="plain")}, {M: seen("other")}, {},
+                             NOW, WINDOW, env=ENV)
+    assert "cannot take a MAC over from another account" in steal.reason
+    assert "set steal: true" not in steal.reason  # it is set already
+    [other] = plan_redirects({M: want()}, {M: seen("us", STAGING)}, {}, NOW, WINDOW, env=ENV)
+    assert "https://staging.example.net/012345…/" in other.reason
+    assert STAGING not in other.reason
+
+
+def test_environment_base_urls_are_directories():
+    env = Environment.of(["https://prov.example.net/eu"])
+    assert env.owns("https://prov.example.net/eu/t/", None)
+    assert not env.owns("https://prov.example.net/eu-staging/t/", None)
+    assert env.owns(None, None)  # a service that does not show URLs: the record decides

@@ -152,3 +152,65 @@ def test_timeout_then_success(fake):
     fake.slow_next(1, delay=0.5)
     client.register(reg(MAC1))
     assert fake.device_url(MAC1) == URL1
+
+
+# -- at scale -------------------------------------------------------------------------------
+
+
+def macs(n: int) -> list[str]:
+    return [f"0004f210{i:04x}" for i in range(n)]
+
+
+def test_many_registrations_share_a_profile_per_url_and_never_read_again(fake, client):
+    fake.seed_device(MAC3, "https://elsewhere.example/", "acct-other")
+    wanted = [*macs(20), MAC3]
+    mark = fake.mark()
+    assert set(client.lookup(wanted).values()) == {Remote(m, "nobody") for m in wanted}
+    looked = [(r.method, r.path) for r in fake.since(mark)]
+    assert looked == [("GET", "/preview/devices")]  # one page, no GET per MAC
+    mark = fake.mark()
+    outcomes = client.register_many([reg(m, URL1 if i < 10 else URL2)
+                                     for i, m in enumerate(wanted)])
+    assert outcomes[MAC3].conflict  # invisible to us, refused by POST, never changed
+    assert all(outcomes[m] is None for m in macs(20))
+    sent = [(r.method, r.path) for r in fake.since(mark)]
+    assert sent.count(("POST", "/preview/profiles")) == 2  # one per URL
+    assert sent.count(("POST", "/preview/devices")) == 21
+    assert ("GET", "/preview/devices") not in sent
+    assert fake.device_url(MAC3) == "https://elsewhere.example/"
+
+
+def test_deregistrations_reuse_the_lookup_and_count_profile_users(fake, client):
+    client.register_many([reg(m, URL1 if i < 10 else URL2) for i, m in enumerate(macs(20))])
+    client.lookup(macs(20))
+    mark = fake.mark()
+    assert client.deregister_many(macs(15)) == dict.fromkeys(macs(15))
+    sent = [(r.method, r.path) for r in fake.since(mark)]
+    # 15 device deletes and one profile delete (URL1's last device left); no reads at all
+    assert [m for m, _ in sent].count("GET") == 0 and len(sent) == 16
+    assert [p["name"] for p in fake.profiles_of("acct-us")] == [profile_name(URL2)]
+    assert sorted(fake.devices) == macs(20)[15:]
+
+
+def test_updates_after_lookup_delete_and_post_without_reading(fake, client):
+    client.register_many([reg(m) for m in macs(8)])
+    client.lookup(macs(8))
+    mark = fake.mark()
+    assert client.update_many([reg(m, URL2) for m in macs(8)]) == dict.fromkeys(macs(8))
+    sent = [(r.method, r.path.rsplit("/", 1)[0]) for r in fake.since(mark)]
+    assert sent.count(("DELETE", "/preview/devices")) == 8
+    assert sent.count(("POST", "/preview")) == 9  # one profile + 8 devices
+    assert not any(m == "GET" for m, _ in sent)
+    assert all(fake.device_url(m) == URL2 for m in macs(8))
+    assert [p["name"] for p in fake.profiles_of("acct-us")] == [profile_name(URL2)]
+
+
+def test_fake_rate_limit_answers_429_with_retry_after_and_applies_nothing(fake):
+    fake.rate_limit(0.5, burst=2)
+    headers = {"API-KEY": KEY}
+    answers = [httpx.get(fake.url + "/preview/devices", headers=headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    body = {"name": "p", "template": {"provisioning": {"server": {"address": URL1}}}}
+    refused = httpx.post(fake.url + "/preview/profiles", json=body, headers=headers)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert fake.profiles == {} and fake.count(contains="/profiles") == 1

@@ -16,7 +16,7 @@ from reconciler.redirect.base import DesiredRegistration, RedirectClient
 from reconciler.redirect.clients.local import LocalRegistry
 from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import RetryPolicy
-from reconciler.redirect.plan import device_states, plan_redirects
+from reconciler.redirect.plan import Environment, device_states, plan_redirects
 from reconciler.redirect.state import apply_change, load_records, save_records
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,8 @@ def run(client: RedirectClient, desired, path: Path, now: datetime, before_apply
     """One reconcile run; returns (changes as (action, mac, cause), errors, states)."""
     records = load_records(path)
     remote = client.lookup(sorted(set(desired) | set(records)))
-    changes = plan_redirects(desired, remote, records, now, 7)
+    env = Environment.of(["https://prov.example.net/"], {"default"} if client.can_steal else ())
+    changes = plan_redirects(desired, remote, records, now, 7, env=env)
     if before_apply:
         before_apply()
     errors = {}
@@ -46,7 +47,7 @@ def run(client: RedirectClient, desired, path: Path, now: datetime, before_apply
             errors[change.mac] = error
     save_records(path, records)
     states = device_states(desired, client.lookup(sorted(set(desired) | set(records))),
-                           records, now, 7)
+                           records, now, 7, env=env)
     return [(c.action, c.mac, c.cause) for c in changes], errors, states
 
 

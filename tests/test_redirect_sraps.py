@@ -258,3 +258,96 @@ def test_links_to_another_host_are_refused(fake, client):
     fake.handle = evil
     with pytest.raises(RedirectError, match="refusing"):
         client.lookup([MAC1])
+
+
+# -- at scale -------------------------------------------------------------------------------
+
+
+def macs(n: int) -> list[str]:
+    return [f"00041310{i:04x}" for i in range(n)]
+
+
+def test_lookup_of_many_reads_the_list_and_put_reuses_it(fake, client):
+    company = fake.company_of(KEY_ID)
+    ours = macs(40)
+    for mac in ours[:30]:
+        fake.seed_endpoint(mac, URL1, company)
+    foreign = "000413ffff01"
+    fake.seed_endpoint(foreign, "https://elsewhere.example/", fake.company_of("key-2"))
+    client._discover()
+    mark = fake.mark()
+    found = client.lookup([*ours, foreign])
+    assert [r.path for r in fake.since(mark)] == [f"/api/v1/companies/{company}/endpoints/"]
+    assert found[ours[0]] == Remote(ours[0], "us", URL1)
+    assert found[ours[35]].holder == "nobody"
+    assert found[foreign].holder == "nobody"  # the PUT will say whose it is
+
+    mark = fake.mark()
+    regs = [reg(m, URL2) for m in ours[:3]] + [reg(m) for m in ours[30:]]
+    outcomes = client.update_many(regs[:3])
+    outcomes.update(client.register_many([*regs[3:], reg(foreign, steal=True)]))
+    assert outcomes[foreign].conflict and "steal is not possible" in str(outcomes[foreign])
+    assert {m: e for m, e in outcomes.items() if m != foreign} == dict.fromkeys(
+        r.mac for r in regs)
+    sent = fake.since(mark)
+    assert {r.method for r in sent} == {"PUT"} and len(sent) == len(regs) + 1  # no GET
+    assert fake.effective_url(foreign) == "https://elsewhere.example/"
+    assert all(fake.effective_url(r.mac) == r.url for r in regs)
+
+
+def test_a_list_without_settings_is_never_the_base_of_a_full_replace(fake, client):
+    """If the real list returns summaries, the PUT reads the endpoint first: nothing reset."""
+    company = fake.company_of(KEY_ID)
+    profile = client._json("POST", f"companies/{company}/provisioning-profiles/",
+                           body={"name": "office"})["uuid"]
+    for mac in macs(5):
+        fake.seed_endpoint(mac, URL1, company, provisioning_profile=profile)
+    original = fake._page
+
+    def summaries(request, items, url):
+        reply = original(request, items, url)
+        if "/endpoints/" in url:
+            reply.body = [{"mac": e["mac"], "links": e["links"]} for e in reply.body]
+        return reply
+
+    fake._page = summaries
+    assert client.lookup(macs(5))[macs(5)[0]] == Remote(macs(5)[0], "us", None)
+    mark = fake.mark()
+    assert client.update_many([reg(macs(5)[0], URL2)]) == {macs(5)[0]: None}
+    assert [r.method for r in fake.since(mark)] == ["GET", "PUT"]
+    assert fake.endpoint(macs(5)[0])["provisioning_profile"] == profile
+
+
+def test_retry_after_on_sraps_is_waited_as_asked(fake):
+    slept: list[float] = []
+    client = make_client(fake, sleep=slept.append)
+    client._discover()
+    fake.fail_next(1, status=429, headers={"Retry-After": "3"})
+    client.register(reg(MAC1))
+    assert fake.effective_url(MAC1) == URL1
+    assert max(slept) == pytest.approx(3.0, abs=0.05)
+    assert client.stats.snapshot().throttled == 1
+
+
+def test_a_service_that_stays_down_is_not_asked_once_per_mac(fake, client):
+    client._discover()
+    fake.fail_next(1000, status=502)
+    mark = fake.mark()
+    outcomes = client.register_many([reg(m) for m in macs(50)])
+    assert all(e is not None and e.transient for e in outcomes.values())
+    assert len(fake.since(mark)) == 3 * 3  # three MACs, 3 attempts each; the rest not sent
+    assert all(fake.endpoint(m) is None for m in macs(50))
+
+
+def test_gigaset_grape_batches_like_sraps():
+    with FakeSraps({KEY_ID: SECRET, "key-2": "s3cret-2"}, flavour="grape") as grape:
+        client = make_client(grape, flavour=GRAPE)
+        grape.seed_endpoint(MAC2, "https://elsewhere.example/", grape.company_of("key-2"))
+        wanted = [*macs(10), MAC2]
+        client.lookup(wanted)
+        mark = grape.mark()
+        outcomes = client.register_many([reg(m) for m in wanted])
+        assert outcomes[MAC2].conflict and all(outcomes[m] is None for m in macs(10))
+        assert len(grape.since(mark)) == 11
+        assert all(grape.effective_url(m) == URL1 for m in macs(10))
+        assert grape.effective_url(MAC2) == "https://elsewhere.example/"

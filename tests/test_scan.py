@@ -24,13 +24,17 @@ def test_between_scans_the_manifest_is_trusted_and_a_scan_finds_drift(fleet, cap
     assert run(fleet, "apply") == 2  # the first run scans (never scanned): clean
     victim = a_published_file(fleet)
     victim.unlink()
-    assert run(fleet, "plan") == 0  # within policy.drift_scan_every: not listed
     capsys.readouterr()
-    assert run(fleet, "plan", "--scan") == 2
+    assert run(fleet, "plan") == 0  # within policy.drift_scan_every: not listed
+    assert "drift" not in capsys.readouterr().out
+    assert run(fleet, "plan", "--scan") == 0  # drift is reported (policy.drift: report)
     assert "drift missing" in capsys.readouterr().out
-    assert run(fleet, "plan") == 2  # the last scan found drift: every run scans until it is gone
+    assert run(fleet, "plan") == 0  # the last scan found drift: every run scans until it is gone
+    assert "drift missing" in capsys.readouterr().out
     assert run(fleet, "apply", "--heal") == 2 and victim.exists()
+    capsys.readouterr()
     assert run(fleet, "plan") == 0  # scanned again: clean, and trusted from now on
+    assert "drift" not in capsys.readouterr().out
     assert record.last_scan(fleet / ".provctl", "local")[1] == 0
 
 
@@ -43,16 +47,18 @@ def test_a_scan_is_due_when_the_interval_has_passed(fleet, capsys):
     body["local"]["last_scan"]["ts"] = time.time() - 3601  # policy.drift_scan_every: 1h
     status.write_text(json.dumps(body))
     capsys.readouterr()
-    assert run(fleet, "plan") == 2
+    assert run(fleet, "plan") == 0
     assert "drift missing" in capsys.readouterr().out
 
 
-def test_drift_scan_every_zero_scans_every_run(fleet):
+def test_drift_scan_every_zero_scans_every_run(fleet, capsys):
     edit(fleet / "provisioning.yaml", "redirect_window_days: 7",
          "redirect_window_days: 7, drift_scan_every: 0")
     assert run(fleet, "apply") == 2
     a_published_file(fleet).unlink()
-    assert run(fleet, "plan") == 2
+    capsys.readouterr()
+    assert run(fleet, "plan") == 0
+    assert "drift missing" in capsys.readouterr().out
 
 
 def test_a_bad_interval_is_named(fleet, capsys):

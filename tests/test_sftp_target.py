@@ -12,6 +12,7 @@ write with SSH_FX_PERMISSION_DENIED exactly as a server refusing the account doe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -24,6 +25,7 @@ import pytest
 from sshd import SshServer, fingerprint, write_ed25519_key
 
 from reconciler.core.errors import LockHeld, TargetError
+from reconciler.targets import lock, manifest
 from reconciler.targets.base import TMP_PREFIX, Delete, Put
 
 pytestmark = pytest.mark.integration
@@ -67,7 +69,7 @@ def test_changed_host_key_is_refused_and_nothing_is_written(
     target = sshd.target(sftp_root, known_hosts=known)
 
     for attempt in (lambda: target.execute([Put("tok/phone.cfg", b"secret")]),
-                    lambda: target.acquire_lock("me", 60), target.read_manifest):
+                    lambda: lock.acquire(target, "me", 60), lambda: manifest.read(target)):
         with pytest.raises(TargetError) as err:
             attempt()
         message = str(err.value)
@@ -89,7 +91,7 @@ def test_host_key_of_another_type_is_a_changed_key(sshd: SshServer, sftp_root: P
     known.write_text(sshd.known_hosts_line(ecdsa))  # the host had an ECDSA key
 
     with pytest.raises(TargetError, match="CHANGED.* has ecdsa-sha2-nistp256 SHA256:") as err:
-        sshd.target(sftp_root, known_hosts=known).read_manifest()
+        manifest.read(sshd.target(sftp_root, known_hosts=known))
     assert fingerprint(sshd.host_public) in str(err.value)
 
 
@@ -100,13 +102,13 @@ def test_host_key_known_for_another_port_is_not_trusted(
     known.write_text(f"{sshd.host} {sshd.host_public}\n")  # port 22's entry
 
     with pytest.raises(TargetError, match="UNKNOWN"):
-        sshd.target(sftp_root, known_hosts=known).read_manifest()
+        manifest.read(sshd.target(sftp_root, known_hosts=known))
 
 
 def test_missing_known_hosts_file_is_a_clear_error(sshd: SshServer, sftp_root: Path,
                                                     tmp_path: Path):
     with pytest.raises(TargetError, match="known_hosts file .* not found"):
-        sshd.target(sftp_root, known_hosts=tmp_path / "nope").read_manifest()
+        manifest.read(sshd.target(sftp_root, known_hosts=tmp_path / "nope"))
 
 
 def test_wrong_key_is_a_permanent_authentication_error(
@@ -116,7 +118,7 @@ def test_wrong_key_is_a_permanent_authentication_error(
     write_ed25519_key(stranger)
 
     with pytest.raises(TargetError, match="authentication") as err:
-        sshd.target(sftp_root, key_file=stranger).read_manifest()
+        manifest.read(sshd.target(sftp_root, key_file=stranger))
     assert not err.value.transient
 
 
@@ -125,9 +127,9 @@ def test_encrypted_key_with_passphrase(sshd: SshServer, sftp_root: Path, tmp_pat
     sshd.authorize(write_ed25519_key(key, passphrase="correct horse"))
 
     with pytest.raises(TargetError, match="encrypted: set key_passphrase"):
-        sshd.target(sftp_root, key_file=key).read_manifest()
+        manifest.read(sshd.target(sftp_root, key_file=key))
     with pytest.raises(TargetError, match="cannot load key"):
-        sshd.target(sftp_root, key_file=key, key_passphrase="wrong").read_manifest()
+        manifest.read(sshd.target(sftp_root, key_file=key, key_passphrase="wrong"))
     target = sshd.target(sftp_root, key_file=key, key_passphrase="correct horse")
     assert [r.error for r in target.execute([Put("a.cfg", b"x")])] == [None]
     target.close()
@@ -137,7 +139,7 @@ def test_no_key_file_and_no_agent(sshd: SshServer, sftp_root: Path,
                                   monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     with pytest.raises(TargetError, match="agent") as err:
-        sshd.target(sftp_root, key_file=None).read_manifest()
+        manifest.read(sshd.target(sftp_root, key_file=None))
     assert not err.value.transient
 
 
@@ -163,11 +165,38 @@ def test_server_that_never_answers_is_a_transient_timeout(sshd: SshServer, tmp_p
     target.backoff = 0.01
     try:
         with pytest.raises(TargetError) as err:
-            target.read_manifest()
+            manifest.read(target)
     finally:
         silent.close()
     assert err.value.transient
     assert f"127.0.0.1:{port}" in str(err.value)
+
+
+def test_server_that_closes_before_the_banner_is_a_transient_closed_connection(
+    sshd: SshServer, tmp_path: Path
+):
+    """As when sshd is killed while a dropped connection is being reopened."""
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", 0))
+    closing.listen()
+    port = closing.getsockname()[1]
+
+    def accept_and_close() -> None:
+        with contextlib.suppress(OSError):  # until the test closes the listener
+            while True:
+                closing.accept()[0].close()
+
+    target = sshd.target(tmp_path, port=port, timeout=5)
+    target.backoff = 0.01
+    server = threading.Thread(target=accept_and_close, daemon=True)
+    server.start()
+    try:
+        with pytest.raises(TargetError) as err:
+            manifest.read(target)
+    finally:
+        closing.close()
+    assert err.value.transient
+    assert f"connection to 127.0.0.1:{port} closed while connecting" in str(err.value)
 
 
 # --- permission denied, and a path component that is a file --------------------------------
@@ -226,9 +255,9 @@ def test_permission_denied_by_a_read_only_server(tmp_path: Path):
         ]
         assert target.read("tok/phone.cfg") == b"old"  # reading still works
         with pytest.raises(TargetError, match="permission denied"):
-            target.acquire_lock("me", 60)
+            lock.acquire(target, "me", 60)
         with pytest.raises(TargetError, match="permission denied"):
-            target.write_manifest(target.read_manifest())
+            manifest.write(target, manifest.read(target))
         target.close()
         assert _files(root) == ["tok", "tok/phone.cfg"]
 
@@ -272,7 +301,8 @@ def test_file_and_directory_modes(sshd: SshServer, sftp_root: Path):
     default = sshd.target(sftp_root)
     default.execute([Put("d/phone.cfg", b"x")])
     assert stat.S_IMODE((sftp_root / "d/phone.cfg").stat().st_mode) == 0o644
-    assert stat.S_IMODE((sftp_root / "d").stat().st_mode) == 0o755
+    # Directories others may enter but not list: no token directory can be found by listing.
+    assert stat.S_IMODE((sftp_root / "d").stat().st_mode) == 0o711
     default.close()
 
 
@@ -336,7 +366,11 @@ def test_server_killed_mid_publish_then_rerun_converges(fresh_sshd: SshServer):
 
     failed = [r for r in results if r.error]
     assert failed, "the server was killed too late to interrupt anything"
-    assert all("connection" in r.error.lower() for r in failed)
+    # The kill shows as a lost connection; on a loaded machine a request may time out first.
+    transport = ("connection", "timed out", "timeout")
+    others = sorted({r.error for r in failed
+                     if not any(word in r.error.lower() for word in transport)})
+    assert others == [], others[:3]
     for put, result in zip(new, results, strict=True):
         body = (root / put.path).read_bytes()
         assert body in (put.data, old[new.index(put)].data), f"half a file: {put.path}"
@@ -395,7 +429,7 @@ def test_a_new_process_cleans_temporary_files_it_scans(sshd: SshServer, sftp_roo
 def test_concurrent_lock_attempts_one_wins(sshd: SshServer, sftp_root: Path):
     targets = [sshd.target(sftp_root, name="eu-1") for _ in range(2)]
     for t in targets:
-        t.read_manifest()  # connected, so both really race on the lock file
+        manifest.read(t)  # connected, so both really race on the lock file
     for _ in range(5):
         barrier = threading.Barrier(2)
         outcome: dict[int, object] = {}
@@ -403,7 +437,7 @@ def test_concurrent_lock_attempts_one_wins(sshd: SshServer, sftp_root: Path):
         def attempt(i: int, barrier=barrier, outcome=outcome) -> None:
             barrier.wait()
             try:
-                outcome[i] = targets[i].acquire_lock(f"run-{i}", ttl=600)
+                outcome[i] = lock.acquire(targets[i], f"run-{i}", ttl=600).info
             except LockHeld as exc:
                 outcome[i] = exc
 
@@ -418,7 +452,7 @@ def test_concurrent_lock_attempts_one_wins(sshd: SshServer, sftp_root: Path):
         assert len(held) == 1 and len(refused) == 1, outcome
         winner = outcome[held[0]]
         assert f"run-{held[0]}" in str(refused[0]) or "being written" in str(refused[0])
-        targets[held[0]].release_lock(winner)  # type: ignore[arg-type]
+        lock.release(targets[held[0]], winner)  # type: ignore[arg-type]
     for t in targets:
         t.close()
 
@@ -428,12 +462,12 @@ def test_lock_survives_a_dropped_connection(fresh_sshd: SshServer, tmp_path: Pat
     root.mkdir()
     target = fresh_sshd.target(root)
     target.backoff = 0.01
-    lock = target.acquire_lock("daemon", ttl=600)
+    held = lock.acquire(target, "daemon", ttl=600).info
     fresh_sshd.stop()
     fresh_sshd.start()
 
     with pytest.raises(LockHeld, match="daemon"):
-        fresh_sshd.target(root).acquire_lock("other", ttl=600)
-    target.release_lock(lock)  # reconnects
-    assert not (root / ".provctl" / "lock.json").exists()
+        lock.acquire(fresh_sshd.target(root), "other", ttl=600)
+    lock.release(target, held)  # reconnects
+    assert not (root.parent / ".provctl-www" / "lock.json").exists()
     target.close()

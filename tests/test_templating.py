@@ -41,7 +41,7 @@ def test_every_file_of_the_example_fleet_renders_as_with_stock_jinja(fleet):
     for mac, device in renderer.resolved().items():
         vendor = vendors.get(device.vendor)
         rin = renderer.render_input(device, "local")
-        for out in vendor.files(rin):
+        for out in vendor.build(rin).files:
             ours = templating.render(out.template, out.context, autoescape=vendor.autoescape)
             theirs = stock(vendor.autoescape).get_template(out.template).render(out.context)
             assert ours == theirs, f"{mac} {out.name}"

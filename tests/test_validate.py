@@ -157,3 +157,118 @@ def test_terminated_customer_with_owned_phone(fleet):
     found = problems(fleet)
     assert any("customer 'acme' is terminated: its owned phone 001565aabb03 must be removed"
                in p for p in found)
+
+
+# --- issue 11: firmware, paths, SIP users, unserved phones ----------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROM = "firmware-store/T46U-108.86.0.95.rom"
+
+
+def test_a_firmware_binary_that_does_not_match_the_catalog_publishes_nothing(fleet, capsys):
+    rom = fleet / ROM
+    rom.write_bytes(rom.read_bytes() + b"\0")
+    assert run(fleet, "apply") == 1
+    err = capsys.readouterr().err
+    assert ("firmware/yealink.yaml:3: catalog.0.sha256: firmware T46U-108.86.0.95.rom: "
+            f"{ROM} has sha256 ") in err
+    assert "nothing is published until the binary or the catalog is fixed" in err
+    assert not (fleet / "out" / "www").exists()  # no config, no redirect registration
+    assert not (fleet / "out" / "redirect.json").exists()
+
+
+def test_firmware_digests_are_kept_by_size_and_mtime(fleet, capsys):
+    state = fleet / ".provctl"
+    assert run(fleet, "validate") == 0
+    cache = json.loads((state / "firmware-digests.json").read_text())
+    ((stamp, digest),) = cache.items()
+    rom = (fleet / ROM).resolve()
+    info = rom.stat()
+    assert stamp == f"disk:{rom}:{info.st_size}:{info.st_mtime_ns}"
+    assert digest == "5c781032fb75ec396bcec343ca16d031d35c24f91741bc223b98a08918aff44a"
+    # A change of size or mtime is hashed again.
+    rom.write_bytes(rom.read_bytes()[:-1] + b"X")
+    os.utime(rom, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    assert run(fleet, "validate") == 1
+    assert "not the catalog's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("where", "old", "new", "field"), [
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: ../../etc', "firmware_dir"),
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: /var/fw', "firmware_dir"),
+    ("provisioning.yaml", "base_url: \"http://localhost:8080/\"",
+     'base_url: "http://localhost:8080/", firmware_dir: fw/./x', "firmware_dir"),
+    ("firmware/yealink.yaml", f"source: {ROM}", "source: ../secrets/x.rom", "catalog.0.source"),
+    ("firmware/yealink.yaml", f"source: {ROM}", "source: /etc/shadow", "catalog.0.source"),
+    ("provisioning.yaml", "secrets: {file: env:PROVCTL_SECRETS_FILE}",
+     "secrets: {file: env:PROVCTL_SECRETS_FILE, age_file: /tmp/x.age}", "secrets.age_file"),
+])
+def test_path_fields_refuse_dot_dot_and_absolute_paths(fleet, where, old, new, field):
+    edit(fleet / where, old, new)
+    assert any(f"{field}:" in p and ("relative path inside" in p or "'..'" in p
+                                       or "String should match pattern" in p)
+               for p in problems(fleet)), problems(fleet)
+
+
+def sip_problems(fleet) -> list[str]:
+    return [p for p in render_problems(fleet) if "registers as" in p]
+
+
+def render_problems(fleet) -> list[str]:
+    from reconciler.render.renderer import Renderer
+
+    with pytest.raises(ConfigError) as err:
+        Renderer(load_state(read_source(fleet))).resolved()
+    return [str(p) for p in err.value.problems]
+
+
+def test_an_account_that_registers_like_another_accounts_second_phone_is_refused(fleet, capsys):
+    with open(fleet / "assignments" / "acme.yaml", "a") as fh:
+        fh.write("- account: acme/91201\n  password: secret:acme/205\n"
+                 '  devices: ["00:15:65:EE:00:01"]\n')
+    edit(fleet / "devices" / "pool.yaml", "  name: spare-1\n", "  name: spare-1\n"
+         "  customer: acme\n")
+    assert run(fleet, "validate") == 1
+    err = capsys.readouterr().err
+    assert ("assignments/acme.yaml:16: devices: acme/91201 on 001565ee0001 port 1 registers as "
+            "91201@acme.pbx.example.net, as does acme/201 on 001565aabb03 port 1 "
+            "(assignments/acme.yaml:8); a registrar cannot tell them apart") in err
+
+
+def test_any_two_lines_with_one_user_at_one_domain_are_refused(fleet):
+    # globex and initech on one PBX domain, each with an extension 100
+    edit(fleet / "customers" / "initech.yaml", "pbx.initech.example.de", "pbx.example.net")
+    edit(fleet / "customers" / "globex.yaml", "sip.globex.example.it", "pbx.example.net")
+    edit(fleet / "assignments" / "initech.yaml", "account: initech/10", "account: initech/100")
+    found = sip_problems(fleet)
+    assert any("initech/100 on 000413dd0001 port 1 registers as 100@pbx.example.net, as does "
+               "globex/100" in p for p in found), found
+    # the same account on two ports of one phone registers twice as well
+    edit(fleet / "customers" / "initech.yaml", "pbx.example.net", "pbx.initech.example.de")
+    edit(fleet / "assignments" / "initech.yaml", 'devices: ["00:04:13:DD:00:01"]',
+         'devices: ["00:04:13:DD:00:01", {mac: "00:04:13:DD:00:01", port: 2}]')
+    assert any("initech/100 on 000413dd0001 port 2 registers as 100@pbx.initech.example.de, as "
+               "does initech/100 on 000413dd0001 port 1" in p for p in sip_problems(fleet))
+
+
+def test_phones_no_target_serves_are_an_error_or_with_allow_unserved_a_warning(fleet, capsys):
+    edit(fleet / "provisioning.yaml", 'base_url: "http://localhost:8080/"',
+         'base_url: "http://localhost:8080/", customers: [acme, globex]')
+    assert run(fleet, "validate") == 1
+    err = capsys.readouterr().err
+    assert ("devices/pool.yaml:3: mac: no target serves phone 001565ee0001 of the pool (no "
+            "customer): every target in provisioning.yaml has a customers: filter and none "
+            "lists it (add it to one, or pass --allow-unserved)") in err
+    assert "no target serves phone 000413dd0001 of customer 'initech'" in err
+    assert "001565aabb01" not in err  # acme's phones are served
+    assert run(fleet, "validate", "--allow-unserved") == 0
+    assert "warning: devices/pool.yaml:3: mac: no target serves" in capsys.readouterr().err
+    assert run(fleet, "plan") == 1
+    assert run(fleet, "plan", "--allow-unserved") == 2
+    assert run(fleet, "apply", "--allow-unserved") == 2
+    assert not list(Path(fleet / "out" / "www").rglob("001565ee0001.cfg"))

@@ -1,8 +1,14 @@
-"""Strict parsers of rendered Yealink and Snom files, for the vendor tests.
+"""Strict parsers of every vendor's files, for the vendor tests; they read a file as the phone does.
 
 Strict means: anything a phone might misread is an error here, not silently skipped. A test that
 parses a file back with these functions checks the syntax of the whole file as well as the values
-it asserts.
+it asserts. Where a phone has a rule for a key written twice, the parser follows it and reports
+the key in `duplicates` (provctl itself writes each key once; the contract test checks that):
+the *last* value wins for Yealink and Cisco, the *first* for Panasonic, and for Poly the file
+listed first in CONFIG_FILES wins (`poly_phone`). A Cisco element written self-closing
+(`<X ua="na"/>`) is not taken as an empty value (the admin guide leaves that form ambiguous): it
+is reported in `unset` and left out of the values. Formats without a documented rule (Snom,
+Grandstream, Fanvil, Gigaset) refuse a duplicate outright.
 """
 
 from __future__ import annotations
@@ -32,30 +38,35 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
-def _setting(line: str, number: int, out: dict[str, str]) -> None:
+def _setting(line: str, number: int, out: dict[str, str], duplicates: list[str]) -> None:
     match = _YEALINK_LINE.match(line)
     if not match:
         raise FormatError(f"line {number}: not 'key = value': {line!r}")
     key, value = match.groups()
-    if key in out:
-        raise FormatError(f"line {number}: duplicate key {key}")
+    if key in out:  # the phone takes the last value [V reference: later overrides earlier]
+        duplicates.append(key)
+        del out[key]
     out[key] = value
 
 
-def parse_yealink_cfg(text: str) -> dict[str, str]:
-    """`key -> value` of a Yealink cfg file; comments and blank lines are skipped."""
+def parse_yealink_cfg(text: str, duplicates: list[str] | None = None) -> dict[str, str]:
+    """`key -> value` of a Yealink cfg file as the phone applies it (a repeated key: the last
+    value); comments and blank lines are skipped."""
     out: dict[str, str] = {}
+    seen = [] if duplicates is None else duplicates
     for number, line in enumerate(_lines(text)[1:], start=2):
         if line == "" or line.startswith("#"):
             continue
-        _setting(line, number, out)
+        _setting(line, number, out, seen)
     return out
 
 
-def parse_yealink_boot(text: str) -> tuple[list[str], dict[str, str]]:
+def parse_yealink_boot(text: str, duplicates: list[str] | None = None
+                       ) -> tuple[list[str], dict[str, str]]:
     """(included cfg files in order, settings) of a Yealink boot file."""
     includes: list[str] = []
     settings: dict[str, str] = {}
+    seen = [] if duplicates is None else duplicates
     for number, line in enumerate(_lines(text)[1:], start=2):
         if line == "" or line.startswith("#"):
             continue
@@ -63,8 +74,18 @@ def parse_yealink_boot(text: str) -> tuple[list[str], dict[str, str]]:
         if match:
             includes.append(match.group(1))
         else:
-            _setting(line, number, settings)
+            _setting(line, number, settings, seen)
     return includes, settings
+
+
+def yealink_phone(boot: str, files: dict[str, str]) -> dict[str, str]:
+    """What the phone ends up with: the boot file's cfg files in include order, a later file's
+    value overriding an earlier one's [V reference: include:config order]."""
+    includes, _ = parse_yealink_boot(boot)
+    out: dict[str, str] = {}
+    for name in includes:
+        out.update(parse_yealink_cfg(files[name]))
+    return out
 
 
 @dataclass
@@ -207,6 +228,18 @@ def parse_poly_config(text: str) -> dict[str, str]:
     return dict(root.attrib)
 
 
+def poly_phone(master: str, files: dict[str, str]) -> dict[str, str]:
+    """What the phone ends up with: the CONFIG_FILES in order, a parameter taking its value
+    from the first file that sets it [V reference: file listed first wins]. A listed file that
+    is not there is skipped, as the phone skips it."""
+    out: dict[str, str] = {}
+    for name in (n.strip() for n in parse_poly_master(master)["CONFIG_FILES"].split(",")):
+        if name and name in files:
+            for key, value in parse_poly_config(files[name]).items():
+                out.setdefault(key, value)
+    return out
+
+
 # --- Grandstream ---------------------------------------------------------------------------
 
 _P_VALUE = re.compile(r"^P\d+$")
@@ -239,18 +272,35 @@ def parse_grandstream(text: str) -> tuple[str, dict[str, str]]:
 _CISCO_ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 
 
-def parse_cisco(text: str) -> dict[str, tuple[str, str]]:
-    """Element -> (value, ua) of a `<flat-profile>`; every element carries `ua`."""
+_SELF_CLOSING = re.compile(r"<([A-Za-z][A-Za-z0-9_.\-]*)(?:\s[^<>]*)?/>")
+
+
+def parse_cisco(text: str, duplicates: list[str] | None = None,
+                unset: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    """Element -> (value, ua) of a `<flat-profile>` as the phone applies it; every element
+    carries `ua`. A repeated element: the last one wins [V reference]. A self-closing element
+    sets nothing certain (the guide only documents `<X></X>` as an empty value): it is left out
+    and named in `unset`."""
     root = _xml_root(text, XML_DECLARATION_UPPER, "flat-profile", {})
+    self_closing = [m.group(1) for m in _SELF_CLOSING.finditer(text)]
+    pending = list(self_closing)
     out: dict[str, tuple[str, str]] = {}
     for element in root:
         if not _CISCO_ELEMENT.match(element.tag):
             raise FormatError(f"not a Cisco element name: {element.tag!r}")
         if set(element.attrib) != {"ua"} or element.attrib["ua"] not in ("na", "ro", "rw"):
             raise FormatError(f"<{element.tag}> must carry exactly ua=na|ro|rw")
-        if element.tag in out:  # the phone would take the last; provctl writes each once
-            raise FormatError(f"duplicate <{element.tag}>")
-        out[element.tag] = (_leaf(element), element.attrib["ua"])
+        value = _leaf(element)
+        if element.tag in pending and value == "":
+            pending.remove(element.tag)
+            if unset is not None:
+                unset.append(element.tag)
+            continue
+        if element.tag in out:
+            if duplicates is not None:
+                duplicates.append(element.tag)
+            del out[element.tag]
+        out[element.tag] = (value, element.attrib["ua"])
     return out
 
 
@@ -352,8 +402,10 @@ PANASONIC_MAGIC = ("# Panasonic SIP Phone Standard Format File #", "# PCC Standa
 _PANASONIC_LINE = re.compile(r'^([A-Z][A-Z0-9_]{0,31})="([^"]*)"$')
 
 
-def parse_panasonic(data: bytes) -> tuple[str, dict[str, str]]:
-    """(first line, NAME -> value) of a Panasonic text file, checking every documented limit."""
+def parse_panasonic(data: bytes, duplicates: list[str] | None = None
+                    ) -> tuple[str, dict[str, str]]:
+    """(first line, NAME -> value) of a Panasonic text file as the phone applies it (a repeated
+    name: the first value), checking every documented limit."""
     if len(data) > 120 * 1024:
         raise FormatError(f"{len(data)} bytes: over the 120 KB limit")
     if not data.endswith(b"\r\n\r\n"):
@@ -376,7 +428,108 @@ def parse_panasonic(data: bytes) -> tuple[str, dict[str, str]]:
         name, value = match.groups()
         if len(value) > 500:
             raise FormatError(f"line {number}: value over 500 characters")
-        if name in out:  # the phone would take the first; provctl writes each once
-            raise FormatError(f"line {number}: duplicate {name}")
+        if name in out:  # the phone takes the first [V reference]
+            if duplicates is not None:
+                duplicates.append(name)
+            continue
         out[name] = value
     return text[0], out
+
+
+# --- flat views: every vendor's files as {file: {key: value}}, for the contract test data ---
+#
+# Keys are the vendor's own names; where a value has attributes the view adds "key@attribute"
+# (Snom perm, Cisco ua, Snom function keys). Each view parses strictly first, and says which keys
+# the file wrote twice (`duplicates`) or left ambiguous (`unset`: Cisco's self-closing elements).
+
+
+class FileView(dict[str, str]):
+    def __init__(self, values: dict[str, str], duplicates: list[str] | None = None,
+                 unset: list[str] | None = None):
+        super().__init__(values)
+        self.duplicates = list(duplicates or [])
+        self.unset = list(unset or [])
+
+
+def _view_yealink(name: str, text: str) -> FileView:
+    duplicates: list[str] = []
+    if name.endswith(".boot"):
+        includes, settings = parse_yealink_boot(text, duplicates)
+        return FileView({**{f"include[{i}]": f for i, f in enumerate(includes, start=1)},
+                         **settings}, duplicates)
+    return FileView(parse_yealink_cfg(text, duplicates), duplicates)
+
+
+def _view_snom(name: str, text: str) -> FileView:
+    if name.endswith("-firmware.xml"):
+        return FileView({"firmware": parse_snom_firmware(text)})
+    parsed = parse_snom(text)
+    out: dict[str, str] = {}
+    for (setting, idx), (value, perm) in parsed.settings.items():
+        key = setting if idx is None else f"{setting}[{idx}]"
+        out[key] = value
+        out[f"{key}@perm"] = perm
+    for number, attributes in parsed.fkeys.items():
+        for attribute, value in attributes.items():
+            if attribute == "value":
+                out[f"fkey[{number}]"] = value
+            elif attribute != "idx":
+                out[f"fkey[{number}]@{attribute}"] = value
+    return FileView(out)
+
+
+def _view_poly(name: str, text: str) -> FileView:
+    if name.endswith("-provctl.cfg"):
+        return FileView(parse_poly_config(text))
+    return FileView(parse_poly_master(text))
+
+
+def _view_grandstream(name: str, text: str) -> FileView:
+    mac, values = parse_grandstream(text)
+    return FileView({"mac": mac, **values})
+
+
+def _view_cisco(name: str, text: str) -> FileView:
+    duplicates: list[str] = []
+    unset: list[str] = []
+    out: dict[str, str] = {}
+    for element, (value, ua) in parse_cisco(text, duplicates, unset).items():
+        out[element] = value
+        out[f"{element}@ua"] = ua
+    return FileView(out, duplicates, unset)
+
+
+def _view_fanvil(name: str, text: str) -> FileView:
+    return FileView({f"{module}/{key}": value for module, keys in parse_fanvil(text).items()
+                     for key, value in keys.items()})
+
+
+def _view_gigaset(name: str, text: str) -> FileView:
+    parsed = parse_gigaset(text)
+    out = dict(parsed.params)
+    out["handsets"] = ",".join(parsed.handsets)
+    if parsed.firmware is not None:
+        out.update({f"firmware@{k}": v for k, v in parsed.firmware.items()})
+    return FileView(out)
+
+
+def _view_panasonic(name: str, text: str) -> FileView:
+    duplicates: list[str] = []
+    first, values = parse_panasonic(text.encode("utf-8"), duplicates)
+    return FileView({"@line1": first, **values}, duplicates)
+
+
+VIEWS = {"yealink": _view_yealink, "snom": _view_snom, "poly": _view_poly,
+         "grandstream": _view_grandstream, "cisco": _view_cisco, "fanvil": _view_fanvil,
+         "gigaset": _view_gigaset, "panasonic": _view_panasonic}
+
+
+def view(vendor: str, files: dict[str, str]) -> dict[str, FileView]:
+    """Every rendered file of one phone parsed strictly, as file -> key -> value. For Poly,
+    "@phone" is what the phone ends up with from its master file's CONFIG_FILES."""
+    out = {name: VIEWS[vendor](name, text) for name, text in files.items()}
+    if vendor == "poly":
+        for name, text in files.items():
+            if "CONFIG_FILES" in out[name]:
+                out["@phone"] = FileView(poly_phone(text, files))
+    return out

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import importlib
-from functools import cache
+from collections.abc import Callable
+from functools import cache, lru_cache
 from pathlib import Path
 
-from vendors.base import Vendor
+from vendors.base import UserAgent, Vendor
 
-# Vendors with a complete module. A new vendor is added here and in templates/<name>/.
+# Vendors with a complete module. Adding one: docs/adding-a-vendor.md.
 KNOWN = ("yealink", "snom", "poly", "grandstream", "cisco", "fanvil", "gigaset", "panasonic")
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The repository's top-level templates/ (a checkout, an editable install); a wheel ships them as
+# vendors/templates/ (setup.py), looked for first.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
 
 
 @cache
@@ -25,3 +29,18 @@ def get(name: str) -> Vendor:
 
 def all_vendors() -> list[Vendor]:
     return [get(name) for name in KNOWN]
+
+
+@cache
+def _ua_parsers() -> tuple[Callable[[str], UserAgent | None], ...]:
+    return tuple(importlib.import_module(f"vendors.{name}").parse_user_agent for name in KNOWN)
+
+
+@lru_cache(maxsize=4096)  # a fleet sends few distinct User-Agents; logs repeat them endlessly
+def identify_user_agent(text: str) -> UserAgent | None:
+    """The phone behind a User-Agent, asking every vendor module; None if none knows it."""
+    for parse in _ua_parsers():
+        found = parse(text)
+        if found is not None:
+            return found
+    return None

@@ -2,10 +2,11 @@
 
 A vendor module (`vendors/<name>/__init__.py`) holds what is true of one vendor: its models and
 line counts, the files a phone requests (names, MAC spelling), how vendor-neutral parameters map
-to its keys, its user-owned mechanism and its firmware version scheme. It does no I/O: `files()`
-returns, per phone, the file names with the template and the context to render them with; the
-renderer (reconciler/render.py, the only jinja2 user) does the rest. Templates live in
-`templates/<name>/` and hold layout only.
+to its keys, its user-owned mechanism and its firmware version scheme. It does no I/O: `build()`
+returns, per phone, the file names with the template and the context to render them with, and
+the problems; the renderer (reconciler/render/templating.py, the only jinja2 user) does the
+rest. Templates live in `templates/<name>/` and hold layout only. vendors/kit.py holds the parts
+every vendor shares; docs/adding-a-vendor.md says how a vendor is added.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ class RenderInput:
 
 
 @dataclass(frozen=True)
+class BootstrapInput:
+    """What a phone's bootstrap files (docs/zero-touch.md) may carry: where its own files are,
+    and the common settings it needs to get there. There is no field for anything secret, so
+    a vendor module cannot put a credential into one."""
+
+    mac: str  # 12 lowercase hex digits
+    vendor: str
+    model: ModelInfo
+    provisioning_url: str  # the phone's own directory, ending in "/" (its token inside)
+    bootstrap_url: str  # the customer's bootstrap directory these files are published in
+    ntp_server: str | None = None  # a host name or address (checked), when one is set
+
+
+@dataclass(frozen=True)
 class OutputFile:
     name: str  # file name inside the phone's directory on the target
     template: str  # path under templates/, e.g. "yealink/mac.cfg.j2"
@@ -70,23 +85,46 @@ class OutputFile:
     line_ending: str = "\n"  # Panasonic wants "\r\n"
 
 
+@dataclass(frozen=True)
+class UserAgent:
+    """What a phone says about itself in the User-Agent of its provisioning requests.
+
+    `model` is the phone's spelling mapped to provctl's model names where the mapping is known
+    (Yealink "SIP-T46U" -> "T46U", Poly "VVX_450" -> "VVX450"), else as the phone sends it.
+    `firmware` is the running version in the vendor's scheme (None when the request does not
+    carry it reliably); `mac` is 12 lowercase hex digits, or None when the UA carries none.
+    """
+
+    vendor: str
+    model: str | None
+    firmware: str | None
+    mac: str | None
+
+
+@dataclass(frozen=True)
+class Build:
+    """One phone, built once: its files, and what its vendor's format cannot carry."""
+
+    files: tuple[OutputFile, ...]
+    problems: tuple[str, ...]  # each starts with the vendor-neutral parameter it concerns
+
+
 class Vendor(Protocol):
-    """Optionally also `redirect_url(directory_url, mac) -> str` when the vendor's redirect
-    service must hand the phone a file URL rather than its directory (Snom, Gigaset), and
-    `notes: dict[param, str]` for parameters it covers only partly."""
+    """What every vendor module's `VENDOR` is (vendors/kit.py `VendorBase` gives the common
+    parts). Optionally also `redirect_url(directory_url, mac) -> str`, when the vendor's redirect
+    service must hand the phone a file URL rather than its directory (Snom, Gigaset). The module
+    itself also has `parse_user_agent(text) -> UserAgent | None`."""
 
     name: str
     models: Mapping[str, ModelInfo]
     autoescape: bool  # XML formats escape; text formats must not
     supported: frozenset[str]  # vendor-neutral parameter names it can express
     redirect_kinds: tuple[str, ...]  # redirect services that serve its phones ("" = none)
+    notes: Mapping[str, str]  # parameter -> what of it the vendor expresses only partly
+    without_account: str  # what a phone with no account assigned gets and can do
 
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        """The files this phone requests, with template and context. Pure."""
-        ...
-
-    def check(self, device: RenderInput) -> list[str]:
-        """Values this vendor's format cannot carry (e.g. a newline); each names the parameter."""
+    def build(self, device: RenderInput) -> Build:
+        """The files this phone requests (template and context each) and the problems. Pure."""
         ...
 
     def firmware_version(self, version: str) -> tuple[int, ...]:
@@ -98,4 +136,15 @@ class Vendor(Protocol):
 
         Called only with a version that `firmware_version` parses (validate reports the rest).
         """
+        ...
+
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        """The per-model files a factory phone asks for first, pointing it at its per-MAC file
+        in `directory_url` (for the zero-touch bootstrap root); () when there are none."""
+        ...
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """One phone's bootstrap files, published in the customer's bootstrap directory while
+        its onboarding window is open: they move a factory phone (or one the per-model file
+        sent there) to its own directory. () when the vendor cannot be onboarded this way."""
         ...

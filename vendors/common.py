@@ -27,3 +27,26 @@ def text(value: Any) -> str:
 def language_code(value: str) -> str:
     """"de", "de-DE", "de_CH" -> "de"."""
     return re.split(r"[-_]", value.strip(), maxsplit=1)[0].lower()
+
+
+MAX_USER_AGENT = 512  # longer is not a phone: refuse before any pattern runs
+_HEX12 = re.compile(r"^[0-9a-f]{12}$")
+
+
+def mac12(raw: str | None) -> str | None:
+    """"00:15:65:AA:BB:CC", "001565aabbcc" -> "001565aabbcc"; anything else -> None."""
+    if not raw:
+        return None
+    mac = re.sub(r"[:\-.]", "", raw.strip()).lower()
+    return mac if _HEX12.match(mac) else None
+
+
+def user_agent_text(text: str) -> str | None:
+    """The User-Agent stripped of blanks and surrounding quotes, or None when it cannot be a
+    phone's (empty, "-" as the combined log format writes a missing one, or too long)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    if not text or text == "-" or len(text) > MAX_USER_AGENT:
+        return None
+    return text

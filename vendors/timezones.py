@@ -38,6 +38,7 @@ or the first listed zone with the same clock.
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -331,6 +332,63 @@ def posix(name: str) -> str:
     return (f"{std}{_posix_offset(rule.standard_minutes)}"
             f"{dst}{_posix_offset(rule.standard_minutes + rule.save_minutes)},"
             f"{_posix_change(rule.start)},{_posix_change(rule.end)}")
+
+
+@dataclass(frozen=True)
+class PosixZone:
+    """A POSIX TZ string read back: its abbreviations, its standard offset and its rule."""
+
+    std_name: str
+    dst_name: str | None
+    standard_minutes: int  # east of UTC, as Clock counts (POSIX counts west)
+    rule: DstRule | None  # None: no daylight-saving time
+
+
+_POSIX_NAME = r"(?:[A-Za-z]{3,}|<[^>]+>)"
+_POSIX_OFFSET = r"[+-]?\d{1,2}(?::\d{1,2}){0,2}"
+_POSIX_CHANGE = r"M(\d{1,2})\.([1-5])\.([0-6])(?:/(" + _POSIX_OFFSET + r"))?"
+_POSIX = re.compile(rf"^({_POSIX_NAME})({_POSIX_OFFSET})(?:({_POSIX_NAME})({_POSIX_OFFSET})?"
+                    rf"(?:,{_POSIX_CHANGE},{_POSIX_CHANGE})?)?$")
+
+
+def _posix_minutes(text: str) -> int:
+    sign = -1 if text.startswith("-") else 1
+    parts = [int(p) for p in text.lstrip("+-").split(":")]
+    return sign * (parts[0] * 60 + (parts[1] if len(parts) > 1 else 0))
+
+
+def posix_zone(text: str) -> PosixZone | None:
+    """Read a POSIX TZ string ("CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00"); None when it
+    has daylight-saving time but no rule (the rule is then the C library's default, which a
+    phone's firmware does not document), ValueError when it is not a POSIX TZ string of the
+    "M month.week.day" kind."""
+    match = _POSIX.match(text.strip())
+    if not match:
+        raise ValueError(f"not a POSIX TZ string: {text!r}")
+    std, std_off, dst, dst_off, *rule = match.groups()
+    standard = -_posix_minutes(std_off)  # POSIX: west of UTC is positive
+    if dst is None:
+        return PosixZone(std, None, standard, None)
+    if rule[0] is None:
+        return None
+    daylight = -_posix_minutes(dst_off) if dst_off else standard + 60
+    changes = []
+    for month, week, day, at in (rule[0:4], rule[4:8]):
+        changes.append(Change(int(month), int(week), int(day),
+                              _posix_minutes(at) if at else 120))
+    return PosixZone(std, dst, standard, DstRule(standard, daylight - standard, *changes))
+
+
+def same_rules(name: str, listed: str) -> bool:
+    """Whether a POSIX TZ string says exactly what the IANA zone does: the same standard offset
+    and, field by field, the same daylight-saving rule (so "4th Sunday" is not "last Sunday",
+    even in years where they fall on the same day)."""
+    zone = posix_zone(listed)
+    if zone is None:
+        return False
+    c = clock(name)
+    rule = dst_rule(name)
+    return zone.standard_minutes == c.standard_minutes and zone.rule == rule
 
 
 # --- Gigaset Nx70: IANA names, from a fixed list --------------------------------------------

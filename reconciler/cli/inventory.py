@@ -5,6 +5,7 @@
     provctl export [--out FILE] [--customer ID] [--action add|update|delete]
     provctl device add|remove|move|assign|unassign ... [--dry-run] [--commit ...]
     provctl secrets edit | set NAME | check
+    provctl onboard MAC... [--until DATE] [--dry-run] [--commit ...]
 
 Edits follow the exit codes of every command: 0 nothing to change, 2 files changed (or would
 be, with --dry-run), 1 invalid (nothing written), 3 refused (e.g. the branch exists).
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +80,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _repo_arg(p)
     dev = p.add_subparsers(dest="device_command", required=True)
     q = dev.add_parser("add", help="add a phone to the inventory")
-    q.add_argument("mac")
+    q.add_argument("mac", metavar="MAC", help="the phone's MAC address (any usual spelling)")
     q.add_argument("--model", required=True, help="vendor/MODEL, e.g. yealink/T46U")
     q.add_argument("--profile", help="default: model_profiles of the customer, else defaults")
     q.add_argument("--customer", help="allocate to this customer (default: the pool)")
     q.add_argument("--owned", action="store_true", help="owned by the customer (BYOD)")
-    q.add_argument("--name", default="")
-    q.add_argument("--serial", default="")
+    q.add_argument("--name", default="", help="a name for people (e.g. reception)")
+    q.add_argument("--serial", default="", help="serial number (some redirect services need it)")
     q.add_argument("--description", default="", help="kept as a comment on the entry")
     _edit_args(q)
     q = dev.add_parser("remove", help="remove phones from the inventory")
-    q.add_argument("mac", nargs="+")
+    q.add_argument("mac", nargs="+", metavar="MAC", help="the phones to remove")
     q.add_argument("--unassign", action="store_true",
                    help="also take them off their accounts (an emptied account goes too)")
     _edit_args(q)
     q = dev.add_parser("move", help="allocate phones to a customer or return them to the pool")
-    q.add_argument("mac", nargs="*")
+    q.add_argument("mac", nargs="*", metavar="MAC", help="the phones to move (or --all-of)")
     where = q.add_mutually_exclusive_group(required=True)
     where.add_argument("--customer", help="the customer to allocate them to")
     where.add_argument("--pool", action="store_true", help="return them to the pool")
@@ -103,18 +105,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="take them off the accounts of their former customer")
     _edit_args(q)
     q = dev.add_parser("assign", help="assign a phone (or one port) to an account")
-    q.add_argument("mac")
+    q.add_argument("mac", metavar="MAC", help="the phone")
     q.add_argument("--account", required=True, help="CUSTOMER/EXTENSION, e.g. acme/201")
-    q.add_argument("--port", type=int, default=1)
+    q.add_argument("--port", type=int, default=1, metavar="N",
+                   help="the port (line) of a multi-line phone or DECT base (default: 1)")
     q.add_argument("--password", help="secret reference of a new account "
                    "(default: secret:CUSTOMER/EXTENSION)")
-    q.add_argument("--display-name", default="")
+    q.add_argument("--display-name", default="", help="the name a new account shows")
     _edit_args(q)
     q = dev.add_parser("unassign", help="take a phone off accounts, or remove an account")
-    q.add_argument("mac", nargs="?")
+    q.add_argument("mac", nargs="?", metavar="MAC", help="the phone (omit to remove --account)")
     q.add_argument("--account", help="only this account (alone: remove the account)")
-    q.add_argument("--port", type=int)
+    q.add_argument("--port", type=int, metavar="N", help="only this port of the phone")
     _edit_args(q)
+
+    p = sub.add_parser(
+        "onboard", help="reopen phones' onboarding windows behind DHCP (edits devices/*.yaml)",
+        epilog=_ONBOARD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _repo_arg(p)
+    p.add_argument("mac", nargs="+", metavar="MAC", help="the phones (any usual spelling)")
+    p.add_argument("--until", type=_day, metavar="YYYY-MM-DD",
+                   help="last day of the window (default: today + "
+                        "policy.onboarding_window_days)")
+    _edit_args(p)
 
     p = sub.add_parser("secrets", help="the age-encrypted secrets file; check references")
     _repo_arg(p)
@@ -122,10 +135,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     sec.add_parser("edit", help="edit the encrypted secrets in $EDITOR (plaintext stays in a "
                    "private temporary directory outside the repository)")
     q = sec.add_parser("set", help="set one secret; the value is read from stdin")
-    q.add_argument("name")
+    q.add_argument("name", metavar="NAME", help="the secret's name (referenced as secret:NAME)")
     sec.add_parser("check", help="list every secret reference that does not resolve")
     for group in (dev, sec):
         _repo_after_subcommand(group)
+
+
+_ONBOARD_EPILOG = """\
+example:
+  provctl onboard 00:0B:82:BB:00:01 --commit -m "office-rome was factory-reset" \\
+      --branch onboard-office-rome
+
+Writes onboard: {until: DATE} on each phone: after the change is applied, its bootstrap files
+are published under its customer's bootstrap URL (provctl dhcp) until it fetches its own file
+or the day ends (docs/zero-touch.md).
+exit codes: 0 nothing to change, 2 changed (or would be, --dry-run), 1 invalid (nothing
+written), 3 refused (e.g. the branch exists), 64 usage error"""
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
 # --- edits --------------------------------------------------------------------------------
@@ -235,6 +267,8 @@ def cmd_device(args: argparse.Namespace) -> int:
             done = inventory.device_assign(ws, args.mac, args.account, port=args.port,
                                            password=args.password,
                                            display_name=args.display_name)
+            if done and done[0].startswith("created account"):
+                done.append(_secret_hint(ws.repo, args.password or f"secret:{args.account}"))
         else:
             done = inventory.device_unassign(ws, args.mac, args.account, args.port)
     except ConfigError as exc:
@@ -242,6 +276,39 @@ def cmd_device(args: argparse.Namespace) -> int:
         return 1
     summary = f"device {command}: " + "; ".join(done) if done else f"device {command}"
     return _finish(ws, args, done, summary)
+
+
+def cmd_onboard(args: argparse.Namespace) -> int:
+    ws = Workspace(find_repo(args.repo))
+    until = args.until or (datetime.now(UTC).date()
+                           + timedelta(days=inventory.window_days(ws)))
+    try:
+        done = inventory.device_onboard(ws, args.mac, until)
+    except ConfigError as exc:
+        _print_problems("onboard: nothing was changed", exc.problems)
+        return 1
+    return _finish(ws, args, done, "onboard: " + "; ".join(done))
+
+
+def _secret_hint(repo: Path, ref: str) -> str:
+    """What a new account's password reference needs, and how to provide it."""
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        return f"set its password: export {name}=VALUE wherever provctl runs (CI, the daemon)"
+    if kind == "file":
+        return f"set its password: write it to {name} (outside git)"
+    if kind == "derive":
+        return "its password is derived from the fleet secret: nothing to set"
+    try:
+        prov = _provisioning(repo)
+    except ConfigError:
+        prov = None
+    if prov is not None and prov.secrets.age_file:
+        return (f"set its password: provctl secrets set {name} (reads the value from stdin; "
+                f"encrypted into {prov.secrets.age_file})")
+    where = f" ({prov.secrets.file})" if prov is not None and prov.secrets.file else ""
+    return (f"set its password: add the line `{name}: VALUE` to the secrets file{where}, kept "
+            "outside git; provctl validate says when it is missing")
 
 
 # --- secrets --------------------------------------------------------------------------------
@@ -393,4 +460,5 @@ def _refs(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import": cmd_import, "export": cmd_export, "device": cmd_device, "secrets": cmd_secrets,
+    "onboard": cmd_onboard,
 }

@@ -1,7 +1,8 @@
 """provctl's command line: parse, call one function, print, map errors to exit codes.
 
 Exit codes for every command: 0 success and nothing to change, 2 changes pending (plan) or made
-(apply), 1 invalid desired state or a failed operation, 3 refused (safety limit, lock, conflict).
+(apply), 1 invalid desired state or a failed operation, 3 refused (safety limit, lock, conflict,
+an apply answered "no"), 64 usage error (never argparse's 2).
 """
 
 from __future__ import annotations
@@ -10,14 +11,40 @@ import argparse
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from reconciler import __version__
+from reconciler.cli import help as cli_help
 from reconciler.cli import output
-from reconciler.core.errors import ConfigError, ProvctlError
+from reconciler.cli import rollouts as cli_rollouts
+from reconciler.core.errors import ConfigError, NotFound, Problem, ProvctlError
+from reconciler.core.layout import in_layout
 from reconciler.core.macs import normalize_mac
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import find_repo
 from reconciler.pipeline import receipt as record
-from reconciler.pipeline.run import Options, apply, load_desired, plan, read_plan_file
+from reconciler.pipeline.plan import Plan
+from reconciler.pipeline.run import (
+    LOCK_TTL,
+    Options,
+    apply,
+    load_desired,
+    plan,
+    read_plan_file,
+)
+
+DISTRIBUTION = "provctl-phones"  # the name on PyPI; the command stays `provctl`
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64: 2 means "changes pending" to provctl's callers."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(cli_help.USAGE_EXIT, f"{self.prog}: error: {message}\n")
 
 
 def _common(p: argparse.ArgumentParser, rev: bool = True) -> None:
@@ -26,27 +53,69 @@ def _common(p: argparse.ArgumentParser, rev: bool = True) -> None:
         p.add_argument("--rev", help="read the desired state from this git revision")
 
 
+def _target(p: argparse.ArgumentParser, many: bool = False, required: bool = False) -> None:
+    # --host: Terraform users read -target as "one resource"; here it names a provisioning host.
+    if many:
+        p.add_argument("--target", "--host", dest="target", action="append", metavar="NAME",
+                       help="only this target of provisioning.yaml (repeatable; --host is "
+                            "the same)")
+    else:
+        p.add_argument("--target", "--host", dest="target", metavar="NAME", required=required,
+                       help="the target of provisioning.yaml (--host is the same)")
+
+
+def _state_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="status, receipts, render cache and redirect records (default: "
+                        "$PROVCTL_STATE_DIR, else <repo>/.provctl)")
+
+
+def _allow_unserved(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-unserved", action="store_true",
+                   help="a phone no target serves (outside every customers: filter) is a "
+                        "warning, not an error")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="provctl", description=__doc__.splitlines()[0])
+    ap = Parser(prog="provctl", description=__doc__.splitlines()[0],
+                epilog="Run `provctl COMMAND --help` for a command's options, an example and "
+                       "its exit codes.")
+    ap.add_argument("--version", action="version",
+                    version=f"provctl {__version__} ({DISTRIBUTION}, Python "
+                            f"{sys.version_info.major}.{sys.version_info.minor})",
+                    help="print the version and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every write")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap.add_argument("--no-color", action="store_true",
+                    help="no colour (also: the NO_COLOR environment variable)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check the desired state")
     _common(p)
     p.add_argument("--no-secrets", action="store_true",
                    help="do not require secrets (CI without them): references become "
                         "placeholders, everything else is checked")
+    _allow_unserved(p)
 
-    p = sub.add_parser("render", help="render phone files to a directory")
+    p = sub.add_parser("render", help="render phone files to a directory (mode 0600)")
     _common(p)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--device", help="only this MAC")
-    p.add_argument("--target", help="render with this target's URLs (default: the first)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="the directory to write the files to")
+    p.add_argument("--redact", action="store_true",
+                   help="write secrets in their redacted form, e.g. to share the files (token "
+                        "directories then differ from the published ones)")
+    p.add_argument("--device", metavar="MAC", help="only this MAC")
+    p.add_argument("--target", metavar="NAME",
+                   help="render with this target's URLs (default: each phone's first)")
 
     for name in ("plan", "apply"):
-        p = sub.add_parser(name, help=f"{name} changes against the targets")
+        p = sub.add_parser(name, help="show the changes against the targets" if name == "plan"
+                           else "show the plan, confirm on a terminal, then write it")
         _common(p)
-        p.add_argument("--target", action="append", help="only this target (repeatable)")
+        _target(p, many=True)
+        p.add_argument("--device", action="append", metavar="MAC",
+                       help="limit the changes to this phone (repeatable)")
+        p.add_argument("--customer", action="append", metavar="ID",
+                       help="limit the changes to this customer's phones (repeatable)")
         p.add_argument("--verify", action="store_true", help="read files back and hash them")
         p.add_argument("--scan", action="store_true", default=None,
                        help="scan the whole target for drift now (default: when "
@@ -55,59 +124,120 @@ def parser() -> argparse.ArgumentParser:
                        help="rewrite drifted files (default: policy.drift)")
         p.add_argument("--prune", action="store_true", default=None,
                        help="delete files no longer desired (default: policy.prune)")
-        p.add_argument("--no-prune", dest="prune", action="store_false")
-        p.add_argument("--force", action="store_true", help="override the deletion limit")
-        p.add_argument("--state-dir", type=Path)
+        p.add_argument("--no-prune", dest="prune", action="store_false",
+                       help="never delete files in this run")
+        p.add_argument("--force", action="store_true",
+                       help="override the safety limits (deletions, downgrades, foreign files)")
+        _state_dir(p)
+        _allow_unserved(p)
         if name == "plan":
-            p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
-            p.add_argument("--base", help="compare desired states: this revision ...")
-            p.add_argument("--head", help="... with this one (default: the working tree)")
-            p.add_argument("--out", type=Path, help="also write the JSON plan to this file")
+            p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                           help="text for people, json for machines (docs/json.md), markdown "
+                                "for a pull-request comment")
+            p.add_argument("--base", metavar="REV",
+                           help="compare two desired states, no host contacted: this revision")
+            p.add_argument("--head", metavar="REV",
+                           help="... with this one (default: the working tree)")
+            p.add_argument("--out", type=Path, metavar="FILE",
+                           help="also write the JSON plan to this file (for apply --plan)")
         else:
-            p.add_argument("--plan", type=Path, help="refuse unless a fresh plan matches")
+            p.add_argument("--plan", type=Path, metavar="FILE",
+                           help="apply only if a fresh plan matches this one (written by plan "
+                                "--out); never asks")
+            p.add_argument("-y", "--auto-approve", action="store_true",
+                           help="do not ask for confirmation on a terminal")
+
+    p = sub.add_parser("diff", help="one phone: what would be published against what is")
+    _common(p)
+    p.add_argument("mac", metavar="MAC", help="the phone")
+    _target(p)
+    p.add_argument("--context", type=int, default=3, metavar="N",
+                   help="lines of context in the unified diff (default: 3)")
 
     p = sub.add_parser("explain", help="each resolved parameter of a phone and its origin")
     _common(p)
-    p.add_argument("mac")
+    p.add_argument("mac", metavar="MAC", help="the phone")
     p.add_argument("--param", help="only this parameter (dotted, e.g. sip.server)")
 
     p = sub.add_parser("status", help="last attempted / applied revision per target")
     _common(p, rev=False)
-    p.add_argument("--target")
-    p.add_argument("--state-dir", type=Path)
-    p.add_argument("--devices", action="store_true", help="redirect state of every device")
+    _target(p)
+    _state_dir(p)
+    p.add_argument("--devices", action="store_true", help="per phone: what it fetched (access "
+                   "logs), its state, and its redirect state")
+    from reconciler.cli import observe as cli_observe
+
+    cli_observe.add_status_arguments(p)
     p.add_argument("--live", action="store_true",
                    help="also observe the targets (read-only): pending changes, drift, lock")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--exit-code", action="store_true",
+                   help="observe the targets too and exit 0 in sync, 2 changes pending, 1 the "
+                        "last run failed")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text for people, json for machines")
 
     p = sub.add_parser("history", help="commits that changed what a phone gets; when applied")
     _common(p, rev=False)
-    p.add_argument("mac")
-    p.add_argument("--max-count", type=int, default=100, help="commits to look back")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("mac", metavar="MAC", help="the phone")
+    p.add_argument("--max-count", type=int, default=100, metavar="N",
+                   help="commits to look back (default: 100)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text for people; json: structured diffs and applies")
+    p.add_argument("--state-dir", type=Path, help="where the rollouts are recorded")
 
     p = sub.add_parser("unlock", help="remove a stale target lock")
     _common(p, rev=False)
-    p.add_argument("--target", required=True)
+    _target(p, required=True)
     p.add_argument("--id", required=True, help="the lock id shown by the refusal")
-    from reconciler.cli import daemon as cli_daemon
-    from reconciler.cli import inventory as cli_inventory
-    from reconciler.cli import vendors as cli_vendors
 
-    cli_inventory.add_commands(sub)
-    cli_daemon.add_commands(sub)
-    cli_vendors.add_commands(sub)
+    p = sub.add_parser("init", help="scaffold a desired-state repository")
+    from reconciler.cli import scaffold
+
+    scaffold.add_arguments(p)
+
+    p = sub.add_parser("completion", help="a shell completion script (bash, zsh, fish)")
+    p.add_argument("shell", choices=sorted(cli_help.SHELLS), help="the shell")
+
+    for module in _modules():
+        module.add_commands(sub)
+    cli_help.finish(ap)
     return ap
 
 
+def _modules() -> list[Any]:
+    from reconciler.cli import daemon as cli_daemon
+    from reconciler.cli import inventory as cli_inventory
+    from reconciler.cli import observe as cli_observe
+    from reconciler.cli import vendors as cli_vendors
+    from reconciler.cli import zerotouch as cli_zerotouch
+
+    return [cli_inventory, cli_daemon, cli_vendors, cli_zerotouch, cli_observe]
+
+
 def _options(args: argparse.Namespace) -> Options:
+    target = getattr(args, "target", None)
+    devices = getattr(args, "device", None)
+    customers = getattr(args, "customer", None)
     return Options(
         repo=find_repo(args.repo), rev=getattr(args, "rev", None),
-        targets=getattr(args, "target", None), prune=getattr(args, "prune", None),
+        targets=[target] if isinstance(target, str) else target,
+        prune=getattr(args, "prune", None),
         force=getattr(args, "force", False), verify=getattr(args, "verify", False),
         scan=getattr(args, "scan", None),
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
+        devices=frozenset(_mac(d) for d in devices) if isinstance(devices, list) else None,
+        customers=frozenset(customers) if isinstance(customers, list) else None,
+        allow_unserved=getattr(args, "allow_unserved", False),
     )
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """A progress display on stderr when it is a terminal, else None (nothing printed)."""
+    if not sys.stderr.isatty():
+        return None
+    from reconciler.cli.progress import Progress
+
+    return Progress(sys.stderr, output.Style.for_stream(sys.stderr, args.no_color).enabled)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -126,11 +256,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     opts = _options(args)
     opts.targets = [args.target] if args.target else None
+    opts.redacting = args.redact
     desired = load_desired(opts)
     renderer = desired.renderer
     only = normalize_mac(args.device) if args.device else None
     if only and only not in desired.state.devices:
-        raise ConfigError([_unknown_mac(only)])
+        raise _unknown_mac(only, desired.state.devices)
     written = 0
     for mac, device in renderer.resolved().items():
         if only and mac != only:
@@ -141,49 +272,144 @@ def cmd_render(args: argparse.Namespace) -> int:
         for art in renderer.render_device(device, target):
             if art.source is not None:
                 continue  # firmware binaries are not copied by render
-            path = args.out / art.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(art.content())
+            _write_private(args.out, art.path, art.content())
             written += 1
     print(f"rendered {written} file(s) to {args.out}")
     return 0
 
 
-def _unknown_mac(mac: str):
-    from reconciler.core.errors import Problem
+def _write_private(out: Path, rel: str, data: bytes) -> None:
+    """Rendered files hold cleartext secrets: files 0600 in folders 0700, never through a
+    symlink."""
+    import os
 
-    return Problem("devices/", 0, "mac", f"unknown device {mac}")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = out / rel
+    for folder in reversed(path.relative_to(out).parents[:-1]):  # shallowest first
+        (out / folder).mkdir(mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # a file that existed keeps no wider mode
+            handle.write(data)
+    except OSError as exc:
+        from reconciler.core.errors import OperationError
+
+        raise OperationError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _unknown_mac(mac: str, known: Any) -> NotFound:
+    return NotFound(f"unknown device {mac} (not in devices/*.yaml){did_you_mean(mac, known)}")
+
+
+def _mac(text: str) -> str:
+    try:
+        return normalize_mac(text)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from exc
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.base:
         from reconciler.gitops.compare import compare
 
-        comparison = compare(find_repo(args.repo), args.base, args.head)
+        comparison = compare(find_repo(args.repo), args.base, args.head,
+                             allow_unserved=args.allow_unserved)
         sys.stdout.write(output.render_comparison(comparison, args.format))
         return comparison.exit_code
-    result = plan(_options(args))
-    sys.stdout.write(output.render_plan(result.plan, args.format))
+    opts = _options(args)
+    progress = _progress(args) if args.format == "text" else None
+    opts.progress = progress
+    try:
+        result = plan(opts)
+    finally:
+        if progress is not None:
+            progress.close()
+    style = output.Style.for_stream(sys.stdout, args.no_color)
+    if args.format == "text":
+        sys.stdout.write(output.plan_text(result.plan, style=style))
+    else:
+        sys.stdout.write(output.render_plan(result.plan, args.format))
     if args.out:
         args.out.write_text(output.plan_json(result.plan))
     return result.exit_code
 
 
+def _ask(the_plan: Plan, style: output.Style) -> bool:
+    """On a terminal: Terraform's question; only "yes" goes ahead."""
+    n = len(the_plan.changes) + len(the_plan.actionable_redirects)
+    sys.stderr.write(style("bold", f"Apply these {n} change(s)? Only 'yes' is accepted: "))
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    return answer.strip() == "yes"
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
+    """Show before write: the plan is printed first; on a terminal (stdin) apply asks before
+    writing, unless -y or --plan FILE (whose checksum is the approval). Not on a terminal
+    (daemon, cron, CI) it goes ahead without asking, as before."""
     expected = read_plan_file(args.plan) if args.plan else None
-    result = apply(_options(args), expected)
-    sys.stdout.write(output.plan_text(result.plan))
-    sys.stdout.write(output.apply_text(result.results, result.redirect))
+    ask = not args.auto_approve and expected is None and sys.stdin.isatty()
+    style = output.Style.for_stream(sys.stdout, args.no_color)
+    progress = _progress(args)
+    shown: list[Plan] = []
+
+    def confirm(the_plan: Plan) -> bool:
+        if progress is not None:
+            progress.close()
+        sys.stdout.write(output.plan_text(the_plan, style=style))
+        sys.stdout.flush()
+        shown.append(the_plan)
+        if the_plan.empty or not ask:
+            return True
+        asked = time.monotonic()
+        if not _ask(the_plan, style):
+            return False
+        if time.monotonic() - asked > 0.9 * LOCK_TTL:  # the locks may have been taken over
+            print(f"error: the answer came after {int(time.monotonic() - asked) // 60} minutes; "
+                  "the target locks may have expired meanwhile: run apply again",
+                  file=sys.stderr)
+            return False
+        return True
+
+    opts = _options(args)
+    opts.progress = progress
+    opts.confirm = confirm
+    try:
+        result = apply(opts, expected)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not shown:
+        sys.stdout.write(output.plan_text(result.plan, style=style))
+    if result.cancelled:
+        print("Apply cancelled: nothing was written.", file=sys.stderr)
+        return 3
+    sys.stdout.write(output.apply_text(result.results, result.redirect, style=style))
     return result.exit_code
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from reconciler.pipeline.phonediff import phone_diff
+
+    opts = _options(args)
+    mac = _mac(args.mac)
+    diffs = phone_diff(opts, mac, args.target, context=args.context)
+    style = output.Style.for_stream(sys.stdout, args.no_color)
+    sys.stdout.write(output.phone_diff_text(mac, diffs, style))
+    return 2 if any(d.status != "unchanged" for d in diffs) else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from reconciler.pipeline.explain import explain
 
     desired = load_desired(_options(args))
-    mac = normalize_mac(args.mac)
+    mac = _mac(args.mac)
     if mac not in desired.state.devices:
-        raise ConfigError([_unknown_mac(mac)])
+        raise _unknown_mac(mac, desired.state.devices)
     sys.stdout.write(explain(desired.renderer, mac, args.param))
     return 0
 
@@ -202,16 +428,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     states: dict[str, int] = {}
     for rec in records.values():
         states[recorded_state(rec)] = states.get(recorded_state(rec), 0) + 1
-    live = _live_status(args) if args.live else {}
+    live = _live_status(args) if args.live or args.exit_code else {}
+    code = _status_code(status, live) if args.exit_code else 0
+    book = cli_rollouts.book(state_dir)
+    from reconciler.cli import observe as cli_observe
+
+    uptake = cli_observe.observe_devices(args) if args.devices else None
     if args.format == "json":
-        body = {"targets": status, "redirect": {"states": states}, "live": live}
+        body: dict[str, Any] = {"targets": status, "redirect": {"states": states}, "live": live,
+                                "rollouts": cli_rollouts.status_dict(book)}
         if args.devices:
             body["redirect"]["devices"] = {mac: r.to_dict() for mac, r in sorted(records.items())}
+            body["devices"] = cli_observe.uptake_dict(args, *uptake)  # type: ignore[misc]
+        if args.exit_code:
+            body["exit_code"] = code
         print(json.dumps(body, indent=1, sort_keys=True, default=str))
-        return 0
-    if not status and not records and not live:
+        return code
+    if not status and not records and not live and not args.devices and not book.rollouts:
         print("no runs recorded yet")
-        return 0
+        return code
     for name, entry in sorted(status.items()):
         applied = entry.get("last_applied") or {}
         attempted = entry.get("last_attempted") or {}
@@ -227,80 +462,104 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"drifted, lock {entry['lock'] or 'free'}")
     if records:
         print("redirect: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for line in cli_rollouts.status_lines(book):
+        print(line)
     if args.devices:
         for mac, rec in sorted(records.items()):
             since = f" since {rec.registered_at}" if rec.registered_at else ""
             note = f" ({rec.message})" if getattr(rec, "message", "") else ""
             print(f"  {mac} {recorded_state(rec)} at {rec.service}{since}{note}")
+        sys.stdout.write(cli_observe.uptake_text(args, *uptake))  # type: ignore[misc]
+    return code
+
+
+def _status_code(status: dict[str, Any], live: dict[str, dict[str, object]]) -> int:
+    """--exit-code: 1 when the last run failed (or a target cannot be observed), 2 when changes
+    are pending (drift counts when it would be healed, as for plan), 0 in sync."""
+    if any((e.get("last_attempted") or {}).get("error") for e in status.values()):
+        return 1
+    if any(e.get("error") for e in live.values()):
+        return 1
+    if any(e.get("pending") for e in live.values()):
+        return 2
     return 0
 
 
 def _live_status(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """Observe every target read-only: what a plan would do, drift, and who holds the lock."""
-    from reconciler.pipeline.run import load_desired, make_plan, observe_target, opened
-    from reconciler.targets.base import LOCK, LockInfo
+    from reconciler.pipeline.status import live_status
 
-    opts = _options(args)
-    opts.targets = [args.target] if args.target else None
-    desired = load_desired(opts)
-    out: dict[str, dict[str, object]] = {}
-    with opened(desired) as targets:
-        observed = {n: observe_target(t, desired.artifacts[n], False) for n, t in targets.items()}
-        the_plan = make_plan(desired, observed, opts)
-        for name, target in targets.items():
-            if observed[name].error:
-                out[name] = {"error": observed[name].error}
-                continue
-            lock = None
-            try:
-                data = target.read(LOCK)
-                lock = LockInfo.from_bytes(data).describe() if data else None
-            except (ValueError, TypeError, ProvctlError):
-                lock = "unreadable lock file"
-            out[name] = {"pending": sum(1 for c in the_plan.changes if c.target == name),
-                         "drift": sum(1 for d in the_plan.drift if d.target == name),
-                         "lock": lock}
-    return out
+    return live_status(_options(args))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from reconciler.cli.observe import history_fetches
+    from reconciler.gitops.history import history, history_json, history_text
 
-    from reconciler.gitops.history import history, history_text
-
-    mac = normalize_mac(args.mac)
-    changes = history(find_repo(args.repo), mac, args.max_count)
+    mac = _mac(args.mac)
+    repo = find_repo(args.repo)
+    changes = history(repo, mac, args.max_count)
+    fetches = history_fetches(repo, mac)
+    waves = cli_rollouts.history_entries(args.state_dir or record.default_state_dir(repo), mac)
     if args.format == "json":
-        print(json.dumps([asdict(c) for c in changes], indent=1))
+        print(json.dumps({**history_json(mac, changes, fetches), "rollouts": waves}, indent=1))
     else:
-        sys.stdout.write(history_text(mac, changes))
+        sys.stdout.write(history_text(mac, changes, fetches))
+        sys.stdout.writelines(line + "\n" for line in cli_rollouts.history_lines(waves))
     return 0
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    from reconciler.pipeline.run import opened
+    from reconciler.pipeline.unlock import unlock
 
-    opts = _options(args)
-    opts.targets = [args.target]
-    desired = load_desired(opts)
-    with opened(desired) as targets:
-        held = targets[args.target].break_lock(args.id)
+    held = unlock(find_repo(args.repo), args.target, args.id)
     print(f"removed {held.describe()}")
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan,
-            "apply": cmd_apply, "explain": cmd_explain, "status": cmd_status,
-            "history": cmd_history, "unlock": cmd_unlock}
+def cmd_init(args: argparse.Namespace) -> int:
+    from reconciler.cli import scaffold
+
+    return scaffold.run(args)
 
 
-def _command(name: str):
-    from reconciler.cli import daemon as cli_daemon
-    from reconciler.cli import inventory as cli_inventory
-    from reconciler.cli import vendors as cli_vendors
+def cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(cli_help.SHELLS[args.shell](parser()))
+    return 0
 
-    return {**cli_inventory.COMMANDS, **cli_daemon.COMMANDS, **cli_vendors.COMMANDS,
-            **COMMANDS}[name]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate, "render": cmd_render, "plan": cmd_plan, "apply": cmd_apply,
+    "diff": cmd_diff, "explain": cmd_explain, "status": cmd_status, "history": cmd_history,
+    "unlock": cmd_unlock, "init": cmd_init, "completion": cmd_completion,
+}
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    table: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for module in _modules():
+        table.update(module.COMMANDS)
+    return {**table, **COMMANDS}[name]
+
+
+def _about_desired(problem: Problem) -> bool:
+    """Whether a problem lies in the desired state's files (or the templates they use)."""
+    return in_layout(problem.file) or problem.file.startswith("templates/") or (
+        problem.file.endswith("/") and in_layout(problem.file + "x.yaml"))
+
+
+def print_problems(exc: ConfigError) -> None:
+    n = len(exc.problems)
+    if any(_about_desired(p) for p in exc.problems):
+        print(f"error: the desired state is invalid ({n} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+    elif n == 1:
+        print(f"error: {exc.problems[0]}", file=sys.stderr)
+    else:
+        print(f"error: {n} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,10 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args.command)(args)
     except ConfigError as exc:
-        print(f"error: the desired state is invalid ({len(exc.problems)} problem(s)):",
-              file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(exc)
         return exc.exit_code
     except ProvctlError as exc:
         print(f"error: {exc}", file=sys.stderr)

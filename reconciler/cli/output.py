@@ -7,10 +7,12 @@ The JSON shape (`provctl-plan/1`) is stable; see docs/json.md.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from reconciler.gitops.compare import Comparison, FileDiff
+from reconciler.gitops.compare import Comparison
 from reconciler.pipeline.apply import TargetResult
 from reconciler.pipeline.plan import FORMAT, Plan
 from reconciler.redirect.stage import redact_url
@@ -28,6 +30,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "redirects": [dict(asdict(r), url=redact_url(r.url)) for r in plan.redirects],
         "drift": [dict(asdict(d), path=show_path(d.path)) for d in plan.drift],
         "refusals": list(plan.refusals),
+        "orphans": [dict(asdict(o), path=show_path(o.path)) for o in plan.orphans],
+        "held": [dict(asdict(c), path=show_path(c.path)) for c in plan.held],
+        "rollouts": [r.to_json() for r in plan.rollouts],
     }
 
 
@@ -40,43 +45,91 @@ def _summary_line(plan: Plan) -> str:
     parts = [f"{c['create']} to create", f"{c['update']} to update", f"{c['prune']} to delete"]
     if c["heal"]:
         parts.append(f"{c['heal']} to heal")
+    if c["withdraw"]:
+        parts.append(f"{c['withdraw']} bootstrap file(s) to withdraw")
     for action in ("register", "update-registration", "deregister", "conflict"):
         if c.get(action):
             parts.append(f"{c[action]} {action}")
     if c["drift"]:
         parts.append(f"{c['drift']} drifted")
+    if c.get("orphan"):
+        parts.append(f"{c['orphan']} orphaned (kept: pruning is off)")
+    if c.get("held"):
+        parts.append(f"{c['held']} held back by a rollout")
     parts.append(f"{c['unchanged']} unchanged")
     return ", ".join(parts)
 
 
 TEXT_LIMIT = 200  # changes listed per target in text output; JSON always has every one
+SIGNS = {"create": "+", "update": "~", "heal": "!", "prune": "-", "withdraw": "-"}
 
 
-def plan_text(plan: Plan, limit: int = TEXT_LIMIT) -> str:
-    out = [f"Plan for revision {plan.revision[:12]} (checksum {plan.checksum()[:12]})"]
+class Style:
+    """Colour for people on a terminal; plain text otherwise (NO_COLOR, --no-color, a pipe)."""
+
+    CODES = {"add": "32", "change": "33", "delete": "31", "bold": "1", "dim": "2",
+             "error": "1;31", "ok": "32"}
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    @classmethod
+    def for_stream(cls, stream: Any, no_color: bool = False,
+                   environ: Mapping[str, str] | None = None) -> Style:
+        env = os.environ if environ is None else environ
+        wanted = not no_color and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+        try:
+            tty = bool(stream.isatty())
+        except (AttributeError, ValueError):
+            tty = False
+        return cls(wanted and tty)
+
+    def __call__(self, kind: str, text: str) -> str:
+        if not self.enabled or not text:
+            return text
+        return f"\033[{self.CODES[kind]}m{text}\033[0m"
+
+
+PLAIN = Style(False)
+_SIGN_STYLE = {"+": "add", "~": "change", "!": "change", "-": "delete"}
+
+
+def plan_text(plan: Plan, limit: int = TEXT_LIMIT, style: Style = PLAIN) -> str:
+    out = [style("bold", f"Plan for revision {plan.revision[:12]} (checksum "
+                         f"{plan.checksum()[:12]})")]
     for t in plan.targets:
         if t.error:
-            out.append(f"  target {t.target}: FAILED to observe: {t.error}")
+            out.append(style("error", f"  target {t.target}: FAILED to observe: {t.error}"))
             continue
         mine = [c for c in plan.changes if c.target == t.target]
         out.append(f"  target {t.target}: {len(mine)} change(s), {t.unchanged} unchanged, "
                    f"{t.managed} managed")
         for c in mine[:limit]:
-            sign = {"create": "+", "update": "~", "heal": "!", "prune": "-"}[c.reason]
+            sign = SIGNS[c.reason]
             dev = f"  [{c.device}]" if c.device else ""
-            out.append(f"    {sign} {show_path(c.path)}  ({c.reason}, {c.size} B){dev}")
+            out.append(style(_SIGN_STYLE[sign], f"    {sign} {show_path(c.path)}  ({c.reason}, "
+                                                f"{c.size} B){dev}"))
         if len(mine) > limit:
             out.append(f"    … and {len(mine) - limit} more (--format json lists them all)")
         for d in (d for d in plan.drift if d.target == t.target):
-            out.append(f"    drift {d.kind}: {show_path(d.path)}: {d.detail}")
+            out.append(style("change", f"    drift {d.kind}: {show_path(d.path)}: {d.detail}"))
+        for o in [o for o in plan.orphans if o.target == t.target][:limit]:
+            out.append(f"    orphan {show_path(o.path)}: no longer desired, kept (--prune "
+                       "deletes it)")
     for r in plan.redirects:
         out.append(f"  redirect {r.service}: {r.action} {r.mac} -> {redact_url(r.url)}: "
                    f"{r.reason}")
     for refusal in plan.refusals:
-        out.append(f"  REFUSED: {refusal}")
-    out.append(f"Summary: {_summary_line(plan)}")
-    if plan.empty and not plan.drift:
-        out.append("No changes. The targets match the desired state.")
+        out.append(style("error", f"  REFUSED: {refusal}"))
+    out += rollout_lines(plan)
+    out.append(style("bold", f"Summary: {_summary_line(plan)}"))
+    failed = [t.target for t in plan.targets if t.error]
+    if plan.empty and not plan.drift and failed:
+        # Nothing to do on the others; these could not be observed or locked: unknown.
+        out.append(style("error", f"No changes on the other targets; {', '.join(failed)} "
+                                  "could not be checked (see above)."))
+    elif plan.empty and not plan.drift:
+        out.append(style("ok", "No changes. The targets match the desired state."))
     return "\n".join(out) + "\n"
 
 
@@ -94,14 +147,53 @@ def plan_markdown(plan: Plan, limit: int = 200) -> str:
                 f"{t.unchanged} unchanged</summary>", "",
                 "| | file | reason | device |", "|---|---|---|---|"]
         for c in mine[:limit]:
-            sign = {"create": "+", "update": "~", "heal": "!", "prune": "-"}[c.reason]
+            sign = SIGNS[c.reason]
             out.append(f"| {sign} | `{show_path(c.path)}` | {c.reason} | {c.device or ''} |")
         if len(mine) > limit:
             out.append(f"| | … and {len(mine) - limit} more | | |")
         out += ["", "</details>"]
     for r in plan.redirects:
         out.append(f"- redirect `{r.service}`: **{r.action}** `{r.mac}` — {r.reason}")
+    if plan.rollouts:
+        out += ["", "#### Rollouts", ""]
+        out += [f"- {line.strip()}" if not line.startswith("    ") else f"  - {line.strip()}"
+                for line in rollout_lines(plan)]
     return "\n".join(out) + "\n"
+
+
+def rollout_lines(plan: Plan) -> list[str]:
+    """Each rollout: its wave, what its gate shows (counts), what the next wave would change."""
+    out = []
+    for r in plan.rollouts:
+        sizes = "/".join(str(n) for n in r.per_wave)
+        if r.action == "done" and not r.held:
+            out.append(f"  rollout {r.id}: {r.subject}: done, {r.waves} wave(s) published")
+            continue
+        out.append(f"  rollout {r.id}: {r.subject}")
+        if r.action == "removed":
+            out.append(f"    removed (a rollback): {r.message}")
+            continue
+        message = r.message.removeprefix(f"wave {r.wave}/{r.waves}: ")
+        out.append(f"    wave {r.wave}/{r.waves} is current ({r.phones} phone(s), per wave "
+                   f"{sizes}) — {r.action}: {message}")
+        if r.reading is not None and r.reading.lagging and r.action != "halted":
+            lagging = ", ".join(r.reading.lagging[:10])
+            more = " …" if len(r.reading.lagging) > 10 else ""
+            out.append(f"    gate not met by {len(r.reading.lagging)} of {r.reading.phones} "
+                       f"phone(s) of wave {r.wave}: {lagging}{more}")
+        if r.held:
+            what = (f"{r.held} phone(s) keep their previous firmware" if r.kind == "firmware"
+                    else f"{r.held} phone(s) keep their published files ({r.held_changes} "
+                         "change(s) wait for their wave)")
+            out.append(f"    held back: {what}")
+        if r.wave < r.waves and r.action != "halted":
+            files = f" ({r.next_changes} file change(s))" if r.kind == "policy" else ""
+            out.append(f"    next: wave {r.wave + 1}/{r.waves} would change {r.next_phones} "
+                       f"phone(s){files} once the gate holds")
+        elif r.action == "halted":
+            out.append("    HALTED: nothing more is published for this rollout; revert the "
+                       "commit (rollback) or fix it (a new commit)")
+    return out
 
 
 def render_plan(plan: Plan, fmt: str) -> str:
@@ -112,34 +204,56 @@ def render_plan(plan: Plan, fmt: str) -> str:
     return plan_text(plan)
 
 
-def apply_text(results: dict[str, TargetResult], redirect: Any = None) -> str:
+def apply_text(results: dict[str, TargetResult], redirect: Any = None,
+               style: Style = PLAIN) -> str:
     out = []
     if redirect is not None and (redirect.done or redirect.failed or redirect.conflicts):
         out.append(f"redirect: {len(redirect.done)} change(s) applied, {len(redirect.failed)} "
-                   f"failed, {len(redirect.conflicts)} held by another account")
+                   f"failed, {len(redirect.conflicts)} conflict(s)")
         for change, error in redirect.failed:
-            out.append(f"  {change.action} {change.mac} at {change.service}: {error}")
-        for change in redirect.conflicts:
-            out.append(f"  {change.mac} at {change.service}: held by another account (set "
-                       "redirect: {steal: true} on the device to take it over)")
+            out.append(style("error", f"  {change.action} {change.mac} at {change.service}: "
+                                      f"{error}"))
+        for change, why in redirect.conflicts:
+            out.append(f"  {change.mac} at {change.service}: {why}")
     for name, r in sorted(results.items()):
         done = len(r.done)
         if r.error:
-            out.append(f"target {name}: FAILED: {r.error} ({done} change(s) applied before)")
+            out.append(style("error", f"target {name}: FAILED: {r.error} ({done} change(s) "
+                                      "applied before)"))
         elif r.failed:
-            out.append(f"target {name}: {done} applied, {len(r.failed)} FAILED")
+            out.append(style("error", f"target {name}: {done} applied, {len(r.failed)} FAILED"))
             for item in r.failed[:20]:
                 out.append(f"  {item.action} {show_path(item.path)}: {item.error}")
         else:
-            out.append(f"target {name}: {done} change(s) applied")
+            out.append(style("ok", f"target {name}: {done} change(s) applied"))
+    return "\n".join(out) + "\n"
+
+
+def phone_diff_text(mac: str, diffs: list[Any], style: Style = PLAIN) -> str:
+    """`provctl diff MAC`: a unified diff per file, redacted, coloured on a terminal."""
+    out = []
+    for d in diffs:
+        if d.status == "unchanged":
+            out.append(style("dim", f"= {show_path(d.path)} ({d.target}): published and "
+                                    "up to date"))
+            continue
+        if not d.diff:
+            out.append(f"{d.status} {show_path(d.path)} ({d.target}): {d.note}")
+            continue
+        for line in d.diff.splitlines():
+            kind = ("bold" if line.startswith(("---", "+++")) else "add" if line[:1] == "+"
+                    else "delete" if line[:1] == "-" else "dim" if line[:2] == "@@" else "")
+            out.append(style(kind, line) if kind else line)
+    if not diffs:
+        out.append(f"{mac} has no files on the target(s) asked for")
+    changed = sum(1 for d in diffs if d.status != "unchanged")
+    out.append(f"{mac}: {changed} of {len(diffs)} file(s) would change (secrets redacted)")
     return "\n".join(out) + "\n"
 
 
 # --- plans between two revisions (pull requests) -------------------------------------------
 
-MARKDOWN_BUDGET = 60_000  # a GitHub comment holds 65,536 characters
 DIFF_LINES = 60  # per file
-FILES_PER_CUSTOMER = 25
 
 
 def comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -152,6 +266,8 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
         "redirects": [asdict(r) for r in c.redirects],
         "errors": [str(p) for p in c.problems],
         "base_errors": [str(p) for p in c.base_problems],
+        "refusals": list(c.refusals),
+        "real_tokens": c.real_tokens,
     }
 
 
@@ -180,52 +296,11 @@ def comparison_text(c: Comparison) -> str:
 
 
 def comparison_markdown(c: Comparison) -> str:
-    n = _comparison_counts(c)
-    head = [f"### provctl plan: `{c.base}` → `{c.head}`", ""]
-    if c.problems:
-        head += [f":x: **The head revision is invalid ({len(c.problems)} problem(s)); nothing "
-                 "would be applied.**", "", "```"] + [str(p) for p in c.problems[:50]] + ["```", ""]
-    head.append(f"**{n['phones']} phone(s) affected** — {n['added']} file(s) added, "
-                f"{n['changed']} changed, {n['removed']} removed; {n['redirects']} redirect "
-                "registration change(s). Secrets are shown redacted.")
-    head.append("")
-    if c.redirects:
-        head += ["| redirect | before | after |", "|---|---|---|"]
-        head += [f"| `{r.mac}` | {r.before} | {r.after} |" for r in c.redirects] + [""]
-    body: list[str] = []
-    used = sum(len(line) + 1 for line in head)
-    omitted = 0
-    by_customer: dict[str, list[FileDiff]] = {}
-    for f in c.files:
-        by_customer.setdefault(f.customer, []).append(f)
-    for customer, files in by_customer.items():
-        phones = len({f.device for f in files if f.device})
-        section = ["<details>", f"<summary><b>{customer}</b>: {phones} phone(s), {len(files)} "
-                   "file(s)</summary>", ""]
-        for f in files[:FILES_PER_CUSTOMER]:
-            block = [f"**{f.status}** `{show_path(f.path)}` ({f.device or 'shared'}, "
-                     f"target {f.target})"]
-            if f.diff:
-                lines = f.diff.splitlines()
-                block += ["```diff", *lines[:DIFF_LINES]]
-                if len(lines) > DIFF_LINES:
-                    block.append(f"… {len(lines) - DIFF_LINES} more diff line(s)")
-                block.append("```")
-            size = sum(len(line) + 1 for line in block)
-            if used + size > MARKDOWN_BUDGET:
-                omitted += 1
-                continue
-            used += size
-            section += block + [""]
-        if len(files) > FILES_PER_CUSTOMER:
-            omitted += len(files) - FILES_PER_CUSTOMER
-            section.append(f"… and {len(files) - FILES_PER_CUSTOMER} more file(s) of {customer}")
-        section += ["</details>", ""]
-        body += section
-    if omitted:
-        body.append(f"_{omitted} file diff(s) not shown to keep this comment short; run "
-                    f"`provctl plan --base {c.base} --head {c.head}` for all of them._")
-    return "\n".join(head + body) + "\n"
+    """The whole pull-request comment (cli/comment.py): marker, summary, grouped diffs, footer,
+    under GitHub's 65,536 characters."""
+    from reconciler.cli.comment import comment
+
+    return comment(c)
 
 
 def render_comparison(c: Comparison, fmt: str) -> str:

@@ -1,8 +1,8 @@
 """`provctl vendors`: the vendors, their models and line counts, and the parameters each maps.
 
 Everything shown comes from the vendor modules (`vendors.KNOWN`, each module's `models`,
-`supported`, and the optional `notes` and `redirect_kinds`), so the table cannot drift from the
-code. `provctl vendors --markdown > docs/vendors.md` regenerates the documentation page; a test
+`supported`, `notes`, `redirect_kinds` and `without_account`), so the table cannot drift from
+the code. `provctl vendors --markdown > docs/vendors.md` regenerates the documentation page; a test
 keeps that page up to date.
 """
 
@@ -23,12 +23,13 @@ INTRO = (
     "`provctl validate` as a warning naming the device and the parameter. *Notes* list the parts "
     "of a supported parameter a vendor expresses only partly. Model names are written after "
     "`<vendor>/` in `devices/*.yaml`; *lines* are the SIP accounts (DECT: handsets) a port can "
-    "be assigned to."
+    "be assigned to. Where each mapping comes from, and what is still inferred, is in "
+    "`docs/vendors/<vendor>.md`."
 )
 
 
 def _notes(vendor: vendors.Vendor) -> dict[str, str]:
-    return dict(getattr(vendor, "notes", {}) or {})
+    return dict(vendor.notes)
 
 
 def _redirect(vendor: vendors.Vendor) -> str:
@@ -74,6 +75,13 @@ def markdown() -> str:
         if notes:
             lines.append(f"- **{vendor.name}**: " + "; ".join(
                 f"`{k}`: {v}" for k, v in sorted(notes.items())))
+    lines += ["", "## Phones without an account", "",
+              "A pooled phone, or one whose lines are all unassigned, gets:", ""]
+    for vendor in all_vendors:
+        lines.append(f"- **{vendor.name}**: {vendor.without_account}")
+    lines += ["", "## Sources", ""]
+    for vendor in all_vendors:
+        lines.append(f"- [{vendor.name}](vendors/{vendor.name}.md)")
     lines.append("")
     return "\n".join(lines)
 
@@ -91,6 +99,9 @@ def text() -> str:
         if missing:
             out.append(f"{'':<{width}}  not expressed: {', '.join(missing)}")
         out.append(f"{'':<{width}}  redirect service: {_redirect(vendor)}")
+        for key, note in sorted(_notes(vendor).items()):
+            out.append(f"{'':<{width}}  note {key}: {note}")
+        out.append(f"{'':<{width}}  without an account: {vendor.without_account}")
     return "\n".join(out) + "\n"
 
 

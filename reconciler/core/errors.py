@@ -2,9 +2,11 @@
 
     ProvctlError
     ├── ConfigError          the operator fixes the desired state (every problem, with file:line)
+    ├── NotFound             a name given on the command line (a MAC, a customer) is not known
     ├── OperationError       a target or redirect service failed
     │   ├── TargetError          (.transient: retry later, or permanent: stop this target)
-    │   └── RedirectError        (.transient, .conflict: the MAC belongs to another account)
+    │   ├── RedirectError        (.transient, .conflict: the MAC belongs to another account)
+    │   └── Interrupted          a stop was asked for (SIGTERM) before anything was written
     └── Refused              a safety rule said no (exit code 3)
         ├── UnsafePlan           too many deletions without --force
         ├── LockHeld             another run holds the target lock
@@ -49,6 +51,12 @@ class ConfigError(ProvctlError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class NotFound(ProvctlError):
+    """A MAC, customer or target named on the command line is not known (exit 1)."""
+
+    exit_code = 1
+
+
 class OperationError(ProvctlError):
     exit_code = 1
 
@@ -68,6 +76,10 @@ class RedirectError(OperationError):
         self.transient = transient
         self.conflict = conflict
         super().__init__(f"redirect {service}: {message}")
+
+
+class Interrupted(OperationError):
+    """The run stopped on request (the daemon's SIGTERM) before it wrote anything."""
 
 
 class Refused(ProvctlError):

@@ -19,37 +19,50 @@ One cycle:
   SIGHUP retries at once.
 - **One daemon per state directory**: an fcntl lock on `<state>/daemon.lock` holding the pid; a
   second daemon exits 3 naming the holder.
-- **Signals.** SIGTERM/SIGINT set the stop flag: the apply in flight finishes its batch, records
+- **Signals.** SIGTERM/SIGINT set the stop flag: a load in progress stops at once (it is
+  polled while parsing; nothing was written), the apply in flight finishes its batch, records
   what was done and releases the target locks; the daemon exits 0. SIGHUP reloads: forgets
   invalid revisions and back-off, re-opens the repository, fetches and runs now.
 
-A local repository is watched with watchdog (this is the only module importing it), with
-polling as a fallback; a remote URL is cloned once into `<state>/repo` and fetched every
-interval, and the notes recorded after an apply are pushed back to it. The git operations
-themselves live in desired/load.py (reading) and gitops/repo.py (notes, fetching).
+The followed repository lives in daemon/source.py: a local work tree watched with watchdog,
+with polling as a fallback, or a remote URL cloned once into `<state>/repo` and fetched every
+interval, the notes recorded after an apply pushed back to it. The daemon's own lock is
+daemon/lock.py. The git operations themselves live in desired/load.py (reading) and
+gitops/repo.py (notes, fetching).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ConfigError, OperationError, ProvctlError, Refused
+from reconciler.core.errors import (
+    ConfigError,
+    Interrupted,
+    OperationError,
+    ProvctlError,
+    Refused,
+)
 from reconciler.daemon import logs
-from reconciler.gitops import repo as gitrepo
+from reconciler.daemon.lock import daemon_lock
+from reconciler.daemon.source import (
+    LocalRepo,
+    RemoteRepo,
+    _local_desired,
+    _problem,
+    is_url,
+)
 from reconciler.pipeline import receipt as record
+from reconciler.pipeline.outcome import Refusal
 from reconciler.pipeline.run import ApplyResult, Options, apply, plan
 
 log = logging.getLogger("provctl.daemon")
@@ -59,8 +72,6 @@ DEBOUNCE_MAX = 5.0  # ... but a steady stream of commits is not waited out longe
 POLL = 5.0  # local repository: read the tip at least this often (watchdog fallback)
 BACKOFF_MIN = 2.0
 BACKOFF_MAX = 300.0
-LOCK_FILE = "daemon.lock"
-CLONE_DIR = "repo"
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -92,7 +103,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    help="status, receipts, lock, clone (default: $PROVCTL_STATE_DIR, "
                         "$STATE_DIRECTORY, or <repo>/.provctl for a local repository)")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text, or json: one object per line (journald keeps them as they are)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-address", default="127.0.0.1",
                    help="address of the metrics server (default: 127.0.0.1)")
@@ -120,14 +132,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   batch_pause=args.batch_pause, verbose=getattr(args, "verbose", False))
 
 
-_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
-
-
-def is_url(repo: str) -> bool:
-    """A URL (scheme://… or user@host:path) is cloned; anything else is a local path."""
-    return "://" in repo or bool(_SCP_LIKE.match(repo))
-
-
 def state_dir_for(cfg: Config) -> Path:
     if cfg.state_dir is not None:
         return cfg.state_dir
@@ -138,145 +142,6 @@ def state_dir_for(cfg: Config) -> Path:
         raise ConfigError([_problem("--state-dir", "a remote --repo needs --state-dir "
                                     "(the clone, status and receipts live there)")])
     return record.default_state_dir(_local_desired(cfg))
-
-
-def _local_desired(cfg: Config) -> Path:
-    path = Path(cfg.repo)
-    return path / cfg.subdir if cfg.subdir else path
-
-
-def _problem(field: str, message: str):
-    from reconciler.core.errors import Problem
-
-    return Problem("daemon", 0, field, message)
-
-
-# --- the followed repository ------------------------------------------------------------------
-
-
-class LocalRepo:
-    """A git work tree on this machine: its branch tip, watched with watchdog."""
-
-    def __init__(self, cfg: Config):
-        self.ref = f"refs/heads/{cfg.branch}"
-        self.desired = _local_desired(cfg)
-        git_dir = gitrepo.refs_dir(self.desired) if self.desired.exists() else None
-        if git_dir is None:
-            raise ConfigError([_problem("--repo", f"{self.desired} is not a directory inside "
-                                        "a git repository")])
-        self.git_dir = git_dir
-        self._observer: Any = None
-
-    def refresh(self) -> None:
-        """Nothing to fetch: the refs are watched (and polled)."""
-
-    def tip(self) -> str | None:
-        return gitrepo.branch_tip(self.desired, self.ref)
-
-    def commit_time(self, rev: str) -> float | None:
-        return gitrepo.commit_time(self.desired, rev)
-
-    def prepare(self, rev: str) -> None:
-        """The desired state is read from the commit; the operator's work tree is not touched."""
-
-    def after_apply(self) -> None:
-        """The apply wrote its notes into this repository; nothing to push."""
-
-    def watch(self, wake: threading.Event) -> None:
-        """Set `wake` when a ref may have moved (refs/, packed-refs, HEAD)."""
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                # Reads (opened / closed_no_write) must not wake us: we read refs ourselves.
-                if event.event_type in ("created", "modified", "moved", "deleted"):
-                    wake.set()
-
-        observer = Observer()
-        handler = Handler()
-        observer.schedule(handler, str(self.git_dir), recursive=False)
-        refs = self.git_dir / "refs"
-        if refs.is_dir():
-            observer.schedule(handler, str(refs), recursive=True)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-
-    def close(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
-
-
-class RemoteRepo:
-    """A remote repository cloned once into the state directory and fetched every cycle."""
-
-    def __init__(self, cfg: Config, state_dir: Path):
-        self.url = cfg.repo
-        self.branch = cfg.branch
-        self.ref = f"refs/remotes/origin/{cfg.branch}"
-        self.dir = state_dir / CLONE_DIR
-        self.desired = self.dir / cfg.subdir if cfg.subdir else self.dir
-
-    def refresh(self) -> None:
-        """Fetch the branch (cloning first if needed); OperationError if the remote fails."""
-        gitrepo.sync_clone(self.url, self.dir, self.branch)
-
-    def tip(self) -> str | None:
-        return gitrepo.branch_tip(self.dir, self.ref) if (self.dir / ".git").exists() else None
-
-    def commit_time(self, rev: str) -> float | None:
-        return gitrepo.commit_time(self.dir, rev)
-
-    def prepare(self, rev: str) -> None:
-        """Check the revision out, so files read from disk (firmware images) match it."""
-        gitrepo.checkout(self.dir, rev)
-
-    def after_apply(self) -> None:
-        """Push the deployment notes the apply wrote (refs/notes/provctl) to the remote."""
-        if not gitrepo.push_notes(self.dir):
-            log.warning("cannot push the deployment notes to %s (kept in the clone; pushed "
-                        "with the next apply)", self.url, extra={"repo": self.url})
-
-    def watch(self, wake: threading.Event) -> None:
-        """A remote is fetched every interval; nothing to watch."""
-
-    def close(self) -> None:
-        """Nothing held open."""
-
-
-# --- one daemon per state directory -----------------------------------------------------------
-
-
-class DaemonLockHeld(Refused):
-    pass
-
-
-@contextlib.contextmanager
-def daemon_lock(state_dir: Path) -> Iterator[Path]:
-    """Hold an fcntl lock on `<state>/daemon.lock` (with our pid in it) while running."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise DaemonLockHeld(f"another provctl daemon (pid {holder}) holds {path}; "
-                                 "one daemon per state directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -512,7 +377,12 @@ class Daemon:
         try:
             self.source.prepare(rev)
             result = apply(Options(repo=self.source.desired, rev=rev, state_dir=self.state_dir,
-                                   stop=self._stop_check()))
+                                   stop=self._stop_check(), cancel=self.stopping.is_set))
+        except Interrupted:
+            # SIGTERM while loading: nothing was written; the next daemon starts over.
+            code, outcome = 1, "failed"
+            log.info("%s while loading %s: nothing applied", self.stopped_by, rev[:12],
+                     extra=extra)
         except ConfigError as exc:
             code, outcome = 1, "invalid"
             self._invalid(rev, exc)
@@ -550,7 +420,8 @@ class Daemon:
             puts = sum(1 for i in r.done if i.action == "put")
             deletes = sum(1 for i in r.done if i.action == "delete")
             fields = {"revision": rev, "target": name, "changes": len(r.done),
-                      "failed": len(r.failed), "drift": drift.get(name, 0), "error": r.error}
+                      "failed": len(r.failed), "drift": drift.get(name, 0),
+                      "error": None if r.error is None else str(r.error)}
             if not r.ok:
                 log.error("%s: %s", name, r.error or f"{len(r.failed)} change(s) failed",
                           extra=fields)
@@ -570,10 +441,55 @@ class Daemon:
             else:
                 self.metrics.applied(name, synced=False, puts=puts, deletes=deletes,
                                      drift=drift.get(name, 0))
-                refused = bool(r.error and r.error.startswith("refused:"))
+                refused = isinstance(r.error, Refusal)
                 self.metrics.failed(name, "refused" if refused else "failed")
+        self._rollouts(rev, result)
         if any(r.ok for r in result.results.values()) and not result.plan.empty:
             self.source.after_apply()
+        if self.metrics is not None and result.uptake is not None:
+            self._uptake(result.uptake)
+        if self.metrics is not None and result.onboarding is not None:
+            self._onboarding(result.onboarding)
+
+    def _onboarding(self, onboarding: Any) -> None:
+        """The onboarding windows of this run (pipeline/bootstrap.py Onboarding)."""
+        assert self.metrics is not None
+        states: dict[str, int] = {}
+        for window in onboarding.windows.values():
+            states[window.state] = states.get(window.state, 0) + 1
+        scanning: dict[str, int] = {}
+        for probe in onboarding.probes:
+            scanning[probe.target] = scanning.get(probe.target, 0) + 1
+        self.metrics.onboarding(states, len(onboarding.suspicious), scanning)
+
+    def _uptake(self, uptake: Any) -> None:
+        """The access logs read on this drift check (pipeline/phones.py FleetUptake)."""
+        if not uptake.configured:
+            return
+        scanning: dict[str, int] = {}
+        for client in uptake.scanners:
+            scanning[client.target] = scanning.get(client.target, 0) + 1
+        counts: dict[str, int] = {}
+        for device in uptake.devices.values():
+            counts[device.state] = counts.get(device.state, 0) + 1
+        self.metrics.uptake(uptake.logs, counts, scanning)
+
+    def _rollouts(self, rev: str, result: ApplyResult) -> None:
+        """A wave started, a rollout halted (naming the phones) or resumed: one line each."""
+        for r in result.plan.rollouts:
+            if not r.event:
+                continue
+            lagging = list(r.reading.lagging[:50]) if r.reading else []
+            fields = {"revision": rev, "rollout": r.id, "kind": r.kind, "wave": r.wave,
+                      "waves": r.waves, "action": r.action, "held": r.held,
+                      "gate": r.reading.to_json() if r.reading else None}
+            if r.action == "halted":
+                log.warning("rollout %s (%s): %s", r.id, r.subject, r.message,
+                            extra={**fields, "phones": lagging})
+            else:
+                log.info("rollout %s (%s): %s", r.id, r.subject, r.message, extra=fields)
+        if self.metrics is not None:
+            self.metrics.rollouts(result.plan.rollouts)
 
     def _invalid(self, rev: str, exc: ConfigError) -> None:
         """Keep last good: nothing was applied; record the attempt per target with the error."""
@@ -628,6 +544,10 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.applied(name, synced=False, drift=drift.get(name, 0))
         if self.metrics is not None:
+            if result.uptake is not None:
+                self._uptake(result.uptake)
+            if result.onboarding is not None:
+                self._onboarding(result.onboarding)
             self._export()
 
     def _export(self) -> None:
@@ -712,7 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provctl daemon",
                                 description="follow a branch and reconcile its newest revision")
     add_arguments(p)
-    return run_daemon(config_from_args(p.parse_args(argv)))
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # a usage error exits 64, never 2 ("changes made")
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None
+    return run_daemon(config_from_args(args))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Incremental load: each file's parse and per-file validation, cached by content.
 
-`validate.validate_file` is a pure function of a file's path and bytes, so its result is kept in
-the state directory under the git blob id of the bytes (computed here from the content, so a
-working tree and a git revision share entries) and a digest of the code that produced it. A
+`validate.validate_file` is a pure function of a file's path, its bytes and the load limits, so
+its result is kept in the state directory under the git blob id of the bytes (computed here
+from the content, so a working tree and a git revision share entries), the limits and a
+digest of the code that produced it. A
 100,000-phone inventory whose files did not change is then read back in about a second instead
 of parsed and validated again.
 
@@ -35,7 +36,7 @@ import yaml
 from pydantic import BaseModel
 
 from reconciler.core import layout
-from reconciler.desired.load import Doc, Source
+from reconciler.desired.load import DEFAULT_LIMITS, Cancelled, Doc, Limits, Source
 from reconciler.desired.schema import Provisioning
 from reconciler.desired.secrets import MissingSecret
 from reconciler.desired.validate import FileResult, secrets_for, validate_file
@@ -170,7 +171,7 @@ class LazyDoc:
 
 
 class FileCache:
-    """`validate_file`, remembered: call it like validate_file(rel, data)."""
+    """`validate_file`, remembered: call it like validate_file(rel, data, limits, cancelled)."""
 
     def __init__(self, directory: Path, secret: str):
         self.directory = directory
@@ -179,21 +180,22 @@ class FileCache:
         self.hits = 0
         self.misses = 0
 
-    def _name(self, rel: str, data: bytes) -> str:
+    def _name(self, rel: str, data: bytes, limits: Limits) -> str:
         h = hashlib.sha256(code_version().encode())
-        h.update(rel.encode())
+        h.update(f"{rel}\0{limits}\0".encode())
         h.update(blob_id(data).encode())
         return h.hexdigest()[:40]
 
-    def __call__(self, rel: str, data: bytes) -> FileResult:
-        name = self._name(rel, data)
+    def __call__(self, rel: str, data: bytes, limits: Limits = DEFAULT_LIMITS,
+                 cancelled: Cancelled | None = None) -> FileResult:
+        name = self._name(rel, data, limits)
         self.used.add(name)
         found = self._load(self.directory / name, rel)
         if found is not None:
             self.hits += 1
             return found
         self.misses += 1
-        result = validate_file(rel, data)
+        result = validate_file(rel, data, limits, cancelled)
         packed = self._store(self.directory / name, result)
         if packed is None:
             return result
@@ -273,7 +275,7 @@ def open_cache(source: Source, environ: dict[str, str] | None,
     data = source.files.get(layout.PROVISIONING)
     if data is None:
         return None
-    objects = validate_file(layout.PROVISIONING, data).objects
+    objects = validate_file(layout.PROVISIONING, data, DEFAULT_LIMITS).objects
     if not objects or not isinstance(objects[0].value, Provisioning):
         return None
     provisioning = objects[0].value

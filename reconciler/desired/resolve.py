@@ -7,12 +7,13 @@ merge key by key, lists (codecs, keys) replace. Pure: no I/O, secrets stay refer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import vendors
 from reconciler.core.errors import ConfigError, Problem
-from reconciler.desired.schema import Assignment, Device, FirmwareImage
+from reconciler.desired.schema import Assignment, Device, FirmwareImage, Rollout
 from reconciler.desired.validate import DesiredState, Located, extension_for, strip_inherit
 from vendors.base import ModelInfo
 
@@ -41,12 +42,12 @@ class Origin:
 
     @property
     def file(self) -> str:
-        return self._where if self._path is None else self._where.file
+        return str(self._where if self._path is None else self._where.file)
 
     @property
     def line(self) -> int:
         if self._line is None:
-            self._line = self._where.line(*(self._path or ()))
+            self._line = int(self._where.line(*(self._path or ())))
         return self._line
 
     def __eq__(self, other: object) -> bool:
@@ -74,6 +75,35 @@ class ResolvedLine:
     password_ref: str
     params: dict[str, Any]
     origins: dict[str, Origin]
+    assignment: Located[Assignment] | None = None  # where the account is written
+    entry: int = 0  # the index of this port in the assignment's devices
+
+    def at(self, field: str | None = None) -> tuple[str, int] | None:
+        """file:line of one of the assignment's fields, else of this port's devices entry."""
+        if self.assignment is None:
+            return None
+        path = (field,) if field else ("devices", self.entry)
+        return self.assignment.file, self.assignment.line(*path)
+
+
+@dataclass(frozen=True)
+class FirmwareRollout:
+    """A firmware choice that reaches its phones in waves (docs/rollouts.md): the rollout of
+    the pin that chose the version, else the rollout of the version's catalog entry."""
+
+    scope: str  # what it is attached to, stable across edits elsewhere in the file
+    subject: str  # for people: "firmware 108.86.0.95 for yealink/T46U (pin)"
+    rollout: Rollout
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """The firmware a phone keeps while its wave of a rollout is not published."""
+
+    image: FirmwareImage | None  # None: the installed firmware (no firmware key)
+    why: str  # "rollout 3f2a9c01b7e4: wave 3/3 not yet published"
 
 
 @dataclass(frozen=True)
@@ -87,12 +117,26 @@ class ResolvedDevice:
     origins: dict[str, Origin]
     lines: tuple[ResolvedLine, ...]
     user_owned: frozenset[str]
-    firmware: FirmwareImage | None
+    firmware: FirmwareImage | None  # what its files pin now (held back by a rollout, or wanted)
     firmware_origin: Origin | None
+    firmware_wanted: FirmwareImage | None = None  # what the desired state chooses ...
+    wanted_origin: Origin | None = None  # ... and where
+    rollout: FirmwareRollout | None = None  # the rollout that governs the wanted version
 
     @property
     def vendor(self) -> str:
         return self.device.vendor
+
+    def holding(self, held: Held | None) -> ResolvedDevice:
+        """This phone with the firmware it keeps (held) or the one it wants (None)."""
+        if held is None:
+            if self.firmware == self.firmware_wanted:
+                return self
+            return replace(self, firmware=self.firmware_wanted, firmware_origin=self.wanted_origin)
+        where = self.rollout
+        origin = Origin(f"held ({held.why})", where.file if where else self.located.file,
+                        where.line if where else 0)
+        return replace(self, firmware=held.image, firmware_origin=origin)
 
 
 Layer = tuple[str, dict[str, Any], Located[Any], tuple[str | int, ...]]
@@ -103,6 +147,7 @@ class _Port:
     port: int
     extension: str
     assignment: Located[Assignment]
+    entry: int  # index in the assignment's devices list
 
 
 def merge(params: dict[str, Any], origins: dict[str, Origin], layer: dict[str, Any],
@@ -153,7 +198,8 @@ class Resolver:
 
     def __init__(self, state: DesiredState):
         self.state = state
-        self._shared: dict[tuple[str, str, str | None], tuple[dict, dict]] = {}
+        self._shared: dict[tuple[str, str, str | None],
+                           tuple[dict[str, Any], dict[str, Origin]]] = {}
         self.account_customer: dict[str, str] = {}  # mac -> customer of its first account
         self.accounts: dict[str, list[Located[Assignment]]] = {}  # mac -> accounts, in order
         for located in state.assignments:
@@ -163,23 +209,28 @@ class Resolver:
                 self.account_customer.setdefault(mac, a.customer)
 
     def _ports(self, mac: str) -> list[_Port]:
+        """The ports of the phone's accounts, in the order they are written (on demand: the
+        phones of a run that are not rendered never need theirs)."""
         ports = []
         for located in self.accounts.get(mac, ()):
             a = located.value
             phones = list(dict.fromkeys(ref.mac for ref in a.devices))
             extension = extension_for(a.extension, phones.index(mac))
-            ports += [_Port(ref.port, extension, located) for ref in a.devices if ref.mac == mac]
+            ports += [_Port(ref.port, extension, located, i)
+                      for i, ref in enumerate(a.devices) if ref.mac == mac]
         return ports
 
     def customer(self, mac: str) -> str | None:
         """The effective customer: allocated, else that of the phone's first account."""
         return self.state.devices[mac].value.customer or self.account_customer.get(mac)
 
-    def shared(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+    def shared(self, d: Device, customer: str | None
+               ) -> tuple[dict[str, Any], dict[str, Origin]]:
         """Parameters and origins of the layers below the device (shared; never mutate)."""
         return self._shared_layers(d, customer)
 
-    def _shared_layers(self, d: Device, customer: str | None) -> tuple[dict, dict]:
+    def _shared_layers(self, d: Device, customer: str | None
+                       ) -> tuple[dict[str, Any], dict[str, Origin]]:
         key = (d.model, d.profile, customer)
         cached = self._shared.get(key)
         if cached is None:
@@ -224,45 +275,98 @@ class Resolver:
                 auth_user=a.auth_user or port.extension,
                 display_name=a.display_name or port.extension, password_ref=a.password,
                 params=line_params, origins=line_origins,
+                assignment=port.assignment, entry=port.entry,
             ))
         profile = state.profiles[d.profile].value
-        firmware, fw_origin = self._firmware(located, customer)
+        firmware, fw_origin, rollout = self._firmware(located, customer)
         return ResolvedDevice(
             mac=mac, device=d, located=located,
             model=vendors.get(d.vendor).models[d.model_name], customer=customer,
             params=params, origins=origins, lines=tuple(lines),
             user_owned=frozenset(profile.user_owned), firmware=firmware,
-            firmware_origin=fw_origin,
+            firmware_origin=fw_origin, firmware_wanted=firmware, wanted_origin=fw_origin,
+            rollout=rollout,
         )
 
     def _firmware(self, located: Located[Device], customer: str | None
-                  ) -> tuple[FirmwareImage | None, Origin | None]:
-        """defaults < model pin < profile < customer pin < device; "installed" = no firmware."""
+                  ) -> tuple[FirmwareImage | None, Origin | None, FirmwareRollout | None]:
+        """defaults < model pin < profile < customer pin < device; "installed" = no firmware.
+
+        The rollout is the one of the pin that made the choice, else the catalog entry's."""
         state = self.state
         d = located.value
         choice = state.defaults.value.firmware
         origin = Origin("defaults", state.defaults.file, state.defaults.line("firmware"))
+        chosen_by: Located[Any] | None = None
         for pin in state.pins:
             if d.model in pin.value.models and pin.value.customer is None:
                 choice, origin = pin.value.version, Origin("pin", pin.file, pin.line("version"))
+                chosen_by = pin
         profile = state.profiles[d.profile]
         if profile.value.firmware is not None:
             choice = profile.value.firmware
             origin = Origin("profile", profile.file, profile.line("firmware"))
+            chosen_by = None
         for pin in state.pins:
             if d.model in pin.value.models and pin.value.customer == customer and customer:
                 choice = pin.value.version
                 origin = Origin("customer pin", pin.file, pin.line("version"))
+                chosen_by = pin
         if d.firmware is not None:
             choice, origin = d.firmware, Origin("device", located.file, located.line("firmware"))
+            chosen_by = None
         if choice == "installed":
-            return None, origin
+            return None, origin, None
         for img in state.catalog:
             v = img.value
             if v.vendor == d.vendor and d.model_name in v.models and v.version == choice:
-                return v, origin
+                return v, origin, _rollout(chosen_by, img)
         raise ConfigError([Problem(origin.file, origin.line, "firmware",
                                    f"firmware {choice} for {d.model} is not in the catalog")])
 
     def all(self) -> list[ResolvedDevice]:
         return [self.resolve(mac) for mac in self.state.devices]
+
+
+def _rollout(pin: Located[Any] | None, image: Located[FirmwareImage]) -> FirmwareRollout | None:
+    if pin is not None and pin.value.rollout is not None:
+        p = pin.value
+        who = f" of customer {p.customer}" if p.customer else ""
+        return FirmwareRollout(
+            f"pin {','.join(sorted(p.models))} customer={p.customer or '*'}",
+            f"firmware {p.version} for {', '.join(p.models)}{who} (pin, {pin.file}:"
+            f"{pin.line('rollout')})", p.rollout, pin.file, pin.line("rollout"))
+    v = image.value
+    if v.rollout is None:
+        return None
+    return FirmwareRollout(
+        f"catalog {v.vendor} {v.version}",
+        f"firmware {v.version} for {v.vendor} {', '.join(v.models)} (catalog, {image.file}:"
+        f"{image.line('rollout')})", v.rollout, image.file, image.line("rollout"))
+
+
+def sip_user_collisions(devices: Iterable[ResolvedDevice]) -> list[Problem]:
+    """Two lines that would register the same user at the same SIP domain (acme/91201 next to
+    acme/201's second phone, which registers as 91201): the registrar cannot tell them apart,
+    so calls and voicemail go to whichever registered last."""
+    first: dict[tuple[str, str], tuple[ResolvedDevice, ResolvedLine]] = {}
+    problems: list[Problem] = []
+    for device in devices:
+        for line in device.lines:
+            domain = str(line.params.get("sip", {}).get("server") or "")
+            if not domain:
+                continue  # reported by the renderer: a line needs a SIP server
+            key = (line.extension.lower(), domain.lower())
+            seen = first.setdefault(key, (device, line))
+            if seen[1] is line:
+                continue
+            other_device, other = seen
+            file, line_no = line.at() or (device.located.file, device.located.line("mac"))
+            o_file, o_line = other.at() or (other_device.located.file, 0)
+            problems.append(Problem(
+                file, line_no, "devices",
+                f"{line.account} on {device.mac} port {line.port} registers as "
+                f"{line.extension}@{domain}, as does {other.account} on {other_device.mac} "
+                f"port {other.port} ({o_file}:{o_line}); a registrar cannot tell them apart "
+                "(choose another extension)"))
+    return problems

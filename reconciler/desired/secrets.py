@@ -5,14 +5,24 @@ References:
 - `secret:NAME` — a value in the secrets file(s): `secrets.age_file`, an age-encrypted YAML map
   kept in the repository (identity from PROVCTL_AGE_IDENTITY or PROVCTL_AGE_IDENTITY_FILE),
   then `secrets.file`, a plain YAML map kept outside the repository;
-- `env:NAME` — an environment variable; `file:PATH` — a file's content;
+- `env:NAME` — an environment variable;
+- `file:PATH` — a file's content: PATH relative to the repository (read from the revision's
+  tree when a revision is asked for), or inside a directory named in `secrets.file_dirs`.
+  Anything else (an absolute path elsewhere, `..`, a symlink that leaves them) is refused;
 - `derive:NAME` — a strong password derived from the fleet secret (HMAC): stable for as long as
   NAME, the fleet secret and the rotation stay the same. `{mac}` in NAME is the phone's MAC, so
   `derive:admin-{mac}` gives every phone its own admin password from one line of defaults.yaml.
   `derive:NAME@rotation=N` (N = 0, 1, 2 ...; no suffix = 0) changes the value: raise N to rotate.
 
-A redacted value names the reference and a short digest of the value, so a rotation is visible
-in a plan without showing anything usable: `<secret:acme/201 sha256:3f9a1c0b…>`.
+Every resolved value is refused if it holds a control character (C0, DEL, C1, U+2028/2029):
+no phone format carries one safely. A phone's value may never equal a secret of the host (the
+fleet secret, a redirect credential, a key passphrase): that would publish it.
+
+A redacted value names the reference and, when the fleet secret is at hand, a digest keyed with
+it, so a rotation is visible in a plan and the value cannot be guessed offline from it:
+`<secret:acme/201 hmac:3f9a1c0b>`. Without the fleet secret (CI of a fork) no digest is shown:
+`<secret:acme/201>`, or `<secret:acme/201 changed>` when the base of a comparison had another
+value (see `Redaction`).
 
 pyrage (age) is used here only.
 """
@@ -24,10 +34,12 @@ import hmac
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
+
+from reconciler.desired.load import RepoFileError, Source
 
 AGE_IDENTITY_ENV = "PROVCTL_AGE_IDENTITY"  # the identity (private key) text
 AGE_IDENTITY_FILE_ENV = "PROVCTL_AGE_IDENTITY_FILE"  # a file holding it, outside the repository
@@ -52,12 +64,46 @@ class BadReference(MissingSecret):
         Exception.__init__(self, f"secret reference {ref} is invalid: {reason}")
 
 
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:8]
+# C0 controls (tab and line breaks included), DEL, C1 controls, the Unicode line separators.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_TEXT = ("a control character (U+0000-U+001F, U+007F-U+009F, U+2028 or U+2029), which "
+                "no phone format carries safely")
 
 
-def redacted(ref: str, value: str) -> str:
-    return f"<{ref} sha256:{digest(value)}…>"
+class Redaction:
+    """How secret values are shown; one instance may serve both sides of a comparison.
+
+    With a key (derived from the fleet secret): `<NAME hmac:1a2b3c4d>`, 32 bits of
+    HMAC-SHA256(key, NAME, value): the same value under the same name always shows the same,
+    a rotation shows, and without the fleet secret nobody can test guesses against it. The
+    name is part of the message, so two accounts with one password do not show alike.
+
+    Without a key: `<NAME>`, or `<NAME changed>` when a value shown earlier under the same name
+    in this process (the base of `plan --base/--head`, rendered first) differs. The values are
+    compared under a random key that never leaves the process.
+    """
+
+    def __init__(self) -> None:
+        self._key: bytes | None = None
+        self._ephemeral = os.urandom(32)
+        self._first: dict[str, bytes] = {}
+
+    @property
+    def keyed(self) -> bool:
+        return self._key is not None
+
+    def set_key(self, fleet_secret: str) -> None:
+        if self._key is None:
+            self._key = hmac.new(fleet_secret.encode(), b"provctl-redaction-key",
+                                 hashlib.sha256).digest()
+
+    def show(self, name: str, value: str) -> str:
+        message = name.encode() + b"\0" + value.encode()
+        if self._key is not None:
+            return f"<{name} hmac:{hmac.new(self._key, message, hashlib.sha256).hexdigest()[:8]}>"
+        seen = hmac.new(self._ephemeral, message, hashlib.sha256).digest()
+        first = self._first.setdefault(name, seen)
+        return f"<{name}>" if hmac.compare_digest(first, seen) else f"<{name} changed>"
 
 
 def parse_derive(ref: str) -> tuple[str, int]:
@@ -92,19 +138,33 @@ def derive_password(fleet_secret: str, name: str, rotation: int = 0) -> str:
 
 
 class Secrets:
-    """Resolves references. `environ` and the secrets files are injected so tests stay pure."""
+    """Resolves references. `environ` and the secrets files are injected so tests stay pure.
+
+    `source` is where repository files come from (the revision's tree, or the directory);
+    without one they are read from `base_dir`. `host_refs` name the references of the host's
+    own secrets (provisioning.yaml) that a phone's value must never equal.
+    """
 
     def __init__(self, base_dir: Path, secrets_file: str | None,
                  environ: Mapping[str, str] | None = None, *, redacting: bool = False,
-                 fleet_secret: str | None = None, age_file: str | None = None):
+                 fleet_secret: str | None = None, age_file: str | None = None,
+                 file_dirs: Iterable[str] = (), source: Source | None = None,
+                 host_refs: Iterable[tuple[str, str]] = (),
+                 redaction: Redaction | None = None):
         self.base_dir = base_dir
         # Redacting mode (plans between revisions): every value is its redacted form, and a
         # reference that does not resolve becomes a placeholder, so CI needs no secrets.
         self.redacting = redacting
         self.environ = os.environ if environ is None else environ
+        self.source = source if source is not None else Source(base_dir, "worktree", {})
         self._file_ref = secrets_file
         self._age_file = age_file
         self._fleet_ref = fleet_secret
+        self._file_dirs = [self._path(d) for d in file_dirs]
+        self._host_refs = [(ref, where) for ref, where in host_refs if ref]
+        self._host_values: list[tuple[str, str]] | None = None
+        self.redaction = redaction if redaction is not None else Redaction()
+        self._keyed = False
         self._map: dict[str, str] | None = None
         self._age_map: dict[str, str] | None = None
         self._cache: dict[tuple[str, str | None], str] = {}
@@ -120,31 +180,41 @@ class Secrets:
         if path_text.startswith(("env:", "file:")):
             path_text = self._resolve(path_text)
         path = self._path(path_text)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise MissingSecret("secrets.file", f"cannot read {path}: {exc.strerror}") from exc
+        rel = self._in_repository(path)
+        if rel is not None:  # kept in the repository: the revision's copy
+            try:
+                text = self.source.repo_file(rel).read().decode("utf-8", "replace")
+            except RepoFileError as exc:
+                raise MissingSecret("secrets.file", f"cannot read {exc}") from exc
+        else:
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise MissingSecret("secrets.file",
+                                    f"cannot read {path}: {exc.strerror}") from exc
         self._map = parse_secrets_map(text, str(path), "secrets.file")
         return self._map
 
     def age_path(self) -> Path | None:
+        """The age file in the work tree (where `secrets set` writes)."""
         return self._path(self._age_file) if self._age_file else None
 
     def _age_secrets(self) -> dict[str, str]:
         if self._age_map is not None:
             return self._age_map
-        path = self.age_path()
-        assert path is not None
+        assert self._age_file is not None
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            self._age_map = {}  # not created yet: `provctl secrets set` creates it
-            return self._age_map
+            data = self.source.repo_file(self._age_file).read()
+        except RepoFileError as exc:
+            if exc.missing:
+                self._age_map = {}  # not created yet: `provctl secrets set` creates it
+                return self._age_map
+            raise MissingSecret("secrets.age_file", f"cannot read {exc}") from exc
         except OSError as exc:
             raise MissingSecret("secrets.age_file",
-                                f"cannot read {path}: {exc.strerror}") from exc
-        text = age_decrypt(data, age_identities(self.environ), str(path))
-        self._age_map = parse_secrets_map(text, str(path), "secrets.age_file")
+                                f"cannot read {self._age_file}: {exc.strerror}") from exc
+        text = age_decrypt(data, age_identities(self.environ), self._age_file)
+        self._age_map = parse_secrets_map(text, self._age_file, "secrets.age_file")
         return self._age_map
 
     def _lookup(self, ref: str, name: str) -> str:
@@ -174,6 +244,53 @@ class Secrets:
         path = Path(os.path.expanduser(text))
         return path if path.is_absolute() else self.base_dir / path
 
+    def _in_repository(self, path: Path) -> str | None:
+        """`path` (absolute or under base_dir) relative to the repository, if inside it."""
+        norm = Path(os.path.normpath(path))
+        root = Path(os.path.normpath(self.base_dir.absolute()))
+        norm = norm if norm.is_absolute() else Path(os.path.normpath(norm.absolute()))
+        if norm.is_relative_to(root) and norm != root:
+            return norm.relative_to(root).as_posix()
+        return None
+
+    def _read_file_ref(self, ref: str, text: str) -> str:
+        """file:PATH, confined to the repository (the revision's tree) and secrets.file_dirs."""
+        path = Path(os.path.normpath(self._path(text).absolute()))
+        rel = self._in_repository(path)
+        if rel is not None:
+            try:
+                data = self.source.repo_file(rel).read()
+            except RepoFileError as exc:
+                if exc.missing:
+                    raise MissingSecret(ref, str(exc)) from exc
+                raise BadReference(ref, str(exc)) from exc
+            except OSError as exc:
+                raise MissingSecret(ref, exc.strerror or str(exc)) from exc
+        else:
+            base = next((d for d in self._file_dirs
+                         if path.is_relative_to(Path(os.path.normpath(d.absolute())))), None)
+            if base is None:
+                raise BadReference(ref, "a file: reference must name a file inside the "
+                                   "repository, or inside a directory listed in "
+                                   "secrets.file_dirs (provisioning.yaml)")
+            try:
+                real = path.resolve(strict=True)
+            except FileNotFoundError as exc:
+                raise MissingSecret(ref, "no such file") from exc
+            except (OSError, RuntimeError) as exc:
+                raise MissingSecret(ref, f"cannot be read: {exc}") from exc
+            if not real.is_relative_to(base.resolve()):
+                raise BadReference(ref, "is a symbolic link that leaves its secrets.file_dirs "
+                                   "directory")
+            try:
+                data = real.read_bytes()
+            except OSError as exc:
+                raise MissingSecret(ref, exc.strerror or str(exc)) from exc
+        try:
+            return data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise BadReference(ref, "the file is not UTF-8 text") from exc
+
     # --- resolving ----------------------------------------------------------------------------
 
     def resolve(self, ref: str, mac: str | None = None) -> str:
@@ -182,11 +299,54 @@ class Secrets:
             return self._resolve(ref, mac)
         shown = _shown(ref, mac)
         try:
-            return redacted(shown, self._resolve(ref, mac))
+            return self._show(shown, self._resolve(ref, mac))
         except BadReference:
             raise
         except MissingSecret:
             return f"<{shown}>"
+
+    def phone_value(self, ref: str, mac: str | None = None) -> str:
+        """`resolve` for a value that goes into a phone's files: never a host secret."""
+        if not self._host_refs:
+            return self.resolve(ref, mac)
+        try:
+            value = self._resolve(ref, mac)
+        except BadReference:
+            raise
+        except MissingSecret:
+            if self.redacting:
+                return f"<{_shown(ref, mac)}>"
+            raise
+        for where, host in self._host_secret_values():
+            if hmac.compare_digest(value.encode(), host.encode()):
+                raise BadReference(ref, f"resolves to the value of {where}, which must never "
+                                   "reach a phone")
+        return self._show(_shown(ref, mac), value) if self.redacting else value
+
+    def _host_secret_values(self) -> list[tuple[str, str]]:
+        if self._host_values is None:
+            values = []
+            for ref, where in self._host_refs:
+                try:
+                    values.append((where, self._resolve(ref)))
+                except MissingSecret:
+                    continue  # reported where it is written
+            self._host_values = values
+        return self._host_values
+
+    def show(self, shown: str, value: str) -> str:
+        """The redacted form of `value` under the name `shown` (see Redaction)."""
+        return self._show(shown, value)
+
+    def _show(self, shown: str, value: str) -> str:
+        if not self._keyed:
+            self._keyed = True
+            if self._fleet_ref and not self._fleet_ref.startswith("derive:"):
+                try:
+                    self.redaction.set_key(self._resolve(self._fleet_ref))
+                except MissingSecret:
+                    pass  # no fleet secret here (CI of a fork): no digests
+        return self.redaction.show(shown, value)
 
     def check(self, ref: str, *, device: bool = False) -> None:
         """Raise MissingSecret if `ref` does not resolve (only a bad reference when redacting).
@@ -215,10 +375,7 @@ class Secrets:
             if value is None:
                 raise MissingSecret(ref, f"environment variable {name} is not set")
         elif kind == "file":
-            try:
-                value = self._path(name).read_text().rstrip("\n")
-            except OSError as exc:
-                raise MissingSecret(ref, exc.strerror or str(exc)) from exc
+            value = self._read_file_ref(ref, name)
         elif kind == "secret":
             value = self._lookup(ref, name)
         elif kind == "derive":
@@ -227,6 +384,8 @@ class Secrets:
             raise MissingSecret(ref, f"unknown kind {kind!r}")
         if value == "":
             raise MissingSecret(ref, "empty value")
+        if CONTROL.search(value):
+            raise BadReference(ref, f"its value holds {CONTROL_TEXT}")
         self._cache[key] = value
         return value
 
@@ -247,10 +406,15 @@ class Secrets:
             raise MissingSecret(ref, f"the fleet secret does not resolve ({exc})") from exc
         return derive_password(fleet_secret, name, rotation)
 
+    def resolved(self) -> list[tuple[str, str]]:
+        """(reference as shown, value) of every secret resolved so far: what redacting a text
+        that may carry them must hide (`provctl diff`)."""
+        return [(_shown(ref, mac), value) for (ref, mac), value in self._cache.items()]
+
     def redact(self, ref: str, mac: str | None = None) -> str:
         if self.redacting:
             return self.resolve(ref, mac)
-        return redacted(_shown(ref, mac), self._resolve(ref, mac))
+        return self._show(_shown(ref, mac), self._resolve(ref, mac))
 
 
 def _shown(ref: str, mac: str | None) -> str:
@@ -263,7 +427,7 @@ def _shown(ref: str, mac: str | None) -> str:
 try:  # libyaml: a 50,000-entry secrets file in a tenth of the time
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader
 
 _STR = "tag:yaml.org,2002:str"
 
@@ -302,8 +466,8 @@ def _scalar(node: yaml.Node) -> object:
 
 
 def dump_secrets_map(values: Mapping[str, str]) -> str:
-    return yaml.safe_dump(dict(sorted(values.items())), default_flow_style=False,
-                          allow_unicode=True, width=1000)
+    return str(yaml.safe_dump(dict(sorted(values.items())), default_flow_style=False,
+                              allow_unicode=True, width=1000))
 
 
 # --- age ------------------------------------------------------------------------------------
@@ -366,14 +530,14 @@ def age_encrypt(text: str, recipients: list[str]) -> bytes:
 
     if not recipients:
         raise ValueError("secrets.recipients is empty: name at least one age public key")
-    return pyrage.encrypt(text.encode(), age_recipients(recipients), armored=True)
+    return bytes(pyrage.encrypt(text.encode(), age_recipients(recipients), armored=True))
 
 
 def age_decrypt(data: bytes, identities: list[object], where: str) -> str:
     import pyrage
 
     try:
-        return pyrage.decrypt(data, identities).decode("utf-8")
+        return bytes(pyrage.decrypt(data, identities)).decode("utf-8")
     except Exception as exc:  # noqa: BLE001 - pyrage.DecryptError and decoding
         raise MissingSecret("secrets.age_file",
                             f"cannot decrypt {where} with the given identity") from exc

@@ -17,7 +17,19 @@ from pydantic import BaseModel, ValidationError
 import vendors
 from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
-from reconciler.desired.load import Doc, Key, Path_, Source, parse_yaml
+from reconciler.core.names import did_you_mean
+from reconciler.desired.firmware import check_firmware_sources
+from reconciler.desired.load import (
+    Cancelled,
+    Doc,
+    Key,
+    Limits,
+    Path_,
+    Source,
+    check_cancelled,
+    oversize_problem,
+    parse_yaml,
+)
 from reconciler.desired.schema import (
     INHERIT,
     SECRET_REF,
@@ -32,7 +44,7 @@ from reconciler.desired.schema import (
     Profile,
     Provisioning,
 )
-from reconciler.desired.secrets import MissingSecret, Secrets
+from reconciler.desired.secrets import MissingSecret, Redaction, Secrets
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -118,9 +130,10 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
 
 @dataclass(frozen=True)
 class FileResult:
-    """One file parsed and checked on its own: a function of its path and bytes only, so it can
-    be cached by content (desired/filecache.py). `objects` are what the file defines, each with
-    its path inside the file, the digest of its YAML data and the secret references in it."""
+    """One file parsed and checked on its own: a function of its path, its bytes and the load
+    limits only, so it can be cached by content (desired/filecache.py). `objects` are what the
+    file defines, located, each with the digest of its YAML data and the secret references in
+    it (render/keys.py keys phones by them)."""
 
     doc: Doc | None  # None when the file is not valid YAML
     objects: tuple[Located[Any], ...] = ()
@@ -132,7 +145,7 @@ class FileResult:
                                      for x in self.objects), self.problems)
 
 
-FileValidator = Callable[[str, bytes], FileResult]
+FileValidator = Callable[[str, bytes, Limits, "Cancelled | None"], FileResult]
 
 
 def data_digest(value: Any) -> str:
@@ -159,10 +172,11 @@ def _collect_refs(value: Any, out: list[str]) -> None:
         out.append(value)
 
 
-def validate_file(rel: str, data: bytes) -> FileResult:
+def validate_file(rel: str, data: bytes, limits: Limits,
+                  cancelled: Cancelled | None = None) -> FileResult:
     """Parse one file and check it against its model (the per-file half of validation)."""
     try:
-        doc = parse_yaml(rel, data)
+        doc = parse_yaml(rel, data, limits, cancelled)
     except ConfigError as exc:
         return FileResult(None, (), tuple(exc.problems))
     problems: list[Problem] = []
@@ -215,16 +229,25 @@ def validate_file(rel: str, data: bytes) -> FileResult:
 
 
 def load_state(source: Source, environ: dict[str, str] | None = None, *,
-               redacting: bool = False, validate: FileValidator = validate_file) -> DesiredState:
+               redacting: bool = False, allow_unserved: bool = False,
+               state_dir: Path | None = None, redaction: Redaction | None = None,
+               cancelled: Cancelled | None = None,
+               validate: FileValidator | None = None) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found.
 
-    `validate` checks one file on its own; a cache of its results by content (filecache.py)
-    may stand in for it. The cross-file rules always run on the whole state.
+    `allow_unserved`: a phone no target serves is a warning, not an error. `state_dir` keeps
+    the firmware digests (by size and mtime, or blob id). `redaction` is shared by the two
+    sides of a comparison. `cancelled` is polled while parsing (raises Interrupted).
+    `validate` checks one file on its own (validate_file); a cache of its results by content
+    (desired/filecache.py) may stand in for it. The cross-file rules always run on the whole
+    state.
     """
-    problems: list[Problem] = []
+    check_file = validate or validate_file
+    problems: list[Problem] = [oversize_problem(rel, size, source.limits)
+                               for rel, size in source.oversize.items()]
     results: dict[str, FileResult] = {}
     for rel, data in source.files.items():
-        result = validate(rel, data)
+        result = check_file(rel, data, source.limits, cancelled)
         problems.extend(result.problems)
         if result.doc is not None:
             results[rel] = result
@@ -238,7 +261,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         return [x for x in result.objects if x.base[:len(base)] == base]
 
     prov_list = located(layout.PROVISIONING)
-    if "provisioning.yaml" not in source.files:
+    if ("provisioning.yaml" not in source.files
+            and "provisioning.yaml" not in source.oversize):
         problems.append(Problem("provisioning.yaml", 0, "", "file is missing"))
     defaults_list = located(layout.DEFAULTS)
     if defaults_list:
@@ -256,6 +280,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     pins: list[Located[FirmwarePin]] = []
 
     for rel in results:
+        check_cancelled(cancelled)
         if rel.startswith(layout.DEVICES):
             for here in located(rel):
                 dev = here.value
@@ -275,10 +300,12 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     if not prov_list:
         raise ConfigError(problems)
     prov = prov_list[0]
-    secrets = secrets_for(source, prov.value, environ, redacting=redacting)
+    secrets = secrets_for(source, prov.value, environ, redacting=redacting,
+                          redaction=redaction)
     state = DesiredState(source, prov, defaults, profiles, customers,
                          devices, assignments, catalog, pins, secrets)
-    problems += cross_check(state)
+    problems += cross_check(state, allow_unserved=allow_unserved)
+    problems += check_firmware_sources(state, state_dir)
     errors = [p for p in problems if p.severity == "error"]
     state.warnings = [p for p in problems if p.severity == "warning"]
     if errors:
@@ -287,11 +314,16 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
 
 
 def secrets_for(source: Source, provisioning: Provisioning,
-                environ: dict[str, str] | None = None, *, redacting: bool = False) -> Secrets:
+                environ: dict[str, str] | None = None, *, redacting: bool = False,
+                redaction: Redaction | None = None) -> Secrets:
     """The secrets of a desired state, as provisioning.yaml says where they live."""
+    host_refs = [(ref, ".".join(map(str, where)))
+                 for ref, where in _provisioning_refs(provisioning)]
     return Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
                    fleet_secret=provisioning.fleet.secret,
-                   age_file=provisioning.secrets.age_file)
+                   age_file=provisioning.secrets.age_file,
+                   file_dirs=provisioning.secrets.file_dirs, source=source,
+                   host_refs=host_refs, redaction=redaction)
 
 
 def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
@@ -318,6 +350,7 @@ def _named(results: dict[str, FileResult], prefix: str, key: str, problems: list
             out[name] = here
     return out
 
+
 # --- cross-file rules ----------------------------------------------------------------------
 
 
@@ -326,7 +359,7 @@ def extension_for(extension: str, index: int) -> str:
     return extension if index == 0 else f"9{index}{extension}"
 
 
-def cross_check(state: DesiredState) -> list[Problem]:
+def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Problem]:
     problems: list[Problem] = []
     add = problems.append
     prov = state.provisioning
@@ -336,7 +369,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
         for cust in target.customers or []:
             if cust not in state.customers:
                 add(Problem(prov.file, prov.line("targets", name, "customers"),
-                            f"targets.{name}.customers", f"unknown customer {cust!r}"))
+                            f"targets.{name}.customers", f"unknown customer {cust!r}"
+                            f"{did_you_mean(cust, state.customers)}"))
 
     for ref in _provisioning_refs(prov.value):
         _check_secret(state, ref, prov, ref[1], problems)
@@ -352,7 +386,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
         for i, model in enumerate(p.models):
             if model not in vendor.models:
                 add(Problem(prof.file, prof.line("models", i), f"models.{i}",
-                            f"unknown {p.vendor} model {model!r}"))
+                            f"unknown {p.vendor} model {model!r}"
+                            f"{did_you_mean(model, vendor.models)}"))
         if p.params.get("admin_password"):
             _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
                           prof, ("params", "admin_password"), problems, device=True)
@@ -366,7 +401,7 @@ def cross_check(state: DesiredState) -> list[Problem]:
         profile = state.profiles.get(d.profile)
         if profile is None:
             add(Problem(located.file, located.line("profile"), "profile",
-                        f"unknown profile {d.profile!r}"))
+                        f"unknown profile {d.profile!r}{did_you_mean(d.profile, state.profiles)}"))
         try:
             vendor = vendors.get(d.vendor)
         except KeyError:
@@ -375,8 +410,9 @@ def cross_check(state: DesiredState) -> list[Problem]:
             continue
         if d.model_name not in vendor.models:
             add(Problem(located.file, located.line("model"), "model",
-                        f"unknown model {d.model!r} (known {d.vendor} models: "
-                        f"{', '.join(sorted(vendor.models))})"))
+                        f"unknown model {d.model!r}"
+                        f"{did_you_mean(d.model_name, vendor.models)} (known {d.vendor} "
+                        f"models: {', '.join(sorted(vendor.models))})"))
         elif profile is not None and (profile.value.vendor != d.vendor
                                       or d.model_name not in profile.value.models):
             add(Problem(located.file, located.line("model"), "model",
@@ -384,7 +420,8 @@ def cross_check(state: DesiredState) -> list[Problem]:
                         f"({profile.value.vendor}: {', '.join(profile.value.models)})"))
         if d.customer is not None and d.customer not in state.customers:
             add(Problem(located.file, located.line("customer"), "customer",
-                        f"unknown customer {d.customer!r}"))
+                        f"unknown customer {d.customer!r}"
+                        f"{did_you_mean(d.customer, state.customers)}"))
         if d.owned_by_customer and d.customer is None:
             add(Problem(located.file, located.line("owned_by_customer"), "owned_by_customer",
                         "a phone owned by a customer must name that customer"))
@@ -400,8 +437,57 @@ def cross_check(state: DesiredState) -> list[Problem]:
 
     _check_model_profiles(state, problems)
     _check_assignments(state, policy.max_phones_per_account, problems)
+    _check_served(state, allow_unserved, problems)
     _check_firmware(state, problems)
+    _check_rollouts(state, problems)
     return problems
+
+
+def _check_rollouts(state: DesiredState, problems: list[Problem]) -> None:
+    """A canary names a phone of the inventory: a typo would silently make no canary."""
+    places: list[tuple[Any, Located[Any], Path_]] = []
+    policy = state.provisioning.value.policy
+    if policy.rollout is not None:
+        places.append((policy.rollout, state.provisioning, ("policy", "rollout")))
+    places += [(img.value.rollout, img, ("rollout",)) for img in state.catalog
+               if img.value.rollout is not None]
+    places += [(pin.value.rollout, pin, ("rollout",)) for pin in state.pins
+               if pin.value.rollout is not None]
+    logs = any(getattr(t, "access_log", None) for t in state.provisioning.value.targets.values())
+    for rollout, located, base in places:
+        g = rollout.gate
+        if not logs and (g.fetched or g.reports_version or g.errors_max):
+            problems.append(Problem(
+                located.file, located.line(*base, "gate"), ".".join((*map(str, base), "gate")),
+                "the gate reads what phones fetched, but no target names an access_log: "
+                "nothing will be seen and the rollout will halt (docs/serving.md)", "warning"))
+        for i, mac in enumerate(rollout.canary):
+            if mac not in state.devices:
+                problems.append(Problem(located.file, located.line(*base, "canary", i),
+                                        ".".join((*map(str, base), "canary", str(i))),
+                                        f"unknown device {mac} (not in devices/)"))
+
+
+def _check_served(state: DesiredState, allow_unserved: bool, problems: list[Problem]) -> None:
+    """A phone outside every target's `customers:` filter would silently get nothing."""
+    targets = state.provisioning.value.targets.values()
+    if any(t.customers is None for t in targets):
+        return  # a target without a filter serves every phone
+    account_customer: dict[str, str] = {}
+    for assignment in state.assignments:
+        for ref in assignment.value.devices:
+            account_customer.setdefault(ref.mac, assignment.value.customer)
+    served = {c for t in targets for c in t.customers or []}
+    for mac, located in state.devices.items():
+        customer = located.value.customer or account_customer.get(mac)
+        if customer in served:
+            continue
+        whose = f"customer {customer!r}" if customer else "the pool (no customer)"
+        problems.append(Problem(
+            located.file, located.line("mac"), "mac",
+            f"no target serves phone {mac} of {whose}: every target in provisioning.yaml has a "
+            "customers: filter and none lists it (add it to one, or pass --allow-unserved)",
+            "warning" if allow_unserved else "error"))
 
 
 def _provisioning_refs(prov: Provisioning) -> list[tuple[str, Path_]]:
@@ -431,7 +517,8 @@ def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
             profile = state.profiles.get(name)
             if profile is None:
                 problems.append(Problem(located.file, where, fieldname,
-                                        f"unknown profile {name!r}"))
+                                        f"unknown profile {name!r}"
+                                        f"{did_you_mean(name, state.profiles)}"))
             elif profile.value.vendor != vendor_name or model_name not in profile.value.models:
                 problems.append(Problem(located.file, where, fieldname,
                                         f"model {model!r} is not one of profile {name!r}'s "
@@ -443,7 +530,7 @@ def _check_secret(state: DesiredState, ref: tuple[str, Path_], where: Located[An
                   path: Path_, problems: list[Problem], *, device: bool = False) -> None:
     try:
         state.secrets.check(ref[0], device=device)
-    except MissingSecret as exc:
+    except MissingSecret as exc:  # located only now: 100,000 phones, few problems
         problems.append(Problem(where.file, where.line(*path), ".".join(map(str, path)),
                                 str(exc)))
 
@@ -456,9 +543,10 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
     for located in state.assignments:
         a = located.value
         account_customer = a.customer
-        if a.customer not in state.customers:
+        if account_customer not in state.customers:
             add(Problem(located.file, located.line("account"), "account",
-                        f"unknown customer {a.customer!r} in account {a.account!r}"))
+                        f"unknown customer {a.customer!r} in account {a.account!r}"
+                        f"{did_you_mean(a.customer, state.customers)}"))
         elif state.customers[a.customer].value.status == "terminated":
             add(Problem(located.file, located.line("account"), "account",
                         f"customer {a.customer!r} is terminated: remove account {a.account!r}"))

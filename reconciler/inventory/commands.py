@@ -21,6 +21,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,8 +31,17 @@ from reconciler.core import layout
 from reconciler.core.errors import ConfigError, Problem
 from reconciler.core.layout import assignments_file, devices_file
 from reconciler.core.macs import colon_mac, normalize_mac
+from reconciler.core.names import did_you_mean
 from reconciler.desired.load import parse_yaml
-from reconciler.desired.schema import Assignment, Customer, Defaults, Device, Profile
+from reconciler.desired.schema import (
+    Assignment,
+    Customer,
+    Defaults,
+    Device,
+    Policy,
+    Profile,
+    Provisioning,
+)
 from reconciler.inventory.yamledit import (
     ACCOUNT_KEYS,
     DEVICE_KEYS,
@@ -40,6 +50,7 @@ from reconciler.inventory.yamledit import (
     Workspace,
     description,
     drop_key,
+    flow_map,
     new_account,
     new_device,
     new_port_ref,
@@ -48,6 +59,7 @@ from reconciler.inventory.yamledit import (
     set_description,
     set_key,
 )
+from vendors.zerotouch import can_onboard
 
 HEADER = ("Action", "Device name", "Device model", "MAC address", "Customer",
           "Owned by customer", "Description", "Serial", "Profile")
@@ -81,7 +93,7 @@ class View:
         """Why `profile` cannot be used for `model`, or None."""
         p = self.profiles.get(profile)
         if p is None:
-            return f"unknown profile {profile!r}"
+            return f"unknown profile {profile!r}{did_you_mean(profile, self.profiles)}"
         vendor, _, name = model.partition("/")
         if p.vendor != vendor or name not in p.models:
             return (f"model {model!r} is not one of profile {profile!r}'s "
@@ -147,7 +159,9 @@ def resolve_model(text: str) -> str:
         raise ValueError(f"unknown vendor {vendor!r} (known: {', '.join(vendors.KNOWN)})")
     if sep:
         known = ", ".join(sorted(vendors.get(vendor.lower()).models))
-        raise ValueError(f"unknown model {text!r} (known {vendor.lower()} models: {known})")
+        raise ValueError(f"unknown model {text!r}"
+                         f"{did_you_mean(name, vendors.get(vendor.lower()).models)} (known "
+                         f"{vendor.lower()} models: {known})")
     raise ValueError(f"unknown model {text!r} (write vendor/MODEL, e.g. yealink/T46U)")
 
 
@@ -318,7 +332,8 @@ def _check_row(ws: Workspace, current: View, row: Row, action: str, mac: str | N
     elif customer_text == "":
         fields["customer"] = None
     elif customer_text not in current.customers:
-        bad("Customer", f"unknown customer {customer_text!r}")
+        bad("Customer", f"unknown customer {customer_text!r}"
+                        f"{did_you_mean(customer_text, current.customers)}")
     elif current.customers[customer_text].status == "terminated":
         bad("Customer", f"customer {customer_text!r} is terminated")
     else:
@@ -519,14 +534,16 @@ def device_move(ws: Workspace, macs: list[str], customer: str | None, *,
     if customer is not None:
         c = current.customers.get(customer)
         if c is None:
-            raise ConfigError([_problem("move", "--customer", f"unknown customer {customer!r}")])
+            raise ConfigError([_problem("move", "--customer", f"unknown customer {customer!r}"
+                                        f"{did_you_mean(customer, current.customers)}")])
         if c.status == "terminated":
             raise ConfigError([_problem("move", "--customer",
                                         f"customer {customer!r} is terminated")])
     selected = list(macs)
     if all_of is not None:
         if all_of not in current.customers:
-            raise ConfigError([_problem("move", "--all-of", f"unknown customer {all_of!r}")])
+            raise ConfigError([_problem("move", "--all-of", f"unknown customer {all_of!r}"
+                                        f"{did_you_mean(all_of, current.customers)}")])
         selected += [mac for mac, d in current.devices.items()
                      if d.customer == all_of and not d.owned_by_customer]
     done: list[str] = []
@@ -616,3 +633,52 @@ def device_unassign(ws: Workspace, mac_text: str | None, account: str | None = N
             raise ConfigError([_problem("unassign", "--account",
                                         f"{colon_mac(mac)} is not assigned to {account}")])
     return _unassign(ws, mac, accounts, port)
+
+
+# --- onboarding -------------------------------------------------------------------------------
+
+
+def window_days(ws: Workspace) -> int:
+    """policy.onboarding_window_days of provisioning.yaml (its default when it cannot be read:
+    the whole repository is validated before anything is written)."""
+    text = ws.text(layout.PROVISIONING)
+    try:
+        doc = parse_yaml(layout.PROVISIONING, (text or "").encode())
+        return int(Provisioning.model_validate(doc.data or {}).policy.onboarding_window_days)
+    except (ConfigError, ValidationError, ValueError, TypeError):
+        return int(Policy().onboarding_window_days)
+
+
+def device_onboard(ws: Workspace, macs: list[str], until: date) -> list[str]:
+    """Open (again) the onboarding windows of phones, e.g. factory-reset ones: `onboard:
+    {until: DATE}` on each (docs/zero-touch.md). A new value opens a new window."""
+    problems: list[Problem] = []
+    found: list[tuple[str, DeviceAt]] = []
+    for text in macs:
+        try:
+            mac, at = _device(ws, "onboard", text)
+        except ConfigError as exc:
+            problems += [Problem("onboard", 0, p.field, p.message) for p in exc.problems]
+            continue
+        vendor = str(at.item.get("model", "")).partition("/")[0]
+        if vendor not in vendors.KNOWN or not can_onboard(vendor):
+            problems.append(Problem("onboard", 0, "MAC", f"{colon_mac(mac)} is a {vendor} "
+                                    "phone: provctl has no bootstrap files for it (use its "
+                                    "redirect service: redirect: true)"))
+        elif not at.item.get("customer") and not ws.accounts_of(mac):
+            problems.append(Problem("onboard", 0, "MAC", f"{colon_mac(mac)} is in the pool: "
+                                    "its bootstrap URL is its customer's; allocate it first "
+                                    "(provctl device move MAC --customer ID)"))
+        else:
+            found.append((mac, at))
+    if problems:
+        raise ConfigError(problems)
+    done = []
+    for mac, at in found:
+        if set_key(at.item, "onboard", flow_map(until=until), DEVICE_KEYS):
+            ws.touch(at)
+            done.append(f"{colon_mac(mac)}: onboarding window open until {until.isoformat()} "
+                        f"({at.rel})")
+        else:
+            done.append(f"{colon_mac(mac)}: already onboard until {until.isoformat()}")
+    return done

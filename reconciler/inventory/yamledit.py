@@ -35,7 +35,7 @@ from reconciler.desired.validate import DesiredState, load_state
 # Key order of a device entry as the example fleet writes it; a new key goes after the last
 # present key that precedes it here.
 DEVICE_KEYS = ("mac", "model", "profile", "customer", "name", "owned_by_customer", "serial",
-               "redirect", "firmware", "allow_downgrade", "params")
+               "redirect", "onboard", "firmware", "allow_downgrade", "params")
 ACCOUNT_KEYS = ("account", "display_name", "password", "auth_user", "devices", "params")
 
 # (mapping indent, sequence indent, offset, dedent of the root sequence)
@@ -513,6 +513,14 @@ class Workspace:
         self._device_file = None
         self._by_mac.clear()
         return written
+
+
+def flow_map(**items: Any) -> CommentedMap:
+    """A small mapping written on one line, `{until: 2027-01-31}`."""
+    value = CommentedMap()
+    value.update(items)
+    value.fa.set_flow_style()
+    return value
 
 
 def new_device(mac: str, model: str, profile: str, *, customer: str | None = None,

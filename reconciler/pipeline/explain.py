@@ -50,6 +50,10 @@ def explain(renderer: Renderer, mac: str, only: str | None = None) -> str:
     fw = device.firmware.version if device.firmware else "installed"
     if not only or only == "firmware":
         out.append(f"  firmware = {fw}    <- {device.firmware_origin}")
+        if device.firmware != device.firmware_wanted:
+            wanted = device.firmware_wanted.version if device.firmware_wanted else "installed"
+            out.append(f"    (the desired state chooses {wanted} <- {device.wanted_origin}; "
+                       "it comes with its wave)")
 
     def section(title: str, rows: list[tuple[str, Any]], origins: dict[str, Origin]) -> None:
         rows = [(k, v) for k, v in rows if not only or k == only or k.startswith(only + ".")]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from reconciler.render.addressing import show_path
-from reconciler.targets.base import FileStat, Manifest
+from reconciler.targets.base import FileStat
+from reconciler.targets.manifest import Manifest
 
 FORMAT = "provctl-plan/1"
 
@@ -64,7 +65,8 @@ class FileChange:
     target: str
     path: str
     action: Literal["put", "delete"]
-    reason: Literal["create", "update", "heal", "prune"]
+    # withdraw: a bootstrap file whose phones' onboarding windows closed (docs/zero-touch.md)
+    reason: Literal["create", "update", "heal", "prune", "withdraw"]
     sha256: str
     size: int
     device: str | None = None
@@ -79,6 +81,15 @@ class Drift:
     path: str
     kind: Literal["missing", "modified", "replaced"]
     detail: str
+
+
+@dataclass(frozen=True, order=True)
+class Orphan:
+    """A file provctl published that is no longer desired, kept because pruning is off."""
+
+    target: str
+    path: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,9 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     targets: tuple[TargetSummary, ...] = ()
     refusals: tuple[str, ...] = ()  # safety rules that stop apply unless --force
+    orphans: tuple[Orphan, ...] = ()  # not desired, not deleted (prune off): shown, not changed
+    held: tuple[FileChange, ...] = ()  # left out: a rollout holds them back (waves.py)
+    rollouts: tuple[Any, ...] = ()  # waves.Report: each rollout, its wave and its gate
 
     @property
     def empty(self) -> bool:
@@ -116,12 +130,16 @@ class Plan:
         return hashlib.sha256(data).hexdigest()
 
     def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "heal": 0, "prune": 0}
+        out = {"create": 0, "update": 0, "heal": 0, "prune": 0, "withdraw": 0}
         for change in self.changes:
             out[change.reason] += 1
         for r in self.redirects:
             out[r.action] = out.get(r.action, 0) + 1
         out["drift"] = len(self.drift)
+        if self.orphans:
+            out["orphan"] = len(self.orphans)
+        if self.held:
+            out["held"] = len(self.held)
         out["unchanged"] = sum(t.unchanged for t in self.targets)
         return out
 
@@ -135,9 +153,15 @@ def diff_target(
     max_delete_percent: float,
     force: bool,
     downgrade: Callable[[str, str, str], str | None] = lambda device, old, new: None,
+    bootstrap: Callable[[str], bool] = lambda path: False,
 ) -> tuple[list[FileChange], list[Drift], TargetSummary, list[str]]:
     """Changes for one target: put what differs from the manifest, delete what the manifest
-    lists but is no longer desired. Files the reconciler did not publish are never touched."""
+    lists but is no longer desired. Files the reconciler did not publish are never touched.
+
+    A bootstrap file (`bootstrap(path)`) no longer desired is withdrawn, pruning on or off:
+    its phones' onboarding windows closed, and it must not stay where anyone on the customer's
+    network can fetch it. Withdrawals are not counted against max_delete_percent (they are
+    not phones' files going away), nor in the files it counts them against."""
     name = observed.target
     manifest = observed.manifest.files
     changes: list[FileChange] = []
@@ -178,12 +202,17 @@ def diff_target(
                                       want.device))
         else:
             unchanged += 1
+    changes += [FileChange(name, path, "delete", "withdraw", entry.sha256, entry.size)
+                for path, entry in manifest.items() if path not in desired and bootstrap(path)]
+    changes += [FileChange(name, path, "delete", "withdraw", "", 0) for path in sorted(pending)
+                if path not in desired and path not in manifest and bootstrap(path)]
     if prune:
         deletes = [FileChange(name, path, "delete", "prune", entry.sha256, entry.size)
-                   for path, entry in manifest.items() if path not in desired]
+                   for path, entry in manifest.items()
+                   if path not in desired and not bootstrap(path)]
         deletes += [FileChange(name, path, "delete", "prune", "", 0) for path in sorted(pending)
-                    if path not in desired and path not in manifest]
-        managed = len(set(manifest) | pending)
+                    if path not in desired and path not in manifest and not bootstrap(path)]
+        managed = len({p for p in set(manifest) | pending if not bootstrap(p)})
         if deletes and not force:
             percent = 100.0 * len(deletes) / max(managed, 1)
             if percent > max_delete_percent:
@@ -194,6 +223,37 @@ def diff_target(
         changes += deletes
     summary = TargetSummary(name, len(manifest), unchanged)
     return sorted(changes), sorted(drift), summary, refusals
+
+
+def orphans(desired: Mapping[str, DesiredFile], observed: Observed,
+            bootstrap: Callable[[str], bool] = lambda path: False) -> list[Orphan]:
+    """What pruning would delete on this target: files of the manifest (or the journal of an
+    interrupted run) that are no longer desired. With pruning off they stay, and are shown.
+    Bootstrap files are withdrawn either way (diff_target), so they are no orphans."""
+    manifest = observed.manifest.files
+    found = [Orphan(observed.target, path, entry.size) for path, entry in manifest.items()
+             if path not in desired and not bootstrap(path)]
+    found += [Orphan(observed.target, path, 0) for path in observed.pending
+              if path not in desired and path not in manifest and not bootstrap(path)]
+    return sorted(found)
+
+
+def published(desired: Mapping[str, DesiredFile], observed: Observed,
+              changes: Iterable[FileChange], drift: Iterable[Drift],
+              done: Collection[str]) -> set[str]:
+    """The desired paths of one target that phones can fetch as desired, after the put phase:
+    put by this run (`done`), or already in the manifest with the desired digest while no change
+    was planned for them, nothing of an interrupted run is pending on them, and they were not
+    seen missing or modified. Nothing, when the target could not be observed."""
+    if observed.error is not None:
+        return set()
+    planned = {c.path for c in changes if c.target == observed.target and c.action == "put"}
+    drifted = {d.path for d in drift if d.target == observed.target and d.kind != "replaced"}
+    unsure = planned | drifted | observed.pending
+    manifest = observed.manifest.files
+    ok = {path for path, want in desired.items() if path not in unsure
+          and (have := manifest.get(path)) is not None and have.sha256 == want.sha256}
+    return ok | (set(done) & set(desired))
 
 
 def _drift(target: str, path: str, size: int, mtime: float, sha256: str,

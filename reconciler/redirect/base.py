@@ -1,9 +1,20 @@
 """The redirect-service seam: MAC registrations at a vendor's redirect (zero-touch) service.
 
-A client speaks one vendor API. It observes (read-only `lookup`) and changes one MAC at a time
-(`register`, `update`, `deregister`); it never decides anything — planning is pure and lives in
-`redirect/plan.py`. Clients take an HTTP transport (httpx) so tests can hand them a real
-loopback server of a faithful fake.
+A client speaks one vendor API. It observes (read-only `lookup`) and changes MACs (`register`,
+`update`, `deregister`, and their batch forms `*_many`); it never decides anything — planning
+is pure and lives in `redirect/plan.py`. Clients take an HTTP transport (httpx) so tests can
+hand them a real loopback server of a faithful fake.
+
+Batches: `register_many` / `update_many` / `deregister_many` take many MACs of one service and
+return one outcome per MAC (`None` = done, else the `RedirectError` for that MAC only), so one
+MAC held by another account never fails its neighbours. A client sends as few requests as its
+API allows (lists where the API takes lists) and reuses what its last `lookup` saw instead of
+observing again. The batch methods are optional: `register_many(client, ...)` and its
+siblings here fall back to one call per MAC (`each()`) for a client without them.
+
+Rate: every HTTP client has `stats` (`RateStats`): requests sent, throttled answers, the token
+bucket's current limit and the measured rate, for a progress line (`stats.snapshot()`, or a
+`stats.listener` called after each request).
 
 Errors: `RedirectError(transient=True)` for throttling / 5xx / timeouts (retry with backoff),
 `RedirectError(conflict=True)` when another account holds the MAC (never retried blindly),
@@ -12,12 +23,23 @@ other `RedirectError`s are permanent for that device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
+
+from reconciler.core.errors import RedirectError
+
+log = logging.getLogger(__name__)
 
 # Per-device redirect states, as shown by `provctl status` and in plans.
 State = Literal["active", "disabled", "provision", "deprovision", "conflict"]
+
+# One outcome per MAC of a batch: None when done, else why not (that MAC only).
+Outcomes = dict[str, RedirectError | None]
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,9 @@ class DesiredRegistration:
 
 class RedirectClient(Protocol):
     name: str
+    # Whether the API can take a MAC over from another account (`steal: true`). When it cannot,
+    # the planner reports a conflict instead of planning a registration that must fail.
+    can_steal: bool
 
     def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
         """Observe these MACs; read-only."""
@@ -59,3 +84,160 @@ class RedirectClient(Protocol):
 
     def close(self) -> None:
         ...
+
+
+T = TypeVar("T")
+
+
+class Breaker:
+    """Ends a batch once the service failed transiently `limit` times in a row (it is down, or
+    throttling past every retry): the rest is not sent and fails transient too, so the next
+    run retries it — instead of every remaining MAC spending its own retries on a dead
+    service."""
+
+    def __init__(self, limit: int = 3):
+        self.limit = limit
+        self._row = 0
+        self._last: RedirectError | None = None
+
+    def record(self, outcomes: Mapping[str, RedirectError | None]) -> None:
+        for error in outcomes.values():
+            if error is not None and error.transient:
+                self._row += 1
+                self._last = error
+            else:
+                self._row = 0
+
+    def tripped(self) -> RedirectError | None:
+        """The error for what is not sent any more, once tripped."""
+        if self._row < self.limit or self._last is None:
+            return None
+        return RedirectError(self._last.service, f"not sent: {self._row} transient failures "
+                             f"in a row ({self._last})", transient=True)
+
+
+def each(items: Iterable[T], key: Callable[[T], str], run: Callable[[T], None]) -> Outcomes:
+    """Run `run` per item; a RedirectError is that item's outcome, never its neighbours' (but
+    after three transient failures in a row the rest is not tried: see Breaker)."""
+    out: Outcomes = {}
+    breaker = Breaker()
+    for item in items:
+        stop = breaker.tripped()
+        if stop is not None:
+            out[key(item)] = stop
+            continue
+        try:
+            run(item)
+        except RedirectError as exc:
+            out[key(item)] = exc
+        else:
+            out[key(item)] = None
+        breaker.record({key(item): out[key(item)]})
+    return out
+
+
+def register_many(client: RedirectClient, regs: Sequence[DesiredRegistration]) -> Outcomes:
+    batch = getattr(client, "register_many", None)
+    if batch is not None:
+        return dict(batch(regs))
+    return each(regs, lambda r: r.mac, client.register)
+
+
+def update_many(client: RedirectClient, regs: Sequence[DesiredRegistration]) -> Outcomes:
+    batch = getattr(client, "update_many", None)
+    if batch is not None:
+        return dict(batch(regs))
+    return each(regs, lambda r: r.mac, client.update)
+
+
+def deregister_many(client: RedirectClient, macs: Sequence[str]) -> Outcomes:
+    batch = getattr(client, "deregister_many", None)
+    if batch is not None:
+        return dict(batch(macs))
+    return each(macs, lambda m: m, client.deregister)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + max(1, size)]
+
+
+# -- rate, for a progress line ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateSnapshot:
+    """One service's traffic, as a progress line shows it."""
+
+    requests: int  # sent (every attempt counts)
+    throttled: int  # answers that said "slow down" (429, or the vendor's in-band code)
+    limit: float  # requests per second the token bucket allows now (lowered after a 429)
+    measured: float  # requests per second actually sent over the last `window` seconds
+    paused_for: float  # seconds until the service's Retry-After has passed (0 when not paused)
+
+
+class RateStats:
+    """Counts the requests of one service and keeps the rate a progress line shows.
+
+    The transport calls `sent()` / `throttled()`; the limiter reports its current limit and
+    pause through `limit_source`. `listener`, when set (e.g. by the progress display), is
+    called with a fresh snapshot after every request. Thread-safe; no I/O.
+    """
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.window = window
+        self.listener: Callable[[RateSnapshot], None] | None = None
+        self.limit_source: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._recent: deque[float] = deque()
+        self._requests = 0
+        self._throttled = 0
+
+    def sent(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._requests += 1
+            self._recent.append(now)
+            self._trim(now)
+        self._notify()
+
+    def throttled(self) -> None:
+        with self._lock:
+            self._throttled += 1
+
+    def _trim(self, now: float) -> None:
+        while self._recent and self._recent[0] <= now - self.window:
+            self._recent.popleft()
+
+    def snapshot(self) -> RateSnapshot:
+        limit, paused = self.limit_source()
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            recent = len(self._recent)
+            span = min(self.window, max(now - self._recent[0], 1e-3)) if recent > 1 else 0.0
+            measured = (recent - 1) / span if span else 0.0
+            return RateSnapshot(self._requests, self._throttled, limit, measured, paused)
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    def _notify(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            try:
+                listener(self.snapshot())
+            except Exception:  # noqa: BLE001 - a progress display never fails a request
+                log.debug("rate listener failed", exc_info=True)
+
+
+def rates(clients: Mapping[str, object]) -> dict[str, RateSnapshot]:
+    """The current snapshot of every client that keeps `stats` (service -> snapshot)."""
+    out: dict[str, RateSnapshot] = {}
+    for name, client in clients.items():
+        stats = getattr(client, "stats", None)
+        if isinstance(stats, RateStats):
+            out[name] = stats.snapshot()
+    return out

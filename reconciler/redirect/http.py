@@ -1,9 +1,11 @@
 """The HTTP transport of the redirect clients: the only module that imports httpx.
 
 One `HttpTransport` per redirect service: an `httpx.Client` with a base URL (or a test
-`transport=`), a client-side token-bucket rate limiter, and retries with exponential backoff
-and jitter on what is worth retrying — HTTP 429, 5xx, a vendor's throttling answer (the caller
-says which), timeouts and connection errors. After the last attempt it raises
+`transport=`), a client-side token-bucket rate limiter that slows down when the service says
+so (429 or a vendor's in-band code; `Retry-After` pauses the whole service), and retries with
+exponential backoff and jitter on what is worth retrying — HTTP 429, 5xx, a vendor's
+throttling answer (the caller says which), timeouts and connection errors. `stats` counts the
+requests and shows the current rate (for a progress line). After the last attempt it raises
 `RedirectError(transient=True)`. Anything else (2xx, 4xx) is handed back as a small frozen
 `Response` so the vendor modules never see httpx.
 
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from reconciler.core.errors import RedirectError
+from reconciler.redirect.base import RateStats
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,16 @@ class Response:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff: delay = min(max_delay, base * 2**n), jittered to 50–100 %."""
+    """Bounded exponential backoff: delay = min(max_delay, base * 2**n), jittered to 50–100 %.
+
+    A `Retry-After` (on a 429, or a 503) is honoured exactly, by pausing the service's whole
+    token bucket; one longer than `max_retry_after` ends the request at once (transient).
+    """
 
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
+    max_retry_after: float = 300.0
 
     def delay(self, attempt: int, rng: Callable[[], float], retry_after: float | None) -> float:
         if retry_after is not None:
@@ -99,6 +107,10 @@ class RateLimiter:
     A caller that finds the bucket empty takes a token on credit and sleeps until it is due,
     so the limiter never spins (an injected no-op sleep just lets every request through).
     Thread-safe: one limiter is shared by every thread talking to the same service.
+
+    It adapts to the service (AIMD): `backoff()` after a "slow down" answer halves the rate
+    (not below 1/32 of the configured one) and, given a Retry-After, pauses every caller until
+    then; each `success()` wins back 5 % of the configured rate. `rate` is the limit now.
     """
 
     def __init__(
@@ -111,29 +123,59 @@ class RateLimiter:
     ):
         if rate <= 0:
             raise ValueError("rate must be positive")
+        self.configured = rate
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
         self._clock = clock
         self._sleep = sleep
         self._tokens = self.burst
         self._stamp = clock()
+        self._not_before = 0.0
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
         """Take one token; returns how long the caller waited (seconds)."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
+            if now > self._stamp:  # no tokens accrue while paused (_stamp in the future)
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
             self._tokens -= 1.0
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            wait = max(0.0, self._stamp - now)
+            if self._tokens < 0:
+                wait += -self._tokens / self.rate
         if wait > 0:
             self._sleep(wait)
         return wait
 
+    def backoff(self, retry_after: float | None, *, slower: bool = True) -> None:
+        """The service said "slow down" (`slower`) and/or "not before `retry_after` s"."""
+        with self._lock:
+            now = self._clock()
+            if slower:
+                self.rate = max(self.configured / 32, self.rate / 2)
+            if retry_after is not None and retry_after > 0:
+                self._not_before = max(self._not_before, now + retry_after)
+                self._tokens = min(self._tokens, 1.0)  # one request when the pause ends
+                self._stamp = max(self._stamp, self._not_before)
+
+    def success(self) -> None:
+        if self.rate < self.configured:
+            with self._lock:
+                self.rate = min(self.configured, self.rate + self.configured * 0.05)
+
+    def current(self) -> tuple[float, float]:
+        """(the rate allowed now, seconds until a Retry-After pause ends)."""
+        with self._lock:
+            return self.rate, max(0.0, self._not_before - self._clock())
+
 
 class HttpTransport:
-    """httpx.Client + rate limiter + retries, for one redirect service."""
+    """httpx.Client + rate limiter + retries, for one redirect service.
+
+    `stats` counts every attempt and shows the current rate (for a progress line: set
+    `stats.listener`, or read `stats.snapshot()`).
+    """
 
     def __init__(
         self,
@@ -148,6 +190,7 @@ class HttpTransport:
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         same_origin: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.service = service
         self.base_url = base_url
@@ -155,7 +198,9 @@ class HttpTransport:
         self.same_origin = same_origin
         self._sleep = sleep
         self._rng = rng
-        self.limiter = RateLimiter(rate_per_second, sleep=sleep)
+        self.limiter = RateLimiter(rate_per_second, clock=clock, sleep=sleep)
+        self.stats = RateStats(clock=clock)
+        self.stats.limit_source = self.limiter.current
         self._client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout),
@@ -201,14 +246,15 @@ class HttpTransport:
             )
         what = f"{method.upper()} {request.url.path}"
         last = ""
-        retry_after: float | None = None
+        paused = False
         for attempt in range(self.retry.attempts):
-            if attempt:
-                self._sleep(self.retry.delay(attempt - 1, self._rng, retry_after))
-            retry_after = None
+            if attempt and not paused:  # after a Retry-After the limiter does the waiting
+                self._sleep(self.retry.delay(attempt - 1, self._rng, None))
+            paused = False
             self.limiter.acquire()
             if signer is not None:
                 request.headers.update(signer(_sign_input(request)))
+            self.stats.sent()
             try:
                 raw = self._client.send(request)
             except httpx.TimeoutException:
@@ -217,16 +263,28 @@ class HttpTransport:
                 last = f"connection failed ({type(exc).__name__})"
             else:
                 response = _wrap(raw)
-                if response.status in RETRY_STATUS or (
-                    response.ok and throttled is not None and throttled(response)
-                ):
-                    last = f"HTTP {response.status}" + (
-                        " (throttled)" if response.status in (200, 429) else ""
-                    )
-                    retry_after = _retry_after(response.headers.get("retry-after"))
-                else:
+                throttle = response.status == 429 or (
+                    response.ok and throttled is not None and throttled(response))
+                if not throttle and response.status not in RETRY_STATUS:
+                    self.limiter.success()
                     log.debug("%s %s -> %s", self.service, what, response.status)
                     return response
+                last = f"HTTP {response.status}" + (" (throttled)" if throttle else "")
+                retry_after = _retry_after(response.headers.get("retry-after"))
+                if retry_after is not None and retry_after > self.retry.max_retry_after:
+                    raise RedirectError(
+                        self.service, f"{what}: {last}: the service asks to wait "
+                        f"{retry_after:.0f} s (more than {self.retry.max_retry_after:.0f} s); "
+                        "try again later", transient=True)
+                if throttle:
+                    self.stats.throttled()
+                if throttle or retry_after is not None:
+                    self.limiter.backoff(retry_after, slower=throttle)
+                    paused = retry_after is not None
+                    rate, _ = self.limiter.current()
+                    log.info("%s: %s; %s, now at most %.2g requests/s", self.service, last,
+                             f"waiting {retry_after:.3g} s as asked" if paused
+                             else "backing off", rate)
             log.debug(
                 "%s %s: %s (attempt %d/%d)", self.service, what, last, attempt + 1,
                 self.retry.attempts,

@@ -1,6 +1,7 @@
 """Planning MAC registrations at redirect services: pure, no I/O, no clock (`now` is passed in).
 
-    (desired registrations, observed registrations, provctl's records, now) -> [RedirectChange]
+    (desired registrations, observed registrations, provctl's records, now, environment)
+        -> [RedirectChange]
 
 Inputs, all keyed by canonical MAC (12 lowercase hex):
 
@@ -10,6 +11,17 @@ Inputs, all keyed by canonical MAC (12 lowercase hex):
 - `records`: what provctl remembers per MAC (`Record`, persisted by `redirect/state.py`): which
   service, the URL, when the registration that opened the current window was made, the
   fingerprint of the git value that opened it, and the last known state.
+- `env` (`Environment`): what this environment of the fleet calls its own — the base URLs of its
+  targets — and which services can take a MAC over from another account.
+
+Environments. One fleet often runs several desired states (`main`, `staging`, ...) against the
+same vendor account. The service then says "us" for every one of them, and without a rule each
+would rewrite the other's registration on every run. An environment is told apart by its
+targets: a registered URL is this environment's when it lies under the `base_url` of one of its
+targets, or is exactly the URL provctl's record says it registered. Any other URL held by our
+account belongs to another environment of the fleet (or was set by hand at the vendor): it is a
+conflict, never updated or deregistered, unless the device says `steal: true`. Two
+environments must therefore not share a `base_url` (they would share a document root, too).
 
 Rules (one device at a time; a device's result never depends on another's):
 
@@ -20,11 +32,18 @@ Rules (one device at a time; a device's result never depends on another's):
    or its record is from an older window → `update` too (adopt it / reopen the window: the record
    written after apply starts the clock).
 3. Desired, another account holds it → `conflict` (a no-op, reported), unless the device says
-   `steal: true` → `register` with `steal`.
+   `steal: true` and the service can take a MAC over → `register` with `steal`. A service that
+   cannot (its API has no override) gives `conflict` with cause `cannot-steal`, which says so.
 4. Our registration's window elapsed (or its `until` passed) → `deregister`; nothing is registered
    again for that `opened` fingerprint (state `disabled`).
+4a. The phone fetched its own file after the registration that opened the window (`arrived`,
+   observed in the access logs: it has reached us) → `deregister` with cause `fetched`, and the
+   window is over as in rule 4.
 5. Not desired any more, we hold it and provctl's record says it registered it → `deregister`.
 6. A MAC provctl has no record of (or whose record says it was not ours) is never deregistered.
+7. Desired, our account holds it with a URL of another environment → `conflict` (cause
+   `other-environment`), unless `steal: true` → `update` with `steal`. Not desired, or its window
+   over, and the URL is another environment's → nothing: it is not ours to deregister.
 
 The changes are frozen values with a stable order: deregistrations first (they run before files
 are deleted), then updates and registrations (after files are published), then conflicts.
@@ -50,8 +69,11 @@ Cause = Literal[
     "adopt",  # we hold it but provctl has no record: adopt it, the window starts now
     "steal",  # another account holds it and the device says steal: true
     "held-by-other",  # another account holds it (conflict)
+    "cannot-steal",  # another account holds it, steal: true, the service cannot (conflict)
+    "other-environment",  # our account holds it for another environment of the fleet (conflict)
     "window-elapsed",  # registered_at + window_days passed
     "until-passed",  # the device's redirect.until date passed
+    "fetched",  # the phone fetched its own file from us after the registration: it arrived
     "not-desired",  # the device no longer asks for a registration
     "moved",  # the device now uses another redirect service
 ]
@@ -123,6 +145,26 @@ class RedirectChange:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Environment:
+    """This environment of the fleet, as far as the redirect planner needs to know it."""
+
+    bases: tuple[str, ...] = ()  # the base_url of every target in provisioning.yaml
+    can_steal: frozenset[str] = frozenset()  # services whose API can take a MAC over
+
+    @classmethod
+    def of(cls, base_urls: Iterable[str], can_steal: Iterable[str] = ()) -> Environment:
+        return cls(tuple(sorted({u if u.endswith("/") else u + "/" for u in base_urls})),
+                   frozenset(can_steal))
+
+    def owns(self, url: str | None, record: Record | None) -> bool:
+        """Whether a URL our account holds is this environment's. A service that does not
+        show the URL (None) cannot tell us otherwise: the record decides, as before."""
+        if url is None or (record is not None and record.url == url):
+            return True
+        return any(url.startswith(base) for base in self.bases)
+
+
 # -- windows --------------------------------------------------------------------------------
 
 
@@ -150,16 +192,29 @@ def _same_window(record: Record | None, want: DesiredRegistration) -> bool:
     )
 
 
+def arrived_after(record: Record, came: datetime | None) -> bool:
+    """Whether the phone fetched from us after the registration that opened its window.
+
+    Access logs in the combined format keep whole seconds, so a fetch logged in the second of
+    the registration counts (a phone that fetched from us then does not need the redirect).
+    """
+    return came is not None and record.registered_at is not None and (
+        came >= parse_time(record.registered_at).replace(microsecond=0))
+
+
 def window_open(
-    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int
+    want: DesiredRegistration | None, record: Record | None, now: datetime, window_days: int,
+    came: datetime | None = None,
 ) -> bool:
-    """Whether the device should be registered now (desired, window not over)."""
+    """Whether the device should be registered now (desired, window not over, not arrived)."""
     if want is None:
         return False
     if want.until and now >= until_end(want.until):
         return False
     if record is not None and _same_window(record, want):
         assert record.registered_at is not None
+        if arrived_after(record, came):
+            return False
         return now < window_end(record.registered_at, window_days, want.until)
     return True
 
@@ -173,15 +228,21 @@ def plan_redirects(
     records: Mapping[str, Record],
     now: datetime,
     window_days: int,
+    *,
+    env: Environment,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> list[RedirectChange]:
-    """Every change needed to bring the redirect services to the desired state. Pure."""
+    """Every change needed to bring the redirect services to the desired state. Pure.
+
+    `arrived`: per MAC, the latest fetch of the phone's own file seen in the access logs.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    arrived = arrived or {}
     changes: list[RedirectChange] = []
     for mac in sorted(set(desired) | set(records)):
-        changes.extend(
-            _plan_one(mac, desired.get(mac), remote.get(mac), records.get(mac), now, window_days)
-        )
+        changes.extend(_plan_one(mac, desired.get(mac), remote.get(mac), records.get(mac), now,
+                                 window_days, env, arrived.get(mac)))
     return sorted(changes, key=lambda change: change.sort_key)
 
 
@@ -192,9 +253,11 @@ def _plan_one(
     record: Record | None,
     now: datetime,
     window_days: int,
+    env: Environment,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
     if want is None:
-        return _plan_unwanted(mac, seen, record)
+        return _plan_unwanted(mac, seen, record, env)
     out: list[RedirectChange] = []
     if record is not None and record.service != want.service:
         if record.state in HOLDING:
@@ -207,12 +270,15 @@ def _plan_one(
         record = None
     if seen is None:
         return out
-    return out + _plan_wanted(mac, want, seen, record, now, window_days)
+    return out + _plan_wanted(mac, want, seen, record, now, window_days, env, came)
 
 
-def _plan_unwanted(mac: str, seen: Remote | None, record: Record | None) -> list[RedirectChange]:
+def _plan_unwanted(mac: str, seen: Remote | None, record: Record | None,
+                   env: Environment) -> list[RedirectChange]:
     if record is None or seen is None or record.state not in HOLDING or seen.holder != "us":
         return []
+    if not env.owns(seen.url, record):
+        return []  # another environment registered it since: not ours to deregister
     return [
         RedirectChange(
             "deregister", mac, record.service, seen.url or record.url,
@@ -228,7 +294,11 @@ def _plan_wanted(
     record: Record | None,
     now: datetime,
     window_days: int,
+    env: Environment,
+    came: datetime | None = None,
 ) -> list[RedirectChange]:
+    # A registration at our account for another environment of the fleet is not ours.
+    ours = seen.holder == "us" and env.owns(seen.url, record)
     holding = record is not None and record.state in HOLDING
 
     def change(action: Action, reason: str, cause: Cause, *, steal: bool = False):
@@ -240,18 +310,27 @@ def _plan_wanted(
         assert record is not None and record.registered_at is not None
         end = window_end(record.registered_at, window_days, want.until)
         if now >= end:
-            if seen.holder == "us" and holding:
+            if ours and holding:
                 cause: Cause = "window-elapsed"
                 if want.until and end == until_end(want.until):
                     cause = "until-passed"
                 return change("deregister", f"window ended {end.isoformat()}", cause)
             return []
+        if arrived_after(record, came):
+            assert came is not None
+            if ours and holding:
+                return change("deregister", f"the phone fetched its file at {came.isoformat()}",
+                              "fetched")
+            return []
     if want.until and now >= until_end(want.until):
-        if seen.holder == "us" and holding:
+        if ours and holding:
             return change("deregister", f"redirect.until {want.until} passed", "until-passed")
         return []
 
     if seen.holder == "other":
+        if want.steal and want.service not in env.can_steal:
+            return change("conflict", _CANNOT_STEAL.format(service=want.service),
+                          "cannot-steal")
         if want.steal:
             return change(
                 "register", "held by another account; the device says steal: true", "steal",
@@ -260,6 +339,18 @@ def _plan_wanted(
         return change("conflict", "held by another account (set steal: true to take it)",
                       "held-by-other")
 
+    if seen.holder == "us" and not ours:
+        if want.steal:
+            return change("update", "registered by our account for another environment; the "
+                          "device says steal: true", "steal", steal=True)
+        return change(
+            "conflict",
+            f"registered by our account with {_redact(seen.url)}, which is not under a "
+            "base_url of this environment's targets (another environment of the fleet, or "
+            "set by hand at the vendor); left alone: set steal: true on the device to take it",
+            "other-environment",
+        )
+
     if seen.holder == "nobody":
         if (
             record is not None
@@ -267,6 +358,9 @@ def _plan_wanted(
             and record.conflict_blind
             and record.opened == want.opened
         ):
+            if want.steal and want.service not in env.can_steal:
+                return change("conflict", _CANNOT_STEAL.format(service=want.service),
+                              "cannot-steal")
             if want.steal:
                 return change("register", "held by another account at the last attempt; "
                               "the device says steal: true", "steal", steal=True)
@@ -297,6 +391,21 @@ def _plan_wanted(
     return []
 
 
+_CANNOT_STEAL = (
+    "held by another account; the device says steal: true, but redirect service {service} "
+    "cannot take a MAC over from another account (its API has no override): have the holder "
+    "release it, then the next run registers it"
+)
+
+
+def _redact(url: str | None) -> str:
+    """A URL for a plan people read: token-like path segments shortened."""
+    if url is None:
+        return "an unknown URL"
+    return "/".join(p[:6] + "…" if len(p) >= 16 and all(c in "0123456789abcdef" for c in p)
+                    else p for p in url.split("/"))
+
+
 # -- states ---------------------------------------------------------------------------------
 
 
@@ -306,6 +415,9 @@ def device_states(
     records: Mapping[str, Record],
     now: datetime,
     window_days: int,
+    *,
+    env: Environment,
+    arrived: Mapping[str, datetime] | None = None,
 ) -> dict[str, State]:
     """Each known device's redirect state from an observation (for status and plan output).
 
@@ -313,11 +425,12 @@ def device_states(
     the recorded state is reported.
     """
     states: dict[str, State] = {}
+    arrived = arrived or {}
     for mac in sorted(set(desired) | set(records)):
         want, seen, record = desired.get(mac), remote.get(mac), records.get(mac)
         if record is not None and want is not None and record.service != want.service:
             record = None
-        states[mac] = _state(want, seen, record, now, window_days)
+        states[mac] = _state(want, seen, record, now, window_days, env, arrived.get(mac))
     return states
 
 
@@ -332,10 +445,14 @@ def _state(
     record: Record | None,
     now: datetime,
     window_days: int,
+    env: Environment,
+    came: datetime | None = None,
 ) -> State:
     if seen is None:
         return recorded_state(record)
-    wanted = window_open(want, record, now, window_days)
+    wanted = window_open(want, record, now, window_days, came)
+    if seen.holder == "us" and not env.owns(seen.url, record):
+        return "conflict" if wanted else "disabled"
     if seen.holder == "us":
         if not wanted and record is not None and record.state == "deprovision":
             return "deprovision"

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,32 @@ from reconciler.core.files import atomic_write
 from reconciler.desired.schema import RedirectWindow
 from reconciler.desired.validate import DesiredState
 from reconciler.redirect import make_client
-from reconciler.redirect.base import DesiredRegistration, RedirectClient, Remote
-from reconciler.redirect.plan import Record, RedirectChange, plan_redirects
-from reconciler.redirect.state import apply_change, load_records, records_path, save_records
+from reconciler.redirect.base import (
+    DesiredRegistration,
+    Outcomes,
+    RateSnapshot,
+    RedirectClient,
+    Remote,
+    deregister_many,
+    rates,
+    register_many,
+    update_many,
+)
+from reconciler.redirect.plan import (
+    ACTION_ORDER,
+    Environment,
+    Record,
+    RedirectChange,
+    plan_redirects,
+)
+from reconciler.redirect.state import (
+    Outcome,
+    load_records,
+    record_outcome,
+    records_path,
+    save_records,
+    understood,
+)
 from reconciler.render.addressing import Addressing
 
 log = logging.getLogger(__name__)
@@ -41,6 +64,7 @@ class RedirectSnapshot:
     records: dict[str, Record]
     errors: dict[str, str] = field(default_factory=dict)  # service -> why it was not observed
     memory: dict[str, list[str]] = field(default_factory=dict)  # mac -> [value, first revision]
+    env: Environment = field(default_factory=Environment)  # this environment's URLs, stealers
 
 
 def _memory_path(state_dir: Path) -> Path:
@@ -140,6 +164,10 @@ class Clients:
                                                   state.root)
         return self._clients[service]
 
+    def rates(self) -> dict[str, RateSnapshot]:
+        """Each open service's traffic and current rate (for a progress line)."""
+        return rates(self._clients)
+
     def close(self) -> None:
         for client in self._clients.values():
             try:
@@ -162,57 +190,113 @@ def observe(addresses: Addresses, clients: Clients, state_dir: Path) -> Redirect
             by_service.setdefault(rec.service, set()).add(mac)
     remote: dict[str, Remote] = {}
     errors: dict[str, str] = {}
+    stealers: set[str] = set()
     for service, macs in sorted(by_service.items()):
         try:
-            remote.update(clients.get(service).lookup(sorted(macs)))
+            client = clients.get(service)
+            stealers |= {service} if client.can_steal else set()
+            with understood(service, "lookup"):
+                remote.update(client.lookup(sorted(macs)))
         except RedirectError as exc:
             errors[service] = str(exc)
-    return RedirectSnapshot(desired, remote, records, errors, new_memory)
+    return RedirectSnapshot(desired, remote, records, errors, new_memory,
+                            environment(addresses.state, stealers))
 
 
-def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int) -> list[RedirectChange]:
-    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days)
+def environment(state: DesiredState, can_steal: set[str]) -> Environment:
+    """This environment of the fleet: the base URLs of its targets (see redirect/plan.py)."""
+    return Environment.of((t.base_url for t in state.provisioning.value.targets.values()),
+                          can_steal)
+
+
+def plan(snapshot: RedirectSnapshot, now: datetime, window_days: int,
+         arrived: Mapping[str, datetime] | None = None) -> list[RedirectChange]:
+    """`arrived`: mac -> the phone's latest fetch of its own file (ends its window)."""
+    return plan_redirects(snapshot.desired, snapshot.remote, snapshot.records, now, window_days,
+                          env=snapshot.env, arrived=arrived)
 
 
 @dataclass
 class RedirectResult:
     done: list[RedirectChange] = field(default_factory=list)
     failed: list[tuple[RedirectChange, str]] = field(default_factory=list)
-    conflicts: list[RedirectChange] = field(default_factory=list)
+    conflicts: list[tuple[RedirectChange, str]] = field(default_factory=list)  # (change, why)
 
 
 def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Clients,
-          state_dir: Path, now: datetime, skip: Mapping[str, str]) -> RedirectResult:
-    """Run the changes one by one (a failure never blocks the others); record every outcome.
+          state_dir: Path, now: datetime, skip: Mapping[str, str],
+          progress: Callable[[int, int], None] | None = None) -> RedirectResult:
+    """Run the changes in batches, one per service and action — deregistrations first, then
+    updates, then registrations; each MAC gets its own outcome (a failure, or a MAC held by
+    another account, never blocks the others); record every outcome.
+    `progress(done, total)` is called after each batch.
 
     `skip`: MACs whose files failed to publish (mac -> why): they are not registered now.
     """
     result = RedirectResult()
     records = dict(snapshot.records)
     try:
+        batches: dict[tuple[int, str, str], list[RedirectChange]] = {}
+        handled = 0
         for change in changes:
             if change.action in ("register", "update") and change.mac in skip:
                 result.failed.append((change, f"not registered: {skip[change.mac]}"))
+            elif change.action == "conflict":  # a no-op: recorded, never sent
+                result.conflicts.append((change, change.reason))
+                records[change.mac] = record_outcome(records.get(change.mac), change, "ok", now)
+            else:
+                key = (ACTION_ORDER[change.action], change.service, change.action)
+                batches.setdefault(key, []).append(change)
                 continue
-            if change.action == "conflict":
-                result.conflicts.append(change)
-            record, error = apply_change(clients.get(change.service), change,
-                                         snapshot.desired.get(change.mac),
-                                         records.get(change.mac), now)
-            records[change.mac] = record
-            if error is not None:
-                if error.conflict:
-                    result.conflicts.append(change)
+            handled += 1
+        if progress is not None:
+            progress(handled, len(changes))
+        for (_, service, action), batch in sorted(batches.items()):
+            outcomes = _run_batch(clients.get(service), service, action, batch,
+                                  snapshot.desired)
+            for change in batch:
+                error = outcomes.get(change.mac, RedirectError(service, f"{change.mac}: no "
+                                                               "outcome reported"))
+                outcome: Outcome = ("ok" if error is None
+                                    else "conflict" if error.conflict else "failed")
+                if error is not None:
+                    log.warning("%s %s at %s failed: %s", change.action, change.mac,
+                                change.service, error)
+                records[change.mac] = record_outcome(records.get(change.mac), change, outcome,
+                                                     now, "" if error is None else str(error))
+                if error is None:
+                    result.done.append(change)
+                    log.info("redirect %s: %s %s", change.service, change.action, change.mac)
+                elif error.conflict:
+                    result.conflicts.append((change, str(error)))
                 else:
                     result.failed.append((change, str(error)))
-            elif change.action != "conflict":
-                result.done.append(change)
-                log.info("redirect %s: %s %s", change.service, change.action, change.mac)
+            handled += len(batch)
+            if progress is not None:
+                progress(handled, len(changes))
     finally:
         save_records(records_path(state_dir), records)
         atomic_write(_memory_path(state_dir),
                       json.dumps(snapshot.memory, sort_keys=True).encode())
     return result
+
+
+def _run_batch(client: RedirectClient, service: str, action: str, batch: list[RedirectChange],
+               desired: Mapping[str, DesiredRegistration]) -> Outcomes:
+    """One batch call; an answer the client could not take apart fails the whole batch."""
+    wants = []
+    for change in batch if action != "deregister" else ():
+        want = desired.get(change.mac)
+        if want is None:
+            raise ValueError(f"{change.action} {change.mac} needs its desired registration")
+        wants.append(replace(want, steal=True) if change.steal and not want.steal else want)
+    try:
+        with understood(service, f"{action} of {len(batch)} MAC(s)"):
+            if action == "deregister":
+                return deregister_many(client, [c.mac for c in batch])
+            return (register_many if action == "register" else update_many)(client, wants)
+    except RedirectError as exc:
+        return dict.fromkeys((c.mac for c in batch), exc)
 
 
 def redact_url(url: Any) -> Any:

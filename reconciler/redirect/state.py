@@ -13,9 +13,10 @@ record; one device's failure never raises out of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +73,20 @@ def dump_records(records: Mapping[str, Record]) -> bytes:
 
 def save_records(path: Path, records: Mapping[str, Record]) -> None:
     atomic_write(path, dump_records(records))
+
+
+@contextlib.contextmanager
+def understood(service: str, what: str) -> Iterator[None]:
+    """Turn an answer a client could not take apart (a vendor API that answers `{"ret": 1,
+    "data": "x"}`: KeyError, TypeError, AttributeError, ValueError) into one RedirectError that
+    names the service, instead of a traceback. Clients check the shapes they rely on; this is
+    the net under them. The traceback is logged at DEBUG, for the case it was our bug."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        log.debug("%s: %s: unexpected answer", service, what, exc_info=True)
+        raise RedirectError(service, f"{what}: unexpected answer from the service "
+                            f"({type(exc).__name__}: {exc})") from exc
 
 
 def record_outcome(
@@ -149,20 +164,22 @@ def apply_change(
 
     `want` is the device's desired registration (required for register/update).
     """
+    if change.action in ("register", "update") and want is None:
+        raise ValueError(f"{change.action} {change.mac} needs its desired registration")
     try:
-        if change.action == "conflict":
-            pass
-        elif change.action == "deregister":
-            client.deregister(change.mac)
-        else:
-            if want is None:
-                raise ValueError(f"{change.action} {change.mac} needs its desired registration")
-            if change.steal and not want.steal:
-                want = replace(want, steal=True)
-            if change.action == "register":
-                client.register(want)
+        with understood(change.service, f"{change.action} {change.mac}"):
+            if change.action == "conflict":
+                pass
+            elif change.action == "deregister":
+                client.deregister(change.mac)
             else:
-                client.update(want)
+                assert want is not None
+                if change.steal and not want.steal:
+                    want = replace(want, steal=True)
+                if change.action == "register":
+                    client.register(want)
+                else:
+                    client.update(want)
     except RedirectError as exc:
         outcome: Outcome = "conflict" if exc.conflict else "failed"
         log.warning("%s %s at %s failed: %s", change.action, change.mac, change.service, exc)

@@ -63,11 +63,42 @@ class Addressing:
                 return name
         return None
 
+    def bootstrap_directory(self, customer: str, rotation: int = 0) -> str:
+        """The token directory of a customer's bootstrap URL (the one DHCP hands out).
+
+        A different derivation from the per-device tokens, so that knowing one never gives the
+        other; a new rotation number moves it (docs/zero-touch.md).
+        """
+        return url_token(self.fleet_secret, f"bootstrap:{customer}:{rotation}")
+
+    def bootstrap_url(self, customer: str, rotation: int = 0) -> str | None:
+        """`https://host/<bootstrap-token>/` on the customer's primary target."""
+        target = self.primary_target(customer)
+        if target is None:
+            return None
+        base = self.provisioning.targets[target].base_url
+        base = base if base.endswith("/") else base + "/"
+        return f"{base}{self.bootstrap_directory(customer, rotation)}/"
+
     def provisioning_url(self, mac: str, customer: str | None, target: str) -> str:
         base = self.provisioning.targets[target].base_url
         base = base if base.endswith("/") else base + "/"
         directory = self.directory(mac, customer)
         return f"{base}{directory}/" if directory else base
+
+
+class PlaceholderAddressing(Addressing):
+    """Labelled placeholders instead of token directories: for comparing revisions where the
+    fleet secret is not available (a pull request from a fork), so that no made-up token
+    looks real."""
+
+    def directory(self, mac: str, customer: str | None) -> str:
+        mode = self.provisioning.url_tokens
+        if mode == "per-device":
+            return f"{{token:{mac}}}"
+        if mode == "per-customer":
+            return f"{{token:customer:{customer or '-pool-'}}}"
+        return ""
 
 
 _TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{6})[0-9a-f]{26}(?![0-9a-f])")

@@ -1,10 +1,12 @@
 """Incremental rendering: remember what each phone's files rendered to.
 
-Keyed by the phone's key (render/keys.py: an HMAC, keyed with the fleet secret, of everything
-the phone's files are made from), an entry holds each file's name, sha256 and size and the
-firmware image the phone pins. A hit gives the digests without resolving or rendering the phone;
-its bytes are rendered again only when a file must be uploaded. The cache is an optimisation
-only: losing it, or a corrupt file, costs time, never correctness.
+Keyed by the phone's key (render/keys.py: a MAC, keyed with the fleet secret, of everything the
+phone's files are made from, and of `code_version`: every file under vendors/, templates/ and
+reconciler/render/, and the versions of Python, jinja2 and markupsafe), an entry holds each
+file's name, sha256 and size and the firmware image the phone pins. A hit gives the digests
+without resolving or rendering the phone; its bytes are rendered again only when a file must be
+uploaded. The cache is an optimisation only: losing it, or a corrupt file, costs time, never
+correctness.
 
 On disk: a JSON snapshot plus an append-only log of the entries added since. A run that renders
 a few phones appends a few lines; the snapshot is rewritten only when the log, or the entries
@@ -23,10 +25,11 @@ from typing import Any
 import vendors
 from reconciler.core.files import atomic_write
 
-# [files, firmware]: files "sha256/size/name" lines (one string: a few objects per phone, not a
-# dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source] or None
+# [files, firmware, sip]: files "sha256/size/name" lines (one string: a few objects per phone,
+# not a dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source] or None;
+# sip [[extension, domain, port], ...] of its lines (renderer.sip_problems)
 Entry = list[Any]
-FORMAT = 3
+FORMAT = 4
 
 
 def pack_files(files: list[tuple[str, str, int]]) -> str:
@@ -40,22 +43,36 @@ def unpack_files(text: str) -> list[tuple[str, str, int]]:
         sha, size, name = line.split("/", 2)
         out.append((name, sha, int(size)))
     return out
+
+
 COMPACT_MIN = 1000  # log lines (or unused entries) tolerated before the snapshot is rewritten
 
 
+def code_dirs() -> tuple[Path, ...]:
+    """Everything rendering runs: no hand-kept list, so no edit can reuse stale digests."""
+    return (Path(vendors.__file__).resolve().parent, vendors.TEMPLATES,
+            Path(__file__).resolve().parent)
+
+
 @cache
-def code_version(vendor: str) -> str:
-    """Digest of the vendor module and its templates: any edit invalidates its entries."""
-    h = hashlib.sha256()
-    for base in (Path(vendors.__file__).parent / vendor, vendors.TEMPLATES / vendor):
+def code_version(vendor: str = "") -> str:
+    """Digest of all rendering code and templates (one for every vendor: vendors share
+    modules such as vendors/common.py, so an edit anywhere invalidates every entry)."""
+    import sys
+    from importlib.metadata import version
+
+    runtime = f"{sys.version_info[:3]} {version('jinja2')} {version('markupsafe')}"
+    return tree_digest(code_dirs(), runtime)
+
+
+def tree_digest(dirs: tuple[Path, ...], salt: str = "") -> str:
+    """sha256 over every file's path and content under `dirs` (compiled files left out)."""
+    h = hashlib.sha256(salt.encode())
+    for base in dirs:
         for path in sorted(base.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                h.update(path.as_posix().encode())
-                h.update(path.read_bytes())
-    for shared in ("base.py", "timezones.py"):
-        path = Path(vendors.__file__).parent / shared
-        if path.exists():
-            h.update(path.read_bytes())
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                h.update(path.relative_to(base.parent).as_posix().encode() + b"\0")
+                h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
 

@@ -3,8 +3,8 @@
 A phone's files are a function of what it is built from, so its key is a MAC (keyed BLAKE2b,
 its key derived from the fleet secret: the cache reveals nothing of the secrets below) of:
 
-- the code: the vendor's module and templates (`cache.code_version`), provctl's own desired/ and
-  render/ packages, and the versions of jinja2 and markupsafe;
+- the code: every file under vendors/, templates/ and reconciler/render/ with the versions of
+  Python, jinja2 and markupsafe (`cache.code_version`), and provctl's desired/ and core/;
 - the target it is rendered for (its settings are part of provisioning.yaml, below);
 - the shared layers: provisioning.yaml, defaults.yaml and every firmware entry (catalog and pins);
 - its profile and its effective customer (allocated, else that of its accounts);
@@ -25,26 +25,19 @@ import hmac
 from functools import cache
 from pathlib import Path
 
-import vendors
 from reconciler.desired.resolve import Resolver
 from reconciler.desired.schema import Assignment
 from reconciler.desired.secrets import MissingSecret
 from reconciler.desired.validate import DesiredState, Located
-from reconciler.render.cache import code_version
-from reconciler.render.templating import engine_version
+from reconciler.render.cache import code_version, tree_digest
 
 
 @cache
 def own_code_version() -> str:
-    """provctl's code between the YAML and the bytes: desired/ and render/, and Jinja."""
-    h = hashlib.sha256(engine_version().encode())
+    """What turns YAML into a RenderInput: provctl's desired/ and core/ packages (the rest,
+    rendering itself, is `code_version`)."""
     here = Path(__file__).resolve().parent
-    # vendors/*.py too (the shared kit): code_version covers only each vendor's own package
-    for base in (here.parent / "desired", here, Path(vendors.__file__).resolve().parent):
-        for path in sorted(base.glob("*.py")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    return tree_digest((here.parent / "desired", here.parent / "core"))
 
 
 def _part(text: str) -> bytes:
@@ -72,8 +65,8 @@ class PhoneKeys:
         """The secret values behind references (MissingSecret propagates: no key, no cache)."""
         out = b""
         for ref in refs:
-            if not ref.startswith("derive:"):
-                out += _part(self.state.secrets.resolve(ref))
+            if not ref.startswith("derive:"):  # never a host secret (phone_value refuses it)
+                out += _part(self.state.secrets.phone_value(ref))
         return out
 
     def _base(self, vendor: str, target: str) -> bytes | None:
@@ -107,9 +100,10 @@ class PhoneKeys:
                 self._layers[key] = None
         return self._layers[key]
 
-    def key(self, mac: str, target: str) -> str | None:
+    def key(self, mac: str, target: str, extra: str = "") -> str | None:
         """The phone's key on a target; None when a secret it needs does not resolve (it is
-        then rendered, and the problem reported, like any phone without a cache entry)."""
+        then rendered, and the problem reported, like any phone without a cache entry).
+        `extra`: what else its files depend on this run (a rollout holding its firmware)."""
         located = self.state.devices[mac]
         d = located.value
         base = self._base(d.vendor, target)
@@ -118,7 +112,7 @@ class PhoneKeys:
             return None
         # digests are 40 hex digits and secret values length-prefixed: the parts cannot run
         # into one another
-        own = f"{mac}{located.digest}".encode()
+        own = f"{mac}{located.digest}".encode() + _part(extra)
         try:
             if located.refs:
                 own += self._values(located.refs)

@@ -3,6 +3,12 @@
 Pure apart from reading firmware binaries' sizes: the output is a function of the desired state
 and the resolved secrets. Nothing is published from a state in which any file fails to render:
 all problems are collected and raised together as one ConfigError.
+
+Incremental with a cache: a phone whose key (render/keys.py) is in the cache is neither
+resolved nor rendered; its artifacts, the SIP users of its lines and its firmware come from the
+cache entry, and its bytes are rendered again only if a file must be uploaded. The others are
+resolved and rendered, in forked worker processes when there are many, and their bytes are kept
+(compressed) for apply, so a first apply renders each file once.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import signal
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -19,10 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import vendors
-from reconciler.core.errors import ConfigError, Problem
-from reconciler.desired.resolve import ResolvedDevice, Resolver
+from reconciler.core.errors import ConfigError, Interrupted, Problem
+from reconciler.desired.load import RepoFile, RepoFileError
+from reconciler.desired.resolve import (
+    Held,
+    ResolvedDevice,
+    ResolvedLine,
+    Resolver,
+    sip_user_collisions,
+)
 from reconciler.desired.schema import SECRET_REF
-from reconciler.desired.secrets import MissingSecret
+from reconciler.desired.secrets import CONTROL, CONTROL_TEXT, MissingSecret
 from reconciler.desired.validate import DesiredState
 from reconciler.render.addressing import Addressing, serves
 from reconciler.render.cache import RenderCache, pack_files, unpack_files
@@ -41,14 +55,19 @@ def render_processes() -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+Firmware = tuple[str, str, str, str | None]  # version, file, sha256, source
+SipUsers = tuple[tuple[str, str, int], ...]  # (extension, domain, port) of each line, lowercased
+
+
 @dataclass(frozen=True)
 class Phone:
     """One phone rendered for one target: what a worker process sends back."""
 
     files: tuple[tuple[str, str, int, bytes], ...] = ()  # name, sha256, size, bytes (packed?)
-    firmware: tuple[str, str, str, str | None] | None = None  # version, file, sha256, source
+    firmware: Firmware | None = None
     problems: tuple[Problem, ...] = ()
     packed: bool = False  # bytes are zlib-compressed (many phones kept for apply)
+    sip: SipUsers = ()
 
 
 # A file of a phone: name, sha256, size, and its bytes (bytes, packed?) or None (from the cache)
@@ -57,6 +76,15 @@ FileRow = tuple[str, str, int, tuple[bytes, bool] | None]
 # What a forked worker inherits (never pickled): the renderer and the phones to render.
 _WORKER: Renderer | None = None
 _WORK: tuple[str, list[str]] = ("", [])
+
+
+def _worker_signals() -> None:
+    """A forked worker must not keep the daemon's handlers: with its SIGTERM handler (which
+    only sets a flag) the pool could not stop it, and the daemon waited for it forever.
+    Terminal signals are the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _render_batch(span: tuple[int, int]) -> tuple[int, list[Phone], set[Problem]]:
@@ -83,18 +111,15 @@ class Artifact:
     def content(self) -> bytes:
         if self.data is not None:
             return self.data
-        if self.loader is not None:
-            data = self.loader()
-            if hashlib.sha256(data).hexdigest() != self.sha256:
-                raise ConfigError([Problem(self.path, 0, "", "rendering is not deterministic: "
-                                           "the file changed between plan and apply")])
+        assert self.loader is not None or self.source is not None
+        data = self.loader() if self.loader is not None else self.source.read_bytes()  # type: ignore[union-attr]
+        if hashlib.sha256(data).hexdigest() == self.sha256:
             return data
-        assert self.source is not None
-        data = self.source.read_bytes()
-        if hashlib.sha256(data).hexdigest() != self.sha256:
+        if self.source is not None:
             raise ConfigError([Problem(str(self.source), 0, "sha256",
                                        "firmware binary does not match the catalog's sha256")])
-        return data
+        raise ConfigError([Problem(self.path, 0, "", "rendering is not deterministic: "
+                                   "the file changed between plan and apply")])
 
 
 _ARTIFACT_FIELDS = ("path", "sha256", "size", "data", "source", "device", "firmware", "loader")
@@ -122,17 +147,12 @@ def _cached_artifact(path: str, sha256: str, size: int, device: str, firmware: s
 
 
 class Renderer:
-    """Renders phones, incrementally when given a cache and the phones' keys.
-
-    A phone whose key (render/keys.py) is in the cache is neither resolved nor rendered: its
-    artifacts come from the cache entry and its bytes are rendered again only if a file must be
-    uploaded. The others are rendered, in forked worker processes when there are many, and their
-    bytes are kept (compressed) for apply, so the first apply renders each file once.
-    """
+    """Renders phones, incrementally when given a cache (see the module docstring)."""
 
     def __init__(self, state: DesiredState, cache: RenderCache | None = None,
-                 keys: PhoneKeys | None = None):
+                 held: Mapping[str, Held] | None = None, keys: PhoneKeys | None = None):
         self.state = state
+        self.held: dict[str, Held] = dict(held or {})  # phones a rollout holds back (firmware)
         self.resolver = Resolver(state)
         self.fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
         self.addressing = Addressing(state.provisioning.value, self.fleet_secret)
@@ -142,25 +162,106 @@ class Renderer:
         self.keys = keys if cache is not None else None
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self.rendered = 0  # phones rendered (not found in the cache) in this run
+        self.sip_users: dict[str, SipUsers] = {}  # mac -> its lines' SIP users, as rendered
         self._resolved: dict[str, ResolvedDevice] | None = None
+        self._devices: dict[str, ResolvedDevice] = {}  # resolved one at a time
         self._last: tuple[tuple[str, str], dict[str, bytes]] | None = None
         self.warnings: set[Problem] = set()
         self._unsupported: dict[tuple[str, str, str | None], list[tuple[str, str, int]]] = {}
-        self._binaries: dict[Path, int | str] = {}  # firmware source -> size, or why not
+        self._binaries: dict[str, RepoFile | str] = {}  # firmware source -> file, or why not
+        # progress(done, total) of render_target, in phones (the CLI's progress display)
+        self.progress: Callable[[int, int], None] | None = None
+        self._done = 0
+        self.cancelled: Callable[[], bool] | None = None  # polled between phones (SIGTERM)
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Interrupted("stopped while rendering the desired state")
+
+    def device(self, mac: str) -> ResolvedDevice:
+        """One phone, resolved (with the firmware a rollout holds it at); ConfigError if it
+        cannot be. Only the phones rendered in a run, or asked for, are ever resolved."""
+        if self._resolved is not None:
+            return self._resolved[mac]
+        found = self._devices.get(mac)
+        if found is None:
+            found = self.resolver.resolve(mac)
+            held = self.held.get(mac)
+            if held is not None:
+                found = found.holding(held)
+            self._devices[mac] = found
+        return found
 
     def resolved(self) -> dict[str, ResolvedDevice]:
+        """Every phone, resolved: for what needs them all (rollouts, explain, history ...);
+        a plan or an apply of a fleet without rollouts never asks."""
         if self._resolved is None:
             problems: list[Problem] = []
             out = {}
             for mac in self.state.devices:
                 try:
-                    out[mac] = self.resolver.resolve(mac)
+                    out[mac] = self.device(mac)
                 except ConfigError as exc:
                     problems += exc.problems
+            problems += sip_user_collisions(out.values())
             if problems:
                 raise ConfigError(problems)
             self._resolved = out
         return self._resolved
+
+    def sip_problems(self) -> list[Problem]:
+        """SIP users two lines would share (desired/resolve.py sip_user_collisions), over every
+        phone: the rendered ones' and the cached ones' lines as their cache entries keep them;
+        the few phones that share one are resolved to say exactly where."""
+        first: dict[tuple[str, str], tuple[str, int]] = {}
+        colliding: set[str] = set()
+        for mac in self.state.devices:
+            users = self.sip_users.get(mac)
+            if users is None:  # served by no target rendered in this run
+                try:
+                    users = _sip_users(self.device(mac))
+                except ConfigError:
+                    continue  # reported by whoever resolved it
+            for extension, domain, port in users:
+                if not domain:
+                    continue
+                seen = first.setdefault((extension, domain), (mac, port))
+                if seen != (mac, port):
+                    colliding |= {mac, seen[0]}
+        if not colliding:
+            return []
+        return sip_user_collisions(self.device(m) for m in self.state.devices if m in colliding)
+
+    def hold(self, held: Mapping[str, Held]) -> set[str]:
+        """Hold back these phones' firmware (and release the others); the phones whose files
+        change because of it, to render again (rerender)."""
+        resolved = self.resolved()
+        changed = set()
+        for mac in set(self.held) | set(held):
+            now = held.get(mac)
+            if now == self.held.get(mac) or mac not in resolved:
+                continue
+            before = resolved[mac]
+            after = before.holding(now)
+            if after.firmware != before.firmware:
+                changed.add(mac)
+            resolved[mac] = after
+        self.held = dict(held)
+        return changed
+
+    def rerender(self, target: str, artifacts: Mapping[str, Artifact],
+                 macs: Iterable[str]) -> dict[str, Artifact]:
+        """`artifacts` of one target with the files of `macs` rendered again (after hold):
+        their files replaced, and the firmware binaries those left in use, plus the new ones."""
+        macs = set(macs)
+        spec = self.state.provisioning.value.targets[target]
+        resolved = self.resolved()
+        fresh = self.render_target(target, sorted(m for m in macs if m in resolved))
+        used = {f"{spec.firmware_dir}/{d.firmware.file}" for d in resolved.values()
+                if d.firmware is not None and serves(spec, d.customer)}
+        kept = {p: a for p, a in artifacts.items()
+                if a.device not in macs and (a.source is None or p in used)}
+        return dict(sorted({**kept, **fresh}.items()))
 
     def customer_of(self, mac: str) -> str | None:
         """A phone's effective customer, without resolving it."""
@@ -176,21 +277,35 @@ class Renderer:
     def provisioning_url(self, device: ResolvedDevice, target: str) -> str:
         return self.addressing.provisioning_url(device.mac, device.customer, target)
 
+    def _held_part(self, mac: str) -> str:
+        """What a rollout's hold changes in a phone's files (its firmware): part of its key."""
+        held = self.held.get(mac)
+        if held is None:
+            return ""
+        image = held.image
+        return "held:installed" if image is None else f"held:{image.version}:{image.file}"
+
     def render_target(self, target: str, macs: Iterable[str] | None = None) -> dict[str, Artifact]:
         """All files of one target: path -> Artifact. Raises ConfigError with every problem."""
         spec = self.state.provisioning.value.targets[target]
-        chosen = self.state.devices if macs is None else list(macs)
+        chosen = list(self.state.devices if macs is None else macs)
         problems: list[Problem] = []
         files: dict[str, Artifact] = {}
         misses: list[tuple[str, str | None]] = []
         key_of = self.keys.key if self.keys is not None else None
         lookup = self.cache.get if self.cache is not None else None
         again = self._rendered_again
-        for mac in chosen:  # the hot loop of a no-op at 100,000 phones: kept tight
+        held = self.held
+        self._done = 0
+        total = len(chosen)
+        for i, mac in enumerate(chosen):  # the hot loop of a no-op at 100,000 phones: tight
+            if i % 256 == 0:
+                self._check_cancelled()
             customer = self.resolver.customer(mac)
             if not serves(spec, customer):
                 continue
-            key = key_of(mac, target) if key_of is not None else None
+            key = key_of(mac, target, self._held_part(mac) if mac in held else "") \
+                if key_of is not None else None
             entry = lookup(key) if lookup is not None and key else None
             if entry is None:
                 misses.append((mac, key))
@@ -206,12 +321,15 @@ class Renderer:
                                                partial(again, mac, target, name))
             if firmware:
                 try:
-                    art = self._firmware_artifact(target, tuple(firmware))
+                    art = self._firmware_artifact(target, tuple(firmware))  # type: ignore[arg-type]
                     files[art.path] = art
                 except ConfigError as exc:
                     problems += exc.problems
+            self.sip_users[mac] = tuple((e, d, p) for e, d, p in entry[2])
             self._warn_cached(mac, customer)
-        rendered = self._render_many([mac for mac, _ in misses], target)
+            if self.progress is not None:
+                self._tick(total)
+        rendered = self._render_many([mac for mac, _ in misses], target, total)
         self.rendered += len(misses)
         for (mac, key), phone in zip(misses, rendered, strict=True):
             if phone.problems:
@@ -226,15 +344,17 @@ class Renderer:
                 continue
             for art in arts:
                 files[art.path] = art
+            self.sip_users[mac] = phone.sip
             if key and self.cache is not None:
                 packed = pack_files([(n, sha, size) for n, sha, size, _ in phone.files])
-                self.cache.put(key, [packed, list(phone.firmware) if phone.firmware else None])
+                self.cache.put(key, [packed, list(phone.firmware) if phone.firmware else None,
+                                     [list(u) for u in phone.sip]])
                 self.cache_keys.add(key)
         if problems:
             raise ConfigError(problems)
         return dict(sorted(files.items()))
 
-    def _render_many(self, macs: list[str], target: str) -> list[Phone]:
+    def _render_many(self, macs: list[str], target: str, total: int) -> list[Phone]:
         """Render phones, in forked worker processes when there are many.
 
         The workers inherit the desired state (fork, never pickled), resolve and render their
@@ -242,28 +362,49 @@ class Renderer:
         """
         workers = render_processes()
         if workers < 2 or len(macs) < PARALLEL_MIN:
-            return [self.render_phone(mac, target) for mac in macs]
+            out = []
+            for i, mac in enumerate(macs):
+                if i % 256 == 0:
+                    self._check_cancelled()
+                out.append(self.render_phone(mac, target))
+                self._tick(total)
+            return out
         global _WORKER, _WORK
         _WORKER, _WORK = self, (target, macs)
         chunk = max(50, len(macs) // (workers * 8))
         spans = [(i, i + chunk) for i in range(0, len(macs), chunk)]
-        out: list[Phone] = [Phone()] * len(macs)
+        rendered: list[Phone] = [Phone()] * len(macs)
         gc.freeze()  # the workers' collector must not touch (and so copy) the inherited state
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for start, phones, warnings in pool.imap_unordered(_render_batch, spans):
-                    out[start:start + len(phones)] = phones
+            with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
+                batches = pool.imap_unordered(_render_batch, spans)
+                while True:
+                    # Leaving the block terminates the workers. A stop is seen even while a
+                    # batch is out (SIGTERM to the whole service may have ended its worker).
+                    self._check_cancelled()
+                    try:
+                        start, phones, warnings = batches.next(timeout=0.5)
+                    except multiprocessing.TimeoutError:
+                        continue
+                    except StopIteration:
+                        break
+                    rendered[start:start + len(phones)] = phones
                     self.warnings |= warnings
+                    self._tick(total, len(phones))
         finally:
             gc.unfreeze()
             _WORKER, _WORK = None, ("", [])
-        return out
+        return rendered
+
+    def _tick(self, total: int, n: int = 1) -> None:
+        self._done += n
+        if self.progress is not None:
+            self.progress(self._done, total)
 
     def render_phone(self, mac: str, target: str, *, pack: bool = False) -> Phone:
         """Resolve and render one phone for one target; problems are returned, not raised."""
         try:
-            device = self.resolver.resolve(mac)
-            return self._render_resolved(device, target, pack)
+            return self._render_resolved(self.device(mac), target, pack)
         except ConfigError as exc:
             return Phone(problems=tuple(exc.problems))
 
@@ -283,7 +424,7 @@ class Renderer:
                     origin.file if origin else located.file, origin.line if origin else 0,
                     "source", f"firmware {image.file} has no source to publish"),))
             firmware = (image.version, image.file, image.sha256, image.source)
-        return Phone(tuple(files), firmware, packed=pack)
+        return Phone(tuple(files), firmware, packed=pack, sip=_sip_users(device))
 
     def render_device(self, device: ResolvedDevice, target: str) -> list[Artifact]:
         """The files of one phone on one target (plus its firmware binary when pinned)."""
@@ -293,9 +434,8 @@ class Renderer:
         names = [(name, sha, size, (data, False)) for name, sha, size, data in phone.files]
         return self._artifacts(device.mac, target, names, phone.firmware)
 
-    def _artifacts(self, mac: str, target: str,
-                   names: Sequence[FileRow],
-                   firmware: tuple[str, str, str, str | None] | None) -> list[Artifact]:
+    def _artifacts(self, mac: str, target: str, names: Sequence[FileRow],
+                   firmware: Firmware | None) -> list[Artifact]:
         directory = self.addressing.directory(mac, self.customer_of(mac))
         version = firmware[0] if firmware else None
         out = []
@@ -325,10 +465,12 @@ class Renderer:
     def _render_files(self, device: ResolvedDevice, rin: RenderInput) -> list[tuple[str, bytes]]:
         vendor = vendors.get(device.vendor)
         located = device.located
+        built = vendor.build(rin)  # once: the files and what the format cannot carry
         problems = [Problem(located.file, located.line("mac"), device.mac, why)
-                    for why in vendor.check(rin)]
+                    for why in built.problems]
+        problems += _control_characters(device, rin)
         out_files = []
-        for out in vendor.files(rin):
+        for out in built.files:
             try:
                 text = render(out.template, out.context, autoescape=vendor.autoescape,
                               line_ending=out.line_ending)
@@ -348,20 +490,23 @@ class Renderer:
         spec = self.state.provisioning.value.targets[target]
         base = spec.base_url if spec.base_url.endswith("/") else spec.base_url + "/"
 
-        def secret(ref: str, origins: dict[str, Any], key: str, field: str) -> str:
+        def secret(ref: str, where: Callable[[], tuple[str, int]], field: str) -> str:
             try:
-                return self.state.secrets.resolve(ref, mac=device.mac)
+                return self.state.secrets.phone_value(ref, mac=device.mac)
             except MissingSecret as exc:  # located only now: lines are looked up lazily
-                problems.append(Problem(*_origin(origins, key, located), field, str(exc)))
+                problems.append(Problem(*where(), field, str(exc)))
                 return ""
 
         params = _resolve_refs(device.params, lambda ref, key: secret(
-            ref, device.origins, key, key))
+            ref, lambda: _origin(device.origins, key, located), key))
         lines = []
+        def password_at(line: ResolvedLine) -> Callable[[], tuple[str, int]]:
+            return lambda: line.at("password") or _origin(line.origins, "", located)
+
         for line in device.lines:
-            password = secret(line.password_ref, line.origins, "", f"{line.account}.password")
+            password = secret(line.password_ref, password_at(line), f"{line.account}.password")
             line_params = _resolve_refs(line.params, lambda ref, key, o=line.origins: secret(
-                ref, o, key, key))
+                ref, lambda: _origin(o, key, located), key))
             sip = line_params.get("sip", {})
             if not sip.get("server"):
                 problems.append(Problem(located.file, located.line("mac"), "sip.server",
@@ -430,23 +575,29 @@ class Renderer:
         supported = vendors.get(d.vendor).supported
         return any(key != "raw" and key not in supported for layer in layers for key in layer)
 
-    def _firmware_artifact(self, target: str,
-                           firmware: tuple[str, str, str, str | None]) -> Artifact:
+    def _firmware_artifact(self, target: str, firmware: Firmware) -> Artifact:
         """The binary a pin names, once per target in its shared firmware folder."""
-        _, file, sha256, source_name = firmware
-        assert source_name is not None
+        _, file, sha256, source = firmware
+        assert source is not None
         spec = self.state.provisioning.value.targets[target]
-        source = self.state.root / source_name
-        size = self._binaries.get(source)
-        if size is None:
-            try:
-                size = self._binaries[source] = source.stat().st_size
-            except OSError as exc:
-                size = self._binaries[source] = exc.strerror or str(exc)
-        if isinstance(size, str):
-            raise ConfigError([Problem(str(source_name), 0, "source",
-                                       f"firmware binary missing: {size}")])
-        return Artifact(f"{spec.firmware_dir}/{file}", sha256, size, source=source)
+        found = self._binaries.get(source)
+        if found is None:
+            try:  # from the revision's tree when a revision was asked for
+                found = self._binaries[source] = self.state.source.repo_file(source)
+            except RepoFileError as exc:
+                found = self._binaries[source] = str(exc)
+        if isinstance(found, str):
+            raise ConfigError([Problem(str(source), 0, "source",
+                                       f"firmware binary missing: {found}")])
+        return Artifact(f"{spec.firmware_dir}/{file}", sha256, found.size, source=Path(source),
+                        loader=found.read)
+
+
+def _sip_users(device: ResolvedDevice) -> SipUsers:
+    """What sip_user_collisions compares, for each line of a phone."""
+    return tuple((line.extension.lower(),
+                  str(line.params.get("sip", {}).get("server") or "").lower(), line.port)
+                 for line in device.lines)
 
 
 def _unsupported(vendor_name: str, params: Mapping[str, Any], origins: Mapping[str, Any],
@@ -473,6 +624,53 @@ def _origin(origins: dict[str, Any], key: str, located: Any) -> tuple[str, int]:
     if origin is not None and origin.file:
         return origin.file, origin.line
     return located.file, located.line()
+
+
+def _control_characters(device: ResolvedDevice, rin: RenderInput) -> list[Problem]:
+    """Every value a phone's files are rendered from, checked for control characters: one
+    problem per parameter, named (with its file:line), never its value."""
+    found: dict[str, tuple[str, int]] = {}
+    located = device.located
+    device_at = (located.file, located.line("mac"))
+
+    def origin_of(origins: dict[str, Any], path: str, fallback: tuple[str, int]
+                  ) -> tuple[str, int]:
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            origin = origins.get(".".join(parts[:end]))
+            if origin is not None and origin.file:
+                return origin.file, origin.line
+        return fallback
+
+    def walk(value: Any, path: str, prefix: str, origins: dict[str, Any],
+             fallback: tuple[str, int]) -> None:
+        if isinstance(value, str):
+            if CONTROL.search(value):
+                found.setdefault(prefix + path, origin_of(origins, path, fallback))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                shown = str(key).encode("unicode_escape").decode("ascii")
+                child = f"{path}.{shown}" if path else shown
+                if isinstance(key, str) and CONTROL.search(key):
+                    found.setdefault(prefix + child, origin_of(origins, path, fallback))
+                walk(item, child, prefix, origins, fallback)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, path, prefix, origins, fallback)
+
+    # raw: only this vendor's keys reach its files
+    walk({k: v for k, v in rin.params.items() if k != "raw"}, "", "", device.origins, device_at)
+    walk(rin.raw, f"raw.{rin.vendor}", "", device.origins, device_at)
+    walk(rin.name, "name", "", {}, (located.file, located.line("name")))
+    for line, resolved in zip(rin.lines, device.lines, strict=True):
+        line_at = resolved.at() or device_at
+        for name in ("display_name", "auth_user", "extension"):
+            walk(getattr(line, name), name, f"{line.account}.", {},
+                 resolved.at(name if name != "extension" else "account") or line_at)
+        own = {k: v for k, v in line.params.items() if k != "raw" and rin.params.get(k) != v}
+        walk(own, "", f"{line.account}.", resolved.origins, line_at)
+    return [Problem(file, line_no, name, f"holds {CONTROL_TEXT} (phone {device.mac})")
+            for name, (file, line_no) in found.items()]
 
 
 def _resolve_refs(value: Any, resolve: Any, key: str = "") -> Any:

@@ -12,13 +12,6 @@ import markupsafe
 from vendors import TEMPLATES
 
 
-def engine_version() -> str:
-    """Versions of Jinja2 and MarkupSafe: an upgrade may change rendered bytes."""
-    from importlib.metadata import version
-
-    return f"jinja2 {jinja2.__version__}, markupsafe {version('markupsafe')}"
-
-
 class TemplateError(Exception):
     """A template failed to render; the message names the template and line."""
 

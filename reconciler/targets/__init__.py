@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.desired.schema import LocalTarget as LocalSpec
@@ -16,11 +17,21 @@ def _path(base: Path, text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def open_target(name: str, spec: LocalSpec | SftpSpec, base: Path,
-                resolve_secret=None) -> Target:
+def open_target(
+    name: str,
+    spec: LocalSpec | SftpSpec,
+    base: Path,
+    resolve_secret: Callable[[str], str] | None = None,
+) -> Target:
     """Build the target object; connecting (for SFTP) happens on first use."""
     if isinstance(spec, LocalSpec):
-        return LocalTarget(name, _path(base, spec.root), spec.file_mode)
+        return LocalTarget(
+            name,
+            _path(base, spec.root),
+            spec.file_mode,
+            spec.dir_mode,
+            None if spec.meta_root is None else _path(base, spec.meta_root),
+        )
     from reconciler.targets.sftp import (
         SftpTarget,  # paramiko is imported only when an SFTP target is used
     )
@@ -29,9 +40,17 @@ def open_target(name: str, spec: LocalSpec | SftpSpec, base: Path,
     if spec.key_passphrase and resolve_secret is not None:
         passphrase = resolve_secret(spec.key_passphrase)
     return SftpTarget(
-        name, spec.host, spec.port, spec.user, spec.root,
+        name,
+        spec.host,
+        spec.port,
+        spec.user,
+        spec.root,
         known_hosts=_path(base, spec.known_hosts),
         key_file=_path(base, spec.key) if spec.key else None,
-        key_passphrase=passphrase, sessions=spec.sessions, file_mode=spec.file_mode,
-        dir_mode=spec.dir_mode, timeout=spec.timeout,
+        key_passphrase=passphrase,
+        sessions=spec.sessions,
+        file_mode=spec.file_mode,
+        dir_mode=spec.dir_mode,
+        timeout=spec.timeout,
+        meta_root=spec.meta_root,
     )

@@ -1,33 +1,48 @@
-"""The target seam: where published files live (a local directory, an SFTP host, memory).
+"""The target seam: primitives only.
 
-A target is small: read its manifest, scan what is there, read one file, execute file
-operations (atomically per file, errors isolated per file), write the manifest, and lock.
-Everything the reconciler knows about a target's contents comes from the manifest it keeps under
-`<root>/.provctl/manifest.json` (path -> sha256, size, mtime), so observing needs no shell.
+A target is a directory tree that phones are served from (its root), and a second tree that
+holds the target's own records (`meta`: manifest, journal, lock, receipts), outside the served
+tree. Both are a `Store`, which has only primitives:
 
-The formats of the manifest and the lock are defined here once, as pure functions, so every
-target writes the same bytes.
+    read      one file's bytes, or None
+    stat      one file's size and mtime, or None
+    scan      list: size and mtime of the files in some directories (no hashing)
+    execute   put atomically (temporary name + rename) and delete, many at once, errors per file
+    create    create a file exclusively (False when it exists)
+    exists    whether the tree's directory exists
+    ensure    make the tree's directory (and give it the tree's mode)
+
+and a `Target` adds `meta` and `close`. Everything with a policy is written once, on top of
+these, for every target: the lock (targets/lock.py), the manifest and the journal
+(targets/manifest.py), where the records live and the move out of `<root>/.provctl/`
+(targets/meta.py).
+
+A target declares what else it can do in `capabilities` rather than being probed for it:
+PIPELINED_READS means it has `read_many`, which reads many files in about one round trip (see
+`read_many()` below, which uses it when it is there).
+
+Every implementation keeps the same promises (tests/test_target_contract.py runs on each): paths
+are relative and "/"-separated and may not leave the tree; a put never shows half a file;
+deleting a missing file is not an error, and directories a delete empties go (never the tree's
+own directory); a temporary file (TMP_PREFIX) is never listed as content, and one that an
+interrupted put left in a directory that `scan` listed is removed by the next `execute`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
 
-STATE_DIR = ".provctl"
-MANIFEST = f"{STATE_DIR}/manifest.json"
-LOCK = f"{STATE_DIR}/lock.json"
-RECEIPTS = f"{STATE_DIR}/receipts"
-# Paths an apply is about to write, recorded before each batch so that a run killed between
-# a publish and the next manifest write still knows those files are its own.
-JOURNAL = f"{STATE_DIR}/journal.json"
+from reconciler.core.errors import TargetError
+
 TMP_PREFIX = ".provctl-tmp-"  # temporary upload names; never listed as content
+
+PIPELINED_READS = "pipelined-reads"  # the store has read_many()
+
+
+class Denied(TargetError):
+    """The account may not create or change a directory (permission denied)."""
 
 
 @dataclass(frozen=True)
@@ -37,87 +52,8 @@ class FileStat:
 
 
 @dataclass(frozen=True)
-class ManifestEntry:
-    sha256: str
-    size: int
-    mtime: float = 0.0  # as the target reported it right after publishing
-    firmware: str | None = None  # firmware version this file pinned, for downgrade checks
-
-
-@dataclass(frozen=True)
-class Manifest:
-    files: Mapping[str, ManifestEntry] = field(default_factory=dict)
-    revision: str | None = None  # desired-state revision last applied completely
-    # The newest generation of journal records (pipeline/apply.py) folded into these files:
-    # records of that generation or older that a crash left behind are not applied again.
-    journal: int = 0
-
-    def to_bytes(self) -> bytes:
-        body: dict[str, object] = {
-            "version": 1,
-            "revision": self.revision,
-            "files": {path: _entry_dict(e) for path, e in sorted(self.files.items())},
-        }
-        if self.journal:
-            body["journal"] = self.journal
-        # Compact: with indent, json falls back to its slow pure-Python encoder (100k files).
-        return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Manifest:
-        body = json.loads(data)
-        if not isinstance(body, dict) or body.get("version") != 1:
-            raise ValueError("unknown manifest format")
-        files = {
-            path: ManifestEntry(
-                sha256=e["sha256"], size=int(e["size"]), mtime=float(e.get("mtime", 0.0)),
-                firmware=e.get("firmware"),
-            )
-            for path, e in body.get("files", {}).items()
-        }
-        return cls(files=files, revision=body.get("revision"), journal=int(body.get("journal", 0)))
-
-
-def _entry_dict(entry: ManifestEntry) -> dict[str, object]:
-    # Not dataclasses.asdict: it recurses and deep-copies (7 s for 150,000 entries).
-    d: dict[str, object] = {"sha256": entry.sha256, "size": entry.size, "mtime": entry.mtime}
-    if entry.firmware is not None:
-        d["firmware"] = entry.firmware
-    return d
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    id: str
-    owner: str
-    pid: int
-    host: str
-    started: float
-    expires: float
-
-    def to_bytes(self) -> bytes:
-        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> LockInfo:
-        return cls(**json.loads(data))
-
-    @classmethod
-    def new(cls, owner: str, ttl: float) -> LockInfo:
-        now = time.time()
-        return cls(id=uuid.uuid4().hex[:12], owner=owner, pid=os.getpid(),
-                   host=socket.gethostname(), started=now, expires=now + ttl)
-
-    def describe(self) -> str:
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
-        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires))
-        return (f"lock {self.id} held by {self.owner} (pid {self.pid} on {self.host}, "
-                f"since {started}, expires {expires})")
-
-
-@dataclass(frozen=True)
 class Put:
-    path: str  # relative to the target root, "/"-separated
+    path: str  # relative to the tree, "/"-separated
     data: bytes
 
 
@@ -134,41 +70,73 @@ class OpResult:
     op: FileOp
     error: str | None = None  # None = done
     stat: FileStat | None = None  # of the new file, for Put
+    transient: bool = False  # the error was a lost connection: worth retrying later
 
 
-class Target(Protocol):
-    name: str
+class Store(Protocol):
+    """One directory tree on a target; see the module docstring."""
 
-    def read_manifest(self) -> Manifest:
-        """The manifest, or an empty one when the target was never published to."""
-        ...
+    name: str  # the target's name, for messages
+    capabilities: frozenset[str]
 
-    def scan(self, directories: Iterable[str]) -> dict[str, FileStat]:
-        """Size and mtime of every file in these directories (relative), no hashing."""
+    @property
+    def location(self) -> str:
+        """Where the tree is on its host, for messages."""
         ...
 
     def read(self, path: str) -> bytes | None:
-        """One file's bytes, or None when it does not exist (used by --verify)."""
+        """One file's bytes, or None when it does not exist."""
+        ...
+
+    def stat(self, path: str) -> FileStat | None:
+        """One file's size and mtime, or None when it does not exist."""
+        ...
+
+    def scan(self, directories: Iterable[str]) -> dict[str, FileStat]:
+        """Size and mtime of every file in these directories ("" is the tree's own)."""
         ...
 
     def execute(self, ops: Sequence[FileOp]) -> list[OpResult]:
         """Publish (temporary name + rename) and delete; one result per op, errors isolated."""
         ...
 
-    def write_manifest(self, manifest: Manifest) -> None:
-        """Replace the manifest atomically."""
+    def create(self, path: str, data: bytes) -> bool:
+        """Create a file that must not exist yet; False when it does."""
         ...
 
-    def acquire_lock(self, owner: str, ttl: float) -> LockInfo:
-        """Take the lock, taking over an expired one; raise LockHeld naming the holder."""
+    def exists(self) -> bool:
+        """Whether the tree's directory exists."""
         ...
 
-    def release_lock(self, lock: LockInfo) -> None:
+    def ensure(self, create: bool = True) -> None:
+        """Give the tree's directory its mode, making it first when `create` (its parent must
+        exist); raise Denied when the account may not."""
         ...
 
-    def break_lock(self, lock_id: str) -> LockInfo:
-        """Remove a stale lock by id (`provctl unlock`); raise LockHeld when the id differs."""
+
+class Target(Store, Protocol):
+    """The served tree, with the target's records in `meta` (see targets/meta.py); and two
+    read-only primitives for files elsewhere on the host, by absolute path (access logs)."""
+
+    meta: Store
+
+    def stat_file(self, path: str) -> FileStat | None:
+        """Size and mtime of a file on the host; None when it does not exist."""
         ...
 
-    def close(self) -> None:
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of that file from `offset` (fewer at its end)."""
         ...
+
+    def close(self) -> None: ...
+
+
+class PipelinedReads(Protocol):
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]: ...
+
+
+def read_many(store: Store, paths: Iterable[str]) -> dict[str, bytes | None]:
+    """Several files' bytes (None when missing): pipelined where the store can."""
+    if PIPELINED_READS in store.capabilities:
+        return cast(PipelinedReads, store).read_many(paths)
+    return {path: store.read(path) for path in paths}

@@ -2,17 +2,25 @@
 
 Subclasses implement `handle(request) -> Reply`. The base class gives every fake:
 
-- a request log (`requests`: method, path, status) so tests can assert what reached the wire;
+- a request log (`requests`: method, path, status) so tests can assert what reached the wire
+  (`count(...)`, and `mark()` / `since(mark)` to count one phase of a run);
 - fault injection, consumed one request at a time before authentication (like a gateway):
-  `fail_next(n, status=500)`, `throttle_next(n)` (HTTP 429, or the vendor's own throttling
-  answer), `slow_next(n, delay)` (sleep past the client's timeout, then answer 503 — the
-  request is NOT applied);
+  `fail_next(n, status=500, headers=None)`, `throttle_next(n)` (HTTP 429, or the vendor's own
+  throttling answer), `slow_next(n, delay)` (sleep past the client's timeout, then answer 503 —
+  the request is NOT applied), `answer_next(n, body, after=0)` (HTTP 200 with this body,
+  whatever was asked, once `after` requests have been answered normally: a service answering
+  nonsense);
+- a server-side rate limit like an API gateway's (`rate_limit(rate, burst)`): a token bucket
+  on the wall clock; a request beyond it is answered HTTP 429 with `Retry-After` (whole
+  seconds, rounded up) and is NOT applied. No vendor documents its limits (reference §6):
+  the numbers are the test's;
 - `clock` (a callable, default time.time) and `skew` seconds added to it, to test timestamps.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -52,10 +60,30 @@ class Reply:
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "throttle" | "slow"
+    kind: str  # "status" | "throttle" | "slow" | "answer" | "none" (answered normally)
     status: int = 500
     delay: float = 0.0
     retry_after: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class _Bucket:
+    """The fake gateway's token bucket (wall clock, independent of the signing clock)."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self) -> float:
+        """0 when the request may pass, else seconds until a token is due."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,7 @@ class FakeServer:
         self.clock: Callable[[], float] = time.time
         self.skew = 0.0
         self._faults: list[_Fault] = []
+        self._bucket: _Bucket | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -152,9 +181,11 @@ class FakeServer:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 500) -> None:
+    def fail_next(self, n: int = 1, status: int = 500,
+                  headers: dict[str, str] | None = None) -> None:
         with self.lock:
-            self._faults.extend(_Fault("status", status=status) for _ in range(n))
+            self._faults.extend(_Fault("status", status=status, headers=dict(headers or {}))
+                                for _ in range(n))
 
     def throttle_next(self, n: int = 1, retry_after: str | None = None) -> None:
         with self.lock:
@@ -163,6 +194,16 @@ class FakeServer:
     def slow_next(self, n: int = 1, delay: float = 1.0) -> None:
         with self.lock:
             self._faults.extend(_Fault("slow", delay=delay) for _ in range(n))
+
+    def rate_limit(self, rate: float | None, burst: float = 1.0) -> None:
+        """Answer 429 + Retry-After beyond `rate` requests/s (bursts of `burst`); None: off."""
+        with self.lock:
+            self._bucket = _Bucket(rate, burst) if rate else None
+
+    def answer_next(self, n: int = 1, body: Any = None, after: int = 0) -> None:
+        with self.lock:
+            self._faults.extend(_Fault("none") for _ in range(after))
+            self._faults.extend(_Fault("answer", status=200, body=body) for _ in range(n))
 
     def throttle_reply(self, retry_after: str | None) -> Reply:
         """How this vendor says "slow down" (override for an in-band answer)."""
@@ -174,14 +215,24 @@ class FakeServer:
     def _dispatch(self, request: Request) -> Reply | None:
         with self.lock:
             fault = self._faults.pop(0) if self._faults else None
+            if fault is not None and fault.kind == "none":
+                fault = None
+            wait = self._bucket.take() if self._bucket is not None and fault is None else 0.0
+        if wait:
+            reply = Reply(429, {"message": "Too Many Requests"},
+                          {"Retry-After": str(max(1, math.ceil(wait)))})
+            self._log(request, reply.status)
+            return reply
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
             self._log(request, 0)
             return None
         if fault is not None and fault.kind == "throttle":
             reply = self.throttle_reply(fault.retry_after)
+        elif fault is not None and fault.kind == "answer":
+            reply = Reply(fault.status, fault.body)
         elif fault is not None:
-            reply = Reply(fault.status, {"message": "Internal Server Error"})
+            reply = Reply(fault.status, {"message": "Internal Server Error"}, fault.headers)
         else:
             with self.lock:
                 try:
@@ -194,6 +245,15 @@ class FakeServer:
     def _log(self, request: Request, status: int) -> None:
         with self.lock:
             self.requests.append(Logged(request.method, request.path, status))
+
+    def mark(self) -> int:
+        """A bookmark in the request log (see `since`)."""
+        with self.lock:
+            return len(self.requests)
+
+    def since(self, mark: int) -> list[Logged]:
+        with self.lock:
+            return list(self.requests[mark:])
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         with self.lock:

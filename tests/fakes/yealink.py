@@ -12,6 +12,13 @@ Business rules: `device/add` → `device.mac.existed` (own MAC), `device.mac.add
 error); `server/add` names unique across all accounts; deleting a server that still has
 devices: `server_delete="reject"` (default) or `"cascade"`.
 
+Lists: `device/add` takes up to `max_batch` MACs (100 [I]: not documented for RPS JSON; YMCS
+caps its batch add at 100) with one `serverId`/`uniqueServerUrl`; `device/delete` up to
+`max_batch` ids. What a batch does when one item fails is not documented: `batch="atomic"`
+(default: nothing is changed, the error names the first failing MAC or id in `data`, the shape
+of the FS PBX fixture) or `batch="partial"` (the good items ARE applied, and the answer is
+still the error naming the first failing one — the hardest case for a client).
+
 The auth failure messages (`auth.*`) are this fake's own: the vendor's texts are not known.
 """
 
@@ -57,8 +64,13 @@ class FakeYealinkRps(FakeServer):
         window_ms: int = 15 * 60 * 1000,
         max_limit: int = 100,
         server_delete: str = "reject",
+        max_batch: int = 100,
+        batch: str = "atomic",
     ):
         super().__init__()
+        assert batch in ("atomic", "partial")
+        self.max_batch = max_batch
+        self.batch = batch
         self.window_ms = window_ms
         self.max_limit = max_limit
         self.server_delete = server_delete
@@ -267,6 +279,8 @@ class FakeYealinkRps(FakeServer):
         macs = body.get("macs")
         if not isinstance(macs, list) or not macs:
             return field_err("macs", "required")
+        if len(macs) > self.max_batch:
+            return field_err("macs", f"at most {self.max_batch} per request")
         bad = [m for m in macs if not isinstance(m, str) or not MAC.match(m)]
         if bad:
             return field_err("macs", f"invalid mac {bad[0]}")
@@ -277,18 +291,23 @@ class FakeYealinkRps(FakeServer):
         if sid is None and not url:
             return field_err("serverId", "serverId or uniqueServerUrl required")
         macs = [m.lower() for m in macs]
+        failure: Reply | None = None
+        good = []
         for mac in macs:
             held = self.devices.get(mac)
-            if held is not None:
-                if held["account"] == account:
-                    return err("device.mac.existed", 400, data=mac)
-                return err("device.mac.added.by.other", 409, data=mac)
+            if held is None:
+                good.append(mac)
+            elif failure is None:
+                failure = (err("device.mac.existed", 400, data=mac) if held["account"] == account
+                           else err("device.mac.added.by.other", 409, data=mac))
+        if failure is not None and self.batch == "atomic":
+            return failure
         created = []
-        for mac in macs:
+        for mac in good:
             device = self._new_device(mac, account, sid, url)
             self.devices[mac] = device
             created.append(self._device_repr(device))
-        return ok(created)
+        return failure or ok(created)
 
     def op_device_list(self, account: str, body: dict[str, Any]) -> Reply:
         key = str(body.get("key") or "").lower()
@@ -333,16 +352,23 @@ class FakeYealinkRps(FakeServer):
         ids = body.get("ids")
         if not isinstance(ids, list) or not ids:
             return field_err("ids", "required")
+        if len(ids) > self.max_batch:
+            return field_err("ids", f"at most {self.max_batch} per request")
         by_id = {d["id"]: d for d in self.devices.values()}
+        failure: Reply | None = None
+        good = []
         for did in ids:
             device = by_id.get(did)
-            if device is None:
-                return err("device.not.found", 404)
-            if device["account"] != account:
-                return err("device.operate.forbidden", 403)
-        for did in ids:
+            if device is not None and device["account"] == account:
+                good.append(did)
+            elif failure is None:
+                failure = (err("device.not.found", 404, data=did) if device is None
+                           else err("device.operate.forbidden", 403, data=did))
+        if failure is not None and self.batch == "atomic":
+            return failure
+        for did in good:
             del self.devices[by_id[did]["mac"]]
-        return done()
+        return failure or done()
 
     # -- paging --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Fanvil (X-series): what is true of the vendor, and its mapping to the text configuration.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "6. Fanvil"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/fanvil.md):
 
 - `<mac>.cfg` (12 lowercase hex digits), in the *text* dialect every current X model accepts
   [V tancredi]: line 1 `<<VOIP CONFIG FILE>>Version:2.0000000000`, then modules
@@ -8,8 +8,10 @@ Files per phone (see ../shared/reference/vendor-formats.md, "6. Fanvil"):
   `<<END OF FILE>>` last. The model / hardware common files (`F0V00X…cfg`, `fanvil_<model>…txt`)
   have irregular names and are not written; `Download CommonConf` is 0 so the phone does not
   look for them.
+- In a customer's bootstrap directory (docs/zero-touch.md), `<mac>.cfg` is
+  `bootstrap_phone_files()`: only the Flash keys naming the phone's own file, and SNTP.
 
-The text format has no escaping [I]: a value runs to the end of its line. `check()` refuses a
+The text format has no escaping [I]: a value runs to the end of its line. `build()` refuses a
 line break in any value, and a ':' or line break in a `raw` key name, naming the parameter.
 
 Conventions (documented for operators):
@@ -29,6 +31,8 @@ Conventions (documented for operators):
   `provisioning.resync.start/end/on_boot` are not expressed (NOTES).
 - Firmware, only when pinned: `Auto Image Url`.
 - Admin password: `Account1 Name` admin / `Account1 Password` / `Account1 Level` 10 (MMI).
+- Language: a number on classic models, the short name on newer ones (issue 15.8); PC-port
+  VLAN: `Enable PVID` 2 (issue 15.9).
 - Keys (`line_keys[K]` → `FkeyK` in the DSSKEY module): line → type 2 `SIP<line>`, blf → type 1
   `<value>@<line>/b`, park → type 1 `<value>@<line>/b` (the park slot is watched) [I],
   speed_dial → type 1 `<value>@<line>/f`, dtmf → type 4, none → type 0 [V tancredi].
@@ -40,32 +44,39 @@ Conventions (documented for operators):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
-from vendors.common import language_code
-from vendors.common import text as _text
+from vendors import kit, timezones
+from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
+from vendors.common import mac12, user_agent_text
 
 HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
 FOOTER = "<<END OF FILE>>"
 PAD = 20  # key column width, as every sample pads to a fixed column [V tancredi]
 
-# name: SIP lines [V wazo serie_x/plugin-info]
-_MODELS: dict[str, int] = {
-    "X3S": 2, "X3SG": 2, "X4": 4, "X4U": 12, "X5S": 16, "X5U": 16, "X6": 20, "X6U": 20,
-    "X7": 20, "X7C": 20, "X210": 20,
+# name: SIP lines [V wazo serie_x/plugin-info]; the family says how the language is written:
+# "new" models match wazo's _NEW_MODEL_REGEX ^X([4-9][UC]|(210i?)|7)([- ](Pro|V2))?$
+# [V wazo plugins/wazo_fanvil/common/common.py], the others are "classic".
+_MODELS: dict[str, tuple[int, str]] = {
+    "X3S": (2, "classic"), "X3SG": (2, "classic"), "X4": (4, "classic"), "X4U": (12, "new"),
+    "X5S": (16, "classic"), "X5U": (16, "new"), "X6": (20, "classic"), "X6U": (20, "new"),
+    "X7": (20, "new"), "X7C": (20, "new"), "X210": (20, "new"),
 }
 MODELS: dict[str, ModelInfo] = {
-    name: ModelInfo(name=name, lines=lines) for name, lines in _MODELS.items()
+    name: ModelInfo(name=name, lines=lines, family=family)
+    for name, (lines, family) in _MODELS.items()
 }
 
-# ISO 639-1 code -> `Default Language` (two-letter codes of current firmware [I])
-LANGUAGES = {"en": "en", "it": "it", "de": "de", "fr": "fr", "es": "es", "pt": "pt",
-             "ru": "ru", "tr": "tr", "pl": "pl", "nl": "nl"}
+# ISO 639-1 code -> `Default Language`. Classic models take a number [V wazo serie_x/entry.py
+# _LOCALE: en 0, nl 3, fr 4, it 7, es 10, de 16; tancredi data/templates/fanvil.macros
+# language_code: en 0, it 7]; new models a short name [V wazo _NEW_SUPPORTED_LANGUAGES;
+# tancredi language_codeNEW].
+LANGUAGE_NUMBERS = {"en": "0", "nl": "3", "fr": "4", "it": "7", "es": "10", "de": "16"}
+LANGUAGE_NAMES = {"en": "en", "it": "it", "de": "de", "fr": "fr", "es": "es", "pt": "pt",
+                  "ru": "ru", "tr": "tr", "pl": "pl", "nl": "nl"}
+LANGUAGES = LANGUAGE_NAMES
 
 # neutral codec -> VoiceCodecMap name [V tancredi list]
 CODECS = {"pcmu": "PCMU", "pcma": "PCMA", "g722": "G722", "g729": "G729", "g726": "G726-32",
@@ -86,32 +97,9 @@ NOTES = {
 }
 
 RAW_KEY = re.compile(r"^([A-Z0-9 ]+ MODULE)/([^:\r\n]+)$")
-FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
-
-
-@dataclass(frozen=True)
-class Setting:
-    module: str
-    key: str
-    value: str
-    param: str
-
-
-@dataclass
-class _Built:
-    settings: list[Setting] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def modules(self) -> list[dict[str, Any]]:
-        out = []
-        names = list(MODULES) + sorted({s.module for s in self.settings} - set(MODULES))
-        for module in names:
-            items = [s for s in self.settings if s.module == module]
-            if items:
-                width = max(PAD, *(len(s.key) + 1 for s in items))
-                out.append({"name": module, "settings": [
-                    {"key": s.key.ljust(width), "value": s.value} for s in items]})
-        return out
+VERSIONS = kit.VersionScheme("Fanvil firmware version",
+                             "<major>.<minor>.<patch>.<build>, e.g. 2.12.22.2",
+                             re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$"))
 
 
 def zone_name(minutes: int) -> str:
@@ -120,71 +108,82 @@ def zone_name(minutes: int) -> str:
     return "UTC" if minutes == 0 else f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
-class _Builder:
-    def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.owned = device.user_owned
-        self.built = _Built()
+def file_context(modules: list[tuple[str, list[tuple[str, str]]]]) -> dict[str, Any]:
+    """The template's context: each module's `Key<padding>:value` lines (empty modules left
+    out), keys padded to a common column as every sample does [V tancredi]."""
+    out = []
+    for module, items in modules:
+        if items:
+            width = max(PAD, *(len(key) + 1 for key, _ in items))
+            out.append({"name": module, "settings": [
+                {"key": key.ljust(width), "value": value} for key, value in items]})
+    return {"header": HEADER, "footer": FOOTER, "modules": out}
 
-    def put(self, module: str, key: str, value: Any, param: str) -> None:
-        self.built.settings.append(Setting(module, key, _text(value), param))
 
-    def problem(self, text: str) -> None:
-        self.built.problems.append(text)
+class Builder(kit.Builder):
+    label = "Fanvil"
+    carrier = "the Fanvil text format"
+    languages = LANGUAGES
 
-    def build(self) -> _Built:
+    def language_table(self) -> Mapping[str, Any]:
+        return LANGUAGE_NUMBERS if self.device.model.family == "classic" else LANGUAGE_NAMES
+
+    def unknown_language(self, language: str) -> str:
+        return (f"language: {language!r} has no Fanvil equivalent on the "
+                f"{self.device.model.name} (known: {', '.join(sorted(self.language_table()))})")
+
+    def set(self, module: str, key: str, value: Any, param: str) -> None:
+        self.put(key, value, param, section=module)
+
+    def key_of(self, setting: kit.Setting) -> Hashable:
+        return (setting.section, setting.key)  # a key is unique within its module
+
+    def steps(self) -> None:
         self.lines()
         self.time_and_language()
         self.features()
         self.provisioning()
         if self.device.lines:
             self.keys()
-        self.raw()
-        return self.built
+
+    def files(self) -> list[OutputFile]:
+        names = list(MODULES) + sorted({s.section for s in self.settings} - set(MODULES))
+        modules = [(module, [(s.key, s.value) for s in self.settings if s.section == module])
+                   for module in names]
+        return [OutputFile(f"{self.device.mac}.cfg", "fanvil/mac.cfg.j2", file_context(modules))]
 
     def provisioning(self) -> None:
         url = urlsplit(self.device.provisioning_url)
-        self.put(AUTOUPDATE, "Download CommonConf", 0, "provisioning url")
-        self.put(AUTOUPDATE, "Flash Server IP", url.netloc, "provisioning url")
+        self.set(AUTOUPDATE, "Download CommonConf", 0, "provisioning url")
+        self.set(AUTOUPDATE, "Flash Server IP", url.netloc, "provisioning url")
         # the literal name we publish, not the $mac macro (its case is not documented) [I]
-        self.put(AUTOUPDATE, "Flash File Name", url.path.lstrip("/") + f"{self.device.mac}.cfg",
+        self.set(AUTOUPDATE, "Flash File Name", url.path.lstrip("/") + f"{self.device.mac}.cfg",
                  "provisioning url")
-        self.put(AUTOUPDATE, "Flash Protocol", PROTOCOLS.get(url.scheme.lower(), 5),
+        self.set(AUTOUPDATE, "Flash Protocol", PROTOCOLS.get(url.scheme.lower(), 5),
                  "provisioning url")
-        self.put(AUTOUPDATE, "Flash Mode", 2, "provisioning.resync")  # periodic [I]
-        self.put(AUTOUPDATE, "Flash Interval", 24, "provisioning.resync")  # hours [I]
+        self.set(AUTOUPDATE, "Flash Mode", 2, "provisioning.resync")  # periodic [I]
+        self.set(AUTOUPDATE, "Flash Interval", 24, "provisioning.resync")  # hours [I]
         if self.device.firmware is not None:
-            self.put(AUTOUPDATE, "Auto Image Url", self.device.firmware.url, "firmware")
+            self.set(AUTOUPDATE, "Auto Image Url", self.device.firmware.url, "firmware")
         password = self.params.get("admin_password")
         if password:
-            self.put(MMI, "Account1 Name", "admin", "admin_password")
-            self.put(MMI, "Account1 Password", password, "admin_password")
-            self.put(MMI, "Account1 Level", 10, "admin_password")
+            self.set(MMI, "Account1 Name", "admin", "admin_password")
+            self.set(MMI, "Account1 Password", password, "admin_password")
+            self.set(MMI, "Account1 Level", 10, "admin_password")
 
     def time_and_language(self) -> None:
-        language = self.params.get("language")
-        if language and "language" not in self.owned:
-            code = LANGUAGES.get(language_code(str(language)))
-            if code is None:
-                self.problem(f"language: {language!r} has no Fanvil equivalent (known: "
-                             f"{', '.join(sorted(LANGUAGES))})")
-            else:
-                self.put(PHONE, "Default Language", code, "language")
+        code = self.language()
+        if code is not None:
+            self.set(PHONE, "Default Language", code, "language")
         ntp = self.params.get("ntp") or {}
         if ntp.get("server"):
-            self.put(PHONE, "Enable SNTP", 1, "ntp.server")
-            self.put(PHONE, "SNTP Server", ntp["server"], "ntp.server")
+            self.set(PHONE, "Enable SNTP", 1, "ntp.server")
+            self.set(PHONE, "SNTP Server", ntp["server"], "ntp.server")
         if ntp.get("server2"):
-            self.put(PHONE, "Second SNTP Server", ntp["server2"], "ntp.server2")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.timezone(str(tz))
-            except ValueError as exc:
-                self.problem(f"timezone: {exc}")
+            self.set(PHONE, "Second SNTP Server", ntp["server2"], "ntp.server2")
+        self.timezone()
 
-    def timezone(self, name: str) -> None:
+    def put_timezone(self, name: str) -> None:
         rule = timezones.dst_rule(name)
         standard = timezones.clock(name).standard_minutes
         if standard % 15:
@@ -198,47 +197,41 @@ class _Builder:
                 if minutes % 60:
                     raise ValueError(f"time zone {name!r} switches at {change.minutes // 60}:"
                                      f"{change.minutes % 60:02d}; Fanvil takes whole hours")
-        self.put(PHONE, "Time Zone", standard // 15, "timezone")
-        self.put(PHONE, "Time Zone Name", zone_name(standard), "timezone")
-        self.put(PHONE, "DST Type", 0 if rule is None else 1, "timezone")  # 1 = by rule [I]
+        self.set(PHONE, "Time Zone", standard // 15, "timezone")
+        self.set(PHONE, "Time Zone Name", zone_name(standard), "timezone")
+        self.set(PHONE, "DST Type", 0 if rule is None else 1, "timezone")  # 1 = by rule [I]
         if rule is None:
             return
-        self.put(PHONE, "DST Rule Mode", 0, "timezone")
-        self.put(PHONE, "DST Min Offset", rule.save_minutes, "timezone")
+        self.set(PHONE, "DST Rule Mode", 0, "timezone")
+        self.set(PHONE, "DST Min Offset", rule.save_minutes, "timezone")
         for label, change, minutes in changes:
-            self.put(PHONE, f"DST {label} Mon", change.month, "timezone")
-            self.put(PHONE, f"DST {label} Week", change.week, "timezone")
-            self.put(PHONE, f"DST {label} Wday", change.weekday, "timezone")
-            self.put(PHONE, f"DST {label} Hour", (minutes // 60) % 24, "timezone")
+            self.set(PHONE, f"DST {label} Mon", change.month, "timezone")
+            self.set(PHONE, f"DST {label} Week", change.week, "timezone")
+            self.set(PHONE, f"DST {label} Wday", change.weekday, "timezone")
+            self.set(PHONE, f"DST {label} Hour", (minutes // 60) % 24, "timezone")
 
     def features(self) -> None:
         waiting = self.params.get("call_waiting")
         if waiting is not None and "call_waiting" not in self.owned:
-            self.put(CALL, "P1 CallWaiting", bool(waiting), "call_waiting")  # [V tancredi]
+            self.set(CALL, "P1 CallWaiting", bool(waiting), "call_waiting")  # [V tancredi]
         vlan = self.params.get("vlan") or {}
         if vlan.get("id"):
-            self.put(QOS, "Enable VLAN", 1, "vlan.id")
-            self.put(QOS, "VLAN ID", vlan["id"], "vlan.id")
+            self.set(QOS, "Enable VLAN", 1, "vlan.id")
+            self.set(QOS, "VLAN ID", vlan["id"], "vlan.id")
         if vlan.get("pc_id"):
-            self.put(QOS, "Enable PVID", 1, "vlan.pc_id")
-            self.put(QOS, "PVID Value", vlan["pc_id"], "vlan.pc_id")
+            # 2 = enabled [V tancredi fanvil-X5.tmpl, fusion fanvil/x5u and x3sg EnablePVID]
+            self.set(QOS, "Enable PVID", 2, "vlan.pc_id")
+            self.set(QOS, "PVID Value", vlan["pc_id"], "vlan.pc_id")
 
     def lines(self) -> None:
-        model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problem(f"port {line.port} ({line.account}): {model.name} has SIP lines 1 "
-                             f"to {model.lines}")
-                continue
-            by_port[line.port] = line
-        for n in range(1, model.lines + 1):
+        by_port = self.ports("SIP lines")
+        for n in range(1, self.device.model.lines + 1):
             assigned = by_port.get(n)
             if assigned is None:
-                self.put(SIP, f"SIP{n} Enable Reg", 0, f"port {n}")
+                self.set(SIP, f"SIP{n} Enable Reg", 0, f"port {n}")
                 for key in ("Phone Number", "Display Name", "Sip Name", "Register Addr",
                             "Register User", "Register Pswd", "Proxy Addr"):
-                    self.put(SIP, f"SIP{n} {key}", "", f"port {n}")
+                    self.set(SIP, f"SIP{n} {key}", "", f"port {n}")
             else:
                 self.line(n, assigned)
 
@@ -247,7 +240,7 @@ class _Builder:
         sip = line.sip or {}
 
         def put(key: str, value: Any, param: str) -> None:
-            self.put(SIP, f"SIP{n} {key}", value, f"{param} {where}")
+            self.set(SIP, f"SIP{n} {key}", value, f"{param} {where}")
 
         put("Phone Number", line.extension, "extension")
         put("Display Name", line.display_name, "display_name")
@@ -297,31 +290,21 @@ class _Builder:
                 self.problem(f"{param}: key type {kind!r} is not supported")
                 continue
             code, text = types[kind]
-            self.put(DSSKEY, f"Fkey{k} Type", code, param)
-            self.put(DSSKEY, f"Fkey{k} Value", text, param)
-            self.put(DSSKEY, f"Fkey{k} Title", key.get("label") or "", param)
+            self.set(DSSKEY, f"Fkey{k} Type", code, param)
+            self.set(DSSKEY, f"Fkey{k} Value", text, param)
+            self.set(DSSKEY, f"Fkey{k} Title", key.get("label") or "", param)
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        added: list[Setting] = []
-        for key, value in raw.items():
-            match = RAW_KEY.match(str(key))
-            if not match or match.group(2) != match.group(2).strip():
-                self.problem(f"raw.fanvil: {key!r} is not 'MODULE NAME/Key Name' (e.g. "
-                             "'PHONE FEATURE MODULE/LCD Title'; no ':' in the key)")
-                continue
-            module, name = match.groups()
-            added.append(Setting(module, name, _text(value), f"raw.fanvil.{key}"))
-        replaced = {(s.module, s.key) for s in added}
-        kept = [s for s in self.built.settings if (s.module, s.key) not in replaced]
-        self.built.settings = kept + added
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        match = RAW_KEY.match(key)
+        if not match or match.group(2) != match.group(2).strip():
+            self.problem(f"raw.fanvil: {key!r} is not 'MODULE NAME/Key Name' (e.g. "
+                         "'PHONE FEATURE MODULE/LCD Title'; no ':' in the key)")
+            return None
+        module, name = match.groups()
+        return kit.Setting(name, self.text(value), f"raw.fanvil.{key}", module)
 
 
-def _build(device: RenderInput) -> _Built:
-    return _Builder(device).build()
-
-
-class Fanvil:
+class Fanvil(kit.VendorBase):
     name = "fanvil"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
@@ -330,32 +313,49 @@ class Fanvil:
         "vlan", "line_keys", "provisioning", "raw",
     })
     notes = NOTES
-    redirect_kinds: tuple[str, ...] = ()  # FDPS is not implemented in provctl
+    redirect_kinds = ()  # FDPS is not implemented in provctl
+    builder = Builder
+    versions = VERSIONS
 
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        return [OutputFile(f"{device.mac}.cfg", "fanvil/mac.cfg.j2", {
-            "header": HEADER, "footer": FOOTER, "modules": built.modules(),
-        })]
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        for s in built.settings:
-            if "\n" in s.value or "\r" in s.value:
-                problems.append(f"{s.param}: contains a line break, which the Fanvil text "
-                                f"format cannot carry ({s.key})")
-        return problems
-
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Fanvil firmware version {version!r} is not "
-                             "<major>.<minor>.<patch>.<build>, e.g. 2.12.22.2")
-        return tuple(int(part) for part in match.groups())
-
-    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        return None  # every version that parses fits every model of this vendor
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`<mac>.cfg` in the bootstrap directory, what a factory phone asks for there [V
+        reference §6]: the Flash keys name the phone's own file (as its own file does), checked
+        every hour until that file sets its daily interval [V tancredi fanvil-X5.tmpl: Flash
+        Interval 1 until provisioning is complete]. `DHCP Option` 0: the phone asks DHCP first,
+        before its flash [V Fanvil i23 manual p. 47: "DHCP option -> PnP server -> Phone
+        Flash"], and the option names the bootstrap directory; tancredi writes 0 [V
+        fanvil-X5.tmpl] (its meaning, "do not take the server from DHCP", is I); a factory reset
+        restores it. SNTP when set."""
+        url = urlsplit(phone.provisioning_url)
+        update = [("Download CommonConf", "0"), ("Flash Server IP", url.netloc),
+                  ("Flash File Name", url.path.lstrip("/") + f"{phone.mac}.cfg"),
+                  ("Flash Protocol", str(PROTOCOLS.get(url.scheme.lower(), 5))),
+                  ("Flash Mode", "2"), ("Flash Interval", "1"), ("DHCP Option", "0")]
+        time = ([("Enable SNTP", "1"), ("SNTP Server", phone.ntp_server)]
+                if phone.ntp_server else [])
+        return (OutputFile(f"{phone.mac}.cfg", "fanvil/mac.cfg.j2",
+                           file_context([(PHONE, time), (AUTOUPDATE, update)])),)
 
 
 VENDOR = Fanvil()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Fanvil X4 2.10.2.6887 0c383e07e16c", "Fanvil X6U Pro 0.0.10 0c383e2cd782",
+# "Fanvil X5U-V2 2.12.16.17 0c383e557eb1" [V wazo plugins/wazo_fanvil/common/common.py; fusion
+# app/provision/index.php writes the same with a stray ")" at the end, accepted]. "X6U Pro" is
+# reported as "X6U-Pro", as wazo does.
+_UA = re.compile(r"^Fanvil\s+(?P<model>[A-Za-z0-9]+(?:-V\d)?(?:\s?Pro)?)\s+"
+                 r"(?P<firmware>\d+(?:\.\d+)+)(?:\s+(?P<mac>[0-9A-Fa-f]{12}))?\)?$")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Fanvil phone's model, firmware and MAC from its User-Agent; None if not Fanvil."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Fanvil"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    model = re.sub(r"\s+", "-", match["model"])
+    return UserAgent("fanvil", model, match["firmware"], mac12(match["mac"]))

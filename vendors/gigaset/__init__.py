@@ -3,17 +3,17 @@
 A DECT base carries one SIP account per handset: port N of the device is handset N (accounts
 and handsets `00001`, `00002`, ...).
 
-Files per base (see ../shared/reference/vendor-formats.md, "7. Gigaset"):
+Files per base (sources for every mapping, and what is still [I]: docs/vendors/gigaset.md):
 
 - `<mac>.xml` (12 lowercase hex digits) [V wazo Nx70]: `<provisioning version="1.1"
   productID="e2">` with an optional `<firmware><file version= url=/></firmware>` and `<nvm>`
   holding `<param name= value=/>` and `<oper>` operations. Values are *attributes*: rendered
-  with autoescape (`& < > "`), and a line break or control character is refused by `check()`,
+  with autoescape (`& < > "`), and a line break or control character is refused by `build()`,
   naming the parameter. No common file exists for this family.
 
 Conventions (documented for operators):
 
-- Handset N: `<oper name="add_hs" value="0000N">` (registration window for the handset) with
+- Handset N: `<oper name="add_hs" value="0000N">` (marks the handset to be registered) with
   `hs.0000N.DECT_AC` = the last four digits of the extension, zero-padded [V wazo], and
   `SipAccount.0000N.*` (display name, user, auth name, password, provider id).
 - SIP servers: one `SipProvider.<i>` per distinct (server, port, transport, outbound proxy,
@@ -21,7 +21,8 @@ Conventions (documented for operators):
 - Handset accounts of the model without a line are cleared (user, auth name, password, display
   name empty): parameters in the NVM stay as set until changed [I]. Handset registrations are
   not deleted (`DeleteNotProvisionedHS` is not used): unregistering a handset someone paired on
-  site is not provctl's call (conservative).
+  site is not provctl's call (conservative). The registration window itself is opened by hand:
+  wazo's `update_dm` needs the render time, and provctl renders from git alone (issue 15.12).
 - Time zone: `DmGlobal.0.TimeZone` takes an IANA name from a fixed list; a zone not in it gets
   the first listed zone with the same clock (vendors/timezones.py `gigaset`).
 - Provisioning: `Provisioning.global.ProvisioningServer` = the base's directory URL without the
@@ -45,9 +46,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
-from vendors.common import text as _text
+from vendors import kit, timezones
+from vendors.base import ModelInfo, OutputFile, RenderInput, UserAgent
+from vendors.common import mac12, user_agent_text
 
 # name: handsets = SIP accounts [V wazo plugin-info]
 _MODELS: dict[str, int] = {"N610": 8, "N670": 20, "N770": 100, "N870": 250, "N870E": 250}
@@ -58,19 +59,23 @@ MODELS: dict[str, ModelInfo] = {
 TRANSPORTS = {"udp": 1, "tcp": 2, "tls": 3}
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
-NOTES = {"ntp.server2": "one NTP server only"}
+NOTES = {
+    "ntp.server2": "one NTP server only",
+    # issue 15.12: wazo also sends <oper name="update_dm"> with RegStart = the time the file is
+    # rendered and RegDuration 900 [V wazo Nx70_83_v2_65_0/templates/base.tpl], which opens the
+    # base's registration window. provctl renders from git alone (no clock: the same commit
+    # gives the same bytes), so the window is opened by hand (docs/vendors/gigaset.md).
+    "sip": "handsets pair by hand: open the registration window in the base's web UI, then "
+           "enter the access code (the extension's last four digits) on the handset",
+}
 
 PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
-XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # 83.V2.65.0 (product.Vmajor.minor.patch) or 2.65.0
-FIRMWARE_VERSION = re.compile(r"^(?:(\d+)\.V)?(\d+)\.(\d+)\.(\d+)$")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    value: str
-    param: str
+VERSIONS = kit.VersionScheme(
+    "Gigaset Nx70 firmware version",
+    "[<product>.V]<major>.<minor>.<patch>, e.g. 83.V2.65.0 or 2.65.0",
+    re.compile(r"^(?:(\d+)\.V)?(\d+)\.(\d+)\.(\d+)$"),
+    lambda match: tuple(int(part) for part in match.groups()[1:]))
 
 
 @dataclass(frozen=True)
@@ -89,22 +94,45 @@ def access_code(extension: str) -> str:
     return digits[-4:].zfill(4)
 
 
-class _Builder:
+def firmware_file_version(version: str) -> str:
+    """"83.V2.65.0" or "2.65.0" -> "2.65.0" (the `<file version=...>` attribute)."""
+    match = VERSIONS.pattern.match(version.strip())
+    if not match:
+        raise ValueError(version)
+    return ".".join(match.groups()[1:])
+
+
+class Builder(kit.Builder):
+    label = "Gigaset"
+    carrier = "a Gigaset parameter (an XML attribute)"
+    xml = True
+
     def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.settings: list[Param] = []
+        super().__init__(device)
         self.handsets: list[Handset] = []
-        self.problems: list[str] = []
 
-    def put(self, name: str, value: Any, param: str) -> None:
-        self.settings.append(Param(name, _text(value), param))
-
-    def build(self) -> _Builder:
+    def steps(self) -> None:
         self.common()
         self.accounts()
-        self.raw()
-        return self
+
+    def files(self) -> list[OutputFile]:
+        device = self.device
+        firmware = None
+        if device.firmware is not None:
+            firmware = {"version": firmware_file_version(device.firmware.version),
+                        "url": device.firmware.url}
+        return [OutputFile(f"{device.mac}.xml", "gigaset/mac.xml.j2", {
+            "mac": device.mac, "model": device.model.name, "firmware": firmware,
+            "handsets": [{"number": h.number, "access_code": h.access_code}
+                         for h in self.handsets],
+            "params": [{"name": s.key, "value": s.value} for s in self.settings],
+        })]
+
+    def values(self) -> list[tuple[str, str, str]]:
+        values = [(s.param, s.key, s.value) for s in self.settings]
+        if self.device.firmware is not None:
+            values.append(("firmware", "firmware url", self.device.firmware.url))
+        return values
 
     def common(self) -> None:
         # [I] no trailing '/': wazo writes the bare base URL and the base appends /<mac>.xml
@@ -116,24 +144,15 @@ class _Builder:
         ntp = self.params.get("ntp") or {}
         if ntp.get("server"):
             self.put("DmGlobal.0.NtpServer", ntp["server"], "ntp.server")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.put("DmGlobal.0.TimeZone", timezones.gigaset(str(tz)), "timezone")
-            except ValueError as exc:
-                self.problems.append(f"timezone: {exc}")
+        self.timezone()
+
+    def put_timezone(self, name: str) -> None:
+        self.put("DmGlobal.0.TimeZone", timezones.gigaset(name), "timezone")
 
     def accounts(self) -> None:
-        model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
-                                     f"handsets 1 to {model.lines}")
-                continue
-            by_port[line.port] = line
+        by_port = self.ports("handsets")
         providers: dict[tuple[Any, ...], int] = {}
-        for n in range(1, model.lines + 1):
+        for n in range(1, self.device.model.lines + 1):
             assigned = by_port.get(n)
             hs = handset(n)
             if assigned is None:
@@ -181,33 +200,15 @@ class _Builder:
         else:
             self.put(p + "OutboundProxyMode", 2, f"sip.outbound_proxy {where}")  # never
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        added: list[Param] = []
-        for key, value in raw.items():
-            key = str(key)
-            if not PARAM_NAME.match(key):
-                self.problems.append(f"raw.gigaset: {key!r} is not an NVM parameter name "
-                                     "(letters, digits and _ . - only)")
-                continue
-            added.append(Param(key, _text(value), f"raw.gigaset.{key}"))
-        replaced = {s.name for s in added}
-        self.settings = [s for s in self.settings if s.name not in replaced] + added
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        if not PARAM_NAME.match(key):
+            self.problem(f"raw.gigaset: {key!r} is not an NVM parameter name (letters, digits "
+                         "and _ . - only)")
+            return None
+        return kit.Setting(key, self.text(value), f"raw.gigaset.{key}")
 
 
-def _build(device: RenderInput) -> _Builder:
-    return _Builder(device).build()
-
-
-def firmware_file_version(version: str) -> str:
-    """"83.V2.65.0" or "2.65.0" -> "2.65.0" (the `<file version=...>` attribute)."""
-    match = FIRMWARE_VERSION.match(version.strip())
-    if not match:
-        raise ValueError(version)
-    return ".".join(match.groups()[1:])
-
-
-class Gigaset:
+class Gigaset(kit.VendorBase):
     name = "gigaset"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
@@ -216,51 +217,44 @@ class Gigaset:
     # Redirect service: Gigaset GRAPE (SRAPS platform, setting ProvisioningServer), or the
     # legacy XML-RPC redirect (reference rps-apis.md §5.1).
     redirect_kinds = ("gigaset-grape",)
-
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        firmware = None
-        if device.firmware is not None:
-            firmware = {"version": firmware_file_version(device.firmware.version),
-                        "url": device.firmware.url}
-        return [OutputFile(f"{device.mac}.xml", "gigaset/mac.xml.j2", {
-            "mac": device.mac, "model": device.model.name, "firmware": firmware,
-            "handsets": [{"number": h.number, "access_code": h.access_code}
-                         for h in built.handsets],
-            "params": [{"name": s.name, "value": s.value} for s in built.settings],
-        })]
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        values = [(s.param, s.name, s.value) for s in built.settings]
-        if device.firmware is not None:
-            values.append(("firmware", "firmware url", device.firmware.url))
-        for param, name, value in values:
-            if "\n" in value or "\r" in value:
-                problems.append(f"{param}: contains a line break, which a Gigaset parameter "
-                                f"(an XML attribute) cannot carry ({name})")
-            elif XML_ILLEGAL.search(value):
-                problems.append(f"{param}: contains a control character XML cannot carry "
-                                f"({name})")
-        return problems
+    without_account = (
+        "common settings only (provisioning, time, NTP, admin password); every handset account "
+        "is emptied and no SIP provider is written, so no handset can call until a line is "
+        "assigned to its port and the base resyncs")
+    builder = Builder
+    versions = VERSIONS
 
     def redirect_url(self, provisioning_url: str, mac: str) -> str:
         """The URL to register at the redirect service: the base's ProvisioningServer."""
         return provisioning_url.rstrip("/")
 
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Gigaset Nx70 firmware version {version!r} is not "
-                             "[<product>.V]<major>.<minor>.<patch>, e.g. 83.V2.65.0 or 2.65.0")
-        return tuple(int(part) for part in match.groups()[1:])
-
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        product = FIRMWARE_VERSION.match(version.strip()).group(1)  # type: ignore[union-attr]
+        product = self.versions.match(version).group(1)
         if product and product != "83":
             return f"firmware {version} is for Gigaset product {product}, not the Nx70 (83)"
         return None
 
 
 VENDOR = Gigaset()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605" [V wazo
+# plugins/wazo_gigaset/Nx70_83_v2_65_0/common.py], older bases "N510 IP PRO/42.245.00.000.000;
+# 7C2F804DF9A9" and "Gigaset N720 DM PRO/70.089.00.000.000" [V wazo plugins/wazo_gigaset/common/
+# common.py], handsets may add ";Handset=N" [V wazo Nx70]. The model is reported as provctl names
+# it ("N870 IP PRO" -> "N870"); the firmware drops "+build…" so it reads as a catalog version.
+_UA = re.compile(r'^"?(?:Gigaset\s+)?(?P<model>N\d{3}[A-Z]?)(?:[ -][A-Za-z -]+?)?/'
+                 r"(?P<firmware>[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)+)(?:\+\S*?)?"
+                 r'(?:;(?P<mac>[0-9A-Fa-f]{12})?)?(?:;Handset=\d+)?"?$')
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Gigaset base's model, firmware and MAC from its User-Agent; None if not Gigaset."""
+    ua = user_agent_text(text)
+    if ua is None:
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("gigaset", match["model"], match["firmware"], mac12(match["mac"]))

@@ -1,17 +1,19 @@
 """Panasonic (KX-HDV desk phones, KX-TGP5xx DECT): what is true of the vendor, and its mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "8. Panasonic"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/panasonic.md):
 
 - `Config<MAC>.cfg` (12 *uppercase* hex digits, the `{MAC}` macro) [V wazo]: the *standard*
   (per-device) configuration file, which `CFG_STANDARD_FILE_PATH` points at.
-- `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`): a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a
-  factory phone that is pointed at the directory [I: model-named, as wazo and FusionPBX ship
-  it]. It names the per-device file with the `{MAC}` macro, so it is identical for every phone
-  of the model in one directory.
+- `<MODEL>.cfg` (e.g. `KX-HDV230.cfg`; a KX-TGP's name carries its region, `KX-TGP550T04.cfg`):
+  a bootstrap holding only `CFG_STANDARD_FILE_PATH`, for a factory phone pointed at the
+  directory; `bootstrap_files()` (issue 15.6). It names the per-device file with the `{MAC}`
+  macro, so it is identical for every phone of the model in one directory. In a customer's
+  bootstrap directory (docs/zero-touch.md) the `Config<MAC>.cfg` it names is
+  `bootstrap_phone_files()`, pointing at the phone's own directory.
 
 Text, `NAME="value"` per line, CRLF line endings (`OutputFile.line_ending`), the magic comment
 on line 1 (`# Panasonic SIP Phone Standard Format File #`; KX-TGP5xx: `# PCC Standard Format
-File #` [V]) and an empty line at the end [V]. There is no escape: `check()` refuses, naming the
+File #` [V]) and an empty line at the end [V]. There is no escape: `build()` refuses, naming the
 parameter, a value holding `"`, a line break or a control character, a value over 500
 characters, a line over 537 bytes with its CRLF, and a file over 120 KB [V limits]. If a
 parameter appears twice the *first* wins [V], so a `raw` key replaces the generated one in place
@@ -29,8 +31,12 @@ Conventions (documented for operators):
   as `DST_START_MONTH`, `_ORDINAL_DAY` (1-4, 5 = last [I]), `_DAY_OF_WEEK` (0 = Sunday),
   `_TIME` (minutes after midnight, wall clock before the switch) and the same for `DST_STOP_*`.
 - Provisioning: `CFG_STANDARD_FILE_PATH` = the literal URL of `Config<MAC>.cfg`;
-  `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key].
-- Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_VERSION`, `FIRM_FILE_PATH`.
+  `CFG_RESYNC_TIME` = `provisioning.resync.start` (daily; no window end) [V key];
+  `CFG_CYCLIC` "N", the factory default, which a bootstrap file turned on [V key].
+- Firmware, only when pinned: `FIRM_UPGRADE_ENABLE` "Y", `FIRM_FILE_PATH` and `FIRM_VERSION`
+  (KX-HDV) or `FIRM_VER_USDECT` / `FIRM_VER_EUDECT` with `FIRM_UPGRADE_AUTO` (KX-TGP, 15.5).
+- Language: `DEFAULT_LANGUAGE` as a language tag (`de-DE`); `WEB_LANGUAGE` is not written
+  (numeric codes per model, issue 15.10).
 - User-owned parameters: in this text format settings made on the phone or its web UI already
   win over every provisioning file [V]; per-parameter `perm` flags exist only in the XML variant
   of other models (KX-UTG / UT670). A user-owned parameter is not written at all, so nothing of
@@ -44,19 +50,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors import kit, timezones
+from vendors.base import (
+    BootstrapInput,
+    LineInput,
+    ModelInfo,
+    OutputFile,
+    RenderInput,
+    UserAgent,
+)
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import mac12, user_agent_text
 
 HEADERS = {
     "hdv": "# Panasonic SIP Phone Standard Format File # DO NOT CHANGE THIS LINE!",
     "tgp": "# PCC Standard Format File # DO NOT CHANGE THIS LINE!",
 }
 CRLF = "\r\n"
+ONBOARDING_INTERVAL = 10  # minutes between downloads while a bootstrap file points the way
 MAX_VALUE = 500  # characters [V]
 MAX_LINE = 537  # bytes including CRLF [V]
 MAX_NAME = 32  # characters [V]
@@ -72,9 +85,19 @@ MODELS: dict[str, ModelInfo] = {
     for name, (lines, family) in _MODELS.items()
 }
 
-# ISO 639-1 code -> DEFAULT_LANGUAGE / WEB_LANGUAGE [I: two-letter codes]
-LANGUAGES = {"en": "en", "de": "de", "fr": "fr", "it": "it", "es": "es", "nl": "nl",
-             "pt": "pt", "ru": "ru", "pl": "pl", "sv": "sv"}
+# ISO 639-1 code -> DEFAULT_LANGUAGE, a language tag: "en-US" [V fusion panasonic/ut670/{$mac}.cfg,
+# utg200b/{$mac}.xml]; the other tags follow the same language-COUNTRY form [I]. WEB_LANGUAGE is
+# a numeric code per model (0 = English [V fusion utg200b]; others unknown), so it is not written.
+LANGUAGES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "it": "it-IT", "es": "es-ES",
+             "nl": "nl-NL", "pt": "pt-PT", "ru": "ru-RU", "pl": "pl-PL", "sv": "sv-SE"}
+
+# The name a factory phone asks for, {MODEL}.cfg, carries a KX-TGP's regional suffix
+# [V fusion panasonic/tgp550/KX-TGP550T04.cfg, tgp500/KX-TGP500B04.cfg]; other regional
+# variants are not known (add them here). KX-HDV: the model as sold [I].
+REGIONAL_MODELS: dict[str, tuple[str, ...]] = {
+    "KX-TGP500": ("KX-TGP500B04",),
+    "KX-TGP550": ("KX-TGP550T04",),
+}
 
 # neutral codec -> KX-HDV codec index [I] / KX-TGP5xx SDP codec name [V FusionPBX]
 HDV_CODECS = {"g722": 0, "pcma": 1, "g729": 3, "pcmu": 4}
@@ -87,52 +110,92 @@ NOTES = {
     "ntp.server2": "one NTP server only",
     "provisioning.resync": "daily at start (no window end)",
     "user_owned": "not written (phone/web UI changes win by default)",
+    "language": "the phone's display language (DEFAULT_LANGUAGE); the web UI's is left alone",
 }
 
 PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 CONTROL = re.compile("[\x00-\x1f\x7f]")
-FIRMWARE_VERSION = re.compile(r"^(\d{1,2})\.(\d{2,3})$")
+VERSIONS = kit.VersionScheme("Panasonic firmware version", "NN.NNN (e.g. 01.133, 12.81)",
+                             re.compile(r"^(\d{1,2})\.(\d{2,3})$"))
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    value: str
-    param: str
+def bootstrap_files(model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+    """{MODEL}.cfg, one per regional variant: only CFG_STANDARD_FILE_PATH, with the phone's own
+    {MAC} macro [V wazo, fusion], so one file serves every phone of the model."""
+    return tuple(
+        OutputFile(f"{name}.cfg", "panasonic/config.cfg.j2", {
+            "header": HEADERS[model.family],
+            "settings": [{"name": "CFG_STANDARD_FILE_PATH",
+                          "value": directory_url + "Config{MAC}.cfg"}],
+        }, line_ending=CRLF)
+        for name in REGIONAL_MODELS.get(model.name, (model.name,)))
 
-    def line(self) -> str:
-        return f'{self.name}="{self.value}"'
 
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "Y" if value else "N"
-    return str(value)
+def line_text(setting: kit.Setting) -> str:
+    return f'{setting.key}="{setting.value}"'
 
 
 def standard_file(mac: str) -> str:
     return f"Config{mac.upper()}.cfg"
 
 
-class _Builder:
+def file_size(header: str, settings: list[kit.Setting]) -> int:
+    """Bytes of the rendered standard file (CRLF, trailing empty line), as the template lays it."""
+    lines = [header, *(line_text(s) for s in settings), ""]
+    return len(CRLF.join(lines).encode("utf-8")) + len(CRLF)
+
+
+class Builder(kit.Builder):
+    label = "Panasonic"
+    carrier = "a Panasonic value"
+    true, false = "Y", "N"
+    raw_in_place = True  # the first of two equal names wins on the phone [V]
+    languages = LANGUAGES
+
     def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.owned = device.user_owned
+        super().__init__(device)
         self.family = device.model.family
-        self.settings: list[Setting] = []
-        self.problems: list[str] = []
 
-    def put(self, name: str, value: Any, param: str) -> None:
-        self.settings.append(Setting(name, _text(value), param))
-
-    def build(self) -> _Builder:
+    def steps(self) -> None:
         self.provisioning()
         self.time_and_language()
         self.network_and_features()
         self.lines()
-        self.raw()
-        return self
+
+    def files(self) -> list[OutputFile]:
+        device = self.device
+        return [
+            OutputFile(standard_file(device.mac), "panasonic/config.cfg.j2", {
+                "header": HEADERS[device.model.family],
+                "settings": [{"name": s.key, "value": s.value} for s in self.settings],
+            }, line_ending=CRLF),
+            # for a phone pointed at its own directory (DHCP, or typed in by hand)
+            *bootstrap_files(device.model, device.provisioning_url),
+        ]
+
+    def value_problems(self) -> list[str]:
+        out = []
+        for s in self.settings:
+            if "\n" in s.value or "\r" in s.value:
+                out.append(f"{s.param}: contains a line break, which {self.carrier} cannot "
+                           f"carry ({s.key})")
+            elif '"' in s.value:
+                out.append(f'{s.param}: contains ", which a Panasonic value (always in double '
+                           f'quotes, no escape) cannot carry ({s.key})')
+            elif CONTROL.search(s.value):
+                out.append(f"{s.param}: contains a control character ({s.key})")
+            elif len(s.value) > MAX_VALUE:
+                out.append(f"{s.param}: {len(s.value)} characters, more than the {MAX_VALUE} "
+                           f"a Panasonic value may have ({s.key})")
+            elif len(line_text(s).encode("utf-8")) + len(CRLF) > MAX_LINE:
+                out.append(f"{s.param}: the line is longer than the {MAX_LINE} bytes a "
+                           f"Panasonic phone reads ({s.key})")
+        size = file_size(HEADERS[self.device.model.family], self.settings)
+        if size > MAX_FILE:
+            out.append(f"{standard_file(self.device.mac)}: {size} bytes, more than the "
+                       f"{MAX_FILE} bytes a Panasonic phone accepts (remove raw.panasonic "
+                       "keys)")
+        return out
 
     def provisioning(self) -> None:
         url = self.device.provisioning_url
@@ -142,10 +205,20 @@ class _Builder:
         resync = _get(self.params, "provisioning", "resync") or {}
         # daily at the window's start; the window's end has no key [V CFG_RESYNC_TIME]
         self.put("CFG_RESYNC_TIME", resync.get("start") or "02:00", "provisioning.resync.start")
+        # the factory default [V fusion tgp550/{$mac}.cfg]: ends the short cycle a bootstrap
+        # file (docs/zero-touch.md) set while the phone was being onboarded
+        self.put("CFG_CYCLIC", False, "provisioning.resync")
         firmware = self.device.firmware
         if firmware is not None:
             self.put("FIRM_UPGRADE_ENABLE", True, "firmware")
-            self.put("FIRM_VERSION", firmware.version, "firmware")
+            if self.family == "tgp":
+                # per DECT band, and the base upgrades without asking [V fusion
+                # tgp550/KX-TGP550T04.cfg]; both bands, as the model does not say which [I]
+                self.put("FIRM_VER_USDECT", firmware.version, "firmware")
+                self.put("FIRM_VER_EUDECT", firmware.version, "firmware")
+                self.put("FIRM_UPGRADE_AUTO", True, "firmware")
+            else:
+                self.put("FIRM_VERSION", firmware.version, "firmware")
             self.put("FIRM_FILE_PATH", firmware.url, "firmware")
         password = self.params.get("admin_password")
         if password:
@@ -156,23 +229,12 @@ class _Builder:
         ntp = self.params.get("ntp") or {}
         if ntp.get("server"):
             self.put("NTP_ADDR", ntp["server"], "ntp.server")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.timezone(str(tz))
-            except ValueError as exc:
-                self.problems.append(f"timezone: {exc}")
-        language = self.params.get("language")
-        if language and "language" not in self.owned:
-            code = LANGUAGES.get(language_code(str(language)))
-            if code is None:
-                self.problems.append(f"language: {language!r} has no Panasonic equivalent "
-                                     f"(known: {', '.join(sorted(LANGUAGES))})")
-            else:
-                self.put("DEFAULT_LANGUAGE", code, "language")
-                self.put("WEB_LANGUAGE", code, "language")
+        self.timezone()
+        tag = self.language()
+        if tag is not None:
+            self.put("DEFAULT_LANGUAGE", tag, "language")
 
-    def timezone(self, name: str) -> None:
+    def put_timezone(self, name: str) -> None:
         rule = timezones.dst_rule(name)
         self.put("TIME_ZONE", timezones.clock(name).standard_minutes, "timezone")
         self.put("DST_ENABLE", rule is not None, "timezone")
@@ -196,15 +258,8 @@ class _Builder:
             self.put("VLAN_ID_PC", vlan["pc_id"], "vlan.pc_id")
 
     def lines(self) -> None:
-        model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
-                                     f"lines 1 to {model.lines}")
-                continue
-            by_port[line.port] = line
-        for n in range(1, model.lines + 1):
+        by_port = self.ports("lines")
+        for n in range(1, self.device.model.lines + 1):
             assigned = by_port.get(n)
             if assigned is None:
                 self.put(f"LINE_ENABLE_{n}", "Disabled", f"port {n}")
@@ -259,9 +314,8 @@ class _Builder:
         chosen: list[Any] = []
         for codec in codecs:
             if codec not in table:
-                self.problems.append(f"codecs {where}: {codec} is not supported by "
-                                     f"{self.device.model.name} (supported: "
-                                     f"{', '.join(sorted(table))})")
+                self.problem(f"codecs {where}: {codec} is not supported by "
+                             f"{self.device.model.name} (supported: {', '.join(sorted(table))})")
             elif table[codec] not in chosen:
                 chosen.append(table[codec])
         param = f"codecs {where}"
@@ -276,34 +330,15 @@ class _Builder:
             else:
                 self.put(f"CODEC_ENABLE{index}_{n}", False, param)
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        names = [s.name for s in self.settings]
-        for key, value in raw.items():
-            key = str(key)
-            if not PARAM_NAME.match(key) or len(key) > MAX_NAME:
-                self.problems.append(f"raw.panasonic: {key!r} is not a Panasonic parameter "
-                                     f"name (A-Z, 0-9 and _, at most {MAX_NAME} characters)")
-                continue
-            setting = Setting(key, _text(value), f"raw.panasonic.{key}")
-            if key in names:  # first occurrence wins on the phone: replace in place
-                self.settings[names.index(key)] = setting
-            else:
-                self.settings.append(setting)
-                names.append(key)
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        if not PARAM_NAME.match(key) or len(key) > MAX_NAME:
+            self.problem(f"raw.panasonic: {key!r} is not a Panasonic parameter name (A-Z, 0-9 "
+                         f"and _, at most {MAX_NAME} characters)")
+            return None
+        return kit.Setting(key, self.text(value), f"raw.panasonic.{key}")
 
 
-def _build(device: RenderInput) -> _Builder:
-    return _Builder(device).build()
-
-
-def file_size(header: str, settings: list[Setting]) -> int:
-    """Bytes of the rendered standard file (CRLF, trailing empty line), as the template lays it."""
-    lines = [header, *(s.line() for s in settings), ""]
-    return len(CRLF.join(lines).encode("utf-8")) + len(CRLF)
-
-
-class Panasonic:
+class Panasonic(kit.VendorBase):
     name = "panasonic"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
@@ -312,57 +347,53 @@ class Panasonic:
         "vlan", "provisioning", "raw",
     })
     notes = NOTES
-    redirect_kinds: tuple[str, ...] = ()  # no Panasonic redirect client in provctl
+    redirect_kinds = ()  # no Panasonic redirect client in provctl
+    builder = Builder
+    versions = VERSIONS
 
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        header = HEADERS[device.model.family]
-        return [
-            OutputFile(standard_file(device.mac), "panasonic/config.cfg.j2", {
-                "header": header,
-                "settings": [{"name": s.name, "value": s.value} for s in built.settings],
-            }, line_ending=CRLF),
-            OutputFile(f"{device.model.name}.cfg", "panasonic/config.cfg.j2", {
-                "header": header,
-                "settings": [{"name": "CFG_STANDARD_FILE_PATH",
-                              "value": device.provisioning_url + "Config{MAC}.cfg"}],
-            }, line_ending=CRLF),
+    def bootstrap_files(self, model: ModelInfo, directory_url: str) -> tuple[OutputFile, ...]:
+        return bootstrap_files(model, directory_url)
+
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """`Config<MAC>.cfg` in the bootstrap directory, the standard file `{MODEL}.cfg` named
+        there: CFG_STANDARD_FILE_PATH becomes the phone's own standard file. The phone reads
+        the new path at its next download [I], so it downloads again every CFG_CYCLIC_INTVL
+        minutes until then (CFG_CYCLIC; the phone's own file turns it off again) [V keys: fusion
+        tgp550/{$mac}.cfg, KX-UTG200 admin guide §2.4.5 "regular intervals", in minutes].
+        OPTION66_ENABLE "N" so that the DHCP option, which names the bootstrap directory, no
+        longer sends it back there once the window is over [V key fusion tgp550/{$mac}.cfg;
+        the meaning is I]; a factory reset restores it. NTP_ADDR when set."""
+        settings = [
+            {"name": "CFG_STANDARD_FILE_PATH",
+             "value": phone.provisioning_url + standard_file(phone.mac)},
+            {"name": "CFG_CYCLIC", "value": "Y"},
+            {"name": "CFG_CYCLIC_INTVL", "value": str(ONBOARDING_INTERVAL)},
+            {"name": "OPTION66_ENABLE", "value": "N"},
         ]
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        for s in built.settings:
-            if "\n" in s.value or "\r" in s.value:
-                problems.append(f"{s.param}: contains a line break, which a Panasonic value "
-                                f"cannot carry ({s.name})")
-            elif '"' in s.value:
-                problems.append(f'{s.param}: contains ", which a Panasonic value (always in '
-                                f'double quotes, no escape) cannot carry ({s.name})')
-            elif CONTROL.search(s.value):
-                problems.append(f"{s.param}: contains a control character ({s.name})")
-            elif len(s.value) > MAX_VALUE:
-                problems.append(f"{s.param}: {len(s.value)} characters, more than the "
-                                f"{MAX_VALUE} a Panasonic value may have ({s.name})")
-            elif len(s.line().encode("utf-8")) + len(CRLF) > MAX_LINE:
-                problems.append(f"{s.param}: the line is longer than the {MAX_LINE} bytes a "
-                                f"Panasonic phone reads ({s.name})")
-        size = file_size(HEADERS[device.model.family], built.settings)
-        if size > MAX_FILE:
-            problems.append(f"{standard_file(device.mac)}: {size} bytes, more than the "
-                            f"{MAX_FILE} bytes a Panasonic phone accepts (remove raw.panasonic "
-                            "keys)")
-        return problems
-
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Panasonic firmware version {version!r} is not NN.NNN "
-                             "(e.g. 01.133, 12.81)")
-        return tuple(int(part) for part in match.groups())
-
-    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        return None  # every version that parses fits every model of this vendor
+        if phone.ntp_server:
+            settings.append({"name": "NTP_ADDR", "value": phone.ntp_server})
+        return (OutputFile(standard_file(phone.mac), "panasonic/config.cfg.j2", {
+            "header": HEADERS[phone.model.family], "settings": settings}, line_ending=CRLF),)
 
 
 VENDOR = Panasonic()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Panasonic_KX-UT113/01.133 (0080f0c8c381)" [V wazo plugins/wazo_panasonic/common/common.py];
+# "Panasonic_KX-UT670/01.022 (0080f000000)" [V fusion app/provision/index.php; that sample has
+# 11 digits, so no MAC is taken from it]. KX-TGP bases report the model with its regional
+# suffix, e.g. "KX-TGP550T04" [I]; it is kept as sent.
+_UA = re.compile(r"^Panasonic_(?P<model>[A-Za-z0-9-]+)/(?P<firmware>[0-9A-Za-z.]+)"
+                 r"(?:\s+\((?P<mac>[^)]*)\))?")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Panasonic phone's model, firmware and MAC from its User-Agent; None if not one."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("Panasonic_"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    return UserAgent("panasonic", match["model"], match["firmware"], mac12(match["mac"]))

@@ -1,6 +1,6 @@
 """Poly / Polycom (VVX, Edge E; UC Software): what is true of the vendor, and its mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "3. Poly"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/poly.md):
 
 - `<mac>.cfg` (12 lowercase hex digits): the *master* configuration file the phone requests
   first (before the shared default `000000000000.cfg`, which provctl never writes: its content
@@ -10,7 +10,7 @@ Files per phone (see ../shared/reference/vendor-formats.md, "3. Poly"):
 
 XML, rendered with autoescape; every parameter is an *attribute* of `<polycomConfig>`, so
 `& < > "` are escaped and a line break (attribute-value normalisation turns it into a space)
-or a control character is refused by `check()`, naming the parameter.
+or a control character is refused by `build()`, naming the parameter.
 
 Conventions (documented for operators):
 
@@ -25,18 +25,18 @@ Conventions (documented for operators):
 - Nightly resync: `prov.polling.mode="random"` between `provisioning.resync.start` and `.end`
   [I: the literal "random" is from the admin guide's mode names]. Poly always checks on boot,
   so `resync.on_boot` has no key.
-- Firmware: `APP_FILE_PATH` is the firmware URL when a version is pinned, "" otherwise (keep
-  the installed software) [I: empty path = no upgrade].
+- Firmware: `APP_FILE_PATH` is the firmware URL when a version is pinned, else the default
+  `sip.ld`, which provctl never publishes, so the phone keeps its software (issue 15.13).
 - User-owned parameters: Poly has no per-parameter flag; UI changes are kept by the phone in its
   override files and win over provisioning anyway. User-owned parameters are simply not written.
 - Keys: `line_keys` of type `blf` / `park` become `attendant.resourceList.K.*` (the slot is
   watched; wazo does the same for park). `line` and `none` need no key (registrations get line
   keys by themselves). `speed_dial` and `dtmf` need contact-directory entries / enhanced
-  feature keys and are refused by `check()` naming the key.
+  feature keys and are refused by `build()` naming the key.
 - Not expressible, documented (`NOTES`): `ntp.server2`, `vlan.priority`, `vlan.pc_id`,
   `soft_keys`, `expansion_keys`, `screensaver`.
 - Codecs: `voice.codecPref.*` is phone-wide, so every line of a phone must want the same list
-  (else `check()` says so); unlisted codecs get priority 0 (off) [I].
+  (else `build()` says so); unlisted codecs get priority 0 (off) [I].
 - `raw` keys are parameter names, written as attributes last; a raw key equal to a generated
   one replaces it.
 """
@@ -45,15 +45,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors import kit, timezones
+from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
-from vendors.common import language_code
-from vendors.common import text as _text
+from vendors.common import mac12, user_agent_text
 
 # name: (registrations, family) [V wazo v6_4_6/plugin-info for VVX; Edge E counts I: datasheets]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -94,34 +92,28 @@ NOTES = {
 }
 
 PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
-XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?$")
 MAX_PATH = 255  # APP_FILE_PATH and each CONFIG_FILES entry [V]
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    value: str
-    param: str  # the vendor-neutral parameter it comes from, for check() messages
+# Without a pin, APP_FILE_PATH names the default application file, as every master file in the
+# sources does [V wazo plugins/wazo_polycom/v6_4_6/var/tftpboot/000000000000.cfg, fusion
+# polycom/*/{$mac}.cfg: "sip.ld"]. provctl never publishes one in the phone's directory, so the
+# phone finds none and keeps the software it runs [I: an empty path is documented nowhere].
+UNPINNED_APP = "sip.ld"
+VERSIONS = kit.VersionScheme("Poly UC Software version",
+                             "<major>.<minor>.<maintenance>[.<build>], e.g. 6.4.6.2390",
+                             re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?$"))
 
 
 def config_file(mac: str) -> str:
     return f"{mac}-provctl.cfg"
 
 
-class _Builder:
-    def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.owned = device.user_owned
-        self.settings: list[Setting] = []
-        self.problems: list[str] = []
+class Builder(kit.Builder):
+    label = "Poly"
+    carrier = "a Poly parameter (an XML attribute)"
+    xml = True
+    languages = LANGUAGES
 
-    def put(self, key: str, value: Any, param: str) -> None:
-        self.settings.append(Setting(key, _text(value), param))
-
-    def build(self) -> _Builder:
+    def steps(self) -> None:
         self.provisioning()
         self.time_and_language()
         self.network_and_features()
@@ -129,8 +121,33 @@ class _Builder:
         self.registrations()
         if self.device.lines:
             self.keys()
-        self.raw()
-        return self
+
+    def files(self) -> list[OutputFile]:
+        device = self.device
+        return [
+            OutputFile(f"{device.mac}.cfg", "poly/master.cfg.j2", {
+                "app_file_path": device.firmware.url if device.firmware else UNPINNED_APP,
+                "config_files": config_file(device.mac),
+            }),
+            OutputFile(config_file(device.mac), "poly/mac-provctl.cfg.j2", {
+                "mac": device.mac, "model": device.model.name,
+                "settings": [{"key": s.key, "value": s.value} for s in self.settings],
+            }),
+        ]
+
+    def values(self) -> list[tuple[str, str, str]]:
+        values = [(s.param, s.key, s.value) for s in self.settings]
+        if self.device.firmware is not None:
+            values.append(("firmware", "APP_FILE_PATH", self.device.firmware.url))
+        return values
+
+    def value_problems(self) -> list[str]:
+        out = []
+        firmware = self.device.firmware
+        if firmware is not None and len(firmware.url) > MAX_PATH:
+            out.append(f"firmware: URL longer than {MAX_PATH} characters, which APP_FILE_PATH "
+                       "cannot carry")
+        return out + super().value_problems()
 
     def provisioning(self) -> None:
         url = self.device.provisioning_url
@@ -157,22 +174,12 @@ class _Builder:
         if ntp.get("server"):
             self.put("tcpIpApp.sntp.address.overrideDHCP", "1", "ntp.server")
             self.put("tcpIpApp.sntp.address", ntp["server"], "ntp.server")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.timezone(str(tz))
-            except ValueError as exc:
-                self.problems.append(f"timezone: {exc}")
-        language = self.params.get("language")
-        if language and "language" not in self.owned:
-            name = LANGUAGES.get(language_code(str(language)))
-            if name is None:
-                self.problems.append(f"language: {language!r} has no Poly equivalent (known: "
-                                     f"{', '.join(sorted(LANGUAGES))})")
-            else:
-                self.put("lcl.ml.lang", name, "language")
+        self.timezone()
+        name = self.language()
+        if name is not None:
+            self.put("lcl.ml.lang", name, "language")
 
-    def timezone(self, name: str) -> None:
+    def put_timezone(self, name: str) -> None:
         rule = timezones.dst_rule(name)
         standard = timezones.clock(name).standard_minutes
         base = "tcpIpApp.sntp."
@@ -206,15 +213,8 @@ class _Builder:
             self.put("call.callWaiting.enable", bool(waiting), "call_waiting")
 
     def registrations(self) -> None:
-        model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problems.append(f"port {line.port} ({line.account}): {model.name} has "
-                                     f"registrations 1 to {model.lines}")
-                continue
-            by_port[line.port] = line
-        for n in range(1, model.lines + 1):
+        by_port = self.ports("registrations")
+        for n in range(1, self.device.model.lines + 1):
             assigned = by_port.get(n)
             if assigned is None:
                 # [I] UC Software rebuilds its configuration from the files, so this is belt
@@ -262,7 +262,7 @@ class _Builder:
             codecs = (line.params or {}).get("codecs")
             lists[line.account] = list(codecs if codecs is not None else wanted or [])
         if len({tuple(v) for v in lists.values()}) > 1:
-            self.problems.append(
+            self.problem(
                 "codecs: Poly phones take one codec preference list for all registrations, "
                 "but the lines differ (" + "; ".join(f"{a}: {', '.join(v)}"
                                                      for a, v in lists.items()) + ")")
@@ -277,8 +277,8 @@ class _Builder:
         enabled: list[str] = []
         for codec in codecs:
             if codec not in CODECS:
-                self.problems.append(f"codecs{where}: {codec} is not supported by Poly phones "
-                                     f"(supported: {', '.join(sorted(CODECS))})")
+                self.problem(f"codecs{where}: {codec} is not supported by Poly phones "
+                             f"(supported: {', '.join(sorted(CODECS))})")
             elif CODECS[codec] not in enabled:
                 enabled.append(CODECS[codec])
         for priority, name in enumerate(enabled, start=1):
@@ -297,32 +297,22 @@ class _Builder:
             if kind in ("line", "none"):
                 continue
             if kind not in ("blf", "park"):
-                self.problems.append(f"{param}: key type {kind!r} needs a Poly contact "
-                                     "directory or enhanced feature key; not supported")
+                self.problem(f"{param}: key type {kind!r} needs a Poly contact directory or "
+                             "enhanced feature key; not supported")
                 continue
             base = f"attendant.resourceList.{k}."
             self.put(base + "address", key.get("value") or "", param)
             self.put(base + "label", key.get("label") or "", param)
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        added: list[Setting] = []
-        for key, value in raw.items():
-            key = str(key)
-            if not PARAM_NAME.match(key):
-                self.problems.append(f"raw.poly: {key!r} is not a Poly parameter name "
-                                     "(letters, digits and _ . - only)")
-                continue
-            added.append(Setting(key, _text(value), f"raw.poly.{key}"))
-        replaced = {s.key for s in added}
-        self.settings = [s for s in self.settings if s.key not in replaced] + added
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        if not PARAM_NAME.match(key):
+            self.problem(f"raw.poly: {key!r} is not a Poly parameter name (letters, digits and "
+                         "_ . - only)")
+            return None
+        return kit.Setting(key, self.text(value), f"raw.poly.{key}")
 
 
-def _build(device: RenderInput) -> _Builder:
-    return _Builder(device).build()
-
-
-class Poly:
+class Poly(kit.VendorBase):
     name = "poly"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
@@ -334,49 +324,12 @@ class Poly:
     # Redirect service: Poly ZTP. Its profiles hold a server address: the phone's directory,
     # where it finds <mac>.cfg (reference rps-apis.md §3.1).
     redirect_kinds = ("poly-ztp",)
-
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        return [
-            OutputFile(f"{device.mac}.cfg", "poly/master.cfg.j2", {
-                # "" = keep the installed software [I: an empty path means no upgrade]
-                "app_file_path": device.firmware.url if device.firmware else "",
-                "config_files": config_file(device.mac),
-            }),
-            OutputFile(config_file(device.mac), "poly/mac-provctl.cfg.j2", {
-                "mac": device.mac, "model": device.model.name,
-                "settings": [{"key": s.key, "value": s.value} for s in built.settings],
-            }),
-        ]
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        values = [(s.param, s.key, s.value) for s in built.settings]
-        if device.firmware is not None:
-            values.append(("firmware", "APP_FILE_PATH", device.firmware.url))
-            if len(device.firmware.url) > MAX_PATH:
-                problems.append(f"firmware: URL longer than {MAX_PATH} characters, which "
-                                "APP_FILE_PATH cannot carry")
-        for param, key, value in values:
-            if "\n" in value or "\r" in value:
-                problems.append(f"{param}: contains a line break, which a Poly parameter "
-                                f"(an XML attribute) cannot carry ({key})")
-            elif XML_ILLEGAL.search(value):
-                problems.append(f"{param}: contains a control character XML cannot carry "
-                                f"({key})")
-        return problems
+    builder = Builder
+    versions = VERSIONS
 
     def redirect_url(self, provisioning_url: str, mac: str) -> str:
         """The URL to register at the redirect service for this phone."""
         return provisioning_url
-
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Poly UC Software version {version!r} is not "
-                             "<major>.<minor>.<maintenance>[.<build>], e.g. 6.4.6.2390")
-        return tuple(int(part) for part in match.groups() if part is not None)
 
     def check_firmware(self, model: ModelInfo, version: str) -> str | None:
         major = self.firmware_version(version)[0]
@@ -389,3 +342,31 @@ class Poly:
 
 
 VENDOR = Poly()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "FileTransport PolycomVVX-VVX_450-UA/5.9.1.0615 Type/Application" [V wazo
+# plugins/wazo_polycom/common/common.py]; newer firmware adds the serial, which is the MAC:
+# "FileTransport PolyCCX-CCX_500-UA/9.4.1.0508 (SN:64167f9f4c90) Type/Application"; Edge E:
+# "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application" [I: public provisioning
+# code, not a Poly document]. During boot the *updater* asks first and reports its own version
+# (wazo: "the version number will either be the BootROM version … or the SIP application
+# version"), so the firmware is taken only from "Type/Application" requests [I].
+_UA = re.compile(r"^FileTransport\s+Poly(?:com)?[A-Za-z]+-(?P<model>[A-Za-z0-9_]+?)-UA/"
+                 r"(?P<firmware>\d+(?:\.\d+)+)(?P<rest>.*)$")
+_UA_SERIAL = re.compile(r"\(SN:([0-9A-Fa-f]{12})\)")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Poly phone's model, firmware and MAC from its User-Agent; None if not Poly."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith("FileTransport"):
+        return None
+    match = _UA.match(ua)
+    if match is None:
+        return None
+    rest = match["rest"]
+    serial = _UA_SERIAL.search(rest)
+    firmware = match["firmware"] if "Type/Application" in rest else None
+    return UserAgent("poly", match["model"].replace("_", ""), firmware,
+                     mac12(serial.group(1)) if serial else None)

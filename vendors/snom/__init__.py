@@ -1,6 +1,6 @@
 """Snom (D1xx/D3xx/D7xx/D8xx): what is true of the vendor, and its parameter mapping.
 
-Files per phone (see ../shared/reference/vendor-formats.md, "2. Snom"):
+Files per phone (sources for every mapping, and what is still [I]: docs/vendors/snom.md):
 
 - `<MAC>.xml` (12 uppercase hex digits): `<settings>` with `<phone-settings>` and
   `<functionKeys>`. XML, rendered with autoescape, so `& < > "` in values are escaped.
@@ -23,8 +23,9 @@ Conventions (documented for operators):
 - Transport and outbound proxy go in `user_outbound` = `host:port;transport=udp|tcp|tls` (the
   outbound proxy when set, else the SIP server); `user_host` = server[:port].
 - Function keys: `line_keys[K]` → `<fkey idx="K-1">`; `context="active"` for keys on line 1,
-  else the identity number; values `line`, `blf <v>`, `speed <v>`, `dest <v>`, `park <v>`,
-  `dtmf <v>`, `none`. Keys are personal: written only when the phone has a line.
+  else the identity number; values `line`, `blf <v>`, `speed <v>`, `dest <v>`, `orbit <v>`
+  (a park slot: Snom has no park type), `dtmf <v>`, `none`. Keys are personal: written only
+  when the phone has a line.
 - `raw` keys are setting names, written as `<name perm="R">value</name>`; a key written
   `name[N]` becomes `<name idx="N" perm="R">`. A raw key equal to a generated (name, idx)
   replaces it. Booleans become on/off.
@@ -40,10 +41,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vendors import timezones
-from vendors.base import LineInput, ModelInfo, OutputFile, RenderInput
+from vendors import kit, timezones
+from vendors.base import (
+    BootstrapInput,
+    LineInput,
+    ModelInfo,
+    OutputFile,
+    RenderInput,
+    UserAgent,
+)
 from vendors.common import get as _get
-from vendors.common import language_code
+from vendors.common import mac12, user_agent_text
 
 # name: identities [V wazo v10_1_215_13/plugin-info]
 _MODELS: dict[str, int] = {
@@ -85,24 +93,18 @@ CODECS = {
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
-# neutral key type -> fkey value prefix
-KEY_TYPES = {"line": "line", "blf": "blf", "speed_dial": "speed", "park": "park",
+# neutral key type -> fkey value prefix. A park slot is watched as a park orbit: Snom has no
+# "park" type [V wazo plugins/wazo_snom/common/common.py _add_fkeys "orbit" (for the 7xx and
+# D765; wazo falls back to a speed dial on others, the orbit type there is I)]
+KEY_TYPES = {"line": "line", "blf": "blf", "speed_dial": "speed", "park": "orbit",
              "dtmf": "dtmf", "none": "none"}
 
 PROVIDER, USER = "R", "!"  # perm flags: read-only for the user / default the user may change
 
 SETTING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)(?:\[(\d+)\])?$")
-XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-FIRMWARE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    idx: int | None
-    perm: str
-    value: str
-    param: str  # the vendor-neutral parameter it comes from, for check() messages
+VERSIONS = kit.VersionScheme("Snom firmware version",
+                             "<major>.<minor>.<patch>.<build>, e.g. 10.1.54.13",
+                             re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$"))
 
 
 @dataclass(frozen=True)
@@ -115,42 +117,58 @@ class FunctionKey:
     param: str
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
 def firmware_file(model: str) -> str:
     return f"snom{model}-firmware.xml"
 
 
-class _Builder:
+class Builder(kit.Builder):
+    label = "Snom"
+    carrier = "a Snom setting"
+    xml = True
+    true, false = "on", "off"
+    languages = LANGUAGES
+
     def __init__(self, device: RenderInput):
-        self.device = device
-        self.params = device.params
-        self.owned = device.user_owned
-        self.settings: list[Setting] = []
+        super().__init__(device)
         self.fkeys: list[FunctionKey] = []
-        self.problems: list[str] = []
 
     def perm(self, param: str) -> str:
         return USER if param in self.owned else PROVIDER
 
-    def put(self, name: str, value: Any, param: str, idx: int | None = None,
-            perm: str | None = None) -> None:
-        self.settings.append(Setting(name, idx, perm or self.perm(param.split()[0]),
-                                     _text(value), param))
+    def put(self, key: str, value: Any, param: str, *, idx: int | None = None,
+            flag: str = "", section: str | None = None) -> None:
+        super().put(key, value, param, idx=idx, flag=flag or self.perm(param.split()[0]))
 
-    def build(self) -> _Builder:
+    def steps(self) -> None:
         self.provisioning()
         self.time_and_language()
         self.network_and_features()
         self.identities()
         if self.device.lines:
             self.keys()
-        self.raw()
-        return self
+
+    def files(self) -> list[OutputFile]:
+        device = self.device
+        out = [OutputFile(f"{device.mac.upper()}.xml", "snom/mac.xml.j2", {
+            "mac": device.mac.upper(),
+            "model": device.model.name,
+            "settings": [{"name": s.key, "idx": s.idx, "perm": s.flag, "value": s.value}
+                         for s in self.settings],
+            "function_keys": [{"idx": k.idx, "context": k.context, "label": k.label,
+                               "perm": k.perm, "value": k.value} for k in self.fkeys],
+        })]
+        if device.firmware is not None:
+            out.append(OutputFile(firmware_file(device.model.name), "snom/firmware.xml.j2",
+                                  {"firmware_url": device.firmware.url}))
+        return out
+
+    def values(self) -> list[tuple[str, str, str]]:
+        values = [(s.param, s.key, s.value) for s in self.settings]
+        values += [(k.param, "fkey", k.value) for k in self.fkeys]
+        values += [(k.param, "fkey label", k.label) for k in self.fkeys]
+        if self.device.firmware is not None:
+            values.append(("firmware", "firmware", self.device.firmware.url))
+        return values
 
     def provisioning(self) -> None:
         url = self.device.provisioning_url
@@ -172,29 +190,22 @@ class _Builder:
         password = self.params.get("admin_password")
         if password:
             for name in ("admin_mode_password", "admin_mode_password_confirm", "http_pass"):
-                self.put(name, password, "admin_password", perm=PROVIDER)
-            self.put("http_user", "admin", "admin_password", perm=PROVIDER)
+                self.put(name, password, "admin_password", flag=PROVIDER)
+            self.put("http_user", "admin", "admin_password", flag=PROVIDER)
 
     def time_and_language(self) -> None:
         ntp = self.params.get("ntp") or {}
         if ntp.get("server"):
             self.put("ntp_server", ntp["server"], "ntp.server")
-        tz = self.params.get("timezone")
-        if tz:
-            try:
-                self.put("timezone", timezones.snom(str(tz)), "timezone")
-            except ValueError as exc:
-                self.problems.append(f"timezone: {exc}")
-        language = self.params.get("language")
-        if language:
-            name = LANGUAGES.get(language_code(str(language)))
-            if name is None:
-                self.problems.append(
-                    f"language: {language!r} has no Snom equivalent (known: "
-                    f"{', '.join(sorted(LANGUAGES))})")
-            else:
-                self.put("language", name, "language")
-                self.put("web_language", name, "language")
+        self.timezone()
+        # a user-owned language is written as a default the user may change (perm "!")
+        name = self.language(skip_owned=False)
+        if name is not None:
+            self.put("language", name, "language")
+            self.put("web_language", name, "language")
+
+    def put_timezone(self, name: str) -> None:
+        self.put("timezone", timezones.snom(name), "timezone")
 
     def network_and_features(self) -> None:
         vlan = self.params.get("vlan") or {}
@@ -210,22 +221,14 @@ class _Builder:
             self.put("call_waiting", bool(waiting), "call_waiting")  # [I]
 
     def identities(self) -> None:
-        model = self.device.model
-        by_port: dict[int, LineInput] = {}
-        for line in self.device.lines:
-            if not 1 <= line.port <= model.lines:
-                self.problems.append(
-                    f"port {line.port} ({line.account}): {model.name} has identities 1 to "
-                    f"{model.lines}")
-                continue
-            by_port[line.port] = line
-        for n in range(1, model.lines + 1):
+        by_port = self.ports("identities")
+        for n in range(1, self.device.model.lines + 1):
             assigned = by_port.get(n)
             if assigned is None:
-                self.put("user_active", "off", f"port {n}", idx=n, perm=PROVIDER)
+                self.put("user_active", "off", f"port {n}", idx=n, flag=PROVIDER)
                 for name in ("user_idle_text", "user_realname", "user_name", "user_pname",
                              "user_pass", "user_host", "user_outbound"):
-                    self.put(name, "", f"port {n}", idx=n, perm=PROVIDER)
+                    self.put(name, "", f"port {n}", idx=n, flag=PROVIDER)
             else:
                 self.identity(n, assigned)
 
@@ -234,7 +237,7 @@ class _Builder:
         sip = line.sip or {}  # resolved for this line: every layer down to the line
 
         def put(name: str, value: Any, param: str) -> None:
-            self.put(name, value, f"{param} {where}", idx=n, perm=PROVIDER)
+            self.put(name, value, f"{param} {where}", idx=n, flag=PROVIDER)
 
         put("user_active", "on", "account")
         put("user_idle_text", line.label, "label")
@@ -266,8 +269,8 @@ class _Builder:
             names: list[str] = []
             for codec in codecs:
                 if codec not in CODECS:
-                    self.problems.append(f"codecs {where}: {codec} is not supported by Snom "
-                                         f"phones (supported: {', '.join(sorted(CODECS))})")
+                    self.problem(f"codecs {where}: {codec} is not supported by Snom phones "
+                                 f"(supported: {', '.join(sorted(CODECS))})")
                 elif CODECS[codec] not in names:
                     names.append(CODECS[codec])
             put("codec_priority_list", ",".join([*names, "telephone-event"]), "codecs")
@@ -279,7 +282,7 @@ class _Builder:
             param = f"line_keys[{k}]"
             kind = key.get("type") or "none"
             if kind not in KEY_TYPES:
-                self.problems.append(f"{param}: key type {kind!r} is not supported")
+                self.problem(f"{param}: key type {kind!r} is not supported")
                 continue
             value = " ".join(filter(None, [KEY_TYPES[kind], str(key.get("value") or "")]))
             line = int(key.get("line") or 1)
@@ -287,26 +290,18 @@ class _Builder:
             self.fkeys.append(FunctionKey(k - 1, context, str(key.get("label") or ""), perm,
                                           value, param))
 
-    def raw(self) -> None:
-        raw = self.device.raw or {}
-        added: list[Setting] = []
-        for key, value in raw.items():
-            match = SETTING_NAME.match(str(key))
-            if not match:
-                self.problems.append(f"raw.snom: {key!r} is not a setting name (name or "
-                                     "name[idx], letters, digits and _ . -)")
-                continue
-            idx = int(match.group(2)) if match.group(2) is not None else None
-            added.append(Setting(match.group(1), idx, PROVIDER, _text(value), f"raw.snom.{key}"))
-        replaced = {(s.name, s.idx) for s in added}
-        self.settings = [s for s in self.settings if (s.name, s.idx) not in replaced] + added
+    def raw_setting(self, key: str, value: Any) -> kit.Setting | None:
+        match = SETTING_NAME.match(key)
+        if not match:
+            self.problem(f"raw.snom: {key!r} is not a setting name (name or name[idx], "
+                         "letters, digits and _ . -)")
+            return None
+        idx = int(match.group(2)) if match.group(2) is not None else None
+        return kit.Setting(match.group(1), self.text(value), f"raw.snom.{key}", idx=idx,
+                           flag=PROVIDER)
 
 
-def _build(device: RenderInput) -> _Builder:
-    return _Builder(device).build()
-
-
-class Snom:
+class Snom(kit.VendorBase):
     name = "snom"
     redirect_kinds = ("snom-sraps",)
     models: Mapping[str, ModelInfo] = MODELS
@@ -315,52 +310,60 @@ class Snom:
         "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
         "vlan", "line_keys", "provisioning", "raw",
     })
-
-    def files(self, device: RenderInput) -> list[OutputFile]:
-        built = _build(device)
-        out = [OutputFile(f"{device.mac.upper()}.xml", "snom/mac.xml.j2", {
-            "mac": device.mac.upper(),
-            "model": device.model.name,
-            "settings": [{"name": s.name, "idx": s.idx, "perm": s.perm, "value": s.value}
-                         for s in built.settings],
-            "function_keys": [{"idx": k.idx, "context": k.context, "label": k.label,
-                               "perm": k.perm, "value": k.value} for k in built.fkeys],
-        })]
-        if device.firmware is not None:
-            out.append(OutputFile(firmware_file(device.model.name), "snom/firmware.xml.j2",
-                                  {"firmware_url": device.firmware.url}))
-        return out
-
-    def check(self, device: RenderInput) -> list[str]:
-        built = _build(device)
-        problems = list(built.problems)
-        values = [(s.param, s.name, s.value) for s in built.settings]
-        values += [(k.param, "fkey", k.value) for k in built.fkeys]
-        values += [(k.param, "fkey label", k.label) for k in built.fkeys]
-        if device.firmware is not None:
-            values.append(("firmware", "firmware", device.firmware.url))
-        for param, name, value in values:
-            if "\n" in value or "\r" in value:
-                problems.append(f"{param}: contains a line break, which a Snom setting cannot "
-                                f"carry ({name})")
-            elif XML_ILLEGAL.search(value):
-                problems.append(f"{param}: contains a control character XML cannot carry "
-                                f"({name})")
-        return problems
+    builder = Builder
+    versions = VERSIONS
 
     def redirect_url(self, directory_url: str, mac: str) -> str:
         """SRAPS hands the phone a settings URL, not a directory: our per-MAC file."""
         return f"{directory_url}{mac.upper()}.xml"
 
-    def firmware_version(self, version: str) -> tuple[int, ...]:
-        match = FIRMWARE_VERSION.match(version.strip())
-        if not match:
-            raise ValueError(f"Snom firmware version {version!r} is not "
-                             "<major>.<minor>.<patch>.<build>, e.g. 10.1.54.13")
-        return tuple(int(part) for part in match.groups())
-
-    def check_firmware(self, model: ModelInfo, version: str) -> str | None:
-        return None  # every version that parses fits every model of this vendor
+    def bootstrap_phone_files(self, phone: BootstrapInput) -> tuple[OutputFile, ...]:
+        """For a network that hands out the bootstrap URL by DHCP instead of SRAPS: `<MAC>.xml`
+        in the bootstrap directory (the DHCP value names it, vendors/zerotouch.py) with
+        `setting_server` = the phone's own file, polled every minute until that file sets the
+        nightly poll (tancredi writes rel / 60 s until provisioning is complete [V
+        data/templates/snom.tmpl]). Whether a Snom phone prefers the DHCP value at its next
+        boot over the setting_server it stored is not known [I]: docs/zero-touch.md."""
+        mac = phone.mac.upper()
+        settings = [{"name": "setting_server", "idx": None, "perm": PROVIDER,
+                     "value": f"{phone.provisioning_url}{mac}.xml"},
+                    {"name": "prov_polling_enabled", "idx": None, "perm": PROVIDER,
+                     "value": "on"},
+                    {"name": "prov_polling_mode", "idx": None, "perm": PROVIDER, "value": "rel"},
+                    {"name": "prov_polling_period", "idx": None, "perm": PROVIDER,
+                     "value": "60"}]
+        if phone.ntp_server:
+            settings.append({"name": "ntp_server", "idx": None, "perm": PROVIDER,
+                             "value": phone.ntp_server})
+        return (OutputFile(f"{mac}.xml", "snom/mac.xml.j2", {
+            "mac": mac, "model": phone.model.name, "settings": settings,
+            "function_keys": []}),)
 
 
 VENDOR = Snom()
+
+
+# --- User-Agent -------------------------------------------------------------------------------
+# "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 2010.12-00004-g9ba52f5 000413922D24 SXM:0
+# UXM:0)" and, with a build date in parentheses, "… snomD785-SIP 10.1.169.16
+# 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) 00041396D9B4 SXM:0 UXM:0 UXMC:0)" [V wazo
+# plugins/wazo_snom/common/common.py; fusion app/provision/index.php]. Firmware 8.x sends no MAC
+# ("snom710-SIP 8.7.3.19 1.1.5-IFX-05.01.12") [V wazo]. The MAC is the first whole 12-hex-digit
+# word after the version [I: wazo takes the last word before the next blank]. DECT bases:
+# "Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413b60680)" [V wazo common_dect].
+_UA = re.compile(r"\bsnom(?P<model>[A-Za-z0-9]+)-SIP\s+(?P<firmware>\d+(?:\.\d+)+)(?P<rest>.*)$")
+_UA_DECT = re.compile(r"\b[sS]nom\s?(?P<model>M\d{3})\s+(?P<firmware>[\d.]+)(?P<rest>.*)$")
+_UA_MAC = re.compile(r"(?<![0-9A-Za-z])([0-9A-Fa-f]{12})(?![0-9A-Za-z])")
+
+
+def parse_user_agent(text: str) -> UserAgent | None:
+    """A Snom phone's model, firmware and MAC from its User-Agent; None if not Snom."""
+    ua = user_agent_text(text)
+    if ua is None or "snom" not in ua.lower():
+        return None
+    match = _UA.search(ua) or _UA_DECT.search(ua)
+    if match is None:
+        return None
+    mac = _UA_MAC.search(match["rest"])
+    return UserAgent("snom", match["model"], match["firmware"],
+                     mac12(mac.group(1)) if mac else None)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.base import DesiredRegistration, Outcomes, Remote, each
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ def _message(response: Response) -> str:
 
 
 class PolyZtpClient:
+    # [V] rps-apis.md §"Ownership": only Yealink XML-RPC and Htek have an override flag; Poly
+    # ZTP refuses another account's device (409) and has none.
+    can_steal = False
+
     def __init__(
         self,
         name: str,
@@ -67,10 +71,17 @@ class PolyZtpClient:
         transport: BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         page_size: int = 50,
+        precise_lookup: int = 3,
     ):
         self.name = name
         self.page_size = page_size
+        self.precise_lookup = precise_lookup
         self._profiles: dict[str, dict[str, Any]] | None = None  # id -> profile
+        # What the last lookup saw: the MACs it covered and our devices among them; and, once
+        # every device was listed, how many devices use each profile.
+        self._observed: set[str] = set()
+        self._ours: dict[str, dict[str, Any]] = {}
+        self._usage: dict[str, int] | None = None
         self.http = HttpTransport(
             name,
             base_url or DEFAULT_BASE_URL,
@@ -81,6 +92,7 @@ class PolyZtpClient:
             headers={"API-KEY": api_key, "Accept": "application/json"},
             sleep=sleep,
         )
+        self.stats = self.http.stats
 
     # -- transport -----------------------------------------------------------------------
 
@@ -162,8 +174,10 @@ class PolyZtpClient:
         if profile is None or not str(profile.get("name", "")).startswith(PROFILE_PREFIX):
             return
         try:
-            if any(str(d.get("profileid") or d.get("profile")) == pid
-                   for d in self._pages("devices")):
+            if self._usage is None:
+                self._count_usage(self._pages("devices"))
+            assert self._usage is not None
+            if self._usage.get(pid, 0) > 0:
                 return
             response = self._send("DELETE", f"profiles/{pid}")
         except RedirectError as exc:
@@ -175,6 +189,17 @@ class PolyZtpClient:
         else:
             log.warning("%s: could not delete profile %s: HTTP %s", self.name,
                         profile.get("name"), response.status)
+
+    def _count_usage(self, devices: Iterator[Mapping[str, Any]]) -> None:
+        usage: dict[str, int] = {}
+        for device in devices:  # a listing that fails half-way leaves no partial count
+            pid = self._profile_of(device)
+            usage[pid] = usage.get(pid, 0) + 1
+        self._usage = usage
+
+    def _used(self, pid: str, delta: int) -> None:
+        if self._usage is not None and pid:
+            self._usage[pid] = max(0, self._usage.get(pid, 0) + delta)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -195,18 +220,48 @@ class PolyZtpClient:
         return sorted(str(d["id"]).lower() for d in self._pages("devices"))
 
     def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
-        self._profiles = None
+        wanted = sorted(set(macs))
+        self._profiles, self._usage = None, None
+        self._observed, self._ours = set(), {}
         found: dict[str, Remote] = {}
-        for mac in sorted(set(macs)):
-            device = self._device(mac)
+        if len(wanted) > self.precise_lookup:
+            listed = list(self._pages("devices"))
+            self._count_usage(iter(listed))
+            own = {str(d["id"]).lower(): d for d in listed}
+        else:
+            own = {mac: d for mac in wanted if (d := self._device(mac)) is not None}
+        for mac in wanted:
+            device = own.get(mac)
             if device is None:
-                found[mac] = Remote(mac, "nobody")
+                found[mac] = Remote(mac, "nobody")  # or another account's: invisible here
             else:
+                self._ours[mac] = device
                 found[mac] = Remote(mac, "us", self._url_of_profile(self._profile_of(device)))
+        self._observed = set(wanted)
         return found
 
+    def _seen(self, mac: str) -> dict[str, Any] | None:
+        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
+        if mac in self._observed:
+            return self._ours.get(mac)
+        return self._device(mac)
+
     def _post(self, mac: str, pid: str) -> Response:
-        return self._send("POST", "devices", body={"id": mac, "profile": pid})
+        response = self._send("POST", "devices", body={"id": mac, "profile": pid})
+        if response.ok:
+            self._ours[mac] = {"id": mac, "profileid": pid}
+            self._observed.add(mac)
+            self._used(pid, +1)
+        return response
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        return each(regs, lambda r: r.mac, self.register)
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        return each(regs, lambda r: r.mac, self.update)
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        return each(macs, lambda m: m, self.deregister)
 
     def register(self, reg: DesiredRegistration) -> None:
         pid = self._profile_for(reg.url)
@@ -216,7 +271,7 @@ class PolyZtpClient:
             return
         if response.status != 409:
             raise self._fail(f"register {reg.mac}", response)
-        device = self._device(reg.mac)
+        device = self._device(reg.mac)  # 409: ours already, or another account's?
         if device is None:
             extra = " (this API cannot take it over: steal is not possible here)"
             raise RedirectError(
@@ -228,7 +283,7 @@ class PolyZtpClient:
         self._repoint(reg.mac, device, pid)
 
     def update(self, reg: DesiredRegistration) -> None:
-        device = self._device(reg.mac)
+        device = self._seen(reg.mac)
         if device is None:
             self.register(reg)
             return
@@ -245,6 +300,8 @@ class PolyZtpClient:
                                 conflict=True)
         if not (response.ok or response.status == 404):
             raise self._fail(f"update {mac} (delete)", response)
+        self._ours.pop(mac, None)
+        self._used(old, -1)
         response = self._post(mac, pid)
         if not response.ok:
             raise self._fail(f"update {mac} (re-add; the MAC is now unregistered)", response)
@@ -252,7 +309,7 @@ class PolyZtpClient:
         self._release_profile(old)
 
     def deregister(self, mac: str) -> None:
-        device = self._device(mac)
+        device = self._seen(mac)
         response = self._send("DELETE", f"devices/{mac}")
         if response.status == 404:
             log.debug("%s: %s already deregistered", self.name, mac)
@@ -263,7 +320,9 @@ class PolyZtpClient:
         if not response.ok:
             raise self._fail(f"deregister {mac}", response)
         log.info("%s: deregistered %s", self.name, mac)
+        self._ours.pop(mac, None)
         if device is not None:
+            self._used(self._profile_of(device), -1)
             self._release_profile(self._profile_of(device))
 
     def close(self) -> None:

@@ -17,6 +17,16 @@ endpoint's other `settings_manager` entries and its `provisioning_profile` as th
 first), and our setting — so a registration never resets what someone set in the portal. A MAC
 of another company answers 403 (or 400) "User lacks permission to endpoint" /
 "taken_mac_or_forbidden" → `RedirectError(conflict=True)`; the API cannot take it over.
+
+At scale (issue 17): SRAPS has no batch write [V reference §2.1: endpoints are PUT/GET/DELETE
+one MAC each]: every registration, update and deregistration is one request. What can be saved
+is observation: `lookup` of more than `precise_lookup` MACs reads the company's endpoint list
+(`page_size` 1000, the maximum) instead of one GET per MAC, and the PUT that follows reuses
+the listed endpoint instead of reading it again — only when the listed item carries both
+`settings_manager` and `provisioning_profile` (whether the real list does is not documented
+[I]; otherwise the endpoint is read before the full-replace PUT, so nothing is reset). A MAC not
+in our list is reported `nobody`: another company's MAC is refused by the PUT (403 "User lacks
+permission to endpoint") and never changed — the planner records that conflict.
 """
 
 from __future__ import annotations
@@ -33,13 +43,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.base import DesiredRegistration, Outcomes, Remote, each
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy, SignInput
 
 log = logging.getLogger(__name__)
 
 OWNERSHIP_TEXTS = ("taken_mac_or_forbidden", "user lacks permission to endpoint")
 PAGE_SIZE = 1000  # the maximum SRAPS accepts (default 20)
+FULL = ("settings_manager", "provisioning_profile")  # what a full-replace PUT must carry over
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,10 @@ def _is_ownership(response: Response) -> bool:
 
 
 class SrapsClient:
+    # [V] rps-apis.md §"Ownership": SRAPS/GRAPE refuse another account's MAC
+    # (taken_mac_or_forbidden) and offer no override.
+    can_steal = False
+
     def __init__(
         self,
         name: str,
@@ -161,10 +176,15 @@ class SrapsClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         page_size: int = PAGE_SIZE,
+        precise_lookup: int = 3,
     ):
         self.name = name
         self.flavour = flavour
         self.page_size = page_size
+        self.precise_lookup = precise_lookup
+        # What the last lookup saw: the MACs it covered, and our endpoints among them.
+        self._observed: set[str] = set()
+        self._ours: dict[str, Mapping[str, Any]] = {}
         self._key_id = key_id
         self._secret = secret
         self._clock = clock
@@ -181,6 +201,7 @@ class SrapsClient:
             headers={"Accept": "application/json"},
             sleep=sleep,
         )
+        self.stats = self.http.stats
 
     # -- transport -----------------------------------------------------------------------
 
@@ -274,24 +295,56 @@ class SrapsClient:
                                 f"{_detail(response)}")
         return "us", response.json()
 
-    def list_macs(self) -> list[str]:
-        """Every endpoint of the company (all pages)."""
+    def list_endpoints(self) -> dict[str, Mapping[str, Any]]:
+        """Every endpoint of the company (all pages), by MAC."""
         endpoints, _ = self._discover()
-        return sorted(str(item["mac"]).lower() for item in self._pages(endpoints))
+        return {str(item["mac"]).lower(): item for item in self._pages(endpoints)}
+
+    def list_macs(self) -> list[str]:
+        return sorted(self.list_endpoints())
+
+    def _url_in(self, endpoint: Mapping[str, Any] | None, setting: str) -> str | None:
+        if endpoint is None:
+            return None
+        entry = (endpoint.get("settings_manager") or {}).get(setting) or {}
+        return entry.get("value") if isinstance(entry, Mapping) else None
 
     def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
-        if not macs:
+        wanted = sorted(set(macs))
+        self._observed, self._ours = set(), {}
+        if not wanted:
             return {}
         _, setting = self._discover()
         found: dict[str, Remote] = {}
-        for mac in sorted(set(macs)):
+        if len(wanted) > self.precise_lookup:
+            listed = self.list_endpoints()
+            for mac in wanted:
+                endpoint = listed.get(mac)
+                if endpoint is None:
+                    found[mac] = Remote(mac, "nobody")  # or another company's: PUT will say
+                    continue
+                found[mac] = Remote(mac, "us", self._url_in(endpoint, setting))
+                if all(key in endpoint for key in FULL):
+                    self._ours[mac] = endpoint
+            self._observed = {m for m in wanted if m not in listed or m in self._ours}
+            return found
+        for mac in wanted:
             holder, endpoint = self._get(mac)
-            url = None
+            found[mac] = Remote(mac, holder, self._url_in(endpoint, setting))  # type: ignore[arg-type]
             if endpoint is not None:
-                entry = (endpoint.get("settings_manager") or {}).get(setting) or {}
-                url = entry.get("value") if isinstance(entry, Mapping) else None
-            found[mac] = Remote(mac, holder, url)  # type: ignore[arg-type]
+                self._ours[mac] = endpoint
+            if holder != "other":
+                self._observed.add(mac)
         return found
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        return each(regs, lambda r: r.mac, self._put)
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        return each(regs, lambda r: r.mac, self._put)
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        return each(macs, lambda m: m, self.deregister)
 
     def register(self, reg: DesiredRegistration) -> None:
         self._put(reg)
@@ -299,9 +352,16 @@ class SrapsClient:
     def update(self, reg: DesiredRegistration) -> None:
         self._put(reg)
 
+    def _current(self, mac: str) -> tuple[str, Mapping[str, Any] | None]:
+        """As `_get`, from the last lookup when it saw this MAC whole."""
+        if mac in self._observed:
+            endpoint = self._ours.get(mac)
+            return ("us" if endpoint is not None else "nobody"), endpoint
+        return self._get(mac)
+
     def _put(self, reg: DesiredRegistration) -> None:
         endpoints, setting = self._discover()
-        holder, current = self._get(reg.mac)
+        holder, current = self._current(reg.mac)
         if holder == "other":
             raise self._conflict(reg.mac, reg.steal)
         settings = dict((current or {}).get("settings_manager") or {})
@@ -319,6 +379,15 @@ class SrapsClient:
         if not response.ok:
             raise RedirectError(self.name, f"PUT endpoint {reg.mac}: HTTP {response.status}: "
                                 f"{_detail(response)}")
+        try:
+            stored = response.json()
+        except ValueError:
+            stored = None
+        if isinstance(stored, Mapping) and all(key in stored for key in FULL):
+            self._ours[reg.mac] = stored
+        else:
+            self._ours[reg.mac] = body
+        self._observed.add(reg.mac)
         log.info("%s: %s %s", self.name, "updated" if current else "registered", reg.mac)
 
     def deregister(self, mac: str) -> None:
@@ -332,6 +401,7 @@ class SrapsClient:
         if not response.ok:
             raise RedirectError(self.name, f"DELETE endpoint {mac}: HTTP {response.status}: "
                                 f"{_detail(response)}")
+        self._ours.pop(mac, None)
         log.info("%s: deregistered %s", self.name, mac)
 
     def _conflict(self, mac: str, steal: bool) -> RedirectError:

@@ -14,9 +14,36 @@ Every answer is HTTP 200 with `{ret, data, error}`; `ret < 0` is a failure named
 Registrations: the account keeps one *server* object named `server_name` (found or created,
 its URL the origin of the provisioning URLs — never a device's token); each device is added
 with its own `uniqueServerUrl` (which takes precedence over the server's URL), so every phone
-gets its own tokenised URL. `device.mac.existed` on add → the device is ours: edit it.
-`device.mac.added.by.other` / `device.operate.forbidden` → `RedirectError(conflict=True)`.
-The JSON API has no override flag: `steal: true` cannot take a MAC here (conflict again).
+gets its own tokenised URL. `device.mac.existed` on add → the device is ours: edit it (unless
+it already has the URL). `device.mac.added.by.other` / `device.operate.forbidden` →
+`RedirectError(conflict=True)`. The JSON API has no override flag: `steal: true` cannot take a
+MAC here (conflict again), and nothing this client sends can move another account's MAC.
+
+At scale (issue 17):
+
+- `lookup` of more than `precise_lookup` MACs lists this account's devices (`device/list`,
+  `page_size` per request) and does not ask `checkMac` per MAC: a MAC that is not ours is
+  reported `nobody`, and whether another enterprise holds it is learnt from `device/add`'s
+  answer (`device.mac.added.by.other`), which never takes it. The planner already handles a
+  conflict found at registration (`Record.conflict_blind`). A small lookup (a plan for a
+  few devices) still asks `checkMac`, so it can show the conflict before apply.
+- `device/add` takes a list of MACs with ONE `serverId`/`uniqueServerUrl` [V reference §1.2
+  endpoint table; no source shows a per-MAC URL in one call]: registrations are grouped by URL
+  and sent `batch_size` MACs per request (100 [I]: the RPS JSON limit is not documented; YMCS
+  caps its batch add at 100). With `url_tokens: per-device` every URL differs, so that is one
+  request per MAC; with per-customer or no tokens, one per `batch_size`.
+- What a batch add does when one MAC fails is not documented [I]. The FS PBX fixture names
+  the MAC in `data` (`{"ret":-1,"data":"001565123123","error":{"msg":
+  "device.mac.added.by.other"}}`). This client handles all-or-nothing and partial services:
+  the MACs named in `data` get their own outcome and the rest is sent again; an error that
+  names none splits the batch in halves; an own MAC (`existed`) is read back and edited only
+  if its URL differs; a success whose `data` lists fewer devices than sent re-sends the others
+  one by one. Once a re-sent batch shows that the refused one was applied in part, the client
+  settles the rest of each refused batch with one `device/list` by the MACs' common prefix
+  (`key` is a substring search) instead of one re-send per MAC.
+- `device/delete` takes a list of `ids` [V reference §1.2]: deregistrations are batched.
+- Edits (`device/edit {id, ...}`) are one per device; the ids come from what `lookup` saw, so
+  nothing is observed twice in one run.
 """
 
 from __future__ import annotations
@@ -25,6 +52,8 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,7 +61,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration, Remote
+from reconciler.redirect.base import Breaker, DesiredRegistration, Outcomes, Remote, chunks
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy, SignInput
 
 log = logging.getLogger(__name__)
@@ -44,6 +73,7 @@ OWN_EXISTS = "device.mac.existed"
 OTHER_OWNS = frozenset({"device.mac.added.by.other", "device.operate.forbidden"})
 THROTTLE_CODES = frozenset({429, 900429})  # 900429 is YMCS's documented throttling code
 AUTH_CODES = frozenset({401, 403})
+MAC = re.compile(r"^[0-9a-fA-F]{12}$")
 
 
 # -- signing (pure) -------------------------------------------------------------------------
@@ -125,7 +155,8 @@ def _throttled(response: Response) -> bool:
         envelope = response.json()
     except ValueError:
         return False
-    if not isinstance(envelope, Mapping) or envelope.get("ret", 0) >= 0:
+    ret = envelope.get("ret") if isinstance(envelope, Mapping) else None
+    if not isinstance(ret, int) or ret >= 0:
         return False
     return _error_of(envelope)[1] in THROTTLE_CODES
 
@@ -135,7 +166,32 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/"
 
 
+def _macs_in(data: Any) -> list[str]:
+    """MACs an error's `data` names: a MAC, a list of MACs, or devices with a `mac` [I]."""
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        value = item.get("mac") if isinstance(item, Mapping) else item
+        if isinstance(value, str) and MAC.match(value):
+            out.append(value.lower())
+    return out
+
+
+def _ids_in(data: Any) -> list[str]:
+    items = data if isinstance(data, list) else [data]
+    return [str(i.get("id") if isinstance(i, Mapping) else i) for i in items
+            if isinstance(i, str | int) or (isinstance(i, Mapping) and i.get("id"))]
+
+
+def _shown(macs: Sequence[str]) -> str:
+    return ", ".join(macs) if len(macs) <= 5 else f"{len(macs)} MACs ({macs[0]} … {macs[-1]})"
+
+
 class YealinkRpsClient:
+    # [V] /work/shared/reference/rps-apis.md §"Ownership": only the XML-RPC API has isOverride;
+    # the JSON Open API spoken here has no override flag.
+    can_steal = False
+
     def __init__(
         self,
         name: str,
@@ -151,6 +207,8 @@ class YealinkRpsClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         page_size: int = 100,
+        batch_size: int = 100,
+        precise_lookup: int = 3,
     ):
         if not server_name or len(server_name) > MAX_SERVER_NAME:
             raise RedirectError(
@@ -159,11 +217,17 @@ class YealinkRpsClient:
         self.name = name
         self.server_name = server_name
         self.page_size = page_size
+        self.batch_size = batch_size
+        self.precise_lookup = precise_lookup
         self._access_key = access_key
         self._secret = secret
         self._clock = clock
         self._server: tuple[str, str] | None = None  # (id, url)
         self._server_urls: dict[str, str] | None = None
+        # What the last lookup saw: every MAC it covered, and our devices among them.
+        self._observed: set[str] = set()
+        self._ours: dict[str, Mapping[str, Any]] = {}
+        self._partial = False  # learnt: a refused batch add still applied its other MACs
         self.http = HttpTransport(
             name,
             base_url or DEFAULT_BASE_URL,
@@ -174,6 +238,7 @@ class YealinkRpsClient:
             headers={"Accept": "application/json"},
             sleep=sleep,
         )
+        self.stats = self.http.stats
 
     # -- transport -----------------------------------------------------------------------
 
@@ -210,26 +275,46 @@ class YealinkRpsClient:
             raise RedirectError(self.name, f"{op}: {exc}") from exc
         if not isinstance(envelope, Mapping) or "ret" not in envelope:
             raise RedirectError(self.name, f"{op}: not a {{ret, data, error}} envelope")
+        if not isinstance(envelope["ret"], int) or isinstance(envelope["ret"], bool):
+            raise RedirectError(self.name, f"{op}: unexpected answer: ret is "
+                                f"{envelope['ret']!r}, not a number")
         if envelope["ret"] < 0:
             msg, code = _error_of(envelope)
-            if code in AUTH_CODES or msg.startswith("auth."):
+            if msg.startswith("auth.") or (code in AUTH_CODES and msg not in OTHER_OWNS):
                 raise RedirectError(self.name, f"{op}: authentication refused: {msg}")
             raise _ApiError(msg, code, envelope.get("data"))
         return envelope.get("data")
 
-    def _pages(self, op: str, query: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    def _object(self, op: str, data: Any) -> Mapping[str, Any]:
+        """`data` of a successful answer, which must be an object (or nothing)."""
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise RedirectError(self.name, f"{op}: unexpected answer: data is "
+                                f"{type(data).__name__}, not an object")
+        return data
+
+    def _id(self, op: str, obj: Mapping[str, Any]) -> str:
+        if obj.get("id") in (None, ""):
+            raise RedirectError(self.name, f"{op}: unexpected answer: no id")
+        return str(obj["id"])
+
+    def _pages(self, op: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
         skip = 0
         while True:
             try:
-                page = self._call(
+                page = self._object(op, self._call(
                     op, {**query, "skip": skip, "limit": self.page_size, "autoCount": True}
-                )
+                ))
             except _ApiError as exc:
                 raise RedirectError(self.name, f"{op}: {exc.msg}") from exc
-            items = (page or {}).get("data") or []
+            items = page.get("data") or []
+            if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+                raise RedirectError(self.name, f"{op}: unexpected answer: data.data is not a "
+                                    "list of objects")
             yield from items
             skip += len(items)
-            total = (page or {}).get("total")
+            total = page.get("total")
             if not items or len(items) < self.page_size or (
                 isinstance(total, int) and skip >= total
             ):
@@ -241,34 +326,41 @@ class YealinkRpsClient:
         if self._server is None:
             for server in self._pages("server/list", {"key": self.server_name}):
                 if server.get("serverName") == self.server_name:
-                    self._server = (str(server["id"]), str(server.get("url") or ""))
+                    self._server = (self._id("server/list", server), str(server.get("url") or ""))
                     break
             else:
                 try:
-                    data = self._call(
+                    data = self._object("server/add", self._call(
                         "server/add", {"serverName": self.server_name, "url": _origin(url)}
-                    )
+                    ))
                 except _ApiError as exc:
                     raise RedirectError(
                         self.name, f"cannot create server {self.server_name!r}: {exc.msg}"
                     ) from exc
-                self._server = (str(data["id"]), _origin(url))
+                self._server = (self._id("server/add", data), _origin(url))
                 log.info("%s: created server %s", self.name, self.server_name)
         return self._server[0]
 
     def _servers(self) -> dict[str, str]:
         if self._server_urls is None:
             self._server_urls = {
-                str(s["id"]): str(s.get("url") or "") for s in self._pages("server/list", {})
+                self._id("server/list", s): str(s.get("url") or "")
+                for s in self._pages("server/list", {})
             }
         return self._server_urls
 
-    def _find(self, mac: str) -> dict[str, Any] | None:
+    def _find(self, mac: str) -> Mapping[str, Any] | None:
         """Our device with exactly this MAC (`key` is a substring search)."""
         for device in self._pages("device/list", {"key": mac}):
             if str(device.get("mac", "")).lower() == mac:
                 return device
         return None
+
+    def _device(self, mac: str) -> Mapping[str, Any] | None:
+        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
+        if mac in self._observed:
+            return self._ours.get(mac)
+        return self._find(mac)
 
     def _url_of(self, device: Mapping[str, Any]) -> str | None:
         url = device.get("uniqueServerUrl") or device.get("serverUrl")
@@ -276,94 +368,288 @@ class YealinkRpsClient:
             url = self._servers().get(str(device["serverId"]))
         return url or None
 
-    def list_devices(self) -> dict[str, dict[str, Any]]:
+    def list_devices(self) -> dict[str, Mapping[str, Any]]:
         """Every device of this account, by MAC (all pages)."""
-        return {str(d["mac"]).lower(): d for d in self._pages("device/list", {})}
+        return {str(d["mac"]).lower(): d for d in self._pages("device/list", {}) if d.get("mac")}
 
-    # -- RedirectClient ------------------------------------------------------------------
+    # -- observe -------------------------------------------------------------------------
 
     def lookup(self, macs: Sequence[str]) -> dict[str, Remote]:
         wanted = sorted(set(macs))
+        self._observed, self._ours = set(), {}
         if not wanted:
             return {}
         self._server_urls = None
-        if len(wanted) > 3:
-            own = self.list_devices()
-        else:
+        precise = len(wanted) <= self.precise_lookup
+        if precise:
             own = {mac: d for mac in wanted if (d := self._find(mac)) is not None}
+        else:
+            own = self.list_devices()
         found: dict[str, Remote] = {}
         for mac in wanted:
             if mac in own:
                 found[mac] = Remote(mac, "us", self._url_of(own[mac]))
-                continue
-            try:
-                check = self._call("device/checkMac", params={"mac": mac}) or {}
-            except _ApiError as exc:
-                raise RedirectError(self.name, f"checkMac {mac}: {exc.msg}") from exc
-            if not check.get("existed"):
-                found[mac] = Remote(mac, "nobody")
-            elif check.get("self"):  # appeared since the listing
-                device = self._find(mac)
-                found[mac] = Remote(mac, "us", self._url_of(device) if device else None)
+                self._ours[mac] = own[mac]
+            elif not precise:
+                found[mac] = Remote(mac, "nobody")  # or another's: device/add will say
             else:
-                found[mac] = Remote(mac, "other")
+                found[mac] = self._check(mac)
+        self._observed = set(wanted)
         return found
 
-    def register(self, reg: DesiredRegistration) -> None:
-        server_id = self._server_id(reg.url)
+    def _check(self, mac: str) -> Remote:
         try:
-            self._call(
-                "device/add",
-                {"macs": [reg.mac], "serverId": server_id, "uniqueServerUrl": reg.url},
-            )
+            check = self._object("device/checkMac",
+                                 self._call("device/checkMac", params={"mac": mac}))
         except _ApiError as exc:
-            if exc.msg == OWN_EXISTS:
-                self._edit(reg, server_id)
-                return
-            self._raise(reg.mac, exc, reg.steal)
-        log.info("%s: registered %s", self.name, reg.mac)
+            raise RedirectError(self.name, f"checkMac {mac}: {exc.msg}") from exc
+        # {existed: bool, self: bool | null} (reference §1.2, medium-low) [I]; anything
+        # else is not taken for "nobody", which would send a registration.
+        if not isinstance(check.get("existed"), bool):
+            raise RedirectError(self.name, f"device/checkMac {mac}: unexpected answer: "
+                                "no existed flag")
+        if not check["existed"]:
+            return Remote(mac, "nobody")
+        if check.get("self"):  # appeared since the listing
+            device = self._find(mac)
+            if device is not None:
+                self._ours[mac] = device
+            return Remote(mac, "us", self._url_of(device) if device else None)
+        return Remote(mac, "other")
+
+    # -- change: batches -----------------------------------------------------------------
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        if not regs:
+            return {}
+        try:
+            server_id = self._server_id(regs[0].url)
+        except RedirectError as exc:
+            return {r.mac: exc for r in regs}
+        steal = {r.mac for r in regs if r.steal}
+        by_url: dict[str, list[str]] = {}
+        for r in regs:
+            by_url.setdefault(r.url, []).append(r.mac)
+        out: Outcomes = {}
+        breaker = Breaker()
+        for url, macs in sorted(by_url.items()):
+            for chunk in chunks(sorted(macs), self.batch_size):
+                stop = breaker.tripped()
+                done = (dict.fromkeys(chunk, stop) if stop is not None
+                        else self._add(list(chunk), url, server_id, steal))
+                breaker.record(done)
+                out.update(done)
+        return out
+
+    def _add(self, macs: list[str], url: str, server_id: str, steal: set[str]) -> Outcomes:
+        """device/add of MACs that share a URL; one outcome per MAC (see the module text)."""
+        out: Outcomes = {}
+        pending = list(macs)
+        resent = False
+        while pending:
+            try:
+                data = self._call("device/add", {"macs": pending, "serverId": server_id,
+                                                 "uniqueServerUrl": url})
+            except _ApiError as exc:
+                named = [m for m in _macs_in(exc.data) if m in pending]
+                if not named and len(pending) > 1:  # which MAC failed is not said: halve
+                    half = len(pending) // 2
+                    out.update(self._add(pending[:half], url, server_id, steal))
+                    out.update(self._add(pending[half:], url, server_id, steal))
+                    return out
+                for mac in named or pending:
+                    out[mac], had_url = self._refused(mac, exc, url, server_id, mac in steal)
+                    if resent and had_url:
+                        # Sent again after a refusal, it was already ours with this URL: the
+                        # service applied the rest of the refused batch (partial batches).
+                        self._partial = True
+                pending = [m for m in pending if m not in out]
+                if self._partial and pending:
+                    settled = self._settle(pending, url)
+                    out.update(dict.fromkeys(settled))
+                    pending = [m for m in pending if m not in settled]
+                resent = True
+                continue
+            except RedirectError as exc:  # transient, or authentication: the whole batch
+                out.update(dict.fromkeys(pending, exc))
+                return out
+            created = {str(d["mac"]).lower(): d for d in (data if isinstance(data, list) else [])
+                       if isinstance(d, Mapping) and d.get("mac")}
+            unconfirmed = [m for m in pending if created and m not in created]
+            done = [m for m in pending if m not in unconfirmed]
+            for mac in done:
+                out[mac] = None
+                if mac in created:
+                    self._ours[mac] = dict(created[mac])
+            if done:
+                log.info("%s: registered %s", self.name, _shown(done))
+            for mac in unconfirmed:  # a success that does not list them: ask one by one
+                out.update(self._add([mac], url, server_id, steal) if len(pending) > 1
+                           else {mac: None})
+            return out
+        return out
+
+    def _settle(self, macs: list[str], url: str) -> set[str]:
+        """Which of these MACs are ours with this URL now (after a partial batch): one listing
+        by their common prefix (`key` is a substring search), not one per MAC."""
+        prefix = os.path.commonprefix(macs)
+        if len(prefix) < 6:  # would list most of the account: let device/add tell instead
+            return set()
+        settled = set()
+        wanted = set(macs)
+        for device in self._pages("device/list", {"key": prefix}):
+            mac = str(device.get("mac", "")).lower()
+            if mac in wanted and self._url_of(device) == url:
+                settled.add(mac)
+                self._ours[mac] = device
+        return settled
+
+    def _refused(self, mac: str, exc: _ApiError, url: str, server_id: str, steal: bool
+                 ) -> tuple[RedirectError | None, bool]:
+        """The outcome of a MAC that device/add refused, and whether it already had `url`."""
+        if exc.msg != OWN_EXISTS:
+            return self._error(mac, exc, steal), False
+        try:  # ours already: by a partial batch, or registered since the lookup
+            device = self._find(mac)
+            if device is None:
+                return RedirectError(self.name, f"{mac}: said to exist but not found"), False
+            had_url = self._url_of(device) == url
+            if not had_url and mac in self._observed:
+                # The lookup saw it as not ours; now our account holds it with another URL
+                # (another environment of the fleet, or by hand). The planner has not judged
+                # that registration: leave it; the next run's plan decides.
+                return RedirectError(self.name, f"{mac}: registered by this account since the "
+                                     "lookup, with another URL; left alone"), False
+            if not had_url:
+                self._edit(mac, device, url, server_id, steal)
+            self._ours[mac] = {**device, "uniqueServerUrl": url}
+        except RedirectError as error:
+            return error, False
+        return None, had_url
+
+    def _edit(self, mac: str, device: Mapping[str, Any], url: str, server_id: str,
+              steal: bool) -> None:
+        try:
+            self._call("device/edit",
+                       {"id": self._id("device/list", device), "serverId": server_id,
+                        "uniqueServerUrl": url})
+        except _ApiError as exc:
+            raise self._error(mac, exc, steal) from exc
+        log.info("%s: updated %s", self.name, mac)
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        if not regs:
+            return {}
+        try:
+            server_id = self._server_id(regs[0].url)
+        except RedirectError as exc:
+            return {r.mac: exc for r in regs}
+        out: Outcomes = {}
+        gone: list[DesiredRegistration] = []
+        for reg in regs:
+            try:
+                device = self._device(reg.mac)
+                if device is None:
+                    gone.append(reg)
+                    continue
+                if self._url_of(device) == reg.url and device.get("serverId") == server_id:
+                    out[reg.mac] = None  # already right (adopted, or a new window): no write
+                    continue
+                try:
+                    self._edit(reg.mac, device, reg.url, server_id, reg.steal)
+                except RedirectError as exc:
+                    if "device.not.found" not in str(exc):
+                        raise
+                    gone.append(reg)  # deleted since the lookup: add it again
+                    continue
+                self._ours[reg.mac] = {**device, "uniqueServerUrl": reg.url,
+                                       "serverId": server_id}
+                out[reg.mac] = None
+            except RedirectError as exc:
+                out[reg.mac] = exc
+        for reg in gone:
+            self._observed.discard(reg.mac)
+        out.update(self.register_many(gone))
+        return out
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        out: Outcomes = {}
+        ids: dict[str, str] = {}  # device id -> mac
+        for mac in sorted(set(macs)):
+            try:
+                device = self._device(mac)
+            except RedirectError as exc:
+                out[mac] = exc
+                continue
+            if device is None:
+                log.debug("%s: %s not registered by this account", self.name, mac)
+                out[mac] = None
+            else:
+                ids[self._id("device/list", device)] = mac
+        breaker = Breaker()
+        for chunk in chunks(sorted(ids), self.batch_size):
+            stop = breaker.tripped()
+            done = (dict.fromkeys((ids[i] for i in chunk), stop) if stop is not None
+                    else self._delete({i: ids[i] for i in chunk}))
+            breaker.record(done)
+            out.update(done)
+        return out
+
+    def _delete(self, ids: dict[str, str]) -> Outcomes:
+        out: Outcomes = {}
+        pending = dict(ids)
+        while pending:
+            try:
+                self._call("device/delete", {"ids": sorted(pending)})
+            except _ApiError as exc:
+                named = [i for i in _ids_in(exc.data) if i in pending]
+                if not named and len(pending) > 1:
+                    keys = sorted(pending)
+                    half = len(keys) // 2
+                    out.update(self._delete({i: pending[i] for i in keys[:half]}))
+                    out.update(self._delete({i: pending[i] for i in keys[half:]}))
+                    return out
+                for i in named or list(pending):
+                    mac = pending.pop(i)
+                    out[mac] = (None if exc.msg == "device.not.found"  # already gone
+                                else self._error(mac, exc, False))
+                continue
+            except RedirectError as exc:
+                out.update(dict.fromkeys(pending.values(), exc))
+                return out
+            done = sorted(pending.values())
+            for mac in done:
+                out[mac] = None
+                self._ours.pop(mac, None)
+            log.info("%s: deregistered %s", self.name, _shown(done))
+            return out
+        return out
+
+    # -- change: one MAC -----------------------------------------------------------------
+
+    def register(self, reg: DesiredRegistration) -> None:
+        _raise(self.register_many([reg]), reg.mac)
 
     def update(self, reg: DesiredRegistration) -> None:
-        server_id = self._server_id(reg.url)
-        if not self._edit(reg, server_id, missing_ok=True):
-            self.register(reg)
-
-    def _edit(self, reg: DesiredRegistration, server_id: str, *, missing_ok: bool = False
-              ) -> bool:
-        device = self._find(reg.mac)
-        if device is None:
-            if missing_ok:
-                return False
-            raise RedirectError(self.name, f"{reg.mac}: said to exist but not found", )
-        try:
-            self._call(
-                "device/edit",
-                {"id": device["id"], "serverId": server_id, "uniqueServerUrl": reg.url},
-            )
-        except _ApiError as exc:
-            self._raise(reg.mac, exc, reg.steal)
-        log.info("%s: updated %s", self.name, reg.mac)
-        return True
+        _raise(self.update_many([reg]), reg.mac)
 
     def deregister(self, mac: str) -> None:
-        device = self._find(mac)
-        if device is None:
-            log.debug("%s: %s not registered by this account", self.name, mac)
-            return
-        try:
-            self._call("device/delete", {"ids": [device["id"]]})
-        except _ApiError as exc:
-            self._raise(mac, exc, False)
-        log.info("%s: deregistered %s", self.name, mac)
+        _raise(self.deregister_many([mac]), mac)
 
-    def _raise(self, mac: str, exc: _ApiError, steal: bool) -> None:
+    def _error(self, mac: str, exc: _ApiError, steal: bool) -> RedirectError:
         if exc.msg in OTHER_OWNS:
             extra = " (the RPS JSON API cannot take it over: steal is not possible here)"
-            raise RedirectError(
+            return RedirectError(
                 self.name, f"{mac} is held by another account{extra if steal else ''}",
                 conflict=True,
-            ) from exc
-        raise RedirectError(self.name, f"{mac}: {exc.msg}") from exc
+            )
+        return RedirectError(self.name, f"{mac}: {exc.msg}")
 
     def close(self) -> None:
         self.http.close()
+
+
+def _raise(outcomes: Outcomes, mac: str) -> None:
+    error = outcomes.get(mac)
+    if error is not None:
+        raise error
