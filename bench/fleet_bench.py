@@ -4,7 +4,8 @@
 
 The fleet: half Yealink T46U, half Snom D785 (1.5 files per phone, about 3 KB each), 100
 profiles, 50 customers, accounts of two phones each, one secret per account (a 50,000-entry
-secrets file at 100,000 phones), a local target; the desired state is a git repository.
+secrets file at 100,000 phones, kept outside the repository), a local target; the desired
+state is a git repository.
 
 Every row runs provctl in its own process (`python -m reconciler.cli ...`) and reports the
 wall time, the CPU time (the process and its render workers) and the peak RSS (the largest of
@@ -51,7 +52,7 @@ def generate(repo: Path, n: int) -> None:
         (repo / sub).mkdir(parents=True)
     (repo / "provisioning.yaml").write_text(
         "fleet: {name: bench, secret: env:BENCH_FLEET_SECRET}\n"
-        "secrets: {file: ./secrets.yaml}\n"
+        "secrets: {file: env:BENCH_SECRETS_FILE}\n"
         "targets:\n  local: {kind: local, root: ./out/www, base_url: 'https://prov.example/'}\n"
         "policy: {max_delete_percent: 10}\n")
     (repo / "defaults.yaml").write_text(
@@ -90,8 +91,8 @@ def generate(repo: Path, n: int) -> None:
                             f"  password: secret:c{c:02}/{ext}\n  devices: [{listed}]\n")
             secrets.append(f"c{c:02}/{ext}: Pw-{c}-{ext}-x\n")
         (repo / "assignments" / f"c{c:02}.yaml").write_text("".join(accounts))
-    (repo / "secrets.yaml").write_text("".join(secrets))
-    (repo / ".gitignore").write_text("out/\n.provctl/\nsecrets.yaml\n")
+    (repo.parent / "secrets.yaml").write_text("".join(secrets))  # kept outside the repository
+    (repo / ".gitignore").write_text("out/\n.provctl/\n")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "generated fleet")
@@ -199,7 +200,8 @@ def main() -> None:
         _floor_main(args.floor, rest)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="provctl-bench-"))
-    env = {**os.environ, "BENCH_FLEET_SECRET": "bench-secret", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BENCH_FLEET_SECRET": "bench-secret", "PYTHONPATH": str(ROOT),
+           "BENCH_SECRETS_FILE": str(work / "secrets.yaml")}
     env.pop("PROVCTL_STATE_DIR", None)
     cli = [PYTHON, "-m", "reconciler.cli"]
     try:
