@@ -402,9 +402,17 @@ class Renderer:
             self.progress(self._done, total)
 
     def render_phone(self, mac: str, target: str, *, pack: bool = False) -> Phone:
-        """Resolve and render one phone for one target; problems are returned, not raised."""
+        """Resolve and render one phone for one target; problems are returned, not raised.
+        The resolved phone is not kept (a worker renders 50,000 of them)."""
         try:
-            return self._render_resolved(self.device(mac), target, pack)
+            if self._resolved is not None or mac in self._devices:
+                device = self.device(mac)
+            else:
+                device = self.resolver.resolve(mac)
+                held = self.held.get(mac)
+                if held is not None:
+                    device = device.holding(held)
+            return self._render_resolved(device, target, pack)
         except ConfigError as exc:
             return Phone(problems=tuple(exc.problems))
 
