@@ -381,3 +381,37 @@ def test_url_tokens_from_the_precomputed_hmac_are_url_token(secret):
     loader = bytes
     assert _cached_artifact("p", "s", 1, "m", None, loader) == Artifact(
         "p", "s", 1, device="m", loader=loader)
+
+
+def problems_of(repo: Path, state: Path, *, cold: bool = False) -> list[str]:
+    from reconciler.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_desired(Options(repo=repo, state_dir=state, use_cache=not cold))
+    return [str(p) for p in err.value.problems]
+
+
+def test_sip_user_collisions_are_found_between_cached_phones(fleet, warm, tmp_path):
+    """Validation refuses two lines with one SIP user at one domain; the lines of phones from
+    the cache come from their entries, and the message is the one a cold run gives."""
+    with open(fleet / "assignments" / "acme.yaml", "a") as fh:
+        fh.write("- account: acme/91201\n  password: secret:acme/205\n"
+                 '  devices: ["00:15:65:EE:00:01"]\n')
+    edit(fleet / "devices" / "pool.yaml", "  name: spare-1\n", "  name: spare-1\n"
+         "  customer: acme\n")
+    found = problems_of(fleet, warm)
+    assert found == problems_of(fleet, tmp_path / "cold", cold=True)
+    assert any("acme/91201 on 001565ee0001 port 1 registers as 91201@acme.pbx.example.net, "
+               "as does acme/201 on 001565aabb03 port 1" in p for p in found), found
+
+
+def test_a_domain_change_in_a_layer_collides_cached_phones(fleet, warm, tmp_path):
+    """globex's and initech's extension 100 meet when their customers share a PBX domain:
+    every phone of both is rendered again (their layers changed) and the collision is found."""
+    edit(fleet / "assignments" / "initech.yaml", "account: initech/10", "account: initech/100")
+    same_as_cold(fleet, warm, tmp_path)
+    edit(fleet / "customers" / "initech.yaml", "pbx.initech.example.de", "pbx.example.net")
+    edit(fleet / "customers" / "globex.yaml", "sip.globex.example.it", "pbx.example.net")
+    found = problems_of(fleet, warm)
+    assert found == problems_of(fleet, tmp_path / "cold", cold=True)
+    assert any("registers as 100@pbx.example.net" in p for p in found), found

@@ -55,7 +55,7 @@ class PhoneKeys:
         self._account_customer: dict[str, str] = resolver.account_customer
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
         self._account_parts: dict[int, bytes] = {}  # id(located account) -> its part
-        self._bases: dict[tuple[str, str], bytes | None] = {}  # (vendor, target) -> prefix
+        self._bases: dict[str, bytes | None] = {}  # target -> prefix
 
     def customer(self, mac: str) -> str | None:
         """The phone's effective customer: allocated, else that of its first account."""
@@ -69,12 +69,12 @@ class PhoneKeys:
                 out += _part(self.state.secrets.phone_value(ref))
         return out
 
-    def _base(self, vendor: str, target: str) -> bytes | None:
-        """The code, the target and the shared layers, once per vendor and target."""
-        key = (vendor, target)
+    def _base(self, target: str) -> bytes | None:
+        """The code (one version for every vendor), the target and the shared layers."""
+        key = target
         if key not in self._bases:
             state = self.state
-            parts = [code_version(vendor), own_code_version(), target,
+            parts = [code_version(), own_code_version(), target,
                      state.provisioning.digest, state.defaults.digest]
             parts += [x.digest for x in state.catalog] + [x.digest for x in state.pins]
             try:
@@ -106,7 +106,7 @@ class PhoneKeys:
         `extra`: what else its files depend on this run (a rollout holding its firmware)."""
         located = self.state.devices[mac]
         d = located.value
-        base = self._base(d.vendor, target)
+        base = self._bases[target] if target in self._bases else self._base(target)
         layers = self._layer_part(d.profile, d.customer or self._account_customer.get(mac))
         if base is None or layers is None:
             return None

@@ -162,7 +162,7 @@ class Renderer:
         self.keys = keys if cache is not None else None
         self.cache_keys: set[str] = set()  # keys used in this run, for RenderCache.retain
         self.rendered = 0  # phones rendered (not found in the cache) in this run
-        self.sip_users: dict[str, SipUsers] = {}  # mac -> its lines' SIP users, as rendered
+        self.sip_users: dict[str, Sequence[Sequence[Any]]] = {}  # mac -> its lines SIP users
         self._resolved: dict[str, ResolvedDevice] | None = None
         self._devices: dict[str, ResolvedDevice] = {}  # resolved one at a time
         self._last: tuple[tuple[str, str], dict[str, bytes]] | None = None
@@ -298,11 +298,13 @@ class Renderer:
         held = self.held
         self._done = 0
         total = len(chosen)
+        devices, account_customer = self.state.devices, self.resolver.account_customer
+        served = spec.customers  # serves(): None serves every phone
         for i, mac in enumerate(chosen):  # the hot loop of a no-op at 100,000 phones: tight
             if i % 256 == 0:
                 self._check_cancelled()
-            customer = self.resolver.customer(mac)
-            if not serves(spec, customer):
+            customer = devices[mac].value.customer or account_customer.get(mac)
+            if served is not None and customer not in served:
                 continue
             key = key_of(mac, target, self._held_part(mac) if mac in held else "") \
                 if key_of is not None else None
@@ -325,7 +327,7 @@ class Renderer:
                     files[art.path] = art
                 except ConfigError as exc:
                     problems += exc.problems
-            self.sip_users[mac] = tuple((e, d, p) for e, d, p in entry[2])
+            self.sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
             self._warn_cached(mac, customer)
             if self.progress is not None:
                 self._tick(total)
