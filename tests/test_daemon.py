@@ -295,10 +295,14 @@ def test_one_daemon_per_state_directory(repo: Path, daemons) -> None:
     assert first.wait() == 0
 
 
-def test_drift_is_reported_each_interval_and_healed_when_policy_says_so(
+def test_drift_is_reported_each_scan_and_healed_when_policy_says_so(
         repo: Path, tmp_path: Path, daemons) -> None:
     state = repo / ".provctl"
     prom = tmp_path / "provctl.prom"
+    # Between full scans (policy.drift_scan_every, 1h by default) the manifest is trusted.
+    edit(repo / "provisioning.yaml", "redirect_window_days: 7",
+         "redirect_window_days: 7, drift_scan_every: 1s")
+    commit(repo, "scan every second")
     d = daemons("--repo", str(repo), "--interval", "1", "--metrics-textfile", str(prom))
     head = git(repo, "rev-parse", "HEAD")
     wait_for("the first revision applied", lambda: synced(repo, state, head))
@@ -308,8 +312,7 @@ def test_drift_is_reported_each_interval_and_healed_when_policy_says_so(
              lambda: 'provctl_drift_files{target="local"} 1.0' in prom.read_text())
     assert not victim.exists()  # policy.drift defaults to report
 
-    edit(repo / "provisioning.yaml", "redirect_window_days: 7",
-         "redirect_window_days: 7, drift: heal")
+    edit(repo / "provisioning.yaml", "drift_scan_every: 1s", "drift_scan_every: 1s, drift: heal")
     commit(repo, "heal drift")
     wait_for("the file healed", victim.exists)
     d.signal(signal.SIGTERM)

@@ -29,7 +29,8 @@ def test_drift_that_is_only_reported_exits_0_from_plan_and_apply(fleet, capsys):
     cfg(fleet).unlink()
     capsys.readouterr()
     # policy.drift: report (the default): shown, not pending; apply would change nothing.
-    assert run(fleet, "plan") == 0
+    # (A full scan sees it: --scan, or policy.drift_scan_every.)
+    assert run(fleet, "plan", "--scan") == 0
     out = capsys.readouterr().out
     assert f"drift missing: {url_token(FLEET_SECRET, MAC)[:6]}…/{MAC}.cfg" in out
     assert "1 drifted" in out and "No changes" not in out
@@ -62,8 +63,9 @@ def test_heal_finds_a_same_size_edit_with_the_mtime_put_back(fleet, capsys):
 
 
 def test_policy_heal_verifies_too(fleet):
+    # every run a full scan (drift_scan_every: 0), and policy heal reads each file back
     edit(fleet / "provisioning.yaml", "redirect_window_days: 7}",
-         "redirect_window_days: 7, drift: heal}")
+         "redirect_window_days: 7, drift: heal, drift_scan_every: 0}")
     assert run(fleet, "apply") == 2
     path = cfg(fleet)
     good, st = path.read_bytes(), path.stat()
@@ -134,3 +136,17 @@ def test_a_run_whose_files_failed_one_by_one_records_why(fleet, monkeypatch):
     error = status(fleet)["local"]["last_attempted"]["error"]
     assert error.startswith("1 change(s) failed, first: put firmware/T46U-108.86.0.95.rom: "
                             "firmware on the target does not match")
+
+
+def test_policy_heal_heals_at_the_next_full_scan(fleet):
+    """Between full scans (policy.drift_scan_every, 1h) the manifest is trusted: a hand edit is
+    healed by the next scan, or at once with --heal."""
+    edit(fleet / "provisioning.yaml", "redirect_window_days: 7}",
+         "redirect_window_days: 7, drift: heal}")
+    assert run(fleet, "apply") == 2
+    path = cfg(fleet)
+    good, st = path.read_bytes(), path.stat()
+    path.write_bytes(good.replace(b"rec-Pw-200", b"REC-PW-200"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run(fleet, "apply") == 0 and path.read_bytes() != good  # not scanned yet
+    assert run(fleet, "apply", "--scan") == 2 and path.read_bytes() == good

@@ -92,6 +92,31 @@ def test_plan_checksum_is_stable_and_changes_with_content():
     assert a.checksum() == b.checksum() != c.checksum()
 
 
+def test_plan_checksum_is_the_sha256_of_the_documented_body():
+    """Plan files written by earlier versions keep matching: the body is what asdict gave."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    plan = Plan("r", (FileChange("t", "p", "put", "create", "s", 1, "m"),
+                      FileChange("t", "q", "delete", "prune", "x", 2)))
+    body = {"changes": [asdict(c) for c in plan.changes], "redirects": []}
+    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    assert plan.checksum() == hashlib.sha256(data).hexdigest()
+
+
+def test_without_a_full_scan_only_creates_are_checked_and_no_drift_is_judged():
+    desired = {"a/x.cfg": Desired("s", 10), "a/new.cfg": Desired("n", 3)}
+    manifest = {"a/x.cfg": entry("s")}
+    present = {"a/new.cfg": FileStat(3, 1.0)}  # only where files are to be created
+    observed = Observed("t", Manifest(manifest), present, scanned=False)
+    changes, drift, _, refusals = diff_target(desired, observed, prune=True, heal=True,
+                                              max_delete_percent=50, force=False)
+    assert drift == []  # a/x.cfg was not listed: trusted, not "missing"
+    assert refusals == ["target t: a/new.cfg exists but was not published by provctl; remove "
+                        "it or use --force to replace it"]
+
+
 def test_token_directories_are_shortened_for_display():
     assert show_path(f"{TOKEN}/001565aabb01.cfg") == "012345…/001565aabb01.cfg"
     assert show_path("firmware/x.rom") == "firmware/x.rom"

@@ -22,11 +22,15 @@ def test_the_receipt_json_is_the_documented_shape(fleet):
     body = last_receipt(fleet)
     assert body == result.receipt.to_dict()
     assert set(body) == {"id", "revision", "trigger", "plan_checksum", "started", "ended",
-                         "targets", "redirects", "rollouts"}
+                         "summary", "targets", "redirects", "rollouts"}
     assert body["rollouts"] == []  # no rollout in the test fleet
+    assert body["summary"] == {**result.plan.counts()}
     assert set(body["targets"]) == {"local"}
-    assert set(body["targets"]["local"]) == {"error", "items"}
+    assert set(body["targets"]["local"]) == {"error", "summary", "items"}
     assert body["targets"]["local"]["error"] is None
+    n = len(body["targets"]["local"]["items"])  # the changed paths, summed up
+    assert body["targets"]["local"]["summary"] == {"put": n, "delete": 0, "failed": 0,
+                                                   "unchanged": 0}
     item = body["targets"]["local"]["items"][0]
     assert set(item) == {"target", "path", "action", "reason", "error", "sha256", "size"}
     assert item["action"] == "put" and len(item["sha256"]) == 64 and item["size"] > 0

@@ -238,3 +238,31 @@ def test_check_lists_every_reference_that_does_not_resolve(fleet, monkeypatch, c
     assert "devices/pool.yaml:7: params.admin_password: secret reference " \
            "derive:spare-{mac}@rotation=2 does not resolve: the fleet secret does not resolve" \
            in err
+
+
+@pytest.mark.parametrize("text", [
+    "", "a: b\n", "a: 010\nb: yes\nc: 1.5\nd: 2020-01-02\ne: '010'\n", "a: [1]\n", "a:\n",
+    "[]\n", "- a\n", "a: &x v\nb: *x\n", "<<: {a: 1}\nb: 2\n", "1: x\ntrue: y\n",
+    "a: b\na: c\n", "x", "a: !!str 5\n", 'acme/201: "S3cr&t<201>"\n', "{a: b, c: d}",
+    "a: ~\n", "0\n", "a: [unclosed\n"])
+def test_the_secrets_file_reads_as_yaml_safe_load_reads_it(text):
+    """libyaml for the secrets file (a tenth of the time at 50,000 entries), same values."""
+    import yaml
+
+    from reconciler.desired.secrets import MissingSecret, parse_secrets_map
+
+    def reference() -> object:
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            return "invalid"
+        if not isinstance(loaded, dict) or any(
+                isinstance(v, dict | list) or v is None for v in loaded.values()):
+            return "not a map"
+        return {str(k): str(v) for k, v in loaded.items()}
+
+    try:
+        got: object = parse_secrets_map(text, "s.yaml")
+    except MissingSecret as exc:
+        got = "invalid" if "not valid YAML" in str(exc) else "not a map"
+    assert got == reference()

@@ -117,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--customer", action="append", metavar="ID",
                        help="limit the changes to this customer's phones (repeatable)")
         p.add_argument("--verify", action="store_true", help="read files back and hash them")
+        p.add_argument("--scan", action="store_true", default=None,
+                       help="scan the whole target for drift now (default: when "
+                            "policy.drift_scan_every has passed; else trust the manifest)")
         p.add_argument("--heal", action="store_true", default=None,
                        help="rewrite drifted files (default: policy.drift)")
         p.add_argument("--prune", action="store_true", default=None,
@@ -220,6 +223,7 @@ def _options(args: argparse.Namespace) -> Options:
         targets=[target] if isinstance(target, str) else target,
         prune=getattr(args, "prune", None),
         force=getattr(args, "force", False), verify=getattr(args, "verify", False),
+        scan=getattr(args, "scan", None),
         heal=getattr(args, "heal", None), state_dir=getattr(args, "state_dir", None),
         devices=frozenset(_mac(d) for d in devices) if isinstance(devices, list) else None,
         customers=frozenset(customers) if isinstance(customers, list) else None,

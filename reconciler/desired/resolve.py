@@ -18,11 +18,48 @@ from reconciler.desired.validate import DesiredState, Located, extension_for, st
 from vendors.base import ModelInfo
 
 
-@dataclass(frozen=True)
 class Origin:
-    layer: str
-    file: str
-    line: int
+    """Where a resolved value was written: the layer, the file and the line.
+
+    The line is looked up only when asked for (`Origin.at`): resolving 100,000 phones makes
+    millions of origins and reads a handful (explain, a problem, a warning), so a cached file's
+    line marks are never decoded for the rest. Never mutated.
+    """
+
+    __slots__ = ("layer", "_where", "_path", "_line")
+
+    def __init__(self, layer: str, file: str, line: int):
+        self.layer = layer
+        self._where: Any = file
+        self._path: tuple[Any, ...] | None = None
+        self._line: int | None = line
+
+    @classmethod
+    def at(cls, layer: str, located: Located[Any], path: tuple[Any, ...]) -> Origin:
+        origin = cls.__new__(cls)
+        origin.layer, origin._where, origin._path, origin._line = layer, located, path, None
+        return origin
+
+    @property
+    def file(self) -> str:
+        return str(self._where if self._path is None else self._where.file)
+
+    @property
+    def line(self) -> int:
+        if self._line is None:
+            self._line = int(self._where.line(*(self._path or ())))
+        return self._line
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Origin):
+            return NotImplemented
+        return (self.layer, self.file, self.line) == (other.layer, other.file, other.line)
+
+    def __hash__(self) -> int:
+        return hash((self.layer, self.file, self.line))
+
+    def __repr__(self) -> str:
+        return f"Origin({self.layer!r}, {self.file!r}, {self.line!r})"
 
     def __str__(self) -> str:
         return f"{self.layer} ({self.file}:{self.line})"
@@ -139,7 +176,7 @@ def _apply(layers: list[Layer], params: dict[str, Any], origins: dict[str, Origi
     for name, values, located, base in layers:
         if values:
             merge(params, origins, values,
-                  lambda path, lo=located, b=base, n=name: Origin(n, lo.file, lo.line(*b, *path)))
+                  lambda path, lo=located, b=base, n=name: Origin.at(n, lo, (*b, *path)))
 
 
 def _customer_layer(state: DesiredState, customer: str | None) -> list[Layer]:
@@ -163,16 +200,34 @@ class Resolver:
         self.state = state
         self._shared: dict[tuple[str, str, str | None],
                            tuple[dict[str, Any], dict[str, Origin]]] = {}
-        self._account_customer: dict[str, str] = {}
-        self._ports: dict[str, list[_Port]] = {}
+        self.account_customer: dict[str, str] = {}  # mac -> customer of its first account
+        self.accounts: dict[str, list[Located[Assignment]]] = {}  # mac -> accounts, in order
         for located in state.assignments:
             a = located.value
+            for mac in dict.fromkeys(ref.mac for ref in a.devices):
+                self.accounts.setdefault(mac, []).append(located)
+                self.account_customer.setdefault(mac, a.customer)
+
+    def _ports(self, mac: str) -> list[_Port]:
+        """The ports of the phone's accounts, in the order they are written (on demand: the
+        phones of a run that are not rendered never need theirs)."""
+        ports = []
+        for located in self.accounts.get(mac, ()):
+            a = located.value
             phones = list(dict.fromkeys(ref.mac for ref in a.devices))
-            for i, ref in enumerate(a.devices):
-                self._account_customer.setdefault(ref.mac, a.customer)
-                extension = extension_for(a.extension, phones.index(ref.mac))
-                self._ports.setdefault(ref.mac, []).append(
-                    _Port(ref.port, extension, located, i))
+            extension = extension_for(a.extension, phones.index(mac))
+            ports += [_Port(ref.port, extension, located, i)
+                      for i, ref in enumerate(a.devices) if ref.mac == mac]
+        return ports
+
+    def customer(self, mac: str) -> str | None:
+        """The effective customer: allocated, else that of the phone's first account."""
+        return self.state.devices[mac].value.customer or self.account_customer.get(mac)
+
+    def shared(self, d: Device, customer: str | None
+               ) -> tuple[dict[str, Any], dict[str, Origin]]:
+        """Parameters and origins of the layers below the device (shared; never mutate)."""
+        return self._shared_layers(d, customer)
 
     def _shared_layers(self, d: Device, customer: str | None
                        ) -> tuple[dict[str, Any], dict[str, Origin]]:
@@ -203,14 +258,14 @@ class Resolver:
         state = self.state
         located = state.devices[mac]
         d = located.value
-        customer = d.customer or self._account_customer.get(mac)
+        customer = d.customer or self.account_customer.get(mac)
         shared_params, shared_origins = self._shared_layers(d, customer)
         params = dict(shared_params)
         origins = dict(shared_origins)
         _apply([("device", d.params, located, ("params",))], params, origins)
 
         lines = []
-        for port in sorted(self._ports.get(mac, []), key=lambda p: p.port):
+        for port in sorted(self._ports(mac), key=lambda p: p.port):
             a = port.assignment.value
             line_params = dict(params)
             line_origins = dict(origins)

@@ -309,6 +309,26 @@ class LoadLimits(Strict):
     depth: int = Field(default=64, ge=8, le=500)
 
 
+_SCAN_EVERY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)$")
+_SCAN_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_scan_interval(value: object) -> float:
+    """Seconds from 90, "90s", "30m", "1h" or "2d" (0 = every time)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30m, 1h or 0")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _SCAN_EVERY.match(str(value).strip())
+        if match is None:
+            raise ValueError("a duration such as 30m, 1h or 0")
+        seconds = float(match[1]) * _SCAN_UNITS[match[2]]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
 class Policy(Strict):
     prune: bool = True
     max_delete_percent: float = Field(default=10, ge=0, le=100)
@@ -316,9 +336,14 @@ class Policy(Strict):
     onboarding_window_days: int = Field(default=7, ge=1, le=30)  # docs/zero-touch.md
     max_phones_per_account: int = Field(default=8, ge=1, le=8)
     drift: Literal["report", "heal"] = "report"
+    # How often plan/apply (and so the daemon) scan the whole target for drift; in between
+    # they trust the manifest and the journal, and look only where files are to be created.
+    drift_scan_every: float = 3600.0
     allow_downgrade: bool = False
     rollout: PolicyRollout | None = None
     load_limits: LoadLimits = LoadLimits()
+
+    _scan_every = field_validator("drift_scan_every", mode="before")(parse_scan_interval)
 
 
 class Provisioning(Strict):

@@ -6,7 +6,8 @@ Every problem is collected (not just the first) and carries file:line and field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,6 +23,7 @@ from reconciler.desired.load import (
     Cancelled,
     Doc,
     Key,
+    Limits,
     Path_,
     Source,
     check_cancelled,
@@ -30,6 +32,7 @@ from reconciler.desired.load import (
 )
 from reconciler.desired.schema import (
     INHERIT,
+    SECRET_REF,
     Assignment,
     Customer,
     Defaults,
@@ -48,11 +51,13 @@ T = TypeVar("T", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Located(Generic[T]):
-    """A validated object and where it was written."""
+    """A validated object, where it was written, and a digest of what was written there."""
 
     value: T
     doc: Doc
     base: Path_ = ()
+    digest: str = field(default="", compare=False, repr=False)  # of its YAML data (FileResult)
+    refs: tuple[str, ...] = field(default=(), compare=False, repr=False)  # secret refs inside
 
     @property
     def file(self) -> str:
@@ -123,53 +128,162 @@ def _params(params: dict[str, Any], doc: Doc, base: Path_, problems: list[Proble
         _model(Params, strip_inherit(params), doc, problems, base)
 
 
+@dataclass(frozen=True)
+class FileResult:
+    """One file parsed and checked on its own: a function of its path, its bytes and the load
+    limits only, so it can be cached by content (desired/filecache.py). `objects` are what the
+    file defines, located, each with the digest of its YAML data and the secret references in
+    it (render/keys.py keys phones by them)."""
+
+    doc: Doc | None  # None when the file is not valid YAML
+    objects: tuple[Located[Any], ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+    def with_doc(self, doc: Doc) -> FileResult:
+        """The same objects, located in another Doc of the same file (a cached one)."""
+        return FileResult(doc, tuple(Located(x.value, doc, x.base, x.digest, x.refs)
+                                     for x in self.objects), self.problems)
+
+
+FileValidator = Callable[[str, bytes, Limits, "Cancelled | None"], FileResult]
+
+
+def data_digest(value: Any) -> str:
+    """Digest of parsed YAML data. repr keeps types apart (1, "1", 1.0, True) and key order."""
+    return hashlib.sha1(repr(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def secret_refs(value: Any) -> tuple[str, ...]:
+    """Every secret reference among the values of some YAML data, in order."""
+    out: list[str] = []
+    _collect_refs(value, out)
+    return tuple(out)
+
+
+def _collect_refs(value: Any, out: list[str]) -> None:
+    # not a closure: a recursive one is a reference cycle, garbage only the collector frees
+    if isinstance(value, dict):
+        for item in value.values():
+            _collect_refs(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_refs(item, out)
+    elif isinstance(value, str) and SECRET_REF.match(value):
+        out.append(value)
+
+
+def validate_file(rel: str, data: bytes, limits: Limits,
+                  cancelled: Cancelled | None = None) -> FileResult:
+    """Parse one file and check it against its model (the per-file half of validation)."""
+    try:
+        doc = parse_yaml(rel, data, limits, cancelled)
+    except ConfigError as exc:
+        return FileResult(None, (), tuple(exc.problems))
+    problems: list[Problem] = []
+    found: list[tuple[Path_, BaseModel, Any]] = []  # (base, model, its data)
+    body = doc.data
+    if rel == layout.PROVISIONING:
+        prov = _model(Provisioning, body or {}, doc, problems)
+        if prov is not None:
+            found.append(((), prov, body))
+    elif rel == layout.DEFAULTS:
+        defaults = _model(Defaults, body or {}, doc, problems)
+        if defaults is not None:
+            found.append(((), defaults, body))
+            _params(defaults.params, doc, ("params",), problems)
+            for key, layer in defaults.model_params.items():
+                _params(layer, doc, ("model_params", key), problems)
+    elif rel.startswith(layout.PROFILES):
+        profile = _model(Profile, body or {}, doc, problems)
+        if profile is not None:
+            found.append(((), profile, body))
+            _params(profile.params, doc, ("params",), problems)
+            for key, layer in profile.model_params.items():
+                _params(layer, doc, ("model_params", key), problems)
+    elif rel.startswith(layout.CUSTOMERS):
+        customer = _model(Customer, body or {}, doc, problems)
+        if customer is not None:
+            found.append(((), customer, body))
+            _params(customer.params, doc, ("params",), problems)
+    elif rel.startswith(layout.DEVICES):
+        for i, item in _items(doc, problems):
+            dev = _model(Device, item, doc, problems, (i,))
+            if dev is not None:
+                found.append(((i,), dev, item))
+                _params(dev.params, doc, (i, "params"), problems)
+    elif rel.startswith(layout.ASSIGNMENTS):
+        for i, item in _items(doc, problems):
+            acc = _model(Assignment, item, doc, problems, (i,))
+            if acc is not None:
+                found.append(((i,), acc, item))
+                _params(acc.params, doc, (i, "params"), problems)
+    elif rel.startswith(layout.FIRMWARE):
+        fw = _model(FirmwareFile, body or {}, doc, problems)
+        if fw is not None:
+            for part, models in (("catalog", fw.catalog), ("pins", fw.pins)):
+                for i, obj in enumerate(models):
+                    found.append(((part, i), obj, body[part][i]))
+    objects = tuple(Located(obj, doc, base, data_digest(item), secret_refs(item))
+                    for base, obj, item in found)
+    return FileResult(doc, objects, tuple(problems))
+
+
 def load_state(source: Source, environ: dict[str, str] | None = None, *,
                redacting: bool = False, allow_unserved: bool = False,
                state_dir: Path | None = None, redaction: Redaction | None = None,
-               cancelled: Cancelled | None = None) -> DesiredState:
+               cancelled: Cancelled | None = None,
+               validate: FileValidator | None = None) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found.
 
     `allow_unserved`: a phone no target serves is a warning, not an error. `state_dir` keeps
     the firmware digests (by size and mtime, or blob id). `redaction` is shared by the two
     sides of a comparison. `cancelled` is polled while parsing (raises Interrupted).
+    `validate` checks one file on its own (validate_file); a cache of its results by content
+    (desired/filecache.py) may stand in for it. The cross-file rules always run on the whole
+    state.
     """
+    check_file = validate or validate_file
     problems: list[Problem] = [oversize_problem(rel, size, source.limits)
                                for rel, size in source.oversize.items()]
-    docs: dict[str, Doc] = {}
+    results: dict[str, FileResult] = {}
     for rel, data in source.files.items():
-        try:
-            docs[rel] = parse_yaml(rel, data, source.limits, cancelled)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+        result = check_file(rel, data, source.limits, cancelled)
+        problems.extend(result.problems)
+        if result.doc is not None:
+            results[rel] = result
 
-    prov_doc = docs.get("provisioning.yaml")
-    provisioning = None
-    if prov_doc is not None:
-        provisioning = _model(Provisioning, prov_doc.data or {}, prov_doc, problems)
-    elif "provisioning.yaml" not in source.files and "provisioning.yaml" not in source.oversize:
+    def located(rel: str, base: Path_ = ()) -> list[Located[Any]]:
+        result = results.get(rel)
+        if result is None:
+            return []
+        if not base:
+            return list(result.objects)
+        return [x for x in result.objects if x.base[:len(base)] == base]
+
+    prov_list = located(layout.PROVISIONING)
+    if ("provisioning.yaml" not in source.files
+            and "provisioning.yaml" not in source.oversize):
         problems.append(Problem("provisioning.yaml", 0, "", "file is missing"))
+    defaults_list = located(layout.DEFAULTS)
+    if defaults_list:
+        defaults = defaults_list[0]
+    else:
+        doc = results[layout.DEFAULTS].doc if layout.DEFAULTS in results else None
+        empty = Doc("defaults.yaml", {}, {(): 1})
+        defaults = Located(Defaults(), doc or empty, (), data_digest(None))
 
-    defaults_doc = docs.get("defaults.yaml", Doc("defaults.yaml", {}, {(): 1}))
-    defaults = _model(Defaults, defaults_doc.data or {}, defaults_doc, problems) or Defaults()
-    _params(defaults.params, defaults_doc, ("params",), problems)
-    for key, layer in defaults.model_params.items():
-        _params(layer, defaults_doc, ("model_params", key), problems)
-
-    profiles = _named(docs, layout.PROFILES, Profile, "name", problems)
-    customers = _named(docs, layout.CUSTOMERS, Customer, "id", problems)
+    profiles = _named(results, layout.PROFILES, "name", problems, located)
+    customers = _named(results, layout.CUSTOMERS, "id", problems, located)
     devices: dict[str, Located[Device]] = {}
     assignments: list[Located[Assignment]] = []
     catalog: list[Located[FirmwareImage]] = []
     pins: list[Located[FirmwarePin]] = []
 
-    for rel, doc in docs.items():
+    for rel in results:
         check_cancelled(cancelled)
         if rel.startswith(layout.DEVICES):
-            for i, item in _items(doc, problems):
-                dev = _model(Device, item, doc, problems, (i,))
-                if dev is None:
-                    continue
-                here = Located(dev, doc, (i,))
+            for here in located(rel):
+                dev = here.value
                 if dev.mac in devices:
                     first = devices[dev.mac]
                     problems.append(Problem(rel, here.line("mac"), "mac",
@@ -177,36 +291,18 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
                                             f"{first.file}:{first.line('mac')}"))
                     continue
                 devices[dev.mac] = here
-                _params(dev.params, doc, (i, "params"), problems)
         elif rel.startswith(layout.ASSIGNMENTS):
-            for i, item in _items(doc, problems):
-                acc = _model(Assignment, item, doc, problems, (i,))
-                if acc is not None:
-                    assignments.append(Located(acc, doc, (i,)))
-                    _params(acc.params, doc, (i, "params"), problems)
+            assignments += located(rel)
         elif rel.startswith(layout.FIRMWARE):
-            fw = _model(FirmwareFile, doc.data or {}, doc, problems)
-            if fw is not None:
-                catalog += [Located(img, doc, ("catalog", i)) for i, img in enumerate(fw.catalog)]
-                pins += [Located(pin, doc, ("pins", i)) for i, pin in enumerate(fw.pins)]
-    for located in profiles.values():
-        _params(located.value.params, located.doc, ("params",), problems)
-        for key, layer in located.value.model_params.items():
-            _params(layer, located.doc, ("model_params", key), problems)
-    for customer in customers.values():
-        _params(customer.value.params, customer.doc, ("params",), problems)
+            catalog += located(rel, ("catalog",))
+            pins += located(rel, ("pins",))
 
-    if provisioning is None or prov_doc is None:
+    if not prov_list:
         raise ConfigError(problems)
-    prov = Located(provisioning, prov_doc)
-    host_refs = [(ref, ".".join(map(str, where)))
-                 for ref, where in _provisioning_refs(provisioning)]
-    secrets = Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
-                      fleet_secret=provisioning.fleet.secret,
-                      age_file=provisioning.secrets.age_file,
-                      file_dirs=provisioning.secrets.file_dirs, source=source,
-                      host_refs=host_refs, redaction=redaction)
-    state = DesiredState(source, prov, Located(defaults, defaults_doc), profiles, customers,
+    prov = prov_list[0]
+    secrets = secrets_for(source, prov.value, environ, redacting=redacting,
+                          redaction=redaction)
+    state = DesiredState(source, prov, defaults, profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state, allow_unserved=allow_unserved)
     problems += check_firmware_sources(state, state_dir)
@@ -215,6 +311,19 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     if errors:
         raise ConfigError(problems)
     return state
+
+
+def secrets_for(source: Source, provisioning: Provisioning,
+                environ: dict[str, str] | None = None, *, redacting: bool = False,
+                redaction: Redaction | None = None) -> Secrets:
+    """The secrets of a desired state, as provisioning.yaml says where they live."""
+    host_refs = [(ref, ".".join(map(str, where)))
+                 for ref, where in _provisioning_refs(provisioning)]
+    return Secrets(source.root, provisioning.secrets.file, environ, redacting=redacting,
+                   fleet_secret=provisioning.fleet.secret,
+                   age_file=provisioning.secrets.age_file,
+                   file_dirs=provisioning.secrets.file_dirs, source=source,
+                   host_refs=host_refs, redaction=redaction)
 
 
 def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
@@ -226,21 +335,19 @@ def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
     return enumerate(doc.data)
 
 
-def _named(docs: dict[str, Doc], prefix: str, cls: type[T], key: str,
-           problems: list[Problem]) -> dict[str, Located[T]]:
-    out: dict[str, Located[T]] = {}
-    for rel, doc in docs.items():
+def _named(results: dict[str, FileResult], prefix: str, key: str, problems: list[Problem],
+           located: Callable[[str], list[Located[Any]]]) -> dict[str, Located[Any]]:
+    out: dict[str, Located[Any]] = {}
+    for rel in results:
         if not rel.startswith(prefix):
             continue
-        obj = _model(cls, doc.data or {}, doc, problems)
-        if obj is None:
-            continue
-        name = getattr(obj, key)
-        if name in out:
-            problems.append(Problem(rel, doc.line((key,)), key,
-                                    f"duplicate {key} {name!r}: also in {out[name].file}"))
-            continue
-        out[name] = Located(obj, doc)
+        for here in located(rel):
+            name = getattr(here.value, key)
+            if name in out:
+                problems.append(Problem(rel, here.doc.line((key,)), key,
+                                        f"duplicate {key} {name!r}: also in {out[name].file}"))
+                continue
+            out[name] = here
     return out
 
 
@@ -266,7 +373,7 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
                             f"{did_you_mean(cust, state.customers)}"))
 
     for ref in _provisioning_refs(prov.value):
-        _check_secret(state, ref, prov.file, prov.line(*ref[1]), ref[1], problems)
+        _check_secret(state, ref, prov, ref[1], problems)
 
     for prof in state.profiles.values():
         p = prof.value
@@ -283,8 +390,7 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
                             f"{did_you_mean(model, vendor.models)}"))
         if p.params.get("admin_password"):
             _check_secret(state, (p.params["admin_password"], ("params", "admin_password")),
-                          prof.file, prof.line("params", "admin_password"),
-                          ("params", "admin_password"), problems, device=True)
+                          prof, ("params", "admin_password"), problems, device=True)
 
     if not state.devices:
         add(Problem("devices/", 0, "", "no devices in the desired state: refusing to treat an "
@@ -420,29 +526,31 @@ def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
                                         f"{', '.join(profile.value.models)})"))
 
 
-def _check_secret(state: DesiredState, ref: tuple[str, Path_], file: str, line: int,
+def _check_secret(state: DesiredState, ref: tuple[str, Path_], where: Located[Any],
                   path: Path_, problems: list[Problem], *, device: bool = False) -> None:
     try:
         state.secrets.check(ref[0], device=device)
-    except MissingSecret as exc:
-        problems.append(Problem(file, line, ".".join(map(str, path)), str(exc)))
+    except MissingSecret as exc:  # located only now: 100,000 phones, few problems
+        problems.append(Problem(where.file, where.line(*path), ".".join(map(str, path)),
+                                str(exc)))
 
 
 def _check_assignments(state: DesiredState, max_phones: int, problems: list[Problem]) -> None:
     add = problems.append
     taken: dict[tuple[str, int], str] = {}
     device_customer: dict[str, tuple[str, str]] = {}
+    lines_of: dict[str, int | None] = {}  # vendor/MODEL -> lines (None: reported elsewhere)
     for located in state.assignments:
         a = located.value
-        if a.customer not in state.customers:
+        account_customer = a.customer
+        if account_customer not in state.customers:
             add(Problem(located.file, located.line("account"), "account",
                         f"unknown customer {a.customer!r} in account {a.account!r}"
                         f"{did_you_mean(a.customer, state.customers)}"))
         elif state.customers[a.customer].value.status == "terminated":
             add(Problem(located.file, located.line("account"), "account",
                         f"customer {a.customer!r} is terminated: remove account {a.account!r}"))
-        _check_secret(state, (a.password, ("password",)), located.file,
-                      located.line("password"), ("password",), problems)
+        _check_secret(state, (a.password, ("password",)), located, ("password",), problems)
         macs = list(dict.fromkeys(ref.mac for ref in a.devices))
         if len(macs) > max_phones:
             add(Problem(located.file, located.line("devices"), "devices",
@@ -450,33 +558,40 @@ def _check_assignments(state: DesiredState, max_phones: int, problems: list[Prob
                         f"(extensions {a.extension}, {extension_for(a.extension, 1)} … "
                         f"{extension_for(a.extension, max_phones - 1)})"))
         for i, ref in enumerate(a.devices):
-            where = located.line("devices", i)
+            # Lines are looked up only for a problem: 100,000 phones, few problems.
+            def where(i: int = i, at: Located[Assignment] = located) -> int:
+                return at.line("devices", i)
+
             dev = state.devices.get(ref.mac)
             if dev is None:
-                add(Problem(located.file, where, f"devices.{i}",
+                add(Problem(located.file, where(), f"devices.{i}",
                             f"unknown device {ref.mac} (not in devices/)"))
                 continue
             d = dev.value
-            if d.customer is not None and d.customer != a.customer:
+            if d.customer is not None and d.customer != account_customer:
                 what = "owned by" if d.owned_by_customer else "allocated to"
-                add(Problem(located.file, where, f"devices.{i}",
+                add(Problem(located.file, where(), f"devices.{i}",
                             f"device {ref.mac} is {what} customer {d.customer!r} and cannot be "
                             f"assigned to account {a.account} of customer {a.customer!r}"))
-            first = device_customer.setdefault(ref.mac, (a.customer, a.account))
-            if first[0] != a.customer:
-                add(Problem(located.file, where, f"devices.{i}",
+            first = device_customer.setdefault(ref.mac, (account_customer, a.account))
+            if first[0] != account_customer:
+                add(Problem(located.file, where(), f"devices.{i}",
                             f"device {ref.mac} is also assigned to {first[1]} of another "
                             "customer"))
-            try:
-                lines = vendors.get(d.vendor).models[d.model_name].lines
-            except KeyError:
+            if d.model not in lines_of:
+                try:
+                    lines_of[d.model] = vendors.get(d.vendor).models[d.model_name].lines
+                except KeyError:
+                    lines_of[d.model] = None
+            lines = lines_of[d.model]
+            if lines is None:
                 continue  # reported with the device
             if ref.port > lines:
-                add(Problem(located.file, where, f"devices.{i}.port",
+                add(Problem(located.file, where(), f"devices.{i}.port",
                             f"{d.model} has {lines} line(s); port {ref.port} does not exist"))
             key = (ref.mac, ref.port)
             if key in taken:
-                add(Problem(located.file, where, f"devices.{i}",
+                add(Problem(located.file, where(), f"devices.{i}",
                             f"port {ref.port} of {ref.mac} is already assigned to {taken[key]}"))
             else:
                 taken[key] = a.account
@@ -509,26 +624,23 @@ def _check_firmware(state: DesiredState, problems: list[Problem]) -> None:
                 add(Problem(located.file, located.line("version"), "version", why))
             known.add((img.vendor, model, img.version))
 
-    def check_choice(choice: str | None, models: Iterable[str], file: str, line: int,
+    def check_choice(choice: str | None, models: Iterable[str], where: Located[Any],
                      fieldname: str) -> None:
         if choice is None or choice == "installed":
             return
         for model in models:
             vendor, _, name = model.partition("/")
             if (vendor, name, choice) not in known:
-                add(Problem(file, line, fieldname,
+                add(Problem(where.file, where.line(fieldname), fieldname,
                             f"firmware {choice} for {model} is not in the firmware catalog"))
 
     for pin in state.pins:
-        check_choice(pin.value.version, pin.value.models, pin.file, pin.line("version"),
-                     "version")
+        check_choice(pin.value.version, pin.value.models, pin, "version")
         if pin.value.customer and pin.value.customer not in state.customers:
             add(Problem(pin.file, pin.line("customer"), "customer",
                         f"unknown customer {pin.value.customer!r}"))
     for prof in state.profiles.values():
         p = prof.value
-        check_choice(p.firmware, [f"{p.vendor}/{m}" for m in p.models], prof.file,
-                     prof.line("firmware"), "firmware")
+        check_choice(p.firmware, [f"{p.vendor}/{m}" for m in p.models], prof, "firmware")
     for dev in state.devices.values():
-        check_choice(dev.value.firmware, [dev.value.model], dev.file, dev.line("firmware"),
-                     "firmware")
+        check_choice(dev.value.firmware, [dev.value.model], dev, "firmware")

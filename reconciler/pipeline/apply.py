@@ -1,16 +1,18 @@
 """Apply: the only stage that writes. It executes a plan's changes on one locked target.
 
 Order on a target: puts first (a phone must find its file before a redirect points at it), then
-deletes. The manifest records exactly what was done, so a run that is
-interrupted at any point converges on the next one: every file is either old or new, and
-files it may have written are known from the journal.
+deletes. Every file is either old or new at any moment (targets publish atomically), and a run
+interrupted at any point converges on the next one, at a cost that follows what the run does,
+not the size of the target: before each batch of puts one small journal record names its paths
+and confirms the batch before (targets/manifest.py), the puts leave their records as the
+checkpoint, and the delete phase writes the manifest at most once, at the end (or leaves the
+records as its delta when they are few).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,12 +23,11 @@ from reconciler.render.addressing import show_path
 from reconciler.render.renderer import Artifact
 from reconciler.targets import manifest as records
 from reconciler.targets.base import Delete, FileOp, Put, Target
-from reconciler.targets.manifest import JOURNAL, Manifest, ManifestEntry
+from reconciler.targets.manifest import JOURNAL_DIR, Journal, JournalState, Manifest, ManifestEntry
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # files per batch; SIGTERM is honoured between batches
-MANIFEST_EVERY = 10.0  # seconds between manifest rewrites during a long apply
+BATCH = 200  # files per batch (and per journal record); SIGTERM is honoured between batches
 
 
 @dataclass(frozen=True)
@@ -64,22 +65,27 @@ class TargetResult:
 def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[str, Artifact],
             manifest: Manifest, revision: str | None, *, pending: frozenset[str] = frozenset(),
             stop: Callable[[], bool] = lambda: False,
-            clock: Callable[[], float] = time.monotonic,
-            progress: Callable[[int, int], None] | None = None) -> tuple[TargetResult, Manifest]:
+            progress: Callable[[int, int], None] | None = None,
+            journal: Journal | None = None, finish: bool = True,
+            complete: bool = True) -> tuple[TargetResult, Manifest]:
     """Run the changes for one target (already locked); return results and the new manifest.
 
-    Before each batch the paths it will write go to the journal; the manifest is rewritten
-    every MANIFEST_EVERY seconds and at the end, when the journal is cleared. `stop()` is
-    checked between batches (SIGTERM in the daemon): what was done is recorded, nothing more
-    is started. `progress(done, total)` is called after each batch.
+    Before each batch of puts a journal record names its paths (and confirms the batch
+    before). With `finish`, the manifest is written once at the end (or, when the records are
+    few, they stay as its delta) and the records it holds are removed; without it (puts,
+    before the redirect stage and the deletes) a last record confirms the last batch and the
+    manifest is left to the call that finishes. `complete`: whether the earlier phases of
+    this apply succeeded (the revision is recorded only then). `stop()` is checked between
+    batches (SIGTERM in the daemon): what was done is recorded, nothing more is started.
+    `progress(done, total)` is called after each batch.
     """
     result = TargetResult(target.name)
+    journal = journal or Journal(target, JournalState(manifest))
+    journal.announced |= pending
     files: dict[str, ManifestEntry] = dict(manifest.files)
-    journal = set(pending)
     ordered = [c for c in changes if c.action == "put"] + [c for c in changes
                                                            if c.action == "delete"]
     by_path = {c.path: c for c in ordered}
-    last_write = clock()
     for start in range(0, len(ordered), BATCH):
         if stop():
             result.error = Failure("stopped before finishing (SIGTERM); the next run completes it")
@@ -95,13 +101,14 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
                                                    change.reason, str(exc)))
             else:
                 ops.append(Delete(change.path))
-        new_paths = {op.path for op in ops if isinstance(op, Put)} - journal
-        if new_paths:
-            journal |= new_paths
-            error = records.write_journal(target, journal)
+        intent = [op.path for op in ops
+                  if isinstance(op, Put) and op.path not in journal.announced]
+        if intent:
+            error = journal.write(intent)
             if error:
-                result.error = Failure(f"cannot write {JOURNAL}: {error}")
+                result.error = Failure(f"cannot write the journal {JOURNAL_DIR}/: {error}")
                 break
+            journal.announced.update(intent)
         try:
             outcomes = target.execute(ops)
         except ProvctlError as exc:
@@ -117,37 +124,38 @@ def execute(target: Target, changes: Sequence[FileChange], artifacts: Mapping[st
             if error is not None:
                 log.warning("%s: %s %s failed: %s", target.name, change.action,
                             show_path(change.path), error)
-                continue
+                continue  # a failed put stays announced: ours, written again next run
             log.info("%s: %s %s (%s)", target.name, change.action, show_path(change.path),
                      change.reason)
             if change.action == "put":
                 art = artifacts[change.path]
-                files[change.path] = ManifestEntry(
-                    art.sha256, art.size, outcome.stat.mtime if outcome.stat else 0.0,
-                    art.firmware)
+                mtime = outcome.stat.mtime if outcome.stat else 0.0
+                files[change.path] = ManifestEntry(art.sha256, art.size, mtime, art.firmware)
+                journal.done.append([change.path, art.sha256, art.size, mtime, art.firmware])
             else:
                 files.pop(change.path, None)
+                journal.deleted.append(change.path)
+            journal.confirmed.add(change.path)
         if progress is not None:
             progress(min(start + BATCH, len(ordered)), len(ordered))
-        if clock() - last_write >= MANIFEST_EVERY:
-            try:
-                records.write(target, Manifest(files, manifest.revision))
-            except ProvctlError as exc:
-                result.error = Failure(str(exc))
-                break
-            last_write = clock()
-    complete = result.ok
-    final = Manifest(files, revision if complete else manifest.revision)
+    ok = complete and result.ok
+    final = Manifest(files, revision if ok else manifest.revision, journal.generation)
     try:
-        records.write(target, final)
-        if journal:
-            # Only what is confirmed leaves the journal; a failed or unknown put stays: ours,
-            # content unknown, written again by the next run.
-            leftover = journal - {i.path for i in result.done}
-            if leftover:
-                records.write_journal(target, leftover)
-            else:
-                records.clear_journal(target)
+        if finish and journal.worth_compacting(len(files)):
+            records.write(target, final)
+            error = journal.finish()
+            if error:
+                result.error = result.error or Failure(f"cannot write the journal: {error}")
+        elif finish:  # the records stay, as the manifest's delta: folded in by read_state
+            new = revision if ok and revision != manifest.revision else None
+            error = journal.write((), new)
+            if error:
+                result.error = result.error or Failure(f"cannot write the journal: {error}")
+            final = Manifest(files, final.revision, manifest.journal)
+        else:
+            error = journal.write(())  # confirm the last batch: the checkpoint until finish
+            if error:
+                result.error = result.error or Failure(f"cannot write the journal: {error}")
     except ProvctlError as exc:
         result.error = result.error or Failure(str(exc))
     return result, final

@@ -134,9 +134,14 @@ def save(state_dir: Path, onboarding: Onboarding) -> None:
 
 def settings(renderer: Renderer) -> dict[str, Setting]:
     out = {}
+    redirects: dict[str, bool] = {}  # per vendor, not per phone (100,000 of them)
     for mac, located in renderer.state.devices.items():
         device = located.value
-        out[mac] = Setting(device.onboard_value, bool(vendors.get(device.vendor).redirect_kinds))
+        vendor = device.vendor
+        has = redirects.get(vendor)
+        if has is None:
+            has = redirects[vendor] = bool(vendors.get(vendor).redirect_kinds)
+        out[mac] = Setting(device.onboard_value, has)
     return out
 
 

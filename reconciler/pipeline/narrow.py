@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from reconciler.core.errors import NotFound
 from reconciler.core.macs import normalize_mac
 from reconciler.core.names import did_you_mean
-from reconciler.pipeline.plan import Desired, Observed
+from reconciler.pipeline.plan import Desired, DesiredFile, Observed
 from reconciler.render.addressing import url_token
 from reconciler.render.renderer import Artifact, Renderer
 
@@ -40,10 +40,10 @@ class Selection:
         flat = name.lower().replace(":", "").replace("-", "")
         return any(mac in flat for mac in self.macs)
 
-    def narrow(self, target: str, want: Mapping[str, Desired],
-               observed: Observed) -> dict[str, Desired]:
+    def narrow(self, target: str, want: Mapping[str, DesiredFile],
+               observed: Observed) -> dict[str, DesiredFile]:
         """What the planner should take as desired on this target for a narrowed run."""
-        out = {p: d for p, d in want.items() if self.owns(target, p)}
+        out: dict[str, DesiredFile] = {p: d for p, d in want.items() if self.owns(target, p)}
         for path, entry in observed.manifest.files.items():
             if path not in out and not self.owns(target, path):
                 out[path] = Desired(entry.sha256, entry.size, None, entry.firmware)

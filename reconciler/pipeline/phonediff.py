@@ -91,7 +91,7 @@ def phone_diff(opts: Options, mac: str, target: str | None = None,
     out: list[PhoneFileDiff] = []
     with opened(desired) as targets:
         for name, tgt in targets.items():
-            manifest = target_records.read(tgt)
+            manifest = target_records.read_state(tgt).manifest
             mine = desired.artifacts[name]
             paths = sorted({p for p in mine if selection.owns(name, p)}
                            | {p for p in manifest.files if selection.owns(name, p)})

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from reconciler.core.errors import (
     UnsafePlan,
 )
 from reconciler.core.names import did_you_mean
+from reconciler.desired.filecache import open_cache as open_file_cache
 from reconciler.desired.load import read_source
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
@@ -42,6 +44,7 @@ from reconciler.pipeline.apply import TargetResult, execute
 from reconciler.pipeline.outcome import Failure, Refusal
 from reconciler.pipeline.plan import (
     Desired,
+    DesiredFile,
     FileChange,
     Observed,
     Plan,
@@ -74,6 +77,7 @@ class Options:
     prune: bool | None = None  # None = policy.prune
     force: bool = False
     verify: bool = False  # read files back and hash them
+    scan: bool | None = None  # scan the whole target for drift; None = when due (policy)
     heal: bool | None = None  # None = policy.drift == "heal"
     state_dir: Path | None = None
     environ: Mapping[str, str] | None = None
@@ -116,59 +120,99 @@ class RenderedState:
 
     def addresses(self) -> redirects.Addresses:
         """What the redirect stage needs: addressing and each phone's effective customer."""
-        customers = {mac: d.customer for mac, d in self.renderer.resolved().items()}
+        customers = {mac: self.renderer.customer_of(mac) for mac in self.state.devices}
         return redirects.Addresses(self.state, self.renderer.addressing, customers)
 
 
 def load_desired(opts: Options) -> RenderedState:
-    """load → validate → resolve → render, for the targets asked for."""
+    """load → validate → resolve → render, for the targets asked for.
+
+    Incremental unless `use_cache` is off (or secrets are redacted): files whose bytes did not
+    change come back from the file cache (desired/filecache.py) already validated, and phones
+    whose key did not change (render/keys.py) from the render cache, neither resolved nor
+    rendered. The cross-file rules always run on the whole state.
+    """
     opts.report("load")
+    gc.unfreeze()  # the previous run's state (daemon): collectable again
     source = read_source(opts.repo, opts.rev, opts.cancel)
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
-    state = load_state(source, dict(opts.environ) if opts.environ is not None else None,
-                       redacting=opts.redacting, allow_unserved=opts.allow_unserved,
-                       state_dir=state_dir, cancelled=opts.cancel)
-    names = target_names(state, opts.targets)
-    cache = None
-    if opts.use_cache and not opts.redacting:
-        fleet_secret = state.secrets.resolve(state.provisioning.value.fleet.secret)
-        cache = RenderCache(cache_path(state_dir), fleet_secret)
-    renderer = Renderer(state, cache)
-    renderer.cancelled = opts.cancel
-    groups, book = _first_holds(renderer, state_dir, opts)
-    artifacts: dict[str, dict[str, Artifact]] = {}
-    problems: list[Problem] = []
-    for name in names:
-        if opts.progress is not None:
-            renderer.progress = lambda done, total, n=name: opts.report(f"render {n}", done, total)
-        try:
-            artifacts[name] = renderer.render_target(name)
-        except ConfigError as exc:
-            problems += exc.problems
-    # a phone asked to onboard that cannot be (docs/zero-touch.md) is invalid, window or not
-    asked = [mac for mac, located in state.devices.items()
-             if located.value.onboard not in (None, False)]
-    problems += onboarding_problems(renderer, asked)
+    environ = dict(opts.environ) if opts.environ is not None else None
+    incremental = opts.use_cache and not opts.redacting
+    files = open_file_cache(source, environ, state_dir) if incremental else None
+    with _collector_paused():
+        state = load_state(source, environ, redacting=opts.redacting,
+                           allow_unserved=opts.allow_unserved, state_dir=state_dir,
+                           cancelled=opts.cancel, validate=files)
+        names = target_names(state, opts.targets)
+        cache = RenderCache(cache_path(state_dir)) if incremental else None
+        renderer = Renderer(state, cache)  # with a cache: phones keyed (render/keys.py)
+        renderer.cancelled = opts.cancel
+        groups, book = _first_holds(renderer, state_dir, opts)
+        artifacts: dict[str, dict[str, Artifact]] = {}
+        problems: list[Problem] = []
+        for name in names:
+            if opts.progress is not None:
+                renderer.progress = lambda done, total, n=name: opts.report(
+                    f"render {n}", done, total)
+            try:
+                artifacts[name] = renderer.render_target(name)
+            except ConfigError as exc:
+                problems += exc.problems
+        problems += renderer.sip_problems()
+        # a phone asked to onboard that cannot be (docs/zero-touch.md) is invalid, window or
+        # not
+        asked = [mac for mac, located in state.devices.items()
+                 if located.value.onboard not in (None, False)]
+        problems += onboarding_problems(renderer, asked)
     if problems:
         raise ConfigError(sorted(set(problems)))
     if cache is not None:
         if opts.targets is None:
             cache.retain(renderer.cache_keys)
         cache.save()
+    if files is not None:
+        files.prune()
+    log.debug("desired state: %d/%d file(s) from the cache, %d phone(s) rendered",
+              files.hits if files else 0, len(source.files), renderer.rendered)
     return RenderedState(state, renderer, artifacts, groups, book)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading builds millions of objects and no garbage cycles worth collecting: the cyclic
+    collector would walk the growing heap again and again (2-3× the CPU at 100,000 phones).
+    What was built is then frozen (gc.freeze), before the collector is enabled again, so that
+    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _rollouts_configured(state: DesiredState) -> bool:
+    """Whether any firmware rollout is written (a pin's or a catalog entry's)."""
+    return any(p.value.rollout is not None for p in state.pins) or any(
+        c.value.rollout is not None for c in state.catalog)
 
 
 def _first_holds(renderer: Renderer, state_dir: Path, opts: Options
                  ) -> tuple[dict[str, waves.Group], waves.Book]:
-    """Firmware rollouts: hold back the phones whose wave the last run had not published."""
+    """Firmware rollouts: hold back the phones whose wave the last run had not published.
+    A fleet with no rollout written and none remembered resolves no phone for it."""
+    if opts.redacting:
+        return {}, waves.Book()  # validate --no-secrets: no fleet secret, no wave order
+    book = _book(state_dir)
+    if not _rollouts_configured(renderer.state) and not book.active():
+        return {}, book
     try:
         resolved = renderer.resolved()
     except ConfigError:
         return {}, waves.Book()  # rendering reports the problems, with every other one
-    if opts.redacting:
-        return {}, waves.Book()  # validate --no-secrets: no fleet secret, no wave order
     groups = waves.firmware_groups(resolved, waves.rollout_key(renderer.fleet_secret))
-    book = _book(state_dir)
     if groups:
         catalog = [c.value for c in renderer.state.catalog]
         holds = waves.first_holds(groups, book, resolved, catalog, _now(opts).timestamp())
@@ -250,21 +294,65 @@ def _directories(paths: Any) -> set[str]:
     return {p.rpartition("/")[0] for p in paths}
 
 
-def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool) -> Observed:
-    """Read-only: the manifest, a scan of the managed directories, and (--verify) hashes."""
+def observe_target(target: Target, desired: Mapping[str, Artifact], verify: bool,
+                   scan: bool = True) -> Observed:
+    """Read-only: the manifest with the journal folded in; with `scan`, what is in every
+    managed directory (drift), with `verify` also the hashes. Without a scan, only the
+    directories of files to be created are listed: someone else's file there must not be
+    overwritten."""
     try:
-        manifest = target_records.read(target)
-        wanted = set(desired) | set(manifest.files)
-        present = target.scan(_directories(wanted))
+        journal = target_records.read_state(target)
+        manifest, pending = journal.manifest, journal.pending
         verified = None
+        if scan or verify:
+            wanted = set(desired) | set(manifest.files)
+            present = target.scan(_directories(wanted))
+        else:
+            creates = [p for p in desired if p not in manifest.files]
+            found = target.scan(_directories(creates)) if creates else {}
+            present = {p: found[p] for p in creates if p in found}
         if verify:
             contents = read_many(target, sorted(manifest.files))
             verified = {p: None if data is None else hashlib.sha256(data).hexdigest()
                         for p, data in contents.items()}
-        return Observed(target.name, manifest, present, verified, None,
-                        target_records.read_journal(target))
+        return Observed(target.name, manifest, present, verified, None, pending,
+                        scanned=scan or verify, journal=journal.records)
     except ProvctlError as exc:
         return Observed(target.name, error=str(exc))
+
+
+def scan_due(opts: Options, state: DesiredState, state_dir: Path, target: str) -> bool:
+    """A full scan now? Asked for (--scan, --verify, --heal: find and fix drift now); else when
+    policy.drift_scan_every has passed since the last one, or the last one found drift (until
+    it is gone)."""
+    if opts.scan is not None:
+        return opts.scan or opts.verify or bool(opts.heal)
+    if opts.verify or opts.heal:
+        return True
+    every = state.provisioning.value.policy.drift_scan_every
+    last = record.last_scan(state_dir, target)
+    return every <= 0 or last is None or last[1] > 0 or time.time() - last[0] >= every
+
+
+def _observe_all(desired: RenderedState, targets: Mapping[str, Target], opts: Options,
+                 state_dir: Path) -> dict[str, Observed]:
+    """Observe each target; a full scan only when due, and heal reads the files back (it must
+    see what it heals) only on those."""
+    out = {}
+    for name, target in targets.items():
+        scan = scan_due(opts, desired.state, state_dir, name)
+        verify = opts.verify or (scan and heals(desired.state, opts))
+        out[name] = observe_target(target, desired.artifacts[name], verify, scan)
+    return out
+
+
+def _record_scans(the_plan: Plan, observed: Mapping[str, Observed], state_dir: Path) -> None:
+    now = time.time()
+    for name, obs in observed.items():
+        if obs.scanned and obs.error is None:
+            drift = sum(1 for d in the_plan.drift if d.target == name)
+            with contextlib.suppress(OSError):
+                record.record_scan(state_dir, name, now, drift)
 
 
 def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Options,
@@ -281,7 +369,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
     prune = policy.prune if opts.prune is None else opts.prune
     heal = heals(state, opts)
     changes, drift, summaries, refusals, orphaned = [], [], [], [], []
-    wants: dict[str, dict[str, Desired]] = {}
+    wants: dict[str, dict[str, DesiredFile]] = {}
     selection = None
     if opts.narrowed:
         selection = narrow.select(desired.renderer, desired.artifacts, opts.devices or (),
@@ -313,7 +401,7 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
         if obs.error is not None:
             summaries.append(TargetSummary(name, 0, 0, obs.error))
             continue
-        want = {p: Desired(a.sha256, a.size, a.device, a.firmware) for p, a in artifacts.items()}
+        want: dict[str, DesiredFile] = dict(artifacts)  # an Artifact reads as a Desired
         boot = onboarding.files.get(name, {}) if onboarding is not None else {}
         want.update((p, Desired(f.artifact.sha256, f.artifact.size, f.artifact.device))
                     for p, f in boot.items())
@@ -437,15 +525,15 @@ def plan(opts: Options) -> PlanResult:
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         opts.report("observe")
-        verify = verifies(desired.state, opts)
-        observed = {name: observe_target(t, desired.artifacts[name], verify)
-                    for name, t in targets.items()}
+        observed = _observe_all(desired, targets, opts, state_dir)
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
         rollouts = decide_rollouts(desired, observed, uptake, opts)
     onboarding = observe_onboarding(desired, opts, state_dir)
-    return PlanResult(make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
-                                rollouts, onboarding), desired, uptake, onboarding)
+    the_plan = make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
+                         rollouts, onboarding)
+    _record_scans(the_plan, observed, state_dir)
+    return PlanResult(the_plan, desired, uptake, onboarding)
 
 
 def observe_phones(desired: RenderedState, targets: Mapping[str, Target],
@@ -515,9 +603,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     results[name] = TargetResult(name, error=Failure(str(exc)))
             live = {n: t for n, t in targets.items() if n in locks and n not in results}
             opts.report("observe")
-            verify = verifies(desired.state, opts)
-            observed = {n: observe_target(t, desired.artifacts[n], verify)
-                        for n, t in live.items()}
+            observed = _observe_all(desired, live, opts, state_dir)
             uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
@@ -539,8 +625,16 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 raise refused
             if opts.confirm is not None and not opts.confirm(the_plan):
                 return ApplyResult(the_plan, results, cancelled=True)
+            _record_scans(the_plan, observed, state_dir)
+            journals = {n: target_records.Journal.resume(
+                t, observed[n].manifest, observed[n].pending, observed[n].journal)
+                for n, t in live.items() if observed[n].error is None}
+            manifests = {n: observed[n].manifest for n in journals}
 
             def run_phase(action: str) -> None:
+                # Puts leave their journal records as the checkpoint; the delete phase
+                # (after the redirect stage) writes the manifest, at most once.
+                finish = action == "delete"
                 for name, target in live.items():
                     obs = observed[name]
                     if obs.error is not None:
@@ -550,9 +644,11 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                         continue
                     changes = [c for c in the_plan.changes
                                if c.target == name and c.action == action]
-                    manifest = (obs.manifest if action == "put"
-                                else target_records.read(target))
-                    if not changes and not obs.pending and manifest.revision == revision:
+                    journal = journals[name]
+                    manifest = manifests[name]
+                    target_revision = manifest.revision if opts.narrowed else revision
+                    if not changes and (not finish or (
+                            journal.idle and manifest.revision == target_revision)):
                         results.setdefault(name, TargetResult(name))
                         continue
                     phase = f"{'publish' if action == 'put' else 'delete'} {name}"
@@ -564,10 +660,11 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     # as a whole is not at the new one.
                     artifacts = {**desired.artifacts[name], **{
                         p: f.artifact for p, f in onboarding.files.get(name, {}).items()}}
-                    result, _ = execute(target, changes, artifacts, manifest,
-                                        manifest.revision if opts.narrowed else revision,
-                                        pending=obs.pending if action == "put" else frozenset(),
-                                        stop=opts.stop, progress=progress)
+                    result, manifests[name] = execute(
+                        target, changes, artifacts, manifest, target_revision,
+                        pending=obs.pending if action == "put" else frozenset(),
+                        stop=opts.stop, progress=progress, journal=journal, finish=finish,
+                        complete=name not in results or results[name].ok)
                     if name in results:
                         results[name].items += result.items
                         results[name].error = results[name].error or result.error
@@ -577,7 +674,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
             run_phase("put")
             redirect_result = None
             if snapshot is not None and clients is not None and not opts.stop():
-                waiting = unpublished_devices(desired_live, the_plan, observed, results)
+                waiting = unpublished_devices(desired_live, the_plan, observed, results, live)
                 redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
                                                   state_dir, now, waiting,
                                                   progress=lambda done, total: opts.report(
@@ -606,8 +703,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 _record_rollouts(state_dir, opts, desired_live, the_plan, observed, results,
                                  rollouts, receipt, now.timestamp())
             if not the_plan.empty and uptake.configured:  # what was published changed
-                fresh = {n: Observed(n, target_records.read(targets[n])) for n in live
-                         if observed[n].error is None}
+                fresh = {n: Observed(n, target_records.read_state(targets[n]).manifest)
+                         for n in live if observed[n].error is None}
                 uptake_after = observe_phones(desired, live, fresh, state_dir, opts,
                                               read_logs=False)
                 uptake_after.logs = uptake.logs
@@ -696,7 +793,8 @@ def _record_status(state_dir: Path, revision: str, results: Mapping[str, TargetR
 
 
 def unpublished_devices(desired: RenderedState, the_plan: Plan, observed: Mapping[str, Observed],
-                        results: Mapping[str, TargetResult]) -> dict[str, str]:
+                        results: Mapping[str, TargetResult],
+                        targets: Mapping[str, Target] | None = None) -> dict[str, str]:
     """Phones that must not be registered now (MAC -> why), after the put phase.
 
     A registration sends a phone to its files on its primary target, so those files must be
@@ -721,9 +819,32 @@ def unpublished_devices(desired: RenderedState, the_plan: Plan, observed: Mappin
                                     done)
         mine = sorted(p for p, a in artifacts.items() if a.device == mac)
         missing = [p for p in mine if p not in ready[name]] if mine else ["(no file)"]
+        if not missing and targets is not None and not observed[name].scanned:
+            # Not scanned in full this run (policy.drift_scan_every): a phone is sent to its
+            # files only once they are seen there, those this run did not put included.
+            missing = _not_on_host(targets.get(name), mine, artifacts, results.get(name))
         if missing:
             waiting[mac] = _not_published(name, missing[0], observed[name], results.get(name))
     return waiting
+
+
+def _not_on_host(target: Target | None, paths: Sequence[str], artifacts: Mapping[str, Artifact],
+                 result: TargetResult | None) -> list[str]:
+    """Of a phone's files, those not on the host with their size (a stat each)."""
+    done = {i.path for i in result.done if i.action == "put"} if result else set()
+    if target is None:
+        return list(paths)
+    out = []
+    for path in paths:
+        if path in done:
+            continue
+        try:
+            found = target.stat(path)
+        except ProvctlError:
+            found = None
+        if found is None or found.size != artifacts[path].size:
+            out.append(path)
+    return out
 
 
 def _not_published(target: str, path: str, obs: Observed, result: TargetResult | None) -> str:

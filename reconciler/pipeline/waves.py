@@ -35,7 +35,7 @@ import vendors
 from reconciler.core.files import atomic_write
 from reconciler.desired.resolve import Held, ResolvedDevice
 from reconciler.desired.schema import FirmwareImage, PolicyRollout
-from reconciler.pipeline.plan import Desired, FileChange
+from reconciler.pipeline.plan import DesiredFile, FileChange
 from reconciler.pipeline.rollout import (
     Decision,
     GateReading,
@@ -536,7 +536,7 @@ def _digest(items: Iterable[tuple[str, str]]) -> str:
 
 
 def stage(changes: Sequence[FileChange], inputs: Inputs,
-          desired: Mapping[str, Mapping[str, Desired]],
+          desired: Mapping[str, Mapping[str, DesiredFile]],
           manifests: Mapping[str, Manifest]) -> Staged:
     """Leave out of the plan what rollouts hold back. Pure."""
     devices = {a.device for want in desired.values() for a in want.values() if a.device}
@@ -595,7 +595,7 @@ def stage(changes: Sequence[FileChange], inputs: Inputs,
 
 
 def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
-            desired: Mapping[str, Mapping[str, Desired]], manifests: Mapping[str, Manifest],
+            desired: Mapping[str, Mapping[str, DesiredFile]], manifests: Mapping[str, Manifest],
             inputs: Inputs) -> tuple[Report | None, set[str]]:
     """The policy rollout's decision and the phones whose changes wait for a later wave.
 
@@ -658,7 +658,8 @@ def _policy(policy: PolicyRollout, staged: Mapping[str, Sequence[FileChange]],
     return report, later
 
 
-def _paths_of(desired: Mapping[str, Mapping[str, Desired]]) -> dict[str, list[tuple[str, str]]]:
+def _paths_of(desired: Mapping[str, Mapping[str, DesiredFile]]
+              ) -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
     for target, want in desired.items():
         for path, a in want.items():

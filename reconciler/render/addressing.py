@@ -32,14 +32,28 @@ class Addressing:
     def __init__(self, provisioning: Provisioning, fleet_secret: str):
         self.provisioning = provisioning
         self.fleet_secret = fleet_secret
+        # HMAC-SHA256 by its definition (RFC 2104), the padded key hashed once: the tokens of
+        # 100,000 phones in a fraction of what hmac.digest costs re-keying for each
+        key = fleet_secret.encode()
+        key = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def _token(self, scope: str) -> str:
+        """url_token(fleet_secret, scope)."""
+        inner = self._inner.copy()
+        inner.update(f"provctl-url-token:{scope}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:32]
 
     def directory(self, mac: str, customer: str | None) -> str:
         """The token directory of a phone ("" when url_tokens is none)."""
         mode = self.provisioning.url_tokens
         if mode == "per-device":
-            return url_token(self.fleet_secret, mac)
+            return self._token(mac)
         if mode == "per-customer":
-            return url_token(self.fleet_secret, f"customer:{customer or '-pool-'}")
+            return self._token(f"customer:{customer or '-pool-'}")
         return ""
 
     def primary_target(self, customer: str | None) -> str | None:

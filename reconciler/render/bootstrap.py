@@ -56,9 +56,8 @@ def onboarding_problems(renderer: Renderer, macs: Iterable[str]) -> list[Problem
     """Phones asked to onboard that cannot be: no bootstrap files for the vendor, no customer
     (so no bootstrap URL), or no target serving the customer."""
     problems = []
-    resolved = renderer.resolved()
     for mac in sorted(macs):
-        device = resolved[mac]
+        device = renderer.device(mac)  # only the phones asked about are resolved
         located = device.located
         where = (located.file, located.line("onboard"), "onboard")
         if not can_onboard(device.vendor):
@@ -100,7 +99,6 @@ def render_bootstrap(renderer: Renderer, target: str, macs: Iterable[str]
                      ) -> dict[str, BootstrapFile]:
     """The bootstrap files of one target for the phones whose windows are open: path -> file.
     Raises ConfigError (every problem at once) for a phone that cannot onboard."""
-    resolved = renderer.resolved()
     wanted = sorted(set(macs))
     problems = onboarding_problems(renderer, wanted)
     if problems:
@@ -109,7 +107,7 @@ def render_bootstrap(renderer: Renderer, target: str, macs: Iterable[str]
     out: dict[str, BootstrapFile] = {}
     shared: dict[tuple[str, str], set[str]] = {}  # (customer, path) -> phones
     for mac in wanted:
-        device = resolved[mac]
+        device = renderer.device(mac)
         customer = device.customer
         assert customer is not None
         if not serves(spec, customer):

@@ -1,21 +1,23 @@
-"""Incremental rendering: remember the digests of what a phone's input rendered to.
+"""Incremental rendering: remember what each phone's files rendered to.
 
-The key is an HMAC (keyed with the fleet secret, so the cache reveals nothing about the secrets
-inside the input) of the phone's complete RenderInput plus a version of the code that turns it
-into bytes: every file under vendors/, templates/ and reconciler/render/, and the versions of
-Python, jinja2 and markupsafe. A hit gives the file names and digests without running the
-templates; the bytes are rendered again only when a file must be uploaded. The cache is an
-optimisation only: losing it, or a corrupt file, costs time, never correctness.
+Keyed by the phone's key (render/keys.py: a MAC, keyed with the fleet secret, of everything the
+phone's files are made from, and of `code_version`: every file under vendors/, templates/ and
+reconciler/render/, and the versions of Python, jinja2 and markupsafe), an entry holds each
+file's name, sha256 and size and the firmware image the phone pins. A hit gives the digests
+without resolving or rendering the phone; its bytes are rendered again only when a file must be
+uploaded. The cache is an optimisation only: losing it, or a corrupt file, costs time, never
+correctness.
+
+On disk: a JSON snapshot plus an append-only log of the entries added since. A run that renders
+a few phones appends a few lines; the snapshot is rewritten only when the log, or the entries
+no longer in use, grow past a quarter of it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import hmac
 import json
 import os
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,27 @@ from typing import Any
 import vendors
 from reconciler.core.files import atomic_write
 
-Entry = list[list[Any]]  # [[name, sha256, size], ...]
+# [files, firmware, sip]: files "sha256/size/name" lines (one string: a few objects per phone,
+# not a dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source] or None;
+# sip [[extension, domain, port], ...] of its lines (renderer.sip_problems)
+Entry = list[Any]
+FORMAT = 4
 
 
-def _default(value: Any) -> Any:
-    """JSON for what json does not know; dataclasses shallowly (json recurses, in C)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, frozenset | set):
-        return sorted(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+def pack_files(files: list[tuple[str, str, int]]) -> str:
+    """(name, sha256, size) of a phone's files, as an entry keeps them."""
+    return "\n".join(f"{sha}/{size}/{name}" for name, sha, size in files)
+
+
+def unpack_files(text: str) -> list[tuple[str, str, int]]:
+    out: list[tuple[str, str, int]] = []
+    for line in text.split("\n") if text else ():
+        sha, size, name = line.split("/", 2)
+        out.append((name, sha, int(size)))
+    return out
+
+
+COMPACT_MIN = 1000  # log lines (or unused entries) tolerated before the snapshot is rewritten
 
 
 def code_dirs() -> tuple[Path, ...]:
@@ -66,24 +77,35 @@ def tree_digest(dirs: tuple[Path, ...], salt: str = "") -> str:
 
 
 class RenderCache:
-    def __init__(self, path: Path | None, key: str):
+    def __init__(self, path: Path | None):
         self.path = path
-        self._key = key.encode()
         self._entries: dict[str, Entry] = {}
-        self._dirty = False
+        self._snapshot = 0  # entries in the snapshot file
+        self._logged = 0  # lines in the log
+        self._new: dict[str, Entry] = {}  # to append
+        self._live: set[str] | None = None  # from retain()
         if path is not None:
-            try:
-                loaded = json.loads(path.read_text())
-                if isinstance(loaded, dict) and loaded.get("version") == 1:
-                    self._entries = loaded["entries"]
-            except (OSError, ValueError, KeyError):
-                self._entries = {}
+            self._load(path)
 
-    def key(self, render_input: Any) -> str:
-        body = json.dumps(render_input, sort_keys=True, default=_default)
-        mac = hmac.new(self._key, code_version(render_input.vendor).encode(), hashlib.sha256)
-        mac.update(body.encode())
-        return mac.hexdigest()[:40]
+    def _load(self, path: Path) -> None:
+        try:
+            loaded = json.loads(path.read_bytes())
+            if isinstance(loaded, dict) and loaded.get("version") == FORMAT:
+                self._entries = loaded["entries"]
+                self._snapshot = len(self._entries)
+        except (OSError, ValueError, KeyError, TypeError):
+            self._entries = {}
+        try:
+            with open(_log(path), "rb") as fh:
+                for line in fh:
+                    self._logged += 1
+                    try:
+                        key, entry = json.loads(line)
+                    except (ValueError, TypeError):
+                        continue  # a torn last line (a run killed while appending)
+                    self._entries[key] = entry
+        except OSError:
+            pass
 
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
@@ -91,24 +113,43 @@ class RenderCache:
     def put(self, key: str, entry: Entry) -> None:
         if self._entries.get(key) != entry:
             self._entries[key] = entry
-            self._dirty = True
+            self._new[key] = entry
 
     def retain(self, keys: set[str]) -> None:
-        """Forget entries of inputs no longer desired, so the file does not grow forever."""
-        stale = set(self._entries) - keys
-        for k in stale:
-            del self._entries[k]
-        self._dirty = self._dirty or bool(stale)
+        """The keys in use: the others are dropped when the snapshot is next rewritten."""
+        self._live = keys
 
     def save(self) -> None:
-        if self.path is None or not self._dirty:
+        if self.path is None:
             return
+        stale = 0 if self._live is None else len(self._entries) - len(self._live)
+        limit = max(COMPACT_MIN, self._snapshot // 4)
         try:
-            atomic_write(self.path, json.dumps({"version": 1, "entries": self._entries},
-                                                separators=(",", ":")).encode())
+            if self._logged + len(self._new) > limit or stale > limit:
+                self._compact(self.path)
+            elif self._new:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                lines = b"".join(json.dumps([k, e], separators=(",", ":")).encode() + b"\n"
+                                 for k, e in self._new.items())
+                with open(_log(self.path), "ab") as fh:
+                    fh.write(lines)  # one write: concurrent runs append whole lines
+                self._logged += len(self._new)
         except OSError:
             pass  # an optimisation only
-        self._dirty = False
+        self._new = {}
+
+    def _compact(self, path: Path) -> None:
+        if self._live is not None:
+            self._entries = {k: v for k, v in self._entries.items() if k in self._live}
+        atomic_write(path, json.dumps({"version": FORMAT, "entries": self._entries},
+                                      separators=(",", ":")).encode())
+        with open(_log(path), "wb"):
+            pass  # everything is in the snapshot now
+        self._snapshot, self._logged = len(self._entries), 0
+
+
+def _log(path: Path) -> Path:
+    return path.with_name(path.name + ".log")
 
 
 def cache_path(state_dir: Path) -> Path:
