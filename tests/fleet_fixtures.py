@@ -7,6 +7,7 @@ can change without moving the tests' MACs and counts.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,17 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` as a fixed operator identity; its stdout."""
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Op Erator",
+                           "-c", "user.email=op@example.net", *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def commit(repo: Path, message: str) -> str:
+    """Commit everything in `repo`; the new commit's sha."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD").strip()

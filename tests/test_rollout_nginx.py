@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import FLEET_SECRET, edit, run
+from fleet_fixtures import FLEET_SECRET, commit, edit, git, run
 from phones import Phone
 
 from reconciler.pipeline import waves
@@ -35,15 +34,6 @@ ROLLOUT = (f'{{canary: ["{MACS[0]}"], waves: [20%, 100%], soak: 1s, '
            "gate: {fetched: 100%, reports_version: 100%, errors_max: 0%}}")
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Op Erator",
-                           "-c", "user.email=op@example.net", *args], check=True,
-                          capture_output=True, text=True).stdout
-
-
-def commit(repo: Path, message: str) -> None:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
 
 
 def catalog_entry(fleet: Path, version: str) -> str:

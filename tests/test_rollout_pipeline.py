@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import FLEET_SECRET, edit, run
+from fleet_fixtures import FLEET_SECRET, commit, edit, git, run
 
 from reconciler.pipeline import waves
 from reconciler.pipeline.rollout import RolloutSpec, wave_of
@@ -28,16 +27,6 @@ PHONES = [f"0015657a{i:04x}" for i in range(60)]
 KEY = waves.rollout_key(FLEET_SECRET)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Op Erator",
-                           "-c", "user.email=op@example.net", *args], check=True,
-                          capture_output=True, text=True).stdout
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
-    return git(repo, "rev-parse", "HEAD").strip()
 
 
 def www(fleet: Path) -> Path:

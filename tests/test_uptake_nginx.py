@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import FLEET_SECRET, edit, run
+from fleet_fixtures import FLEET_SECRET, commit, edit, git, run
 from phones import Phone, scan
 
 from reconciler.render.addressing import url_token
@@ -29,16 +28,6 @@ GRANDSTREAM = Phone("grandstream", "000b82bb0001", "GXP2140", "1.0.11.79", ip="1
 PHONES = (YEALINK, SNOM, POLY, GRANDSTREAM)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Op Erator",
-                           "-c", "user.email=op@example.net", *args], check=True,
-                          capture_output=True, text=True).stdout
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
-    return git(repo, "rev-parse", "HEAD").strip()
 
 
 def serve_config(fleet: Path, capsys, target: str = "local", *extra: str) -> str:

@@ -13,13 +13,12 @@ scanning; no bootstrap file holds a secret.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from factory import Factory
-from fleet_fixtures import FLEET_SECRET, SECRETS, edit, run
+from fleet_fixtures import FLEET_SECRET, SECRETS, edit, git, run
 from phones import Phone
 from test_bootstrap import onboard
 
@@ -45,11 +44,6 @@ PHONES = {  # vendor: (the onboarding phone, its customer; a MAC of the same ven
 OWN_FILE = {"cisco": "{mac}.xml", "grandstream": "cfg{mac}.xml", "fanvil": "{mac}.cfg",
             "panasonic": "Config{MAC}.cfg", "yealink": "{mac}.cfg", "snom": "{MAC}.xml"}
 
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Op Erator",
-                           "-c", "user.email=op@example.net", *args], check=True,
-                          capture_output=True, text=True).stdout
 
 
 def devices(fleet: Path, capsys) -> dict:
