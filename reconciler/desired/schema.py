@@ -125,8 +125,9 @@ def _meta_root_outside(root: str, meta_root: str | None) -> None:
             "the web server denies; better, put it outside the root")
 
 
-class LocalTarget(Strict):
-    kind: Literal["local"]
+class _Target(Strict):
+    """What every target kind has: where files go, how they are served and recorded."""
+
     root: str
     base_url: str
     customers: list[str] | None = None
@@ -143,7 +144,11 @@ class LocalTarget(Strict):
         return value
 
 
-class SftpTarget(Strict):
+class LocalTarget(_Target):
+    kind: Literal["local"]
+
+
+class SftpTarget(_Target):
     kind: Literal["sftp"]
     host: str
     port: int = 22
@@ -151,22 +156,8 @@ class SftpTarget(Strict):
     key: str | None = None  # private key file; None = use the SSH agent
     key_passphrase: SecretRef | None = None
     known_hosts: str
-    root: str
-    base_url: str
-    customers: list[str] | None = None
     sessions: int = Field(default=8, ge=1, le=64)
-    file_mode: int = 0o644
-    dir_mode: int = 0o711  # the root too: others may enter directories but not list them
-    meta_root: str | None = None  # default: <parent of root>/.provctl-<name of root>
     timeout: float = 15.0
-    firmware_dir: FirmwareDir = "firmware"
-    access_log: AccessLog | None = None
-
-    @field_validator("meta_root")
-    @classmethod
-    def _meta_root(cls, value: str | None, info: ValidationInfo) -> str | None:
-        _meta_root_outside(info.data.get("root", ""), value)
-        return value
 
 
 Target = Annotated[LocalTarget | SftpTarget, Field(discriminator="kind")]
