@@ -50,3 +50,12 @@ def user_agent_text(text: str) -> str | None:
     if not text or text == "-" or len(text) > MAX_USER_AGENT:
         return None
     return text
+
+
+def match_user_agent(text: str, prefix: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """`pattern` matched at the start of the User-Agent in `text` (see user_agent_text), or
+    None; `prefix` is tested first because most lines of a log are other vendors'."""
+    ua = user_agent_text(text)
+    if ua is None or not ua.startswith(prefix):
+        return None
+    return pattern.match(ua)

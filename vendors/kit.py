@@ -124,6 +124,26 @@ class Builder:
 
     # --- shared steps -------------------------------------------------------------------------
 
+    def line_codecs(self, line: LineInput) -> list[str] | None:
+        """The line's codec preference, else the phone's; None when neither sets one."""
+        codecs = (line.params or {}).get("codecs")
+        if codecs is None:
+            codecs = self.params.get("codecs")
+        return None if codecs is None else list(codecs)
+
+    def codec_choice(self, codecs: Iterable[str], table: Mapping[str, Any], where: str,
+                     phones: str) -> list[Any]:
+        """The vendor's name of each wanted codec, in order and once; a codec not in `table`
+        is a problem naming `phones` and what they support."""
+        chosen: list[Any] = []
+        for codec in codecs:
+            if codec not in table:
+                self.problem(f"codecs{where}: {codec} is not supported by {phones} "
+                             f"(supported: {', '.join(sorted(table))})")
+            elif table[codec] not in chosen:
+                chosen.append(table[codec])
+        return chosen
+
     def ports(self, noun: str) -> dict[int, LineInput]:
         """The phone's lines by port; a port the model does not have is a problem."""
         model: ModelInfo = self.device.model

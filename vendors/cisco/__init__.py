@@ -54,7 +54,7 @@ from typing import Any
 from vendors import kit, timezones
 from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 # name: (lines, family) [I: datasheet line counts per the reference — verify]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -263,17 +263,9 @@ class Builder(kit.Builder):
             put("Use_OB_Proxy_In_Dialog", True, "sip.outbound_proxy")
         else:
             put("Outbound_Proxy", "", "sip.outbound_proxy")
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            names: list[str] = []
-            for codec in codecs:
-                if codec not in CODECS:
-                    self.problem(f"codecs {where}: {codec} is not supported by Cisco MPP "
-                                 f"phones (supported: {', '.join(sorted(CODECS))})")
-                elif CODECS[codec] not in names:
-                    names.append(CODECS[codec])
+            names = self.codec_choice(codecs, CODECS, f" {where}", "Cisco MPP phones")
             if len(names) > len(CODEC_KEYS):
                 self.problem(f"codecs {where}: Cisco MPP phones order at most "
                              f"{len(CODEC_KEYS)} codecs, got {len(names)}")
@@ -395,10 +387,7 @@ _UA = re.compile(r"^Cisco-CP-?(?P<number>\d{4}[A-Z]?)-3PCC/(?P<firmware>\S+)"
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Cisco MPP phone's model, firmware and MAC from its User-Agent; None if not one."""
-    ua = user_agent_text(text)
-    if ua is None or not ua.startswith("Cisco-"):
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "Cisco-", _UA)
     if match is None:
         return None
     return UserAgent("cisco", f"CP-{match['number']}-3PCC", match["firmware"],

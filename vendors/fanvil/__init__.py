@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 from vendors import kit, timezones
 from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 HEADER = "<<VOIP CONFIG FILE>>Version:2.0000000000"
 FOOTER = "<<END OF FILE>>"
@@ -261,17 +261,9 @@ class Builder(kit.Builder):
             port = sip.get("outbound_proxy_port") or sip.get("port")
             if port:
                 put("Proxy Port", port, "sip.outbound_proxy_port")
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            names: list[str] = []
-            for codec in codecs:
-                if codec not in CODECS:
-                    self.problem(f"codecs {where}: {codec} is not supported by Fanvil phones "
-                                 f"(supported: {', '.join(sorted(CODECS))})")
-                elif CODECS[codec] not in names:
-                    names.append(CODECS[codec])
+            names = self.codec_choice(codecs, CODECS, f" {where}", "Fanvil phones")
             put("VoiceCodecMap", ",".join(names), "codecs")
 
     def keys(self) -> None:
@@ -351,10 +343,7 @@ _UA = re.compile(r"^Fanvil\s+(?P<model>[A-Za-z0-9]+(?:-V\d)?(?:\s?Pro)?)\s+"
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Fanvil phone's model, firmware and MAC from its User-Agent; None if not Fanvil."""
-    ua = user_agent_text(text)
-    if ua is None or not ua.startswith("Fanvil"):
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "Fanvil", _UA)
     if match is None:
         return None
     model = re.sub(r"\s+", "-", match["model"])

@@ -48,7 +48,7 @@ from typing import Any
 
 from vendors import kit, timezones
 from vendors.base import ModelInfo, OutputFile, RenderInput, UserAgent
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 # name: handsets = SIP accounts [V wazo plugin-info]
 _MODELS: dict[str, int] = {"N610": 8, "N670": 20, "N770": 100, "N870": 250, "N870E": 250}
@@ -251,10 +251,7 @@ _UA = re.compile(r'^"?(?:Gigaset\s+)?(?P<model>N\d{3}[A-Z]?)(?:[ -][A-Za-z -]+?)
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Gigaset base's model, firmware and MAC from its User-Agent; None if not Gigaset."""
-    ua = user_agent_text(text)
-    if ua is None:
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "", _UA)
     if match is None:
         return None
     return UserAgent("gigaset", match["model"], match["firmware"], mac12(match["mac"]))

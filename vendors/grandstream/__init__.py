@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 from vendors import kit, timezones
 from vendors.base import BootstrapInput, LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 # name: (SIP accounts, family, line keys). Accounts [V wazo v1_0_11_85/plugin-info "lines"
 # (GXP2130 3, GXP2135 4, GXP2140 4, GXP2160 6, GXP2170 6)]; line keys [I: datasheets]. GRP
@@ -288,11 +288,9 @@ class Builder(kit.Builder):
             put("outbound", f"{proxy}:{port}" if port else proxy, "sip.outbound_proxy")
         else:
             put("outbound", "", "sip.outbound_proxy")
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            self.codecs(list(codecs), pv["codecs"], where)
+            self.codecs(codecs, pv["codecs"], where)
 
     def codecs(self, codecs: list[str], slots: tuple[int, ...], where: str) -> None:
         chosen: list[int] = []
@@ -381,10 +379,7 @@ _UA = re.compile(r"^Grandstream Model HW (?P<model>[A-Za-z0-9]+)(?:\s+V\S+)?\s+S
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Grandstream phone's model, firmware and MAC from its User-Agent; None if not one."""
-    ua = user_agent_text(text)
-    if ua is None or not ua.startswith("Grandstream"):
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "Grandstream", _UA)
     if match is None:
         return None
     return UserAgent("grandstream", match["model"], match["firmware"], mac12(match["mac"]))

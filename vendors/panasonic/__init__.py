@@ -62,7 +62,7 @@ from vendors.base import (
     UserAgent,
 )
 from vendors.common import get as _get
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 HEADERS = {
     "hdv": "# Panasonic SIP Phone Standard Format File # DO NOT CHANGE THIS LINE!",
@@ -303,21 +303,13 @@ class Builder(kit.Builder):
         waiting = self.params.get("call_waiting")
         if waiting is not None and "call_waiting" not in self.owned:
             put("CW_ENABLE", bool(waiting), "call_waiting")  # [V FusionPBX key]
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            self.codecs(n, list(codecs), where)
+            self.codecs(n, codecs, where)
 
     def codecs(self, n: int, codecs: list[str], where: str) -> None:
         table: Mapping[str, Any] = TGP_CODECS if self.family == "tgp" else HDV_CODECS
-        chosen: list[Any] = []
-        for codec in codecs:
-            if codec not in table:
-                self.problem(f"codecs {where}: {codec} is not supported by "
-                             f"{self.device.model.name} (supported: {', '.join(sorted(table))})")
-            elif table[codec] not in chosen:
-                chosen.append(table[codec])
+        chosen = self.codec_choice(codecs, table, f" {where}", self.device.model.name)
         param = f"codecs {where}"
         if self.family == "tgp":
             for k in range(TGP_CODEC_SLOTS):
@@ -390,10 +382,7 @@ _UA = re.compile(r"^Panasonic_(?P<model>[A-Za-z0-9-]+)/(?P<firmware>[0-9A-Za-z.]
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Panasonic phone's model, firmware and MAC from its User-Agent; None if not one."""
-    ua = user_agent_text(text)
-    if ua is None or not ua.startswith("Panasonic_"):
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "Panasonic_", _UA)
     if match is None:
         return None
     return UserAgent("panasonic", match["model"], match["firmware"], mac12(match["mac"]))

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from vendors import kit, timezones
 from vendors.base import LineInput, ModelInfo, OutputFile, UserAgent
 from vendors.common import get as _get
-from vendors.common import mac12, user_agent_text
+from vendors.common import mac12, match_user_agent
 
 # name: (registrations, family) [V wazo v6_4_6/plugin-info for VVX; Edge E counts I: datasheets]
 _MODELS: dict[str, tuple[int, str]] = {
@@ -274,13 +274,7 @@ class Builder(kit.Builder):
             self.codecs(list(wanted), where)
 
     def codecs(self, codecs: list[str], where: str) -> None:
-        enabled: list[str] = []
-        for codec in codecs:
-            if codec not in CODECS:
-                self.problem(f"codecs{where}: {codec} is not supported by Poly phones "
-                             f"(supported: {', '.join(sorted(CODECS))})")
-            elif CODECS[codec] not in enabled:
-                enabled.append(CODECS[codec])
+        enabled = self.codec_choice(codecs, CODECS, where, "Poly phones")
         for priority, name in enumerate(enabled, start=1):
             self.put(f"voice.codecPref.{name}", priority, f"codecs{where}")
         for name in CODECS.values():
@@ -359,10 +353,7 @@ _UA_SERIAL = re.compile(r"\(SN:([0-9A-Fa-f]{12})\)")
 
 def parse_user_agent(text: str) -> UserAgent | None:
     """A Poly phone's model, firmware and MAC from its User-Agent; None if not Poly."""
-    ua = user_agent_text(text)
-    if ua is None or not ua.startswith("FileTransport"):
-        return None
-    match = _UA.match(ua)
+    match = match_user_agent(text, "FileTransport", _UA)
     if match is None:
         return None
     rest = match["rest"]

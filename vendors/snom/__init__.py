@@ -262,17 +262,9 @@ class Builder(kit.Builder):
         put("user_outbound", outbound, "sip.outbound_proxy")
         if sip.get("expires"):
             put("user_expiry", sip["expires"], "sip.expires")  # [I]
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            names: list[str] = []
-            for codec in codecs:
-                if codec not in CODECS:
-                    self.problem(f"codecs {where}: {codec} is not supported by Snom phones "
-                                 f"(supported: {', '.join(sorted(CODECS))})")
-                elif CODECS[codec] not in names:
-                    names.append(CODECS[codec])
+            names = self.codec_choice(codecs, CODECS, f" {where}", "Snom phones")
             put("codec_priority_list", ",".join([*names, "telephone-event"]), "codecs")
 
     def keys(self) -> None:

@@ -269,20 +269,12 @@ class Builder(kit.Builder):
                 put("outbound_proxy.1.port", port, "sip.outbound_proxy_port")
         else:
             put("outbound_proxy_enable", "0", "sip.outbound_proxy")
-        codecs = (line.params or {}).get("codecs")
-        if codecs is None:
-            codecs = self.params.get("codecs")
+        codecs = self.line_codecs(line)
         if codecs is not None:
-            self.codecs(n, list(codecs), where)
+            self.codecs(n, codecs, where)
 
     def codecs(self, n: int, codecs: list[str], where: str) -> None:
-        enabled: list[str] = []
-        for codec in codecs:
-            if codec not in CODECS:
-                self.problem(f"codecs {where}: {codec} is not supported by Yealink phones "
-                             f"(supported: {', '.join(sorted(CODECS))})")
-            elif CODECS[codec] not in enabled:
-                enabled.append(CODECS[codec])
+        enabled = self.codec_choice(codecs, CODECS, f" {where}", "Yealink phones")
         for priority, name in enumerate(enabled, start=1):
             self.put(f"account.{n}.codec.{name}.enable", "1", f"codecs {where}")
             self.put(f"account.{n}.codec.{name}.priority", priority, f"codecs {where}")
