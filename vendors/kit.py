@@ -236,6 +236,13 @@ class Builder:
         return out
 
 
+# The common parameters (docs/desired-state.md) a desk-phone module expresses in full.
+DESK_PHONE = frozenset({
+    "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting", "vlan",
+    "line_keys", "provisioning", "raw",
+})
+
+
 class VendorBase:
     """What a vendor module declares; `build()` runs its Builder once per phone."""
 

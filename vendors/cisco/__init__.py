@@ -318,10 +318,7 @@ class Cisco(kit.VendorBase):
     name = "cisco"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE
     notes = NOTES
     redirect_kinds = ()  # no redirect client in provctl
     builder = Builder

@@ -300,10 +300,7 @@ class Fanvil(kit.VendorBase):
     name = "fanvil"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE
     notes = NOTES
     redirect_kinds = ()  # FDPS is not implemented in provctl
     builder = Builder

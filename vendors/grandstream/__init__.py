@@ -340,10 +340,7 @@ class Grandstream(kit.VendorBase):
     name = "grandstream"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE
     notes = NOTES
     redirect_kinds = ()  # GDMS is not implemented in provctl
     builder = Builder

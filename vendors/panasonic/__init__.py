@@ -334,10 +334,7 @@ class Panasonic(kit.VendorBase):
     name = "panasonic"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE - {"line_keys"}
     notes = NOTES
     redirect_kinds = ()  # no Panasonic redirect client in provctl
     builder = Builder

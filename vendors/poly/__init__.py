@@ -310,10 +310,7 @@ class Poly(kit.VendorBase):
     name = "poly"
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE
     notes = NOTES
     # Redirect service: Poly ZTP. Its profiles hold a server address: the phone's directory,
     # where it finds <mac>.cfg (reference rps-apis.md §3.1).

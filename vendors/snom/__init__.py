@@ -298,10 +298,7 @@ class Snom(kit.VendorBase):
     redirect_kinds = ("snom-sraps",)
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = True
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE
     builder = Builder
     versions = VERSIONS
 

@@ -316,10 +316,7 @@ class Yealink(kit.VendorBase):
     redirect_kinds = ("yealink-rps",)
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
-    supported = frozenset({
-        "sip", "codecs", "ntp", "timezone", "language", "admin_password", "call_waiting",
-        "vlan", "line_keys", "soft_keys", "expansion_keys", "provisioning", "raw",
-    })
+    supported = kit.DESK_PHONE | {"soft_keys", "expansion_keys"}
     notes = NOTES
     builder = Builder
     versions = VERSIONS
