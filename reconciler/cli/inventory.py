@@ -37,7 +37,7 @@ from reconciler.desired.secrets import (
     write_age_map,
 )
 from reconciler.gitops import repo as gitrepo
-from reconciler.inventory import commands as inventory
+from reconciler.inventory import bulk, devices
 from reconciler.inventory.yamledit import Workspace
 
 
@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _repo_arg(p)
     p.add_argument("--out", type=Path, help="write to this file (default: stdout)")
     p.add_argument("--customer", help="only this customer's phones")
-    p.add_argument("--action", choices=inventory.ACTIONS, default="update",
+    p.add_argument("--action", choices=bulk.ACTIONS, default="update",
                    help="the Action column (default: update, so a re-import changes nothing)")
 
     p = sub.add_parser("device", help="edit the inventory and assignments like by hand")
@@ -215,7 +215,7 @@ def _finish(ws: Workspace, args: argparse.Namespace, done: list[str], summary: s
 
 def cmd_import(args: argparse.Namespace) -> int:
     if args.template:
-        sys.stdout.write(inventory.template())
+        sys.stdout.write(bulk.template())
         return 0
     if args.file is None:
         raise OperationError("name the CSV file (or --template for its header)")
@@ -227,8 +227,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise OperationError(f"{args.file} is not UTF-8 text") from exc
     ws = Workspace(find_repo(args.repo))
     try:
-        rows = inventory.read_csv(text, args.file.name)
-        result = inventory.import_rows(ws, rows, args.file.name)
+        rows = bulk.read_csv(text, args.file.name)
+        result = bulk.import_rows(ws, rows, args.file.name)
     except ConfigError as exc:
         _print_rows(f"{args.file.name}: nothing was imported", exc.problems)
         return 1
@@ -238,7 +238,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     ws = Workspace(find_repo(args.repo))
-    text = inventory.export_csv(ws, args.action, args.customer)
+    text = bulk.export_csv(ws, args.action, args.customer)
     if args.out:
         args.out.write_text(text)
         print(f"exported {text.count(chr(10)) - 1} device(s) to {args.out}")
@@ -252,25 +252,25 @@ def cmd_device(args: argparse.Namespace) -> int:
     command = args.device_command
     try:
         if command == "add":
-            done = inventory.device_add(
+            done = devices.device_add(
                 ws, args.mac, args.model, profile=args.profile, customer=args.customer,
                 owned=args.owned, name=args.name, serial=args.serial,
                 description_text=args.description)
         elif command == "remove":
-            done = inventory.device_remove(ws, args.mac, unassign=args.unassign)
+            done = devices.device_remove(ws, args.mac, unassign=args.unassign)
         elif command == "move":
             if not args.mac and not args.all_of:
                 raise ConfigError([Problem("device move", 0, "", "name MACs or --all-of")])
-            done = inventory.device_move(ws, args.mac, None if args.pool else args.customer,
+            done = devices.device_move(ws, args.mac, None if args.pool else args.customer,
                                          all_of=args.all_of, unassign=args.unassign)
         elif command == "assign":
-            done = inventory.device_assign(ws, args.mac, args.account, port=args.port,
+            done = devices.device_assign(ws, args.mac, args.account, port=args.port,
                                            password=args.password,
                                            display_name=args.display_name)
             if done and done[0].startswith("created account"):
                 done.append(_secret_hint(ws.repo, args.password or f"secret:{args.account}"))
         else:
-            done = inventory.device_unassign(ws, args.mac, args.account, args.port)
+            done = devices.device_unassign(ws, args.mac, args.account, args.port)
     except ConfigError as exc:
         _print_problems(f"device {command}: nothing was changed", exc.problems)
         return 1
@@ -281,9 +281,9 @@ def cmd_device(args: argparse.Namespace) -> int:
 def cmd_onboard(args: argparse.Namespace) -> int:
     ws = Workspace(find_repo(args.repo))
     until = args.until or (datetime.now(UTC).date()
-                           + timedelta(days=inventory.window_days(ws)))
+                           + timedelta(days=devices.window_days(ws)))
     try:
-        done = inventory.device_onboard(ws, args.mac, until)
+        done = devices.device_onboard(ws, args.mac, until)
     except ConfigError as exc:
         _print_problems("onboard: nothing was changed", exc.problems)
         return 1
