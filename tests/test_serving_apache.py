@@ -31,6 +31,7 @@ from fleet_fixtures import EXAMPLE, FLEET_SECRET, SECRETS, commit, edit, git, ru
 from phones import Phone, scan
 
 from reconciler.render.addressing import url_token
+from reconciler.targets.base import TMP_PREFIX
 from reconciler.uptake import serving
 
 pytestmark = pytest.mark.integration
@@ -150,7 +151,7 @@ def test_dot_paths_and_the_meta_directory_inside_the_root_are_404(served):
     assert (meta / "manifest.json").is_file()  # meta_root: ./out/www/.provctl, mode 0700
     assert oct(meta.stat().st_mode & 0o777) == "0o700"
     token = url_token(FLEET_SECRET, YEALINK.mac)
-    upload = served.root / token / f".{YEALINK.mac}.cfg.provctl-tmp"
+    upload = served.root / token / f"{TMP_PREFIX}{YEALINK.mac}.cfg.1a2b3c"  # an upload under way
     upload.write_text("half an upload\n")
     try:
         for path in (".provctl/manifest.json", ".provctl/", ".provctl", "%2eprovctl/manifest.json",
