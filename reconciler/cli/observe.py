@@ -80,9 +80,11 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     logs = log_specs(state, [args.target])
     access_log = args.access_log or (logs[args.target].path if logs else None)
     if access_log is None:
-        access_log = f"/var/log/nginx/provctl-{args.target}.access.log"
+        server, suggested = (("apache2", "combined") if args.server == "apache"
+                             else ("nginx", "json"))
+        access_log = f"/var/log/{server}/provctl-{args.target}.access.log"
         print(f"note: target {args.target} names no access_log; add\n"
-              f"  access_log: {{path: {access_log}, format: json}}\n"
+              f"  access_log: {{path: {access_log}, format: {suggested}}}\n"
               "to it in provisioning.yaml so provctl reads what this server logs",
               file=sys.stderr)
     fmt = spec.access_log.format if spec.access_log else "json"
@@ -96,7 +98,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
         limit_misses=None if args.limit_misses == "off" else args.limit_misses)
     try:
         if args.server == "apache":
-            if fmt != "combined":
+            if spec.access_log and fmt != "combined":
                 print(f"note: Apache writes `combined`; set access_log.format: combined on "
                       f"target {args.target}", file=sys.stderr)
             text = serving.apache(cfg)

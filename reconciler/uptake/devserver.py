@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from reconciler.uptake.accesslog import request_path
-
-TYPES = {".xml": "text/xml", ".cfg": "text/plain", ".boot": "text/plain", ".txt": "text/plain"}
+from reconciler.uptake.serving import TYPES
 
 
 def resolve(root: Path, rel: str) -> Path | None:

@@ -1,5 +1,6 @@
-"""Serving a target's root to phones: the nginx configuration `provctl serve-config` prints, and
-the routing rules the development server (`provctl serve`) shares with it. Pure text.
+"""Serving a target's root to phones: the nginx and Apache configuration `provctl serve-config`
+prints, and the routing rules the development server (`provctl serve`) shares with them. Pure
+text.
 
 The rules, everywhere: only GET and HEAD; a path with a segment starting with "." is a 404 (the
 temporary upload names, any state kept in the tree); only regular files are served, so a
@@ -22,6 +23,9 @@ NGINX_JSON = (
     '    \'"request_time":$request_time,"host":"$host"}\''
 )
 _RATE = re.compile(r"^\d+r/[sm]$")
+# Content types `provctl serve` and the Apache block send for what provctl publishes
+# (/etc/mime.types, and so Apache, has no .cfg or .boot).
+TYPES = {".xml": "text/xml", ".cfg": "text/plain", ".boot": "text/plain", ".txt": "text/plain"}
 
 
 @dataclass(frozen=True)
@@ -107,28 +111,70 @@ def nginx(cfg: ServeConfig) -> str:
     return "\n".join(out)
 
 
-APACHE = """\
-# Apache 2.4 equivalent (docs/serving.md): mod_log_config's combined format is read as is.
-<VirtualHost *:{port}>
-    DocumentRoot "{root}"
-    CustomLog "{access_log}" combined
-    <Directory "{root}">
-        Options -Indexes -FollowSymLinks
-        AllowOverride None
-        Require all granted
-        <LimitExcept GET HEAD>
-            Require all denied
-        </LimitExcept>
-    </Directory>
-    # dot-paths and directories are 404 (never listed, never confirmed)
-    RedirectMatch 404 "(^|/)\\."
-    RewriteEngine On
-    RewriteCond "%{{DOCUMENT_ROOT}}%{{REQUEST_URI}}" !-f
-    RewriteRule ^ - [R=404,L]
-</VirtualHost>
-"""
+# The log line of the Apache block: `combined` with %b (body bytes, "-" for none), not Debian's
+# %O (bytes on the wire, headers included), so the size is the body's, as nginx logs it.
+APACHE_COMBINED = (
+    '"%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-Agent}i\\""')
+# Ports the stock Apache configuration listens on already (Debian's ports.conf, httpd.conf):
+# a second `Listen` for one of them is a syntax error.
+STOCK_PORTS = ("80", "443")
 
 
 def apache(cfg: ServeConfig) -> str:
+    """A `VirtualHost` for Apache 2.4 (e.g. /etc/apache2/sites-available/provctl-NAME.conf).
+
+    The same rules as nginx() but the rate limit of misses, which needs a module Apache does not
+    ship (mod_evasive, mod_security).
+    """
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ValueError("TLS needs both a certificate and a key")
+    ident = _ident(cfg.target)
+    fmt = f"provctl_{ident}"
     port = cfg.listen.rsplit(":", 1)[-1]
-    return APACHE.format(port=port, root=cfg.root, access_log=cfg.access_log)
+    modules = "rewrite alias mime authz_core" + (" ssl" if cfg.tls_cert else "")
+    out = [
+        f"# provctl serve-config apache --target {cfg.target}",
+        "# The phones' provisioning server for this target, for Apache 2.4: e.g. as",
+        f"# /etc/apache2/sites-available/provctl-{cfg.target}.conf, then",
+        f"# `a2ensite provctl-{cfg.target}` and `a2enmod {modules}`.",
+        "# provctl reads the access log it writes (docs/serving.md).",
+    ]
+    if cfg.listen in STOCK_PORTS:
+        out.append(f"# Listen {cfg.listen}: in the stock configuration already (ports.conf)")
+    else:
+        out.append(f"Listen {cfg.listen}")
+    out += [f"<VirtualHost *:{port}>"]
+    if cfg.server_name != "_":
+        out.append(f"    ServerName {cfg.server_name}")
+    if cfg.tls_cert:
+        out += ["    SSLEngine on",
+                f'    SSLCertificateFile "{cfg.tls_cert}"',
+                f'    SSLCertificateKeyFile "{cfg.tls_key}"',
+                "    SSLProtocol -all +TLSv1.2 +TLSv1.3"]
+    out += [
+        f'    DocumentRoot "{cfg.root}"',
+        "    ServerSignature Off",
+        "    TraceEnable off",
+        f"    LogFormat {APACHE_COMBINED} {fmt}",
+        f'    CustomLog "{cfg.access_log}" {fmt}',
+        *(f"    AddType {kind} {' '.join(sorted(ext for ext, k in TYPES.items() if k == kind))}"
+          for kind in sorted(set(TYPES.values()))),
+        "    # Regular files only: a directory (a token directory, the root) is a 404, never a",
+        "    # listing, a 403 or a redirect to dir/ that would confirm it exists.",
+        "    RewriteEngine On",
+        '    RewriteCond "%{DOCUMENT_ROOT}%{REQUEST_URI}" !-f',
+        "    RewriteRule ^ - [R=404,L]",
+        "    # Nothing under a dot-directory or dot-file (temporary uploads, state) is served.",
+        '    RedirectMatch 404 "(^|/)\\."',
+        f'    <Directory "{cfg.root}">',
+        "        Options -Indexes -FollowSymLinks -MultiViews",
+        "        AllowOverride None",
+        "        # GET and HEAD only: others 403",
+        "        Require method GET HEAD",
+        "    </Directory>",
+        "    # No rate limit of misses: that needs mod_evasive or mod_security; provctl reports",
+        "    # the scanners either way.",
+        "</VirtualHost>",
+        "",
+    ]
+    return "\n".join(out)
