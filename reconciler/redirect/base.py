@@ -27,9 +27,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from reconciler.core.errors import RedirectError
 
@@ -160,6 +160,59 @@ def deregister_many(client: RedirectClient, macs: Sequence[str]) -> Outcomes:
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), max(1, size)):
         yield items[start:start + max(1, size)]
+
+
+# -- pieces the batching clients share -------------------------------------------------------
+
+
+def batched(items: Sequence[T], size: int, key: Callable[[T], str],
+            send: Callable[[Sequence[T]], Outcomes],
+            group: Callable[[T], str] | None = None) -> Outcomes:
+    """`send` the items `size` at a time (one request per chunk; with `group`, a chunk holds
+    items of one group only, in order); `key` is an item's MAC. Once the Breaker trips, the
+    rest is not sent and fails transient."""
+    out: Outcomes = {}
+    breaker = Breaker()
+    runs: list[list[T]] = []
+    for item in items:
+        if not runs or (group is not None and group(runs[-1][0]) != group(item)):
+            runs.append([])
+        runs[-1].append(item)
+    for chunk in (c for run in runs for c in chunks(run, size)):
+        stop = breaker.tripped()
+        done = dict.fromkeys((key(i) for i in chunk), stop) if stop is not None else send(chunk)
+        breaker.record(done)
+        out.update(done)
+    return out
+
+
+def skip_pages(fetch: Callable[[int], Mapping[str, Any]], page_size: int,
+               fail: Callable[[str], Exception]) -> Iterator[Mapping[str, Any]]:
+    """Every item of a `{skip, limit, total, data: [...]}` listing (Yealink's RPS JSON and
+    YMCS): `fetch(skip)` answers one page; stops at a short page or at `total`."""
+    skip = 0
+    while True:
+        page = fetch(skip)
+        items = page.get("data") or []
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise fail("unexpected answer: data is not a list of objects")
+        yield from items
+        skip += len(items)
+        total = page.get("total")
+        if not items or len(items) < page_size or (isinstance(total, int) and skip >= total):
+            return
+
+
+def shown(macs: Sequence[str]) -> str:
+    """MACs for a log line: all of a few, else the count and the ends."""
+    return ", ".join(macs) if len(macs) <= 5 else f"{len(macs)} MACs ({macs[0]} … {macs[-1]})"
+
+
+def raise_for(outcomes: Outcomes, mac: str) -> None:
+    """The one-MAC form of a batch method: raise that MAC's error, if any."""
+    error = outcomes.get(mac)
+    if error is not None:
+        raise error
 
 
 # -- rate, for a progress line ---------------------------------------------------------------
