@@ -215,6 +215,72 @@ def raise_for(outcomes: Outcomes, mac: str) -> None:
         raise error
 
 
+def own_ids(macs: Sequence[str], device_of: Callable[[str], Mapping[str, Any] | None],
+            id_of: Callable[[Mapping[str, Any]], str]) -> tuple[Outcomes, dict[str, str]]:
+    """Before a batched deregistration: ({device id: MAC} of this account's devices among
+    `macs`, as `device_of` finds them), and the outcomes already settled — a MAC this account
+    does not hold needs nothing (and nothing of it is touched); one that could not be read
+    fails with that error."""
+    out: Outcomes = {}
+    ids: dict[str, str] = {}
+    for mac in sorted(set(macs)):
+        try:
+            device = device_of(mac)
+            if device is None:
+                out[mac] = None
+            else:
+                ids[id_of(device)] = mac
+        except RedirectError as exc:
+            out[mac] = exc
+    return out, ids
+
+
+class Seen:
+    """What a client's last `lookup` saw: the MACs it covered (`_observed`) and this account's
+    devices among them (`_ours`), so a change never observes again what the lookup read."""
+
+    _observed: set[str]
+    _ours: dict[str, Mapping[str, Any]]
+
+    def _find(self, mac: str) -> Mapping[str, Any] | None:
+        """Read this account's device with this MAC from the service (None: not ours)."""
+        raise NotImplementedError
+
+    def _device(self, mac: str) -> Mapping[str, Any] | None:
+        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
+        if mac in self._observed:
+            return self._ours.get(mac)
+        return self._find(mac)
+
+
+def with_mac(devices: Iterable[Mapping[str, Any]], mac: str) -> Mapping[str, Any] | None:
+    """The device with exactly this MAC among a search's answers (searches match substrings)."""
+    return next((d for d in devices if str(d.get("mac", "")).lower() == mac), None)
+
+
+class OneByBatch:
+    """`register` / `update` / `deregister` of one MAC, for a client whose batch methods do
+    the work."""
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        raise NotImplementedError
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        raise NotImplementedError
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        raise NotImplementedError
+
+    def register(self, reg: DesiredRegistration) -> None:
+        raise_for(self.register_many([reg]), reg.mac)
+
+    def update(self, reg: DesiredRegistration) -> None:
+        raise_for(self.update_many([reg]), reg.mac)
+
+    def deregister(self, mac: str) -> None:
+        raise_for(self.deregister_many([mac]), mac)
+
+
 # -- rate, for a progress line ---------------------------------------------------------------
 
 

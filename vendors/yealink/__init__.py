@@ -321,7 +321,7 @@ class Builder(kit.Builder):
 
 class Yealink(kit.VendorBase):
     name = "yealink"
-    redirect_kinds = ("yealink-rps",)
+    redirect_kinds = ("yealink-rps", "yealink-ymcs")
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
     supported = frozenset({

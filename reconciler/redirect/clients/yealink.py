@@ -63,12 +63,15 @@ from urllib.parse import urlsplit
 from reconciler.core.errors import RedirectError
 from reconciler.redirect.base import (
     DesiredRegistration,
+    OneByBatch,
     Outcomes,
     Remote,
+    Seen,
     batched,
-    raise_for,
+    own_ids,
     shown,
     skip_pages,
+    with_mac,
 )
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy, SignInput
 
@@ -191,7 +194,7 @@ def _ids_in(data: Any) -> list[str]:
             if isinstance(i, str | int) or (isinstance(i, Mapping) and i.get("id"))]
 
 
-class YealinkRpsClient:
+class YealinkRpsClient(Seen, OneByBatch):
     # [V] /work/shared/reference/rps-apis.md §"Ownership": only the XML-RPC API has isOverride;
     # the JSON Open API spoken here has no override flag.
     can_steal = False
@@ -344,17 +347,7 @@ class YealinkRpsClient:
         return self._server_urls
 
     def _find(self, mac: str) -> Mapping[str, Any] | None:
-        """Our device with exactly this MAC (`key` is a substring search)."""
-        for device in self._pages("device/list", {"key": mac}):
-            if str(device.get("mac", "")).lower() == mac:
-                return device
-        return None
-
-    def _device(self, mac: str) -> Mapping[str, Any] | None:
-        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
-        if mac in self._observed:
-            return self._ours.get(mac)
-        return self._find(mac)
+        return with_mac(self._pages("device/list", {"key": mac}), mac)  # `key`: substrings
 
     def _url_of(self, device: Mapping[str, Any]) -> str | None:
         url = device.get("uniqueServerUrl") or device.get("serverUrl")
@@ -562,19 +555,7 @@ class YealinkRpsClient:
         return out
 
     def deregister_many(self, macs: Sequence[str]) -> Outcomes:
-        out: Outcomes = {}
-        ids: dict[str, str] = {}  # device id -> mac
-        for mac in sorted(set(macs)):
-            try:
-                device = self._device(mac)
-            except RedirectError as exc:
-                out[mac] = exc
-                continue
-            if device is None:
-                log.debug("%s: %s not registered by this account", self.name, mac)
-                out[mac] = None
-            else:
-                ids[self._id("device/list", device)] = mac
+        out, ids = own_ids(macs, self._device, lambda d: self._id("device/list", d))
         out.update(batched(sorted(ids), self.batch_size, lambda i: ids[i],
                            lambda chunk: self._delete({i: ids[i] for i in chunk})))
         return out
@@ -608,17 +589,6 @@ class YealinkRpsClient:
             log.info("%s: deregistered %s", self.name, shown(done))
             return out
         return out
-
-    # -- change: one MAC -----------------------------------------------------------------
-
-    def register(self, reg: DesiredRegistration) -> None:
-        raise_for(self.register_many([reg]), reg.mac)
-
-    def update(self, reg: DesiredRegistration) -> None:
-        raise_for(self.update_many([reg]), reg.mac)
-
-    def deregister(self, mac: str) -> None:
-        raise_for(self.deregister_many([mac]), mac)
 
     def _error(self, mac: str, exc: _ApiError, steal: bool) -> RedirectError:
         if exc.msg in OTHER_OWNS:
