@@ -422,3 +422,29 @@ def test_apply_with_add_by_mac_disabled_names_the_service_once(fleet, fake, cred
     assert "redirect yealink: registering by MAC" in out and "Yealink must enable" in out
     assert out.count("Yealink must enable") == 1  # one line, not one per MAC
     assert "register of 151 MACs (001565400000 … 001565aabb01) at yealink" in out
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_the_kind_is_configured_by_region_or_base_url_with_secret_references(tmp_path):
+    from pydantic import ValidationError
+
+    from reconciler.desired.schema import YealinkYmcs
+    from reconciler.redirect import make_client as build
+
+    secrets = {"env:ID": CID, "env:SECRET": SECRET}.__getitem__
+    spec = YealinkYmcs(kind="yealink-ymcs", client_id="env:ID", client_secret="env:SECRET")
+    assert (spec.region, spec.batch_size, spec.rate_per_second) == ("eu", 100, 5.0)
+    c = build("ymcs", spec, secrets, tmp_path)
+    assert isinstance(c, YmcsClient) and c.http.base_url == "https://eu-api.ymcs.yealink.com"
+    assert c.batch_size == 100
+    us = build("ymcs", spec.model_copy(update={"region": "us", "batch_size": 25}), secrets,
+               tmp_path)
+    assert us.http.base_url == "https://us-api.ymcs.yealink.com" and us.batch_size == 25
+    for bad in ({"batch_size": 101}, {"batch_size": 0}, {"region": "cn"}, {"secret": "x"}):
+        with pytest.raises(ValidationError):
+            YealinkYmcs(**{"kind": "yealink-ymcs", "client_id": "env:ID",
+                           "client_secret": "env:SECRET", **bad})
+    for client in (c, us):
+        client.close()

@@ -352,6 +352,22 @@ class RateStats:
                 log.debug("rate listener failed", exc_info=True)
 
 
+def rate_note(snapshots: Mapping[str, RateSnapshot]) -> str:
+    """A progress line's note: each service that sent requests, with its measured rate, its
+    limit now, and, when it happened, the throttled answers and the pause (pure)."""
+    notes = []
+    for name, snap in sorted(snapshots.items()):
+        if not snap.requests:
+            continue
+        note = f"{name} {snap.measured:.1f}/{snap.limit:.3g} req/s"
+        if snap.throttled:
+            note += f", {snap.throttled} throttled"
+        if snap.paused_for > 0:
+            note += f", paused {snap.paused_for:.0f} s"
+        notes.append(note)
+    return "; ".join(notes)
+
+
 def rates(clients: Mapping[str, object]) -> dict[str, RateSnapshot]:
     """The current snapshot of every client that keeps `stats` (service -> snapshot)."""
     out: dict[str, RateSnapshot] = {}
