@@ -217,6 +217,15 @@ def test_an_own_mac_registered_since_the_lookup_is_left_alone(fake, client):
     assert fake.effective_url(macs[3]) == staging and fake.count("PATCH") == 0
 
 
+def test_a_mac_registered_by_this_client_is_read_back_before_it_is_changed(fake, client):
+    client.lookup([MAC1, MAC2])
+    client.register(reg(MAC1, URL1))  # the add answers no id
+    client.update(reg(MAC1, URL1B))
+    assert fake.effective_url(MAC1) == URL1B
+    client.deregister(MAC1)
+    assert fake.device(MAC1) is None
+
+
 def test_register_without_a_lookup_edits_an_own_mac(fake, client):
     fake.seed_device(MAC1, "https://prov.example.net/old/", fake.account_of(CID))
     client.register(reg(MAC1, URL1))  # 800003 → read back → PATCH

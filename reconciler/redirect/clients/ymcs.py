@@ -325,8 +325,9 @@ class YmcsClient(base.Seen, base.OneByBatch):
                 out[reg.mac] = RedirectError(self.name, f"{reg.mac}: the answer counts "
                                              f"{failures} failures but does not name them all")
             else:
-                out[reg.mac] = None
-                self._ours[reg.mac] = {"mac": reg.mac, "uniqueServerUrl": reg.url}
+                out[reg.mac] = None  # its id is not in the answer: read it when next needed
+                self._observed.discard(reg.mac)
+                self._ours.pop(reg.mac, None)
         done = [m for m, e in out.items() if e is None]
         if done:
             log.info("%s: registered %s", self.name, base.shown(done))
