@@ -54,3 +54,14 @@ def commit(repo: Path, message: str) -> str:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", message)
     return git(repo, "rev-parse", "HEAD").strip()
+
+
+def yealink_fleet(repo: Path, service: str, tokens: str, macs: list[str]) -> list[str]:
+    """`redirect.yealink` set to `{service}` (the inside of a YAML flow mapping), `url_tokens`
+    set to `tokens`, and these Yealink phones added, each asking for a registration."""
+    edit(repo / "provisioning.yaml", "redirect:\n", f"redirect:\n  yealink: {{{service}}}\n")
+    edit(repo / "provisioning.yaml", "url_tokens: per-device", f"url_tokens: {tokens}")
+    (repo / "devices" / "many.yaml").write_text("".join(
+        f"- {{mac: '{m}', model: yealink/T46U, profile: office-yealink, name: spare-{i}, "
+        "redirect: true}\n" for i, m in enumerate(macs)))
+    return macs

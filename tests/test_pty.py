@@ -111,3 +111,31 @@ def test_apply_plan_file_never_asks(fleet, tmp_path):
     out, code = drive(fleet, "--plan", str(plan))
     assert code == 2 and PROMPT not in out and published(fleet)
 
+
+
+@pytest.mark.integration
+def test_the_register_progress_shows_each_services_rate_and_throttling(fleet, monkeypatch):
+    """Registrations at a service that throttles (a gateway allowing 20 requests/s, bursts
+    of 2): the registrations bar carries the service's measured rate, its limit now and the
+    throttled count."""
+    from fakes import FakeYmcs
+    from fleet_fixtures import yealink_fleet
+
+    monkeypatch.setenv("YMCS_ID", "client-1")
+    monkeypatch.setenv("YMCS_SECRET", "secret-1")
+    with FakeYmcs({"client-1": "secret-1"}) as fake:
+        yealink_fleet(fleet, "kind: yealink-ymcs, client_id: env:YMCS_ID, client_secret: "
+                      f"env:YMCS_SECRET, base_url: '{fake.url}', rate_per_second: 1000",
+                      "per-device", [f"00156550{i:04x}" for i in range(400)])
+        fake.rate_limit(20, burst=2)
+        out, code = drive(fleet, "-y", no_color=True)
+    assert code == 2, out
+    assert all(fake.effective_url(f"00156550{i:04x}") for i in range(400))
+    lines = [line for line in re.split(r"[\r\n]", out) if line.startswith("registrations")]
+    assert lines, out
+    last = lines[-1]
+    assert re.search(r"\d+/\d+ \[", last)  # N/M, then time and rate
+    found = re.search(r"yealink (\d+\.\d)/([\d.]+) req/s, (\d+) throttled", last)
+    assert found, last
+    assert float(found.group(2)) < 1000  # the limit came down after the 429s
+    assert int(found.group(3)) == sum(1 for r in fake.requests if r.status == 429) >= 1

@@ -10,7 +10,7 @@ import pytest
 from fakes import FakePolyZtp, FakeYealinkRps
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import DesiredRegistration, RateSnapshot, rates
+from reconciler.redirect.base import DesiredRegistration, RateSnapshot, rate_note, rates
 from reconciler.redirect.clients.poly import PolyZtpClient
 from reconciler.redirect.clients.yealink import YealinkRpsClient
 from reconciler.redirect.http import HttpTransport, RateLimiter, RetryPolicy
@@ -222,3 +222,34 @@ def test_rates_shows_every_http_client_and_skips_the_others(tmp_path):
     shown = rates({"yealink": Client(), "default": LocalRegistry("default", tmp_path / "r")})
     assert list(shown) == ["yealink"] and isinstance(shown["yealink"], RateSnapshot)
     assert shown["yealink"].requests == 1 and shown["yealink"].limit == 1000
+
+
+def test_rate_note_names_each_busy_service_its_rate_limit_and_throttling():
+    note = rate_note({
+        "ymcs": RateSnapshot(requests=40, throttled=3, limit=2.5, measured=2.44, paused_for=1.2),
+        "snom": RateSnapshot(requests=7, throttled=0, limit=5.0, measured=4.96, paused_for=0.0),
+        "poly": RateSnapshot(requests=0, throttled=0, limit=5.0, measured=0.0, paused_for=0.0),
+    })
+    assert note == "snom 5.0/5 req/s; ymcs 2.4/2.5 req/s, 3 throttled, paused 1 s"
+
+
+def test_the_progress_bar_redraws_the_note_while_a_batch_runs():
+    """During one long batch the count stands still; each request's note is still shown (at
+    most every `refresh` seconds), and the final line keeps the last one."""
+    import io
+
+    from reconciler.cli.progress import Progress
+
+    stream = io.StringIO()
+    now = [0.0]
+    bar = Progress(stream, colour=False, refresh=0.5, clock=lambda: now[0])
+    bar("register", 0, 300, "ymcs 0.0/5 req/s")
+    for i in range(1, 6):
+        now[0] += 0.6
+        bar("register", 0, 300, f"ymcs {i}.0/5 req/s")
+    bar("register", 300, 300, "ymcs 4.9/5 req/s, 1 throttled")
+    bar.close()
+    text = stream.getvalue()
+    assert "0/300" in text and "ymcs 3.0/5 req/s" in text  # redrawn mid-batch
+    last = text.replace("\r", "\n").strip().splitlines()[-1]
+    assert "300/300" in last and last.endswith("ymcs 4.9/5 req/s, 1 throttled]")

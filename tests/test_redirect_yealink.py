@@ -436,17 +436,11 @@ def test_credentials_never_reach_the_error_text(fake):
 
 
 def _fleet_with_many(fleet, fake, n: int, tokens: str = "per-device") -> list[str]:
-    from fleet_fixtures import edit
+    from fleet_fixtures import yealink_fleet
 
-    edit(fleet / "provisioning.yaml", "redirect:\n",
-         "redirect:\n  yealink: {kind: yealink-rps, access_key: env:YEALINK_AK, "
-         f"secret: env:YEALINK_SK, base_url: '{fake.url}', rate_per_second: 1000}}\n")
-    edit(fleet / "provisioning.yaml", "url_tokens: per-device", f"url_tokens: {tokens}")
-    added = many(n, "00156520")
-    (fleet / "devices" / "many.yaml").write_text("".join(
-        f"- {{mac: '{m}', model: yealink/T46U, profile: office-yealink, name: spare-{i}, "
-        "redirect: true}\n" for i, m in enumerate(added)))
-    return added
+    return yealink_fleet(fleet, "kind: yealink-rps, access_key: env:YEALINK_AK, secret: "
+                         f"env:YEALINK_SK, base_url: '{fake.url}', rate_per_second: 1000",
+                         tokens, many(n, "00156520"))
 
 
 @pytest.mark.parametrize("tokens, adds", [("per-device", 31), ("per-customer", 2)])

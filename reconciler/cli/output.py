@@ -210,9 +210,15 @@ def apply_text(results: dict[str, TargetResult], redirect: Any = None,
     if redirect is not None and (redirect.done or redirect.failed or redirect.conflicts):
         out.append(f"redirect: {len(redirect.done)} change(s) applied, {len(redirect.failed)} "
                    f"failed, {len(redirect.conflicts)} conflict(s)")
+        # One line per distinct error: a service that refuses a whole batch (or every
+        # batch) says so once, with the MACs it concerns, not once per MAC.
+        same: dict[tuple[str, str, str], list[str]] = {}
         for change, error in redirect.failed:
-            out.append(style("error", f"  {change.action} {change.mac} at {change.service}: "
-                                      f"{error}"))
+            same.setdefault((change.action, change.service, str(error)), []).append(change.mac)
+        for (action, service, error), macs in same.items():
+            who = (macs[0] if len(macs) == 1
+                   else f"of {len(macs)} MACs ({macs[0]} … {macs[-1]})")
+            out.append(style("error", f"  {action} {who} at {service}: {error}"))
         for change, why in redirect.conflicts:
             out.append(f"  {change.mac} at {change.service}: {why}")
     for name, r in sorted(results.items()):

@@ -177,6 +177,19 @@ class YealinkRps(Strict):
     rate_per_second: float = 5.0
 
 
+class YealinkYmcs(Strict):
+    """Yealink Management Cloud Service v2 (docs/vendors/yealink.md): OAuth2 client
+    credentials; `region` picks `https://<region>-api.ymcs.yealink.com`, `base_url` overrides."""
+
+    kind: Literal["yealink-ymcs"]
+    client_id: SecretRef
+    client_secret: SecretRef
+    region: Literal["us", "eu", "au"] = "eu"
+    base_url: str | None = None
+    batch_size: int = Field(default=100, ge=1, le=100)  # addDevicesByMac takes at most 100
+    rate_per_second: float = 5.0
+
+
 class SnomSraps(Strict):
     kind: Literal["snom-sraps", "gigaset-grape"]
     key_id: SecretRef
@@ -193,7 +206,7 @@ class PolyZtp(Strict):
 
 
 RedirectService = Annotated[
-    LocalRedirect | YealinkRps | SnomSraps | PolyZtp, Field(discriminator="kind")
+    LocalRedirect | YealinkRps | YealinkYmcs | SnomSraps | PolyZtp, Field(discriminator="kind")
 ]
 
 

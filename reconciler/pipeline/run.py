@@ -92,9 +92,10 @@ class Options:
     # --device / --customer: limit the changes to these phones (pipeline/narrow.py)
     devices: frozenset[str] | None = None
     customers: frozenset[str] | None = None
-    # progress(phase, done, total): phases "load", "render <target>" (phones), "observe",
-    # "publish <target>" and "delete <target>" (files), "register" (redirect changes)
-    progress: Callable[[str, int, int], None] | None = None
+    # progress(phase, done, total[, note]): phases "load", "render <target>" (phones),
+    # "observe", "publish <target>" and "delete <target>" (files), "register" (redirect
+    # changes, with a note: each service's rate, limit and throttled answers)
+    progress: Callable[..., None] | None = None
     # confirm(plan) is called with the plan apply is about to carry out, before the first
     # write and under the target locks; False cancels the run (nothing is written)
     confirm: Callable[[Plan], bool] | None = None
@@ -103,9 +104,9 @@ class Options:
     def narrowed(self) -> bool:
         return self.devices is not None or self.customers is not None
 
-    def report(self, phase: str, done: int = 0, total: int = 0) -> None:
+    def report(self, phase: str, done: int = 0, total: int = 0, note: str = "") -> None:
         if self.progress is not None:
-            self.progress(phase, done, total)
+            self.progress(phase, done, total, *([note] if note else []))
 
 
 @dataclass
@@ -678,7 +679,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 redirect_result = redirects.apply(list(the_plan.redirects), snapshot, clients,
                                                   state_dir, now, waiting,
                                                   progress=lambda done, total: opts.report(
-                                                      "register", done, total))
+                                                      "register", done, total,
+                                                      clients.rate_note()))
             run_phase("delete")
             receipt = record.Receipt.of(the_plan, results, redirect_result, started=started,
                                         ended=time.time(), revision=revision,

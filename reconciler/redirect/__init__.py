@@ -6,6 +6,7 @@
     http.py     the transport (the only module importing httpx): rate limit, retries, signing
     local.py    kind: local          a JSON registry file
     yealink.py  kind: yealink-rps    Yealink RPS JSON Open API (X-Ca-* HMAC-SHA256)
+    ymcs.py     kind: yealink-ymcs   Yealink YMCS v2 (OAuth2 client credentials, Bearer)
     sraps.py    kind: snom-sraps / gigaset-grape   SRAPS REST (Hawk)
     poly.py     kind: poly-ztp       Poly ZTP (API-KEY, profiles)
 
@@ -24,6 +25,7 @@ from reconciler.desired.schema import (
     RedirectService,
     SnomSraps,
     YealinkRps,
+    YealinkYmcs,
 )
 from reconciler.redirect.base import DesiredRegistration, RedirectClient, Remote, State
 from reconciler.redirect.http import BaseTransport, RetryPolicy
@@ -74,6 +76,12 @@ def make_client(
             rate_per_second=spec.rate_per_second,
             **common,  # type: ignore[arg-type]
         )
+    if isinstance(spec, YealinkYmcs):
+        from reconciler.redirect.clients.ymcs import YmcsClient
+
+        options = spec.model_dump(include={"region", "base_url", "batch_size", "rate_per_second"})
+        return YmcsClient(name, resolve_secret(spec.client_id), resolve_secret(spec.client_secret),
+                          **options, **common)  # type: ignore[arg-type]
     if isinstance(spec, SnomSraps):
         from reconciler.redirect.clients.sraps import FLAVOURS, SrapsClient
 

@@ -27,9 +27,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from reconciler.core.errors import RedirectError
 
@@ -162,6 +162,125 @@ def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start:start + max(1, size)]
 
 
+# -- pieces the batching clients share -------------------------------------------------------
+
+
+def batched(items: Sequence[T], size: int, key: Callable[[T], str],
+            send: Callable[[Sequence[T]], Outcomes],
+            group: Callable[[T], str] | None = None) -> Outcomes:
+    """`send` the items `size` at a time (one request per chunk; with `group`, a chunk holds
+    items of one group only, in order); `key` is an item's MAC. Once the Breaker trips, the
+    rest is not sent and fails transient."""
+    out: Outcomes = {}
+    breaker = Breaker()
+    runs: list[list[T]] = []
+    for item in items:
+        if not runs or (group is not None and group(runs[-1][0]) != group(item)):
+            runs.append([])
+        runs[-1].append(item)
+    for chunk in (c for run in runs for c in chunks(run, size)):
+        stop = breaker.tripped()
+        done = dict.fromkeys((key(i) for i in chunk), stop) if stop is not None else send(chunk)
+        breaker.record(done)
+        out.update(done)
+    return out
+
+
+def skip_pages(fetch: Callable[[int], Mapping[str, Any]], page_size: int,
+               fail: Callable[[str], Exception]) -> Iterator[Mapping[str, Any]]:
+    """Every item of a `{skip, limit, total, data: [...]}` listing (Yealink's RPS JSON and
+    YMCS): `fetch(skip)` answers one page; stops at a short page or at `total`."""
+    skip = 0
+    while True:
+        page = fetch(skip)
+        items = page.get("data") or []
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise fail("unexpected answer: data is not a list of objects")
+        yield from items
+        skip += len(items)
+        total = page.get("total")
+        if not items or len(items) < page_size or (isinstance(total, int) and skip >= total):
+            return
+
+
+def shown(macs: Sequence[str]) -> str:
+    """MACs for a log line: all of a few, else the count and the ends."""
+    return ", ".join(macs) if len(macs) <= 5 else f"{len(macs)} MACs ({macs[0]} … {macs[-1]})"
+
+
+def raise_for(outcomes: Outcomes, mac: str) -> None:
+    """The one-MAC form of a batch method: raise that MAC's error, if any."""
+    error = outcomes.get(mac)
+    if error is not None:
+        raise error
+
+
+def own_ids(macs: Sequence[str], device_of: Callable[[str], Mapping[str, Any] | None],
+            id_of: Callable[[Mapping[str, Any]], str]) -> tuple[Outcomes, dict[str, str]]:
+    """Before a batched deregistration: ({device id: MAC} of this account's devices among
+    `macs`, as `device_of` finds them), and the outcomes already settled — a MAC this account
+    does not hold needs nothing (and nothing of it is touched); one that could not be read
+    fails with that error."""
+    out: Outcomes = {}
+    ids: dict[str, str] = {}
+    for mac in sorted(set(macs)):
+        try:
+            device = device_of(mac)
+            if device is None:
+                out[mac] = None
+            else:
+                ids[id_of(device)] = mac
+        except RedirectError as exc:
+            out[mac] = exc
+    return out, ids
+
+
+class Seen:
+    """What a client's last `lookup` saw: the MACs it covered (`_observed`) and this account's
+    devices among them (`_ours`), so a change never observes again what the lookup read."""
+
+    _observed: set[str]
+    _ours: dict[str, Mapping[str, Any]]
+
+    def _find(self, mac: str) -> Mapping[str, Any] | None:
+        """Read this account's device with this MAC from the service (None: not ours)."""
+        raise NotImplementedError
+
+    def _device(self, mac: str) -> Mapping[str, Any] | None:
+        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
+        if mac in self._observed:
+            return self._ours.get(mac)
+        return self._find(mac)
+
+
+def with_mac(devices: Iterable[Mapping[str, Any]], mac: str) -> Mapping[str, Any] | None:
+    """The device with exactly this MAC among a search's answers (searches match substrings)."""
+    return next((d for d in devices if str(d.get("mac", "")).lower() == mac), None)
+
+
+class OneByBatch:
+    """`register` / `update` / `deregister` of one MAC, for a client whose batch methods do
+    the work."""
+
+    def register_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        raise NotImplementedError
+
+    def update_many(self, regs: Sequence[DesiredRegistration]) -> Outcomes:
+        raise NotImplementedError
+
+    def deregister_many(self, macs: Sequence[str]) -> Outcomes:
+        raise NotImplementedError
+
+    def register(self, reg: DesiredRegistration) -> None:
+        raise_for(self.register_many([reg]), reg.mac)
+
+    def update(self, reg: DesiredRegistration) -> None:
+        raise_for(self.update_many([reg]), reg.mac)
+
+    def deregister(self, mac: str) -> None:
+        raise_for(self.deregister_many([mac]), mac)
+
+
 # -- rate, for a progress line ---------------------------------------------------------------
 
 
@@ -231,6 +350,22 @@ class RateStats:
                 listener(self.snapshot())
             except Exception:  # noqa: BLE001 - a progress display never fails a request
                 log.debug("rate listener failed", exc_info=True)
+
+
+def rate_note(snapshots: Mapping[str, RateSnapshot]) -> str:
+    """A progress line's note: each service that sent requests, with its measured rate, its
+    limit now, and, when it happened, the throttled answers and the pause (pure)."""
+    notes = []
+    for name, snap in sorted(snapshots.items()):
+        if not snap.requests:
+            continue
+        note = f"{name} {snap.measured:.1f}/{snap.limit:.3g} req/s"
+        if snap.throttled:
+            note += f", {snap.throttled} throttled"
+        if snap.paused_for > 0:
+            note += f", paused {snap.paused_for:.0f} s"
+        notes.append(note)
+    return "; ".join(notes)
 
 
 def rates(clients: Mapping[str, object]) -> dict[str, RateSnapshot]:

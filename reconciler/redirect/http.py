@@ -230,7 +230,8 @@ class HttpTransport:
 
         `url` is relative to the base URL or absolute (a link the service returned; it must
         stay on the base URL's origin). `throttled` recognises a vendor's throttling answer
-        inside a 200 (retried like a 429).
+        inside a 200 (Yealink RPS JSON) or under another status (YMCS `900429`): retried like
+        a 429.
         """
         content = None
         send_headers = dict(headers or {})
@@ -264,7 +265,7 @@ class HttpTransport:
             else:
                 response = _wrap(raw)
                 throttle = response.status == 429 or (
-                    response.ok and throttled is not None and throttled(response))
+                    throttled is not None and throttled(response))
                 if not throttle and response.status not in RETRY_STATUS:
                     self.limiter.success()
                     log.debug("%s %s -> %s", self.service, what, response.status)

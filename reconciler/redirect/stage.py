@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +31,11 @@ from reconciler.redirect.base import (
     DesiredRegistration,
     Outcomes,
     RateSnapshot,
+    RateStats,
     RedirectClient,
     Remote,
     deregister_many,
+    rate_note,
     rates,
     register_many,
     update_many,
@@ -168,6 +171,10 @@ class Clients:
         """Each open service's traffic and current rate (for a progress line)."""
         return rates(self._clients)
 
+    def rate_note(self) -> str:
+        """The rates as a progress line shows them (base.rate_note)."""
+        return rate_note(self.rates())
+
     def close(self) -> None:
         for client in self._clients.values():
             try:
@@ -252,8 +259,10 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
         if progress is not None:
             progress(handled, len(changes))
         for (_, service, action), batch in sorted(batches.items()):
-            outcomes = _run_batch(clients.get(service), service, action, batch,
-                                  snapshot.desired)
+            client = clients.get(service)
+            # while a batch runs, every request refreshes the progress (its rate note)
+            with _listening(client, _refresh(progress, handled, len(changes))):
+                outcomes = _run_batch(client, service, action, batch, snapshot.desired)
             for change in batch:
                 error = outcomes.get(change.mac, RedirectError(service, f"{change.mac}: no "
                                                                "outcome reported"))
@@ -279,6 +288,28 @@ def apply(changes: list[RedirectChange], snapshot: RedirectSnapshot, clients: Cl
         atomic_write(_memory_path(state_dir),
                       json.dumps(snapshot.memory, sort_keys=True).encode())
     return result
+
+
+def _refresh(progress: Callable[[int, int], None] | None, done: int, total: int
+             ) -> Callable[[RateSnapshot], None] | None:
+    if progress is None:
+        return None
+    return lambda _: progress(done, total)
+
+
+@contextmanager
+def _listening(client: RedirectClient, listener: Callable[[RateSnapshot], None] | None
+               ) -> Iterator[None]:
+    """`listener` on the client's request counter (`stats.listener`) for the duration."""
+    stats = getattr(client, "stats", None)
+    if listener is None or not isinstance(stats, RateStats):
+        yield
+        return
+    stats.listener = listener
+    try:
+        yield
+    finally:
+        stats.listener = None
 
 
 def _run_batch(client: RedirectClient, service: str, action: str, batch: list[RedirectChange],

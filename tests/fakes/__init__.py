@@ -9,5 +9,7 @@ from .poly import FakePolyZtp
 from .server import FakeServer, Reply, Request
 from .sraps import FakeSraps
 from .yealink import FakeYealinkRps
+from .ymcs import FakeYmcs
 
-__all__ = ["FakePolyZtp", "FakeServer", "FakeSraps", "FakeYealinkRps", "Reply", "Request"]
+__all__ = ["FakePolyZtp", "FakeServer", "FakeSraps", "FakeYealinkRps", "FakeYmcs", "Reply",
+           "Request"]

@@ -264,3 +264,41 @@ class FakeServer:
 
     def handle(self, request: Request) -> Reply:
         raise NotImplementedError
+
+
+class Accounts:
+    """For a fake whose devices each belong to one account: credentials (key -> secret and
+    account id), the MAC -> device store (each device with its "account"), seeding and
+    inspection. The fake defines `_seeded(mac, account, url)`, a new device of its own shape."""
+
+    prefix = "acct"
+    lock: threading.RLock
+
+    def init_accounts(self, credentials: dict[str, str] | None) -> None:
+        self.accounts: dict[str, tuple[str, str]] = {}  # key -> (secret, account id)
+        self.devices: dict[str, dict[str, Any]] = {}  # mac -> device (with "account")
+        for key, secret in (credentials or {}).items():
+            self.add_account(key, secret)
+
+    def add_account(self, key: str, secret: str) -> str:
+        account = f"{self.prefix}-{len(self.accounts) + 1}"
+        self.accounts[key] = (secret, account)
+        return account
+
+    def account_of(self, key: str) -> str:
+        return self.accounts[key][1]
+
+    def _seeded(self, mac: str, account: str, url: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def seed_device(self, mac: str, url: str, account: str) -> dict[str, Any]:
+        """A device held by `account` (e.g. another enterprise's), with its own URL."""
+        with self.lock:
+            device = self._seeded(mac.lower(), account, url)
+            self.devices[device["mac"]] = device
+            return device
+
+    def device(self, mac: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.devices.get(mac)
+            return dict(found) if found else None

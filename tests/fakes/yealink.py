@@ -31,7 +31,7 @@ import re
 import uuid
 from typing import Any
 
-from .server import FakeServer, Reply, Request
+from .server import Accounts, FakeServer, Reply, Request
 
 PREFIX = "/api/open/v1/"
 MAC = re.compile(r"^[0-9a-fA-F]{12}$")
@@ -56,7 +56,9 @@ def field_err(field: str, msg: str) -> Reply:
     return err("field.invalid", 400, fields=[{"field": field, "msg": msg}])
 
 
-class FakeYealinkRps(FakeServer):
+class FakeYealinkRps(Accounts, FakeServer):
+    prefix = "ent"
+
     def __init__(
         self,
         credentials: dict[str, str] | None = None,
@@ -74,34 +76,14 @@ class FakeYealinkRps(FakeServer):
         self.window_ms = window_ms
         self.max_limit = max_limit
         self.server_delete = server_delete
-        self.accounts: dict[str, tuple[str, str]] = {}  # access key -> (secret, account id)
         self.servers: dict[str, dict[str, Any]] = {}  # id -> server (with "account")
-        self.devices: dict[str, dict[str, Any]] = {}  # mac -> device (with "account")
         self._nonces: dict[tuple[str, str], int] = {}
-        for key, secret in (credentials or {}).items():
-            self.add_account(key, secret)
+        self.init_accounts(credentials)  # access key -> (secret, account id); devices
 
     # -- seeding and inspection -------------------------------------------------------------
 
-    def add_account(self, access_key: str, secret: str) -> str:
-        account = f"ent-{len(self.accounts) + 1}"
-        self.accounts[access_key] = (secret, account)
-        return account
-
-    def account_of(self, access_key: str) -> str:
-        return self.accounts[access_key][1]
-
-    def seed_device(self, mac: str, url: str, account: str) -> dict[str, Any]:
-        """A device held by `account` (e.g. another enterprise's), with its own URL."""
-        with self.lock:
-            device = self._new_device(mac.lower(), account, None, url)
-            self.devices[device["mac"]] = device
-            return device
-
-    def device(self, mac: str) -> dict[str, Any] | None:
-        with self.lock:
-            found = self.devices.get(mac)
-            return dict(found) if found else None
+    def _seeded(self, mac: str, account: str, url: str) -> dict[str, Any]:
+        return self._new_device(mac, account, None, url)
 
     def effective_url(self, mac: str) -> str | None:
         """The URL a phone with this MAC is sent to."""

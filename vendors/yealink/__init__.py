@@ -313,7 +313,7 @@ class Builder(kit.Builder):
 
 class Yealink(kit.VendorBase):
     name = "yealink"
-    redirect_kinds = ("yealink-rps",)
+    redirect_kinds = ("yealink-rps", "yealink-ymcs")
     models: Mapping[str, ModelInfo] = MODELS
     autoescape = False
     supported = kit.DESK_PHONE | {"soft_keys", "expansion_keys"}

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from reconciler.core.errors import RedirectError
 from reconciler.core.files import atomic_write
-from reconciler.redirect.base import DesiredRegistration, Outcomes, Remote
+from reconciler.redirect.base import DesiredRegistration, OneByBatch, Outcomes, Remote
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ ACCOUNT = "provctl"
 T = TypeVar("T")
 
 
-class LocalRegistry:
+class LocalRegistry(OneByBatch):
     can_steal = True  # the registry file is ours: steal: true rewrites the entry
 
     def __init__(
@@ -99,15 +99,6 @@ class LocalRegistry:
             else:
                 found[mac] = Remote(mac, "other")
         return found
-
-    def register(self, reg: DesiredRegistration) -> None:
-        _raise(self.register_many([reg]), reg.mac)
-
-    def update(self, reg: DesiredRegistration) -> None:
-        _raise(self.update_many([reg]), reg.mac)
-
-    def deregister(self, mac: str) -> None:
-        _raise(self.deregister_many([mac]), mac)
 
     # Batches read and write the file once (not once per MAC: 100,000 MACs stay linear).
 
@@ -183,9 +174,3 @@ class LocalRegistry:
 
     def close(self) -> None:
         pass
-
-
-def _raise(outcomes: Outcomes, mac: str) -> None:
-    error = outcomes.get(mac)
-    if error is not None:
-        raise error

@@ -61,7 +61,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.core.errors import RedirectError
-from reconciler.redirect.base import Breaker, DesiredRegistration, Outcomes, Remote, chunks
+from reconciler.redirect.base import (
+    DesiredRegistration,
+    OneByBatch,
+    Outcomes,
+    Remote,
+    Seen,
+    batched,
+    own_ids,
+    shown,
+    skip_pages,
+    with_mac,
+)
 from reconciler.redirect.http import BaseTransport, HttpTransport, Response, RetryPolicy, SignInput
 
 log = logging.getLogger(__name__)
@@ -183,11 +194,7 @@ def _ids_in(data: Any) -> list[str]:
             if isinstance(i, str | int) or (isinstance(i, Mapping) and i.get("id"))]
 
 
-def _shown(macs: Sequence[str]) -> str:
-    return ", ".join(macs) if len(macs) <= 5 else f"{len(macs)} MACs ({macs[0]} … {macs[-1]})"
-
-
-class YealinkRpsClient:
+class YealinkRpsClient(Seen, OneByBatch):
     # [V] /work/shared/reference/rps-apis.md §"Ownership": only the XML-RPC API has isOverride;
     # the JSON Open API spoken here has no override flag.
     can_steal = False
@@ -300,25 +307,15 @@ class YealinkRpsClient:
         return str(obj["id"])
 
     def _pages(self, op: str, query: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-        skip = 0
-        while True:
+        def fetch(skip: int) -> Mapping[str, Any]:
             try:
-                page = self._object(op, self._call(
-                    op, {**query, "skip": skip, "limit": self.page_size, "autoCount": True}
-                ))
+                return self._object(op, self._call(
+                    op, {**query, "skip": skip, "limit": self.page_size, "autoCount": True}))
             except _ApiError as exc:
                 raise RedirectError(self.name, f"{op}: {exc.msg}") from exc
-            items = page.get("data") or []
-            if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
-                raise RedirectError(self.name, f"{op}: unexpected answer: data.data is not a "
-                                    "list of objects")
-            yield from items
-            skip += len(items)
-            total = page.get("total")
-            if not items or len(items) < self.page_size or (
-                isinstance(total, int) and skip >= total
-            ):
-                return
+
+        return skip_pages(fetch, self.page_size, lambda why: RedirectError(self.name,
+                                                                           f"{op}: {why}"))
 
     # -- servers and devices -------------------------------------------------------------
 
@@ -350,17 +347,7 @@ class YealinkRpsClient:
         return self._server_urls
 
     def _find(self, mac: str) -> Mapping[str, Any] | None:
-        """Our device with exactly this MAC (`key` is a substring search)."""
-        for device in self._pages("device/list", {"key": mac}):
-            if str(device.get("mac", "")).lower() == mac:
-                return device
-        return None
-
-    def _device(self, mac: str) -> Mapping[str, Any] | None:
-        """Our device as the last lookup saw it; read only for a MAC it did not cover."""
-        if mac in self._observed:
-            return self._ours.get(mac)
-        return self._find(mac)
+        return with_mac(self._pages("device/list", {"key": mac}), mac)  # `key`: substrings
 
     def _url_of(self, device: Mapping[str, Any]) -> str | None:
         url = device.get("uniqueServerUrl") or device.get("serverUrl")
@@ -430,16 +417,11 @@ class YealinkRpsClient:
         by_url: dict[str, list[str]] = {}
         for r in regs:
             by_url.setdefault(r.url, []).append(r.mac)
-        out: Outcomes = {}
-        breaker = Breaker()
-        for url, macs in sorted(by_url.items()):
-            for chunk in chunks(sorted(macs), self.batch_size):
-                stop = breaker.tripped()
-                done = (dict.fromkeys(chunk, stop) if stop is not None
-                        else self._add(list(chunk), url, server_id, steal))
-                breaker.record(done)
-                out.update(done)
-        return out
+        pairs = [(url, mac) for url, macs in sorted(by_url.items()) for mac in sorted(macs)]
+        return batched(pairs, self.batch_size, lambda p: p[1],
+                       lambda chunk: self._add([m for _, m in chunk], chunk[0][0], server_id,
+                                               steal),
+                       group=lambda p: p[0])  # a chunk never mixes URLs
 
     def _add(self, macs: list[str], url: str, server_id: str, steal: set[str]) -> Outcomes:
         """device/add of MACs that share a URL; one outcome per MAC (see the module text)."""
@@ -482,7 +464,7 @@ class YealinkRpsClient:
                 if mac in created:
                     self._ours[mac] = dict(created[mac])
             if done:
-                log.info("%s: registered %s", self.name, _shown(done))
+                log.info("%s: registered %s", self.name, shown(done))
             for mac in unconfirmed:  # a success that does not list them: ask one by one
                 out.update(self._add([mac], url, server_id, steal) if len(pending) > 1
                            else {mac: None})
@@ -573,26 +555,9 @@ class YealinkRpsClient:
         return out
 
     def deregister_many(self, macs: Sequence[str]) -> Outcomes:
-        out: Outcomes = {}
-        ids: dict[str, str] = {}  # device id -> mac
-        for mac in sorted(set(macs)):
-            try:
-                device = self._device(mac)
-            except RedirectError as exc:
-                out[mac] = exc
-                continue
-            if device is None:
-                log.debug("%s: %s not registered by this account", self.name, mac)
-                out[mac] = None
-            else:
-                ids[self._id("device/list", device)] = mac
-        breaker = Breaker()
-        for chunk in chunks(sorted(ids), self.batch_size):
-            stop = breaker.tripped()
-            done = (dict.fromkeys((ids[i] for i in chunk), stop) if stop is not None
-                    else self._delete({i: ids[i] for i in chunk}))
-            breaker.record(done)
-            out.update(done)
+        out, ids = own_ids(macs, self._device, lambda d: self._id("device/list", d))
+        out.update(batched(sorted(ids), self.batch_size, lambda i: ids[i],
+                           lambda chunk: self._delete({i: ids[i] for i in chunk})))
         return out
 
     def _delete(self, ids: dict[str, str]) -> Outcomes:
@@ -621,20 +586,9 @@ class YealinkRpsClient:
             for mac in done:
                 out[mac] = None
                 self._ours.pop(mac, None)
-            log.info("%s: deregistered %s", self.name, _shown(done))
+            log.info("%s: deregistered %s", self.name, shown(done))
             return out
         return out
-
-    # -- change: one MAC -----------------------------------------------------------------
-
-    def register(self, reg: DesiredRegistration) -> None:
-        _raise(self.register_many([reg]), reg.mac)
-
-    def update(self, reg: DesiredRegistration) -> None:
-        _raise(self.update_many([reg]), reg.mac)
-
-    def deregister(self, mac: str) -> None:
-        _raise(self.deregister_many([mac]), mac)
 
     def _error(self, mac: str, exc: _ApiError, steal: bool) -> RedirectError:
         if exc.msg in OTHER_OWNS:
@@ -647,9 +601,3 @@ class YealinkRpsClient:
 
     def close(self) -> None:
         self.http.close()
-
-
-def _raise(outcomes: Outcomes, mac: str) -> None:
-    error = outcomes.get(mac)
-    if error is not None:
-        raise error
