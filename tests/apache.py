@@ -18,19 +18,16 @@ Needs /usr/sbin/apache2 and its modules (Debian's apache2-bin; scripts/system-de
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from sshd import free_port
+from webserver import LoopbackServer
 
 APACHE = Path(os.environ.get("PROVCTL_TEST_APACHE", "/usr/sbin/apache2"))
 MODULES = Path("/usr/lib/apache2/modules")
@@ -119,54 +116,34 @@ def check(vhost: str, stock: bool = True) -> tuple[int, str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-class ApacheServer:
-    def __init__(self, root: Path, vhost: str, access_log: Path | None = None):
-        self.dir = Path(tempfile.mkdtemp(prefix="provctl-apache-"))
-        self.root = Path(root)
-        self.port = free_port()
-        self.access_log = access_log or self.dir / "access.log"
-        for key, value in (("{port}", str(self.port)), ("{root}", str(self.root)),
-                           ("{access_log}", str(self.access_log))):
-            vhost = vhost.replace(key, value)
-        self.vhost = vhost
-        self.proc: subprocess.Popen[bytes] | None = None
+class ApacheServer(LoopbackServer):
+    name = "apache2"
 
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/"
+    def __init__(self, root: Path, vhost: str, access_log: Path | None = None):
+        super().__init__(root, vhost, access_log)
 
     @property
     def error_log(self) -> str:
         path = self.dir / "error.log"
         return path.read_text() if path.exists() else ""
 
+    def details(self) -> str:
+        return self.error_log
+
     def start(self) -> ApacheServer:
         (self.dir / "run").mkdir(exist_ok=True)
         conf = self.dir / "apache2.conf"
-        conf.write_text(main_config(self.dir, self.vhost))
+        conf.write_text(main_config(self.dir, self.block))
         command = [str(APACHE), "-f", str(conf), "-DFOREGROUND"]
         if os.geteuid() == 0:
             command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                        "--inh-caps=+dac_override", "--ambient-caps=+dac_override", *command]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            self._wait()
+            self.launch(command)
         except BaseException:
             self.cleanup()
             raise
         return self
-
-    def _wait(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"apache2 exited: {err}{self.error_log}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"apache2 did not start listening: {self.error_log}")
 
     def request(self, path: str, method: str = "GET", host: str | None = None,
                 user_agent: str = "provctl-test", tls: ssl.SSLContext | None = None,
@@ -185,19 +162,3 @@ class ApacheServer:
     def get(self, path: str, host: str | None = None) -> tuple[int, bytes]:
         status, _, body = self.request(path, host=host)
         return status, body
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)

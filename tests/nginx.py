@@ -10,16 +10,12 @@ in. Needs the Debian `nginx` package (scripts/system-deps installs it).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from webserver import LoopbackServer
 
 NGINX = Path(os.environ.get("PROVCTL_TEST_NGINX", "/usr/sbin/nginx"))
 HOST = "127.0.0.1"
@@ -41,29 +37,13 @@ def nginx_missing_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+class NginxServer(LoopbackServer):
+    name = "nginx"
 
-
-class NginxServer:
     def __init__(self, root: Path, server_block: str | None = None,
                  access_log: Path | None = None):
-        self.dir = Path(tempfile.mkdtemp(prefix="provctl-nginx-"))
-        self.root = Path(root)
-        self.port = _free_port()
-        self.access_log = access_log or self.dir / "access.log"
-        block = server_block if server_block is not None else DEFAULT_BLOCK
-        for key, value in (("{port}", str(self.port)), ("{root}", str(self.root)),
-                           ("{access_log}", str(self.access_log))):
-            block = block.replace(key, value)
-        self.block = block
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/"
+        super().__init__(root, server_block if server_block is not None else DEFAULT_BLOCK,
+                         access_log)
 
     def _write_config(self) -> Path:
         for sub in ("logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
@@ -88,18 +68,8 @@ http {{
 
     def start(self) -> NginxServer:
         conf = self._write_config()
-        self.proc = subprocess.Popen(
-            [str(NGINX), "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"nginx exited: {err}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("nginx did not start listening")
+        self.launch([str(NGINX), "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"])
+        return self
 
     def get(self, path: str, user_agent: str = "provctl-test") -> tuple[int, bytes]:
         """GET a path; (status, body) — 4xx/5xx are returned, not raised."""
@@ -110,19 +80,3 @@ http {{
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)

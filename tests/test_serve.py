@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import FLEET_SECRET, edit, run
 from phones import Phone
+from sshd import free_port
 
 from reconciler.render.addressing import url_token
 
@@ -23,12 +24,6 @@ pytestmark = pytest.mark.integration
 
 MAC = "001565aabb01"
 TOKEN = url_token(FLEET_SECRET, MAC)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port: int, method: str, path: str, headers: dict | None = None) -> int:
