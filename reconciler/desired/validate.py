@@ -232,7 +232,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
                redacting: bool = False, allow_unserved: bool = False,
                state_dir: Path | None = None, redaction: Redaction | None = None,
                cancelled: Cancelled | None = None,
-               validate: FileValidator | None = None) -> DesiredState:
+               validate: FileValidator | None = None,
+               secrets_index: Path | None = None) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found.
 
     `allow_unserved`: a phone no target serves is a warning, not an error. `state_dir` keeps
@@ -240,7 +241,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     sides of a comparison. `cancelled` is polled while parsing (raises Interrupted).
     `validate` checks one file on its own (validate_file); a cache of its results by content
     (desired/filecache.py) may stand in for it. The cross-file rules always run on the whole
-    state.
+    state. `secrets_index`: where the digests of the secrets file's values are kept by its
+    content (secrets.SecretsIndex), so that an unchanged file is not parsed.
     """
     check_file = validate or validate_file
     problems: list[Problem] = [oversize_problem(rel, size, source.limits)
@@ -301,7 +303,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         raise ConfigError(problems)
     prov = prov_list[0]
     secrets = secrets_for(source, prov.value, environ, redacting=redacting,
-                          redaction=redaction)
+                          redaction=redaction, index_dir=secrets_index)
     state = DesiredState(source, prov, defaults, profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state, allow_unserved=allow_unserved)
@@ -315,7 +317,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
 
 def secrets_for(source: Source, provisioning: Provisioning,
                 environ: dict[str, str] | None = None, *, redacting: bool = False,
-                redaction: Redaction | None = None) -> Secrets:
+                redaction: Redaction | None = None, index_dir: Path | None = None) -> Secrets:
     """The secrets of a desired state, as provisioning.yaml says where they live."""
     host_refs = [(ref, ".".join(map(str, where)))
                  for ref, where in _provisioning_refs(provisioning)]
@@ -323,7 +325,7 @@ def secrets_for(source: Source, provisioning: Provisioning,
                    fleet_secret=provisioning.fleet.secret,
                    age_file=provisioning.secrets.age_file,
                    file_dirs=provisioning.secrets.file_dirs, source=source,
-                   host_refs=host_refs, redaction=redaction)
+                   host_refs=host_refs, redaction=redaction, index_dir=index_dir)
 
 
 def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:

@@ -36,6 +36,7 @@ from reconciler.core.errors import (
 from reconciler.core.names import did_you_mean
 from reconciler.desired.filecache import open_cache as open_file_cache
 from reconciler.desired.load import read_source
+from reconciler.desired.secrets import index_dir as secrets_index_dir
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import bootstrap, narrow, phones, waves
@@ -142,7 +143,8 @@ def load_desired(opts: Options) -> RenderedState:
     with _collector_paused():
         state = load_state(source, environ, redacting=opts.redacting,
                            allow_unserved=opts.allow_unserved, state_dir=state_dir,
-                           cancelled=opts.cancel, validate=files)
+                           cancelled=opts.cancel, validate=files,
+                           secrets_index=secrets_index_dir(state_dir) if incremental else None)
         names = target_names(state, opts.targets)
         cache = RenderCache(cache_path(state_dir)) if incremental else None
         renderer = Renderer(state, cache)  # with a cache: phones keyed (render/keys.py)
