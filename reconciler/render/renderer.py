@@ -306,7 +306,7 @@ class Renderer:
             customer = devices[mac].value.customer or account_customer.get(mac)
             if served is not None and customer not in served:
                 continue
-            key = key_of(mac, target, self._held_part(mac) if mac in held else "") \
+            key = key_of(mac, target, self._held_part(mac) if mac in held else "", customer) \
                 if key_of is not None else None
             entry = lookup(key) if lookup is not None and key else None
             if entry is None:
@@ -315,7 +315,9 @@ class Renderer:
             assert key is not None
             self.cache_keys.add(key)
             firmware = entry[1]
-            directory = self.addressing.directory(mac, customer)
+            # the token directory is kept with the entry: a function of the fleet secret, the
+            # url_tokens setting, the MAC and the customer, all in the key
+            directory = entry[3] if len(entry) > 3 else self.addressing.directory(mac, customer)
             version = firmware[0] if firmware else None
             for name, sha, size in unpack_files(entry[0]):  # rendered again only if uploaded
                 path = f"{directory}/{name}" if directory else name
@@ -350,7 +352,8 @@ class Renderer:
             if key and self.cache is not None:
                 packed = pack_files([(n, sha, size) for n, sha, size, _ in phone.files])
                 self.cache.put(key, [packed, list(phone.firmware) if phone.firmware else None,
-                                     [list(u) for u in phone.sip]])
+                                     [list(u) for u in phone.sip],
+                                     self.addressing.directory(mac, self.customer_of(mac))])
                 self.cache_keys.add(key)
         if problems:
             raise ConfigError(problems)
