@@ -416,8 +416,9 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
                 (name, p) for p, f in boot.items() if f.phones & selection.macs})
             want = mine.narrow(name, want, obs)
         # rollouts stage the phones' own files; bootstrap files follow the onboarding windows
-        wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)} \
-            if onboarding is not None and onboarding.directories else want
+        if rollouts is not None:
+            wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)} \
+                if onboarding is not None and onboarding.directories else want
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade, bootstrap=is_bootstrap)

@@ -49,6 +49,7 @@ def _part(text: str) -> bytes:
 
 
 _NO_EXTRA = _part("")
+_UNSEEN = object()
 
 
 class PhoneKeys:
@@ -135,7 +136,9 @@ class PhoneKeys:
         if customer is None:
             customer = d.customer or self._account_customer.get(mac)
         where = (target, d.profile, customer)
-        prefix = self._prefixes[where] if where in self._prefixes else self._prefix(*where)
+        prefix = self._prefixes.get(where, _UNSEEN)
+        if prefix is _UNSEEN:
+            prefix = self._prefix(*where)
         if prefix is None:
             return None
         # digests are 40 hex digits and secret values length-prefixed: the parts cannot run

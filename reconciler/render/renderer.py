@@ -300,10 +300,12 @@ class Renderer:
         total = len(chosen)
         devices, account_customer = self.state.devices, self.resolver.account_customer
         served = spec.customers  # serves(): None serves every phone
+        unsupported = self._unsupported
         for i, mac in enumerate(chosen):  # the hot loop of a no-op at 100,000 phones: tight
             if i % 256 == 0:
                 self._check_cancelled()
-            customer = devices[mac].value.customer or account_customer.get(mac)
+            d = devices[mac].value
+            customer = d.customer or account_customer.get(mac)
             if served is not None and customer not in served:
                 continue
             key = key_of(mac, target, self._held_part(mac) if mac in held else "", customer) \
@@ -330,7 +332,13 @@ class Renderer:
                 except ConfigError as exc:
                     problems += exc.problems
             self.sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
-            self._warn_cached(mac, customer)
+            # the warnings of its layers, known for its combination (_warn_cached otherwise)
+            found = unsupported.get((d.model, d.profile, customer)) if not d.params else None
+            if found is None:
+                self._warn_cached(mac, customer)
+            else:
+                for name, file, line in found:
+                    self.warnings.add(_unsupported_warning(d, mac, name, file, line))
             if self.progress is not None:
                 self._tick(total)
         rendered = self._render_many([mac for mac, _ in misses], target, total)
