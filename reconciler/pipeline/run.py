@@ -566,6 +566,7 @@ class ApplyResult:
     cancelled: bool = False  # confirm() said no: nothing was written
     uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
     onboarding: bootstrap.Onboarding | None = None
+    desired: RenderedState | None = field(default=None, repr=False)  # what it applied
 
     @property
     def exit_code(self) -> int:
@@ -628,7 +629,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 _record_status(state_dir, revision, results)
                 raise refused
             if opts.confirm is not None and not opts.confirm(the_plan):
-                return ApplyResult(the_plan, results, cancelled=True)
+                return ApplyResult(the_plan, results, cancelled=True, desired=desired)
             _record_scans(the_plan, observed, state_dir)
             journals = {n: target_records.Journal.resume(
                 t, observed[n].manifest, observed[n].pending, observed[n].journal)
@@ -714,7 +715,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 uptake_after.logs = uptake.logs
                 uptake = uptake_after
             return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake,
-                               onboarding=onboarding)
+                               onboarding=onboarding, desired=desired)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):
