@@ -588,9 +588,10 @@ def run() -> NoReturn:
     After plan or apply it ends at once (os._exit) once its output is flushed and logging
     shut down: freeing a 100,000-phone desired state object by object takes about 0.3 s, for
     nothing. Every file and lock was closed by then (the commands' own `with` blocks and
-    `finally` clauses); the exit code is the command's."""
+    `finally` clauses); the exit code is the command's. Under a profiler or a tracer
+    (cProfile, coverage), which write their results at exit, it exits as usual."""
     code = main()
-    if not _LEFT:
+    if not _LEFT or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     try:
         sys.stdout.flush()
