@@ -24,6 +24,10 @@ it, so a rotation is visible in a plan and the value cannot be guessed offline f
 `<secret:acme/201>`, or `<secret:acme/201 changed>` when the base of a comparison had another
 value (see `Redaction`).
 
+For incremental runs the values of `secrets.file` are also known by their keyed digests, kept in
+the state directory under the file's content (`SecretsIndex`): validation and the phones' keys
+never parse a file that did not change, and a phone rendered again finds its value by its line.
+
 pyrage (age) is used here only.
 """
 
