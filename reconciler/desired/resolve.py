@@ -207,7 +207,7 @@ class Resolver:
             a = located.value
             refs = a.devices
             customer = a.customer
-            for mac in (refs[0].mac,) if len(refs) == 1 else dict.fromkeys(r.mac for r in refs):
+            for mac in (refs[0].mac,) if len(refs) == 1 else dict.fromkeys([r.mac for r in refs]):
                 mine = accounts.get(mac)
                 if mine is None:
                     accounts[mac] = [located]

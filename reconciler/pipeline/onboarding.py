@@ -190,4 +190,4 @@ def memory_from_json(body: object) -> FleetMemory:
         windows[str(mac)] = Memory(str(entry["key"]), float(entry["opened"]),
                                    Arrival(float(arrival[0]), str(arrival[1]))
                                    if arrival else None)
-    return FleetMemory(frozenset(str(m) for m in body.get("known") or ()), windows)
+    return FleetMemory(frozenset(map(str, body.get("known") or ())), windows)

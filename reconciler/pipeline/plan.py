@@ -207,14 +207,14 @@ def diff_target(
                                       want.device))
         else:
             unchanged += 1
+    gone = [(path, entry) for path, entry in manifest.items() if path not in desired]
     changes += [FileChange(name, path, "delete", "withdraw", entry.sha256, entry.size)
-                for path, entry in manifest.items() if path not in desired and bootstrap(path)]
+                for path, entry in gone if bootstrap(path)]
     changes += [FileChange(name, path, "delete", "withdraw", "", 0) for path in sorted(pending)
                 if path not in desired and path not in manifest and bootstrap(path)]
     if prune:
         deletes = [FileChange(name, path, "delete", "prune", entry.sha256, entry.size)
-                   for path, entry in manifest.items()
-                   if path not in desired and not bootstrap(path)]
+                   for path, entry in gone if not bootstrap(path)]
         deletes += [FileChange(name, path, "delete", "prune", "", 0) for path in sorted(pending)
                     if path not in desired and path not in manifest and not bootstrap(path)]
         if deletes and not force:  # counted only when there are deletes: 150,000 paths
