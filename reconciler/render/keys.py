@@ -26,7 +26,6 @@ import hashlib
 import hmac
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from reconciler.desired.resolve import Resolver
 from reconciler.desired.schema import Assignment
@@ -49,7 +48,6 @@ def _part(text: str) -> bytes:
 
 
 _NO_EXTRA = _part("")
-_UNSEEN = object()
 
 
 class PhoneKeys:
@@ -65,7 +63,7 @@ class PhoneKeys:
         self._bases: dict[str, bytes | None] = {}  # target -> prefix
         # (target, profile, customer) -> the keyed hash fed with base and layers, copied for
         # each phone (None: a secret they need does not resolve)
-        self._prefixes: dict[tuple[str, str, str | None], Any] = {}
+        self._prefixes: dict[tuple[str, str, str | None], hashlib.blake2b | None] = {}
 
     def customer(self, mac: str) -> str | None:
         """The phone's effective customer: allocated, else that of its first account."""
@@ -115,7 +113,8 @@ class PhoneKeys:
                 self._layers[key] = None
         return self._layers[key]
 
-    def _prefix(self, target: str, profile: str, customer: str | None) -> Any:
+    def _prefix(self, target: str, profile: str, customer: str | None
+                ) -> hashlib.blake2b | None:
         base = self._bases[target] if target in self._bases else self._base(target)
         layers = self._layer_part(profile, customer)
         found = None
@@ -136,9 +135,8 @@ class PhoneKeys:
         if customer is None:
             customer = d.customer or self._account_customer.get(mac)
         where = (target, d.profile, customer)
-        prefix = self._prefixes.get(where, _UNSEEN)
-        if prefix is _UNSEEN:
-            prefix = self._prefix(*where)
+        prefixes = self._prefixes
+        prefix = prefixes[where] if where in prefixes else self._prefix(*where)
         if prefix is None:
             return None
         # digests are 40 hex digits and secret values length-prefixed: the parts cannot run
@@ -157,4 +155,4 @@ class PhoneKeys:
             return None
         h = prefix.copy()  # = blake2b(base + layers + own): the shared part hashed once
         h.update(own)
-        return str(h.hexdigest())
+        return h.hexdigest()

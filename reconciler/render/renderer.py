@@ -301,6 +301,7 @@ class Renderer:
         devices, account_customer = self.state.devices, self.resolver.account_customer
         served = spec.customers  # serves(): None serves every phone
         unsupported = self._unsupported
+        keep, sip_users = self.cache_keys.add, self.sip_users
         for i, mac in enumerate(chosen):  # the hot loop of a no-op at 100,000 phones: tight
             if i % 256 == 0:
                 self._check_cancelled()
@@ -315,7 +316,7 @@ class Renderer:
                 misses.append((mac, key))
                 continue
             assert key is not None
-            self.cache_keys.add(key)
+            keep(key)
             firmware = entry[1]
             # the token directory is kept with the entry: a function of the fleet secret, the
             # url_tokens setting, the MAC and the customer, all in the key
@@ -331,7 +332,7 @@ class Renderer:
                     files[art.path] = art
                 except ConfigError as exc:
                     problems += exc.problems
-            self.sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
+            sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
             # the warnings of its layers, known for its combination (_warn_cached otherwise)
             found = unsupported.get((d.model, d.profile, customer)) if not d.params else None
             if found is None:
