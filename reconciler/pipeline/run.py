@@ -184,7 +184,8 @@ def _collector_paused() -> Iterator[None]:
     """Loading builds millions of objects and no garbage cycles worth collecting: the cyclic
     collector would walk the growing heap again and again (2-3× the CPU at 100,000 phones).
     What was built is then frozen (gc.freeze), before the collector is enabled again, so that
-    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it."""
+    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it.
+    The same for reading the manifests and planning (150,000 entries, files and changes)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -529,13 +530,15 @@ def plan(opts: Options) -> PlanResult:
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         opts.report("observe")
-        observed = _observe_all(desired, targets, opts, state_dir)
+        with _collector_paused():  # the manifests: 150,000 entries each, no cycles
+            observed = _observe_all(desired, targets, opts, state_dir)
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
         rollouts = decide_rollouts(desired, observed, uptake, opts)
     onboarding = observe_onboarding(desired, opts, state_dir)
-    the_plan = make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
-                         rollouts, onboarding)
+    with _collector_paused():
+        the_plan = make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
+                             rollouts, onboarding)
     _record_scans(the_plan, observed, state_dir)
     return PlanResult(the_plan, desired, uptake, onboarding)
 
@@ -608,7 +611,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     results[name] = TargetResult(name, error=Failure(str(exc)))
             live = {n: t for n, t in targets.items() if n in locks and n not in results}
             opts.report("observe")
-            observed = _observe_all(desired, live, opts, state_dir)
+            with _collector_paused():  # the manifests: 150,000 entries each, no cycles
+                observed = _observe_all(desired, live, opts, state_dir)
             uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
@@ -617,8 +621,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                          {n: desired.artifacts[n] for n in live},
                                          desired.groups, desired.book)
             onboarding = observe_onboarding(desired_live, opts, state_dir)
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
-                                 rollouts, onboarding)
+            with _collector_paused():
+                the_plan = make_plan(desired_live, observed, opts, snapshot, now,
+                                     uptake.arrived, rollouts, onboarding)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
