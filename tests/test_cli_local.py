@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 from fleet_fixtures import FLEET_SECRET, edit, run
 
@@ -233,3 +235,28 @@ def test_no_secret_in_receipts_manifests_status_or_logs(fleet, capsys, caplog):
         for value in values:
             assert value not in text
         assert token not in text  # receipts, status, logs: tokens only shortened
+
+
+def test_the_command_ends_at_once_with_its_output_and_exit_code(fleet, tmp_path):
+    """`provctl plan` and `apply` end the process without freeing the desired state
+    (os._exit, cli/main.py run()): what they print is all there, to a pipe and to a file,
+    the exit code is the command's, and apply's records are written."""
+    cmd = [sys.executable, "-m", "reconciler.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered
+    first = subprocess.run([*cmd, "apply", "--repo", str(fleet)], capture_output=True,
+                           text=True, env=env)
+    assert first.returncode == 2, first.stderr
+    assert "Summary:" in first.stdout and first.stdout.rstrip().endswith("applied")
+    assert (fleet / ".provctl" / "receipts.jsonl").read_text().strip()
+    out = tmp_path / "plan.txt"
+    with open(out, "w") as fh:  # a file: block-buffered, flushed before the end
+        code = subprocess.run([*cmd, "plan", "--repo", str(fleet)], stdout=fh,
+                              env=env).returncode
+    assert code == 0
+    text = out.read_text()
+    assert text.startswith("Plan for revision worktree") and text.endswith(
+        "Summary: 0 to create, 0 to update, 0 to delete, 23 unchanged\n"
+        "No changes. The targets match the desired state.\n")
+    bad = subprocess.run([*cmd, "plan", "--repo", str(fleet), "--target", "nope"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "unknown target 'nope'" in bad.stderr

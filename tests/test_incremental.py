@@ -8,6 +8,7 @@ checks that only the phones the edit concerns were rendered again.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -17,8 +18,10 @@ import yaml
 from fleet_fixtures import FLEET_SECRET, SECRETS, edit
 
 import vendors
+from reconciler.desired import secrets as secrets_mod
 from reconciler.desired.filecache import FileCache, LazyDoc
 from reconciler.desired.load import DEFAULT_LIMITS, read_source
+from reconciler.desired.secrets import CONTROL
 from reconciler.desired.validate import load_state, validate_file
 from reconciler.pipeline.run import Options, load_desired
 from reconciler.render import cache as render_cache
@@ -100,6 +103,89 @@ def test_a_secret_value_renders_the_phones_that_use_it(fleet, warm, tmp_path, mo
     secrets = Path(__import__("os").environ["PROVCTL_SECRETS_FILE"])
     edit(secrets, '"S3cr&t<201>"', '"N3w&<201>"')  # acme/201: Alice's three phones
     assert same_as_cold(fleet, warm, tmp_path) == 3
+
+
+def test_an_unchanged_secrets_file_is_not_parsed(fleet, warm, tmp_path, monkeypatch):
+    """The values' digests come from the file's index (state directory, by content): neither
+    validation nor the phones' keys parse the file again; a phone rendered again reads its
+    value from its line, checked against the digest."""
+    parsed = []
+    real = secrets_mod.parse_secrets_map
+    monkeypatch.setattr(secrets_mod, "parse_secrets_map",
+                        lambda *a, **k: parsed.append(a[1]) or real(*a, **k))
+    assert run(fleet, warm)[2] == 0
+    assert parsed == []
+    edit(fleet / "devices" / "acme.yaml", "name: reception", "name: front-desk")
+    assert same_as_cold(fleet, warm, tmp_path) == 1
+    assert parsed == [str(os.environ["PROVCTL_SECRETS_FILE"])]  # the cold run only
+
+
+def test_a_secrets_file_edit_that_changes_no_value_renders_nothing(fleet, warm, tmp_path):
+    secrets = Path(os.environ["PROVCTL_SECRETS_FILE"])
+    with open(secrets, "a") as fh:
+        fh.write("# a comment\nunused/secret: never-referenced\n")
+    edit(secrets, 'acme/201: "S3cr&t<201>"', "acme/201: 'S3cr&t<201>'")  # same value
+    assert same_as_cold(fleet, warm, tmp_path) == 0
+
+
+def test_a_value_equal_to_a_host_secret_is_refused_with_the_index(fleet, warm, tmp_path):
+    """phone_value refuses a phone's value that is a host secret; the index's digests must not
+    let a cached phone skip that check."""
+    secrets = Path(os.environ["PROVCTL_SECRETS_FILE"])
+    edit(secrets, '"S3cr&t<201>"', f'"{FLEET_SECRET}"')
+    found = problems_of(fleet, warm)
+    assert found == problems_of(fleet, tmp_path / "cold", cold=True)
+    assert any("acme/201" in p and "must never reach a phone" in p for p in found), found
+
+
+@pytest.mark.parametrize("text", [
+    'a: "x"\nb: y\na: z\n',  # a duplicate: the last one counts
+    "a: |\n  b: inner\nb: outer\n",  # a line inside a block scalar looks like an entry
+    "a: 0x1f\nb: 1_000\nc: yes\nd: '01'\ne: 2001-01-01\n",  # not strings
+    "a: >\n  folded\n  text\nb: 'it''s'\nc: \"tab\\there\"\r\nd: x # comment\n",
+    "{a: 1, b: 2}\n",  # flow style: no line per entry
+    "a: &v one\nb: *v\n",  # an alias
+])
+def test_a_value_read_from_the_index_is_what_the_whole_file_gives(tmp_path, text):
+    path = tmp_path / "secrets.yaml"
+    path.write_bytes(text.encode())
+    environ = {"FLEET": "s3cret"}
+    values = secrets_mod.parse_secrets_map(text, "x")
+
+    def fresh() -> secrets_mod.Secrets:
+        return secrets_mod.Secrets(tmp_path, str(path), environ, fleet_secret="env:FLEET",
+                                   index_dir=tmp_path / "index")
+
+    assert fresh()._indexed() is not None  # parses the file and writes the index
+    assert list((tmp_path / "index").iterdir())
+    for name, value in values.items():
+        got = fresh()
+        if CONTROL.search(value) or not value:
+            continue
+        assert got.resolve(f"secret:{name}") == value  # by its line, else the whole file
+        assert got.value_digest(f"secret:{name}") is not None
+
+
+def test_the_secrets_index_ignores_entries_it_did_not_write(tmp_path):
+    path = tmp_path / "secrets.yaml"
+    path.write_text("a: one\n")
+    index = tmp_path / "index"
+
+    def fresh(fleet: str) -> secrets_mod.Secrets:
+        return secrets_mod.Secrets(tmp_path, str(path), {"FLEET": fleet},
+                                   fleet_secret="env:FLEET", index_dir=index)
+
+    first = fresh("key-a")
+    digest = first.value_digest("secret:a")
+    assert digest is not None and first._map is not None  # parsed once, to build the index
+    (entry,) = index.iterdir()
+    assert fresh("key-a").value_digest("secret:a") == digest
+    assert b"one" not in entry.read_bytes()  # digests only, never a value
+    other = fresh("key-b")  # another fleet secret: another name, another key
+    assert other.value_digest("secret:a") not in (None, digest) and other._map is not None
+    entry.write_bytes(entry.read_bytes()[:-1] + b"x")  # tampered: parsed again, no error
+    again = fresh("key-a")
+    assert again.value_digest("secret:a") == digest and again._map is not None
 
 
 def test_an_environment_secret_renders_what_uses_it(fleet, warm, tmp_path, monkeypatch):
@@ -314,16 +400,22 @@ def random_edit(repo: Path, rng: random.Random) -> str:
 
 
 def keys_and_phones(repo: Path, state: Path) -> tuple[dict, dict, Output]:
-    """Cold: each phone's key and files per target, and every file."""
+    """Cold: each phone's keys (secret values as themselves, and as digests from the secrets
+    file's index) and files per target, and every file."""
     desired = load_desired(Options(repo=repo, state_dir=state, use_cache=False))
-    keys = PhoneKeys(desired.state, desired.renderer.fleet_secret)
+    plain = PhoneKeys(desired.state, desired.renderer.fleet_secret)
+    indexed = PhoneKeys(load_state(read_source(repo), secrets_index=state / "index"),
+                        desired.renderer.fleet_secret)
     phones: dict[tuple[str, str], dict[str, bytes]] = {}
     for t, arts in desired.artifacts.items():
         for path, art in arts.items():
             if art.device:
                 phones.setdefault((t, art.device), {})[path] = art.content()
     files = {(t, p): a.content() for t, arts in desired.artifacts.items() for p, a in arts.items()}
-    return {phone: keys.key(phone[1], phone[0]) for phone in phones}, phones, files
+    keys = {phone: (plain.key(phone[1], phone[0]), indexed.key(phone[1], phone[0]))
+            for phone in phones}
+    assert indexed.state.secrets._indexed() is not None  # the digests came from the index
+    return keys, phones, files
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -343,7 +435,8 @@ def test_a_key_never_hides_a_change(tmp_path, monkeypatch, seed):
         kinds.append(random_edit(repo, rng))
         new_keys, new_phones, files = keys_and_phones(repo, tmp_path / "k")
         hidden = [phone for phone, got in new_phones.items()
-                  if phone in phones and phones[phone] != got and keys[phone] == new_keys[phone]]
+                  if phone in phones and phones[phone] != got
+                  and any(a == b for a, b in zip(keys[phone], new_keys[phone], strict=True))]
         assert hidden == [], f"a key hid a change after {kinds}"
         cold_warnings = run(repo, tmp_path / "cold", cold=True)[1]
         for _ in range(2):  # the edited phones rendered, then every phone from the cache

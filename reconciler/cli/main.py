@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reconciler import __version__
 from reconciler.cli import help as cli_help
@@ -240,6 +241,9 @@ def _progress(args: argparse.Namespace) -> Any:
     return Progress(sys.stderr, output.Style.for_stream(sys.stderr, args.no_color).enabled)
 
 
+_LEFT: list[object] = []  # what plan and apply leave for the process to drop (see run())
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     opts = _options(args)
     opts.redacting = args.no_secrets
@@ -325,6 +329,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
+    _LEFT.append(result)  # the desired state: freed with the process (run())
     style = output.Style.for_stream(sys.stdout, args.no_color)
     if args.format == "text":
         sys.stdout.write(output.plan_text(result.plan, style=style))
@@ -383,6 +388,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
+    _LEFT.append(result)  # the desired state: freed with the process (run())
     if not shown:
         sys.stdout.write(output.plan_text(result.plan, style=style))
     if result.cancelled:
@@ -576,5 +582,25 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def run() -> NoReturn:
+    """The provctl command: main(), then the process ends.
+
+    After plan or apply it ends at once (os._exit) once its output is flushed and logging
+    shut down: freeing a 100,000-phone desired state object by object takes about 0.3 s, for
+    nothing. Every file and lock was closed by then (the commands' own `with` blocks and
+    `finally` clauses); the exit code is the command's. Under a profiler or a tracer
+    (cProfile, coverage), which write their results at exit, it exits as usual."""
+    code = main()
+    if not _LEFT or sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)  # a closed or broken stream: Python's own exit says what it must
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -24,17 +24,25 @@ it, so a rotation is visible in a plan and the value cannot be guessed offline f
 `<secret:acme/201>`, or `<secret:acme/201 changed>` when the base of a comparison had another
 value (see `Redaction`).
 
+For incremental runs the values of `secrets.file` are also known by their keyed digests, kept in
+the state directory under the file's content (`SecretsIndex`): validation and the phones' keys
+never parse a file that did not change, and a phone rendered again finds its value by its line.
+
 pyrage (age) is used here only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
+import pickle
 import re
 import string
+import time
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -150,7 +158,7 @@ class Secrets:
                  fleet_secret: str | None = None, age_file: str | None = None,
                  file_dirs: Iterable[str] = (), source: Source | None = None,
                  host_refs: Iterable[tuple[str, str]] = (),
-                 redaction: Redaction | None = None):
+                 redaction: Redaction | None = None, index_dir: Path | None = None):
         self.base_dir = base_dir
         # Redacting mode (plans between revisions): every value is its redacted form, and a
         # reference that does not resolve becomes a placeholder, so CI needs no secrets.
@@ -168,18 +176,35 @@ class Secrets:
         self._map: dict[str, str] | None = None
         self._age_map: dict[str, str] | None = None
         self._cache: dict[tuple[str, str | None], str] = {}
+        # The digests of the secrets file's values, kept in the state directory under its
+        # content (SecretsIndex): validation and phone keys then never parse an unchanged file.
+        self._index_dir = index_dir if not redacting else None
+        self._index: dict[str, bytes] | None = None
+        self._indexed_yet = False
+        self._text: str | None = None
+        self._digest_key: bytes | None = None
+        self._host_digests: set[bytes] | None = None
+        self._quick_left = QUICK_LOOKUPS
 
     # --- the secrets files --------------------------------------------------------------------
 
     def _secrets_map(self) -> dict[str, str]:
         if self._map is not None:
             return self._map
+        text, where = self._file_text()
+        self._map = parse_secrets_map(text, where, "secrets.file")
+        return self._map
+
+    def _file_text(self) -> tuple[str, str]:
+        """The text of secrets.file (read once) and where it is."""
         if not self._file_ref:
             raise MissingSecret("secrets.file", "no secrets file is configured")
         path_text = self._file_ref
         if path_text.startswith(("env:", "file:")):
             path_text = self._resolve(path_text)
         path = self._path(path_text)
+        if self._text is not None:
+            return self._text, str(path)
         rel = self._in_repository(path)
         if rel is not None:  # kept in the repository: the revision's copy
             try:
@@ -192,8 +217,91 @@ class Secrets:
             except OSError as exc:
                 raise MissingSecret("secrets.file",
                                     f"cannot read {path}: {exc.strerror}") from exc
-        self._map = parse_secrets_map(text, str(path), "secrets.file")
-        return self._map
+        self._text = text
+        return text, str(path)
+
+    # --- the index of secrets.file: keyed digests of its values ------------------------------
+
+    def _indexed(self) -> dict[str, bytes] | None:
+        """NAME -> keyed digest of its value, for every usable value of secrets.file as it is
+        now, from the state directory when the file did not change (else parsed once and
+        kept there). None without an index: no state directory given, an age file (looked up
+        first), a fleet secret that is not at hand or kept in the secrets file, a file that
+        cannot be read or parsed (the lookups then say why)."""
+        if self._indexed_yet:
+            return self._index
+        self._indexed_yet = True
+        fleet = self._fleet_ref
+        if (self._index_dir is None or self._age_file or not self._file_ref or not fleet
+                or fleet.startswith(("secret:", "derive:"))):
+            return None
+        try:
+            key = self._digest_key = hmac.digest(self._resolve(fleet).encode(),
+                                                 b"provctl-secret-digest", "sha256")
+            text, _ = self._file_text()
+        except MissingSecret:
+            return None
+        index = SecretsIndex(self._index_dir, key)
+        found = index.load(text)
+        if found is None:
+            try:
+                values = self._secrets_map()
+            except MissingSecret:
+                return None
+            found = {name: self._digest(value) for name, value in values.items()
+                     if value and not CONTROL.search(value)}
+            index.store(text, found)
+        self._index = found
+        return found
+
+    def _digest(self, value: str) -> bytes:
+        assert self._digest_key is not None
+        return hmac.digest(self._digest_key, value.encode("utf-8", "surrogatepass"), "sha256")
+
+    def value_digest(self, ref: str) -> bytes | None:
+        """A keyed digest of the value of `secret:NAME` in secrets.file, from its index (the
+        file is not parsed); None when there is none (then `phone_value` gives the value, or
+        says why not). None too when the value is that of a host secret: `phone_value` refuses
+        it. Equal digests, equal values: what a phone's key needs (render/keys.py)."""
+        if not ref.startswith("secret:"):
+            return None
+        index = self._indexed()
+        if index is None:
+            return None
+        digest = index.get(ref[7:])
+        if digest is None or digest in self._host_secret_digests(index):
+            return None
+        return digest
+
+    def _host_secret_digests(self, index: dict[str, bytes]) -> set[bytes]:
+        if self._host_digests is None:
+            found = set()
+            for ref, _ in self._host_refs:
+                digest = index.get(ref[7:]) if ref.startswith("secret:") else None
+                if digest is None:
+                    try:
+                        digest = self._digest(self._resolve(ref))
+                    except MissingSecret:
+                        continue  # reported where it is written
+                found.add(digest)
+            self._host_digests = found
+        return self._host_digests
+
+    def _quick_value(self, name: str) -> str | None:
+        """One value of an indexed secrets file without parsing all of it: the line `NAME:
+        value`, parsed alone, taken only if its digest is the one indexed (so it is exactly
+        what parsing the whole file gives). None: parse the file (a few lookups only)."""
+        index = self._indexed()
+        if index is None or self._quick_left <= 0 or self._text is None:
+            return None
+        digest = index.get(name)
+        if digest is None:
+            return None
+        self._quick_left -= 1
+        value = find_value(self._text, name)
+        if value is None or not hmac.compare_digest(self._digest(value), digest):
+            return None
+        return value
 
     def age_path(self) -> Path | None:
         """The age file in the work tree (where `secrets set` writes)."""
@@ -230,6 +338,9 @@ class Secrets:
                 return found
             reasons.append(f"not in {self._age_file}")
         if self._file_ref or not self._age_file:
+            found = self._quick_value(name) if self._map is None else None
+            if found is not None:
+                return found
             try:
                 found = self._secrets_map().get(name)
             except MissingSecret as exc:
@@ -353,6 +464,10 @@ class Secrets:
 
         `device`: the reference is a phone's parameter, where derive's {mac} is allowed.
         """
+        if ref.startswith("secret:") and (ref, None) not in self._cache:
+            index = self._indexed()
+            if index is not None and ref[7:] in index:
+                return  # in the secrets file, usable (the index holds only those)
         if ref.startswith("derive:"):
             name, _ = parse_derive(ref)
             if "{mac}" in name and not device:
@@ -463,6 +578,101 @@ def _scalar(node: yaml.Node) -> object:
     if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
         return node.value
     return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+
+
+def find_value(text: str, name: str) -> str | None:
+    """The value of `NAME: value` on a line of its own in a secrets file, as parse_secrets_map
+    reads it; None when there is no such line or it does not parse alone. Callers check the
+    result against the value's digest: the line may be another than the one parsing the whole
+    file takes (a duplicate, a line inside a block scalar)."""
+    found = re.search(f"^{re.escape(name)}:[ \t](.*)$", text, re.MULTILINE)
+    if found is None:
+        return None
+    try:
+        node = yaml.compose(found.group(0), Loader=_Loader)
+        if not isinstance(node, yaml.MappingNode) or len(node.value) != 1:
+            return None
+        key, value = node.value[0]
+        if str(_scalar(key)) != name:
+            return None
+        loaded = _scalar(value)
+    except yaml.YAMLError:
+        return None
+    if isinstance(loaded, dict | list) or loaded is None:
+        return None
+    return str(loaded)
+
+
+QUICK_LOOKUPS = 32  # values found by their line before the whole file is parsed instead
+INDEX_FORMAT = b"provctl-secrets-index/1"
+INDEX_KEEP = 24 * 3600.0  # seconds an index of another version of the file is kept
+
+
+@cache
+def _index_version() -> bytes:
+    """What an index depends on besides the file: how this code and PyYAML read it."""
+    h = hashlib.sha256(INDEX_FORMAT)
+    h.update(Path(__file__).read_bytes())
+    h.update(f"{yaml.__version__} {getattr(yaml, '__with_libyaml__', False)}".encode())
+    return h.digest()
+
+
+def index_dir(state_dir: Path) -> Path:
+    """Where the secrets file's index lives in a state directory."""
+    return state_dir / f"secrets-index-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+class SecretsIndex:
+    """The keyed digests of a secrets file's values, stored under the file's content.
+
+    An entry is named by an HMAC of the file's text (and of this code), keyed like the digests
+    with the fleet secret, and carries an HMAC of its body: a planted or torn entry is never
+    unpickled, and neither the names nor the digests can be tested against guesses without
+    the fleet secret. It holds NAME -> digest only, never a value (nor a value's length). An
+    optimisation only: a missing or unreadable entry means the file is parsed.
+    """
+
+    def __init__(self, directory: Path, key: bytes):
+        self.directory = directory
+        self._key = key
+
+    def _path(self, text: str) -> Path:
+        name = hmac.new(self._key, _index_version(), hashlib.sha256)
+        name.update(text.encode("utf-8", "surrogatepass"))
+        return self.directory / name.hexdigest()[:40]
+
+    def load(self, text: str) -> dict[str, bytes] | None:
+        try:
+            raw = self._path(text).read_bytes()
+        except OSError:
+            return None
+        mac, body = raw[:32], raw[32:]
+        if not hmac.compare_digest(mac, hmac.digest(self._key, body, "sha256")):
+            return None
+        try:
+            found = pickle.loads(body)
+        except Exception:  # noqa: BLE001 - a stale or corrupt entry is only a miss
+            return None
+        return found if isinstance(found, dict) else None
+
+    def store(self, text: str, digests: dict[str, bytes]) -> None:
+        path = self._path(text)
+        body = pickle.dumps(digests, protocol=pickle.HIGHEST_PROTOCOL)
+        now = time.time()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(hmac.digest(self._key, body, "sha256") + body)
+            os.replace(tmp, path)  # no fsync: a torn entry fails its HMAC and is a miss
+            for entry in os.scandir(self.directory):
+                if entry.name != path.name:
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > INDEX_KEEP:
+                            os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def dump_secrets_map(values: Mapping[str, str]) -> str:

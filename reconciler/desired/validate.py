@@ -232,7 +232,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
                redacting: bool = False, allow_unserved: bool = False,
                state_dir: Path | None = None, redaction: Redaction | None = None,
                cancelled: Cancelled | None = None,
-               validate: FileValidator | None = None) -> DesiredState:
+               validate: FileValidator | None = None,
+               secrets_index: Path | None = None) -> DesiredState:
     """Parse and validate everything; raise ConfigError with every problem found.
 
     `allow_unserved`: a phone no target serves is a warning, not an error. `state_dir` keeps
@@ -240,7 +241,8 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
     sides of a comparison. `cancelled` is polled while parsing (raises Interrupted).
     `validate` checks one file on its own (validate_file); a cache of its results by content
     (desired/filecache.py) may stand in for it. The cross-file rules always run on the whole
-    state.
+    state. `secrets_index`: where the digests of the secrets file's values are kept by its
+    content (secrets.SecretsIndex), so that an unchanged file is not parsed.
     """
     check_file = validate or validate_file
     problems: list[Problem] = [oversize_problem(rel, size, source.limits)
@@ -301,7 +303,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
         raise ConfigError(problems)
     prov = prov_list[0]
     secrets = secrets_for(source, prov.value, environ, redacting=redacting,
-                          redaction=redaction)
+                          redaction=redaction, index_dir=secrets_index)
     state = DesiredState(source, prov, defaults, profiles, customers,
                          devices, assignments, catalog, pins, secrets)
     problems += cross_check(state, allow_unserved=allow_unserved)
@@ -315,7 +317,7 @@ def load_state(source: Source, environ: dict[str, str] | None = None, *,
 
 def secrets_for(source: Source, provisioning: Provisioning,
                 environ: dict[str, str] | None = None, *, redacting: bool = False,
-                redaction: Redaction | None = None) -> Secrets:
+                redaction: Redaction | None = None, index_dir: Path | None = None) -> Secrets:
     """The secrets of a desired state, as provisioning.yaml says where they live."""
     host_refs = [(ref, ".".join(map(str, where)))
                  for ref, where in _provisioning_refs(provisioning)]
@@ -323,7 +325,7 @@ def secrets_for(source: Source, provisioning: Provisioning,
                    fleet_secret=provisioning.fleet.secret,
                    age_file=provisioning.secrets.age_file,
                    file_dirs=provisioning.secrets.file_dirs, source=source,
-                   host_refs=host_refs, redaction=redaction)
+                   host_refs=host_refs, redaction=redaction, index_dir=index_dir)
 
 
 def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
@@ -396,8 +398,16 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
         add(Problem("devices/", 0, "", "no devices in the desired state: refusing to treat an "
                     "empty inventory as 'remove everything'"))
 
+    # The rules below read a phone's profile, model, customer and owned_by_customer only: a
+    # combination found without a problem is not checked again (100,000 phones, a few
+    # thousand combinations); one with a problem is, so that every phone is named.
+    fine: set[tuple[str, str, str | None, bool]] = set()
     for mac, located in state.devices.items():
         d = located.value
+        combo = (d.profile, d.model, d.customer, d.owned_by_customer)
+        if combo in fine:
+            continue
+        before = len(problems)
         profile = state.profiles.get(d.profile)
         if profile is None:
             add(Problem(located.file, located.line("profile"), "profile",
@@ -434,6 +444,8 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
             add(Problem(located.file, located.line("customer"), "customer",
                         f"customer {d.customer!r} is terminated: its allocated phone {mac} must "
                         "return to the pool (provctl device move --pool)"))
+        if len(problems) == before:
+            fine.add(combo)
 
     _check_model_profiles(state, problems)
     _check_assignments(state, policy.max_phones_per_account, problems)
@@ -536,65 +548,81 @@ def _check_secret(state: DesiredState, ref: tuple[str, Path_], where: Located[An
 
 
 def _check_assignments(state: DesiredState, max_phones: int, problems: list[Problem]) -> None:
+    """The accounts against the devices and each other (50,000 accounts: a tight loop; a
+    line is looked up only for a problem)."""
     add = problems.append
     taken: dict[tuple[str, int], str] = {}
     device_customer: dict[str, tuple[str, str]] = {}
     lines_of: dict[str, int | None] = {}  # vendor/MODEL -> lines (None: reported elsewhere)
+    customers, devices, secrets = state.customers, state.devices, state.secrets
     for located in state.assignments:
         a = located.value
         account_customer = a.customer
-        if account_customer not in state.customers:
+        customer = customers.get(account_customer)
+        if customer is None:
             add(Problem(located.file, located.line("account"), "account",
-                        f"unknown customer {a.customer!r} in account {a.account!r}"
-                        f"{did_you_mean(a.customer, state.customers)}"))
-        elif state.customers[a.customer].value.status == "terminated":
+                        f"unknown customer {account_customer!r} in account {a.account!r}"
+                        f"{did_you_mean(account_customer, customers)}"))
+        elif customer.value.status == "terminated":
             add(Problem(located.file, located.line("account"), "account",
-                        f"customer {a.customer!r} is terminated: remove account {a.account!r}"))
-        _check_secret(state, (a.password, ("password",)), located, ("password",), problems)
-        macs = list(dict.fromkeys(ref.mac for ref in a.devices))
-        if len(macs) > max_phones:
-            add(Problem(located.file, located.line("devices"), "devices",
-                        f"account {a.account} has {len(macs)} phones; at most {max_phones} "
-                        f"(extensions {a.extension}, {extension_for(a.extension, 1)} … "
-                        f"{extension_for(a.extension, max_phones - 1)})"))
-        for i, ref in enumerate(a.devices):
-            # Lines are looked up only for a problem: 100,000 phones, few problems.
-            def where(i: int = i, at: Located[Assignment] = located) -> int:
-                return at.line("devices", i)
-
-            dev = state.devices.get(ref.mac)
+                        f"customer {account_customer!r} is terminated: remove account "
+                        f"{a.account!r}"))
+        try:
+            secrets.check(a.password)
+        except MissingSecret as exc:
+            add(Problem(located.file, located.line("password"), "password", str(exc)))
+        refs = a.devices
+        if len(refs) > max_phones:  # distinct phones are at most as many as the entries
+            n = len(dict.fromkeys(ref.mac for ref in refs))
+            if n > max_phones:
+                add(Problem(located.file, located.line("devices"), "devices",
+                            f"account {a.account} has {n} phones; at most {max_phones} "
+                            f"(extensions {a.extension}, {extension_for(a.extension, 1)} … "
+                            f"{extension_for(a.extension, max_phones - 1)})"))
+        mine = (account_customer, a.account)
+        for i, ref in enumerate(refs):
+            mac = ref.mac
+            dev = devices.get(mac)
             if dev is None:
-                add(Problem(located.file, where(), f"devices.{i}",
-                            f"unknown device {ref.mac} (not in devices/)"))
+                add(Problem(located.file, _device_line(located, i), f"devices.{i}",
+                            f"unknown device {mac} (not in devices/)"))
                 continue
             d = dev.value
             if d.customer is not None and d.customer != account_customer:
                 what = "owned by" if d.owned_by_customer else "allocated to"
-                add(Problem(located.file, where(), f"devices.{i}",
-                            f"device {ref.mac} is {what} customer {d.customer!r} and cannot be "
-                            f"assigned to account {a.account} of customer {a.customer!r}"))
-            first = device_customer.setdefault(ref.mac, (account_customer, a.account))
+                add(Problem(located.file, _device_line(located, i), f"devices.{i}",
+                            f"device {mac} is {what} customer {d.customer!r} and cannot be "
+                            f"assigned to account {a.account} of customer {account_customer!r}"))
+            first = device_customer.setdefault(mac, mine)
             if first[0] != account_customer:
-                add(Problem(located.file, where(), f"devices.{i}",
-                            f"device {ref.mac} is also assigned to {first[1]} of another "
+                add(Problem(located.file, _device_line(located, i), f"devices.{i}",
+                            f"device {mac} is also assigned to {first[1]} of another "
                             "customer"))
-            if d.model not in lines_of:
+            model = d.model
+            if model in lines_of:
+                lines = lines_of[model]
+            else:
                 try:
-                    lines_of[d.model] = vendors.get(d.vendor).models[d.model_name].lines
+                    lines = vendors.get(d.vendor).models[d.model_name].lines
                 except KeyError:
-                    lines_of[d.model] = None
-            lines = lines_of[d.model]
+                    lines = None
+                lines_of[model] = lines
             if lines is None:
                 continue  # reported with the device
-            if ref.port > lines:
-                add(Problem(located.file, where(), f"devices.{i}.port",
-                            f"{d.model} has {lines} line(s); port {ref.port} does not exist"))
-            key = (ref.mac, ref.port)
+            port = ref.port
+            if port > lines:
+                add(Problem(located.file, _device_line(located, i), f"devices.{i}.port",
+                            f"{model} has {lines} line(s); port {port} does not exist"))
+            key = (mac, port)
             if key in taken:
-                add(Problem(located.file, where(), f"devices.{i}",
-                            f"port {ref.port} of {ref.mac} is already assigned to {taken[key]}"))
+                add(Problem(located.file, _device_line(located, i), f"devices.{i}",
+                            f"port {port} of {mac} is already assigned to {taken[key]}"))
             else:
                 taken[key] = a.account
+
+
+def _device_line(located: Located[Assignment], i: int) -> int:
+    return located.line("devices", i)
 
 
 def _check_firmware(state: DesiredState, problems: list[Problem]) -> None:

@@ -94,6 +94,7 @@ class Onboarding:
     suspicious: dict[str, list[str]] = field(default_factory=dict)  # mac -> client addresses
     # bootstrap paths asked for MACs that are not onboarding (scanning)
     probes: list[BootstrapProbe] = field(default_factory=list)
+    loaded: FleetMemory | None = None  # the memory as this run found it
 
     def open(self) -> list[str]:
         return sorted(mac for mac, w in self.windows.items() if w.open)
@@ -128,20 +129,26 @@ def load_memory(state_dir: Path) -> FleetMemory:
 
 
 def save(state_dir: Path, onboarding: Onboarding) -> None:
+    """Keep the memory for the next run (not rewritten when this run changed nothing)."""
+    if onboarding.loaded is not None and onboarding.memory == onboarding.loaded:
+        return
     atomic_write(memory_path(state_dir),
                  (json.dumps(memory_to_json(onboarding.memory), sort_keys=True) + "\n").encode())
 
 
 def settings(renderer: Renderer) -> dict[str, Setting]:
     out = {}
-    redirects: dict[str, bool] = {}  # per vendor, not per phone (100,000 of them)
+    # per model, not per phone (100,000 of them): whether its vendor has a redirect client,
+    # and the one Setting (frozen) of its phones without `onboard`
+    absent: dict[str, Setting] = {}
     for mac, located in renderer.state.devices.items():
         device = located.value
-        vendor = device.vendor
-        has = redirects.get(vendor)
-        if has is None:
-            has = redirects[vendor] = bool(vendors.get(vendor).redirect_kinds)
-        out[mac] = Setting(device.onboard_value, has)
+        shared = absent.get(device.model)
+        if shared is None:
+            has = bool(vendors.get(device.vendor).redirect_kinds)
+            shared = absent[device.model] = Setting(None, has)
+        out[mac] = shared if device.onboard is None else Setting(device.onboard_value,
+                                                                 shared.has_redirect)
     return out
 
 
@@ -150,9 +157,10 @@ def observe(renderer: Renderer, targets: list[str], state_dir: Path, fetches: Fe
     """The windows now and the bootstrap files of the open ones, per target. Read-only."""
     policy = renderer.state.provisioning.value.policy
     moment = now.timestamp()
-    windows, memory = fleet_windows(settings(renderer), load_memory(state_dir),
-                                    fetches.first_fetch, policy.onboarding_window_days, moment)
-    result = Onboarding(windows, {}, bootstrap_directories(renderer), memory)
+    loaded = load_memory(state_dir)
+    windows, memory = fleet_windows(settings(renderer), loaded, fetches.first_fetch,
+                                    policy.onboarding_window_days, moment)
+    result = Onboarding(windows, {}, bootstrap_directories(renderer), memory, loaded=loaded)
     open_macs = result.open()
     for target in targets:
         result.files[target] = render_bootstrap(renderer, target, open_macs)

@@ -151,8 +151,11 @@ def fleet_windows(settings: Mapping[str, Setting], memory: FleetMemory, first_fe
     known = memory.known or frozenset()
     windows: dict[str, Window] = {}
     kept: dict[str, Memory] = {}
+    remembered = memory.windows
     for mac, setting in settings.items():
-        previous = memory.windows.get(mac)
+        previous = remembered.get(mac)
+        if setting.onboard is None and previous is None and (first_run or mac in known):
+            continue  # no window, none remembered, not new: the 100,000 phones of a no-op
         is_new = (not first_run and mac not in known) or (
             previous is not None and previous.key == "new")
         mem = remember(previous, value_key(setting.onboard, is_new, setting.has_redirect), now)
@@ -187,4 +190,4 @@ def memory_from_json(body: object) -> FleetMemory:
         windows[str(mac)] = Memory(str(entry["key"]), float(entry["opened"]),
                                    Arrival(float(arrival[0]), str(arrival[1]))
                                    if arrival else None)
-    return FleetMemory(frozenset(str(m) for m in body.get("known") or ()), windows)
+    return FleetMemory(frozenset(map(str, body.get("known") or ())), windows)

@@ -36,6 +36,7 @@ from reconciler.core.errors import (
 from reconciler.core.names import did_you_mean
 from reconciler.desired.filecache import open_cache as open_file_cache
 from reconciler.desired.load import read_source
+from reconciler.desired.secrets import index_dir as secrets_index_dir
 from reconciler.desired.validate import DesiredState, load_state
 from reconciler.gitops import repo as gitrepo
 from reconciler.pipeline import bootstrap, narrow, phones, waves
@@ -143,7 +144,8 @@ def load_desired(opts: Options) -> RenderedState:
     with _collector_paused():
         state = load_state(source, environ, redacting=opts.redacting,
                            allow_unserved=opts.allow_unserved, state_dir=state_dir,
-                           cancelled=opts.cancel, validate=files)
+                           cancelled=opts.cancel, validate=files,
+                           secrets_index=secrets_index_dir(state_dir) if incremental else None)
         names = target_names(state, opts.targets)
         cache = RenderCache(cache_path(state_dir)) if incremental else None
         renderer = Renderer(state, cache)  # with a cache: phones keyed (render/keys.py)
@@ -183,7 +185,8 @@ def _collector_paused() -> Iterator[None]:
     """Loading builds millions of objects and no garbage cycles worth collecting: the cyclic
     collector would walk the growing heap again and again (2-3× the CPU at 100,000 phones).
     What was built is then frozen (gc.freeze), before the collector is enabled again, so that
-    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it."""
+    observe, plan and apply never walk it either; the next load (the daemon) unfreezes it.
+    The same for reading the manifests and planning (150,000 entries, files and changes)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -415,7 +418,9 @@ def make_plan(desired: RenderedState, observed: Mapping[str, Observed], opts: Op
                 (name, p) for p, f in boot.items() if f.phones & selection.macs})
             want = mine.narrow(name, want, obs)
         # rollouts stage the phones' own files; bootstrap files follow the onboarding windows
-        wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)}
+        if rollouts is not None:
+            wants[name] = {p: d for p, d in want.items() if not is_bootstrap(p)} \
+                if onboarding is not None and onboarding.directories else want
         c, d, s, r = diff_target(want, obs, prune=prune, heal=heal,
                                  max_delete_percent=policy.max_delete_percent, force=opts.force,
                                  downgrade=downgrade, bootstrap=is_bootstrap)
@@ -526,13 +531,15 @@ def plan(opts: Options) -> PlanResult:
     state_dir = opts.state_dir or record.default_state_dir(opts.repo)
     with opened(desired) as targets, redirect_clients(desired, opts) as clients:
         opts.report("observe")
-        observed = _observe_all(desired, targets, opts, state_dir)
+        with _collector_paused():  # the manifests: 150,000 entries each, no cycles
+            observed = _observe_all(desired, targets, opts, state_dir)
         uptake = observe_phones(desired, targets, observed, state_dir, opts)
         snapshot = redirects.observe(desired.addresses(), clients, state_dir) if clients else None
         rollouts = decide_rollouts(desired, observed, uptake, opts)
     onboarding = observe_onboarding(desired, opts, state_dir)
-    the_plan = make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
-                         rollouts, onboarding)
+    with _collector_paused():
+        the_plan = make_plan(desired, observed, opts, snapshot, _now(opts), uptake.arrived,
+                             rollouts, onboarding)
     _record_scans(the_plan, observed, state_dir)
     return PlanResult(the_plan, desired, uptake, onboarding)
 
@@ -563,6 +570,7 @@ class ApplyResult:
     cancelled: bool = False  # confirm() said no: nothing was written
     uptake: phones.FleetUptake | None = None  # the phones after this run (daemon metrics)
     onboarding: bootstrap.Onboarding | None = None
+    desired: RenderedState | None = field(default=None, repr=False)  # what it applied
 
     @property
     def exit_code(self) -> int:
@@ -604,7 +612,8 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                     results[name] = TargetResult(name, error=Failure(str(exc)))
             live = {n: t for n, t in targets.items() if n in locks and n not in results}
             opts.report("observe")
-            observed = _observe_all(desired, live, opts, state_dir)
+            with _collector_paused():  # the manifests: 150,000 entries each, no cycles
+                observed = _observe_all(desired, live, opts, state_dir)
             uptake = observe_phones(desired, live, observed, state_dir, opts)
             snapshot = (redirects.observe(desired.addresses(), clients, state_dir)
                         if clients and not results else None)
@@ -613,8 +622,9 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                                          {n: desired.artifacts[n] for n in live},
                                          desired.groups, desired.book)
             onboarding = observe_onboarding(desired_live, opts, state_dir)
-            the_plan = make_plan(desired_live, observed, opts, snapshot, now, uptake.arrived,
-                                 rollouts, onboarding)
+            with _collector_paused():
+                the_plan = make_plan(desired_live, observed, opts, snapshot, now,
+                                     uptake.arrived, rollouts, onboarding)
             # A target that could not be locked is shown as failed, never as matching.
             the_plan = dataclasses.replace(the_plan, targets=the_plan.targets + tuple(
                 TargetSummary(n, 0, 0, str(r.error)) for n, r in sorted(results.items())))
@@ -625,7 +635,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 _record_status(state_dir, revision, results)
                 raise refused
             if opts.confirm is not None and not opts.confirm(the_plan):
-                return ApplyResult(the_plan, results, cancelled=True)
+                return ApplyResult(the_plan, results, cancelled=True, desired=desired)
             _record_scans(the_plan, observed, state_dir)
             journals = {n: target_records.Journal.resume(
                 t, observed[n].manifest, observed[n].pending, observed[n].journal)
@@ -712,7 +722,7 @@ def apply(opts: Options, expected_checksum: str | None = None) -> ApplyResult:
                 uptake_after.logs = uptake.logs
                 uptake = uptake_after
             return ApplyResult(the_plan, results, receipt, redirect_result, uptake=uptake,
-                               onboarding=onboarding)
+                               onboarding=onboarding, desired=desired)
         finally:
             for name, lock in locks.items():
                 with contextlib.suppress(ProvctlError, OSError):

@@ -25,9 +25,10 @@ from typing import Any
 import vendors
 from reconciler.core.files import atomic_write
 
-# [files, firmware, sip]: files "sha256/size/name" lines (one string: a few objects per phone,
-# not a dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source] or None;
-# sip [[extension, domain, port], ...] of its lines (renderer.sip_problems)
+# [files, firmware, sip, directory]: files "sha256/size/name" lines (one string: a few objects
+# per phone, not a dozen, in a cache of 100,000 phones); firmware [version, file, sha256, source]
+# or None; sip [[extension, domain, port], ...] of its lines (renderer.sip_problems); the
+# phone's token directory (absent in entries of earlier versions: computed then)
 Entry = list[Any]
 FORMAT = 4
 

@@ -10,7 +10,9 @@ its key derived from the fleet secret: the cache reveals nothing of the secrets 
 - its profile and its effective customer (allocated, else that of its accounts);
 - its own YAML node in devices/, and the node of every account that lists it, in order;
 - the values of the secret references in all of these (`derive:` references excepted: they are a
-  function of the fleet secret, the reference and the MAC, all in the key already).
+  function of the fleet secret, the reference and the MAC, all in the key already); a value of
+  the secrets file as its digest from the file's index (`secrets.SecretsIndex`, keyed with the
+  fleet secret), so that a run whose secrets file did not change never parses it.
 
 Every piece is a digest of parsed YAML data (`validate.data_digest`, computed once per file
 and cached with it), so computing the keys of 100,000 phones costs about a second and a phone
@@ -45,6 +47,9 @@ def _part(text: str) -> bytes:
     return b"%d:" % len(data) + data
 
 
+_NO_EXTRA = _part("")
+
+
 class PhoneKeys:
     def __init__(self, state: DesiredState, fleet_secret: str, resolver: Resolver | None = None):
         self.state = state
@@ -56,17 +61,25 @@ class PhoneKeys:
         self._layers: dict[tuple[str, str | None], bytes | None] = {}
         self._account_parts: dict[int, bytes] = {}  # id(located account) -> its part
         self._bases: dict[str, bytes | None] = {}  # target -> prefix
+        # (target, profile, customer) -> the keyed hash fed with base and layers, copied for
+        # each phone (None: a secret they need does not resolve)
+        self._prefixes: dict[tuple[str, str, str | None], hashlib.blake2b | None] = {}
 
     def customer(self, mac: str) -> str | None:
         """The phone's effective customer: allocated, else that of its first account."""
         return self.state.devices[mac].value.customer or self._account_customer.get(mac)
 
     def _values(self, refs: tuple[str, ...]) -> bytes:
-        """The secret values behind references (MissingSecret propagates: no key, no cache)."""
+        """The secret values behind references (MissingSecret propagates: no key, no cache):
+        a value of the secrets file as its keyed digest from the file's index when there is
+        one (the file is then not parsed), any other as itself."""
         out = b""
+        secrets = self.state.secrets
         for ref in refs:
             if not ref.startswith("derive:"):  # never a host secret (phone_value refuses it)
-                out += _part(self.state.secrets.phone_value(ref))
+                digest = secrets.value_digest(ref)
+                out += (b"#" + digest if digest is not None
+                        else _part(secrets.phone_value(ref)))
         return out
 
     def _base(self, target: str) -> bytes | None:
@@ -100,19 +113,35 @@ class PhoneKeys:
                 self._layers[key] = None
         return self._layers[key]
 
-    def key(self, mac: str, target: str, extra: str = "") -> str | None:
+    def _prefix(self, target: str, profile: str, customer: str | None
+                ) -> hashlib.blake2b | None:
+        base = self._bases[target] if target in self._bases else self._base(target)
+        layers = self._layer_part(profile, customer)
+        found = None
+        if base is not None and layers is not None:
+            found = hashlib.blake2b(key=self._key, digest_size=20)
+            found.update(base + layers)
+        self._prefixes[(target, profile, customer)] = found
+        return found
+
+    def key(self, mac: str, target: str, extra: str = "", customer: str | None = None
+            ) -> str | None:
         """The phone's key on a target; None when a secret it needs does not resolve (it is
         then rendered, and the problem reported, like any phone without a cache entry).
-        `extra`: what else its files depend on this run (a rollout holding its firmware)."""
+        `extra`: what else its files depend on this run (a rollout holding its firmware);
+        `customer`: its effective customer (self.customer(mac)), when the caller has it."""
         located = self.state.devices[mac]
         d = located.value
-        base = self._bases[target] if target in self._bases else self._base(target)
-        layers = self._layer_part(d.profile, d.customer or self._account_customer.get(mac))
-        if base is None or layers is None:
+        if customer is None:
+            customer = d.customer or self._account_customer.get(mac)
+        where = (target, d.profile, customer)
+        prefixes = self._prefixes
+        prefix = prefixes[where] if where in prefixes else self._prefix(*where)
+        if prefix is None:
             return None
         # digests are 40 hex digits and secret values length-prefixed: the parts cannot run
         # into one another
-        own = f"{mac}{located.digest}".encode() + _part(extra)
+        own = f"{mac}{located.digest}".encode() + (_part(extra) if extra else _NO_EXTRA)
         try:
             if located.refs:
                 own += self._values(located.refs)
@@ -124,4 +153,6 @@ class PhoneKeys:
                 own += part
         except MissingSecret:
             return None
-        return hashlib.blake2b(base + layers + own, key=self._key, digest_size=20).hexdigest()
+        h = prefix.copy()  # = blake2b(base + layers + own): the shared part hashed once
+        h.update(own)
+        return h.hexdigest()

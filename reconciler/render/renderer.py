@@ -300,22 +300,27 @@ class Renderer:
         total = len(chosen)
         devices, account_customer = self.state.devices, self.resolver.account_customer
         served = spec.customers  # serves(): None serves every phone
+        unsupported = self._unsupported
+        keep, sip_users = self.cache_keys.add, self.sip_users
         for i, mac in enumerate(chosen):  # the hot loop of a no-op at 100,000 phones: tight
             if i % 256 == 0:
                 self._check_cancelled()
-            customer = devices[mac].value.customer or account_customer.get(mac)
+            d = devices[mac].value
+            customer = d.customer or account_customer.get(mac)
             if served is not None and customer not in served:
                 continue
-            key = key_of(mac, target, self._held_part(mac) if mac in held else "") \
+            key = key_of(mac, target, self._held_part(mac) if mac in held else "", customer) \
                 if key_of is not None else None
             entry = lookup(key) if lookup is not None and key else None
             if entry is None:
                 misses.append((mac, key))
                 continue
             assert key is not None
-            self.cache_keys.add(key)
+            keep(key)
             firmware = entry[1]
-            directory = self.addressing.directory(mac, customer)
+            # the token directory is kept with the entry: a function of the fleet secret, the
+            # url_tokens setting, the MAC and the customer, all in the key
+            directory = entry[3] if len(entry) > 3 else self.addressing.directory(mac, customer)
             version = firmware[0] if firmware else None
             for name, sha, size in unpack_files(entry[0]):  # rendered again only if uploaded
                 path = f"{directory}/{name}" if directory else name
@@ -327,8 +332,14 @@ class Renderer:
                     files[art.path] = art
                 except ConfigError as exc:
                     problems += exc.problems
-            self.sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
-            self._warn_cached(mac, customer)
+            sip_users[mac] = entry[2]  # [[extension, domain, port], ...] as kept
+            # the warnings of its layers, known for its combination (_warn_cached otherwise)
+            found = unsupported.get((d.model, d.profile, customer)) if not d.params else None
+            if found is None:
+                self._warn_cached(mac, customer)
+            else:
+                for name, file, line in found:
+                    self.warnings.add(_unsupported_warning(d, mac, name, file, line))
             if self.progress is not None:
                 self._tick(total)
         rendered = self._render_many([mac for mac, _ in misses], target, total)
@@ -350,7 +361,8 @@ class Renderer:
             if key and self.cache is not None:
                 packed = pack_files([(n, sha, size) for n, sha, size, _ in phone.files])
                 self.cache.put(key, [packed, list(phone.firmware) if phone.firmware else None,
-                                     [list(u) for u in phone.sip]])
+                                     [list(u) for u in phone.sip],
+                                     self.addressing.directory(mac, self.customer_of(mac))])
                 self.cache_keys.add(key)
         if problems:
             raise ConfigError(problems)
