@@ -190,6 +190,8 @@ def test_the_secrets_index_ignores_entries_it_did_not_write(tmp_path):
 
 def test_an_environment_secret_renders_what_uses_it(fleet, warm, tmp_path, monkeypatch):
     edit(fleet / "assignments" / "initech.yaml", "secret:initech/10", "env:INITECH_10")
+    edit(fleet / "provisioning.yaml", "secrets: {file: env:PROVCTL_SECRETS_FILE}",
+         "secrets: {file: env:PROVCTL_SECRETS_FILE, env: [INITECH_*]}")
     monkeypatch.setenv("INITECH_10", "first")
     same_as_cold(fleet, warm, tmp_path)
     monkeypatch.setenv("INITECH_10", "second")

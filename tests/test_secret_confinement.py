@@ -124,14 +124,74 @@ def test_no_phone_value_may_equal_a_secret_of_the_host(fleet, tmp_path, monkeypa
         p.read_text() for p in out.rglob("*") if p.is_file())
 
 
-def test_the_fleet_secret_is_refused_as_a_phone_password_naming_file_and_line(fleet, capsys):
-    password(fleet, "env:PROVCTL_FLEET_SECRET")
+def test_the_fleet_secret_is_refused_as_a_phone_password_naming_file_and_line(
+        fleet, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "secrets.yaml"
+    copy.write_text(SECRETS.read_text() + f"initech/copy: {FLEET_SECRET}\n")
+    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(copy))
+    password(fleet, "secret:initech/copy")
     assert run(fleet, "validate") == 1
     err = capsys.readouterr().err
-    assert (f"{INITECH}:3: initech/10.password: secret reference env:PROVCTL_FLEET_SECRET is "
+    assert (f"{INITECH}:3: initech/10.password: secret reference secret:initech/copy is "
             "invalid: resolves to the value of fleet.secret, which must never reach a phone"
             ) in err
     assert FLEET_SECRET not in err
+
+
+# --- env: confinement -----------------------------------------------------------------------
+
+ENV_REFUSED = ("a phone's value may read only the environment variables listed in secrets.env "
+               "of provisioning.yaml")
+
+
+def allow_env(repo: Path, names: str) -> None:
+    edit(repo / "provisioning.yaml", "secrets: {file: env:PROVCTL_SECRETS_FILE}",
+         f"secrets: {{file: env:PROVCTL_SECRETS_FILE, env: {names}}}")
+
+
+@pytest.mark.parametrize("redacting", [False, True])
+def test_a_phone_value_cannot_read_an_unlisted_environment_variable(fleet, tmp_path,
+                                                                    monkeypatch, redacting):
+    monkeypatch.setenv("CLOUD_TOKEN", "canary-cloud-token-42")
+    password(fleet, "env:CLOUD_TOKEN")
+    assert any(p.startswith(f"{INITECH}:3: password: secret reference env:CLOUD_TOKEN is "
+                            f"invalid: {ENV_REFUSED}") for p in problems(fleet,
+                                                                          redacting=redacting))
+    out = tmp_path / "out"
+    assert run(fleet, "render", "--out", str(out)) == 1
+    assert not out.exists() or "canary-cloud-token-42" not in "".join(
+        p.read_text() for p in out.rglob("*") if p.is_file())
+
+
+def test_a_listed_environment_variable_or_prefix_is_read(fleet, tmp_path, monkeypatch):
+    monkeypatch.setenv("PBX_INITECH_10", "listed-value-77")
+    password(fleet, "env:PBX_INITECH_10")
+    allow_env(fleet, "[PBX_*]")
+    assert "listed-value-77" in rendered(fleet, tmp_path / "a")
+    edit(fleet / "provisioning.yaml", "env: [PBX_*]", "env: [PBX_INITECH_10]")
+    assert "listed-value-77" in rendered(fleet, tmp_path / "b")
+    edit(fleet / "provisioning.yaml", "env: [PBX_INITECH_10]", "env: [PBX_INITECH_1]")
+    assert any(ENV_REFUSED in p for p in problems(fleet))
+
+
+def test_provctl_variables_never_reach_a_phone_even_when_listed(fleet, monkeypatch):
+    monkeypatch.setenv("PROVCTL_AGE_IDENTITY", "AGE-SECRET-KEY-1CANARY")
+    password(fleet, "env:PROVCTL_AGE_IDENTITY")
+    assert any(f"env:PROVCTL_AGE_IDENTITY is invalid: {ENV_REFUSED}" in p
+               for p in problems(fleet))
+    for listed in ("[PROVCTL_AGE_IDENTITY]", "[PROV*]", "[PROVCTL_*]", "['*']", "[a-b]"):
+        allow_env(fleet, listed)
+        found = problems(fleet)
+        assert any(p.startswith("provisioning.yaml:") and "secrets.env.0" in p
+                   for p in found), (listed, found)
+        edit(fleet / "provisioning.yaml", f", env: {listed}}}", "}")
+
+
+def test_provisioning_references_still_read_any_variable(fleet, monkeypatch):
+    """The host's own references (fleet secret, secrets file, redirect credentials) are not
+    phone values: the fixture fleet reads PROVCTL_FLEET_SECRET and PROVCTL_SECRETS_FILE."""
+    assert "PROVCTL_FLEET_SECRET" in (fleet / "provisioning.yaml").read_text()
+    load_state(read_source(fleet))
 
 
 # --- control characters ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pydantic import (
 
 from reconciler.core.macs import normalize_mac
 
+PROVCTL_ENV = "PROVCTL_"  # provctl's own variables: never readable by a phone's values
 SECRET_REF = re.compile(r"^(secret|env|file|derive):\S+$")
 FIRMWARE_FILE = re.compile(r"^[A-Za-z0-9._\-()]+$")
 INHERIT = "-"  # a value of "-" (or null) at a layer inherits from the layer below
@@ -91,6 +92,18 @@ def _file_dir(value: str) -> str:
     return value
 
 
+def _env_name(value: str) -> str:
+    """secrets.env: a variable name, or a prefix ending in *, never one of provctl's own."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", value):
+        raise ValueError(f"{value!r} is not an environment variable name or a prefix ending in "
+                         "* (e.g. PBX_*)")
+    stem = value.rstrip("*")
+    if stem.startswith(PROVCTL_ENV) or (value.endswith("*") and PROVCTL_ENV.startswith(stem)):
+        raise ValueError(f"{value!r} would let phone values read provctl's own settings "
+                         f"({PROVCTL_ENV}AGE_IDENTITY, {PROVCTL_ENV}FLEET_SECRET, ...)")
+    return value
+
+
 class SecretsSource(Strict):
     file: str | None = None  # a path, or a reference (env:NAME) that yields the path
     # age-encrypted YAML map in the repository (docs/inventory.md)
@@ -98,6 +111,9 @@ class SecretsSource(Strict):
     recipients: list[Annotated[str, Field(pattern=r"^(age1[0-9a-z]+|ssh-\S+ \S+.*)$")]] = []
     # directories outside the repository that file:PATH references may read from
     file_dirs: list[Annotated[str, AfterValidator(_file_dir)]] = []
+    # environment variables that env:NAME in a phone's values may read: names, or prefixes
+    # ending in * (provisioning.yaml's own references read any)
+    env: list[Annotated[str, AfterValidator(_env_name)]] = []
 
 
 class AccessLog(Strict):

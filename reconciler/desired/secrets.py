@@ -5,7 +5,8 @@ References:
 - `secret:NAME` — a value in the secrets file(s): `secrets.age_file`, an age-encrypted YAML map
   kept in the repository (identity from PROVCTL_AGE_IDENTITY or PROVCTL_AGE_IDENTITY_FILE),
   then `secrets.file`, a plain YAML map kept outside the repository;
-- `env:NAME` — an environment variable;
+- `env:NAME` — an environment variable (in a phone's values only those listed in `secrets.env`,
+  never `PROVCTL_*`: see `Secrets.confine`);
 - `file:PATH` — a file's content: PATH relative to the repository (read from the revision's
   tree when a revision is asked for), or inside a directory named in `secrets.file_dirs`.
   Anything else (an absolute path elsewhere, `..`, a symlink that leaves them) is refused;
@@ -48,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from reconciler.desired.load import RepoFileError, Source
+from reconciler.desired.schema import PROVCTL_ENV
 
 AGE_IDENTITY_ENV = "PROVCTL_AGE_IDENTITY"  # the identity (private key) text
 AGE_IDENTITY_FILE_ENV = "PROVCTL_AGE_IDENTITY_FILE"  # a file holding it, outside the repository
@@ -158,7 +160,8 @@ class Secrets:
                  fleet_secret: str | None = None, age_file: str | None = None,
                  file_dirs: Iterable[str] = (), source: Source | None = None,
                  host_refs: Iterable[tuple[str, str]] = (),
-                 redaction: Redaction | None = None, index_dir: Path | None = None):
+                 redaction: Redaction | None = None, index_dir: Path | None = None,
+                 env_names: Iterable[str] = ()):
         self.base_dir = base_dir
         # Redacting mode (plans between revisions): every value is its redacted form, and a
         # reference that does not resolve becomes a placeholder, so CI needs no secrets.
@@ -178,6 +181,7 @@ class Secrets:
         self._cache: dict[tuple[str, str | None], str] = {}
         # The digests of the secrets file's values, kept in the state directory under its
         # content (SecretsIndex): validation and phone keys then never parse an unchanged file.
+        self._env_names = tuple(env_names)
         self._index_dir = index_dir if not redacting else None
         self._index: dict[str, bytes] | None = None
         self._indexed_yet = False
@@ -416,8 +420,24 @@ class Secrets:
         except MissingSecret:
             return f"<{shown}>"
 
+    def confine(self, ref: str) -> None:
+        """A phone's value reads only the environment variables listed in secrets.env, never
+        provctl's own (PROVCTL_*): anyone who can edit an assignment could otherwise publish
+        the host's environment (an age identity, a cloud token) into a phone's file."""
+        if not ref.startswith("env:"):
+            return
+        name = ref[4:]
+        if not name.startswith(PROVCTL_ENV) and any(
+                name == allowed or (allowed.endswith("*") and name.startswith(allowed[:-1]))
+                for allowed in self._env_names):
+            return
+        raise BadReference(ref, "a phone's value may read only the environment variables "
+                           "listed in secrets.env of provisioning.yaml (a name, or a prefix "
+                           f"such as PBX_*), never {PROVCTL_ENV}*")
+
     def phone_value(self, ref: str, mac: str | None = None) -> str:
         """`resolve` for a value that goes into a phone's files: never a host secret."""
+        self.confine(ref)
         if not self._host_refs:
             return self.resolve(ref, mac)
         try:
@@ -459,11 +479,15 @@ class Secrets:
                     pass  # no fleet secret here (CI of a fork): no digests
         return self.redaction.show(shown, value)
 
-    def check(self, ref: str, *, device: bool = False) -> None:
+    def check(self, ref: str, *, device: bool = False, host: bool = False) -> None:
         """Raise MissingSecret if `ref` does not resolve (only a bad reference when redacting).
 
         `device`: the reference is a phone's parameter, where derive's {mac} is allowed.
+        `host`: a reference of provisioning.yaml (the host's own); any other is a phone's
+        value, confined (see `confine`).
         """
+        if not host:
+            self.confine(ref)
         if ref.startswith("secret:") and (ref, None) not in self._cache:
             index = self._indexed()
             if index is not None and ref[7:] in index:

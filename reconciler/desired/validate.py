@@ -325,7 +325,8 @@ def secrets_for(source: Source, provisioning: Provisioning,
                    fleet_secret=provisioning.fleet.secret,
                    age_file=provisioning.secrets.age_file,
                    file_dirs=provisioning.secrets.file_dirs, source=source,
-                   host_refs=host_refs, redaction=redaction, index_dir=index_dir)
+                   host_refs=host_refs, redaction=redaction, index_dir=index_dir,
+                   env_names=provisioning.secrets.env)
 
 
 def _items(doc: Doc, problems: list[Problem]) -> Iterable[tuple[int, Any]]:
@@ -375,7 +376,7 @@ def cross_check(state: DesiredState, *, allow_unserved: bool = False) -> list[Pr
                             f"{did_you_mean(cust, state.customers)}"))
 
     for ref in _provisioning_refs(prov.value):
-        _check_secret(state, ref, prov, ref[1], problems)
+        _check_secret(state, ref, prov, ref[1], problems, host=True)
 
     for prof in state.profiles.values():
         p = prof.value
@@ -539,9 +540,10 @@ def _check_model_profiles(state: DesiredState, problems: list[Problem]) -> None:
 
 
 def _check_secret(state: DesiredState, ref: tuple[str, Path_], where: Located[Any],
-                  path: Path_, problems: list[Problem], *, device: bool = False) -> None:
+                  path: Path_, problems: list[Problem], *, device: bool = False,
+                  host: bool = False) -> None:
     try:
-        state.secrets.check(ref[0], device=device)
+        state.secrets.check(ref[0], device=device, host=host)
     except MissingSecret as exc:  # located only now: 100,000 phones, few problems
         problems.append(Problem(where.file, where.line(*path), ".".join(map(str, path)),
                                 str(exc)))
