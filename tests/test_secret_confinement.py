@@ -163,6 +163,18 @@ def test_a_phone_value_cannot_read_an_unlisted_environment_variable(fleet, tmp_p
         p.read_text() for p in out.rglob("*") if p.is_file())
 
 
+def test_secrets_check_reports_an_unlisted_environment_variable(fleet, monkeypatch, capsys):
+    monkeypatch.setenv("CLOUD_TOKEN", "canary-cloud-token-42")
+    password(fleet, "env:CLOUD_TOKEN")
+    assert run(fleet, "secrets", "check") == 1
+    err = capsys.readouterr().err
+    assert f"{INITECH}:3: password: secret reference env:CLOUD_TOKEN is invalid: {ENV_REFUSED}" \
+        in err
+    assert "provisioning.yaml:" not in err  # the host's own env: references are not confined
+    allow_env(fleet, "[CLOUD_TOKEN]")
+    assert run(fleet, "secrets", "check") == 0
+
+
 def test_a_listed_environment_variable_or_prefix_is_read(fleet, tmp_path, monkeypatch):
     monkeypatch.setenv("PBX_INITECH_10", "listed-value-77")
     password(fleet, "env:PBX_INITECH_10")

@@ -31,7 +31,6 @@ from reconciler.desired.load import find_repo, parse_yaml
 from reconciler.desired.schema import SECRET_REF, Provisioning
 from reconciler.desired.secrets import (
     MissingSecret,
-    Secrets,
     parse_secrets_map,
     read_age_map,
     write_age_map,
@@ -415,12 +414,13 @@ def _edit_plaintext(repo: Path, values: dict[str, str]) -> dict[str, str]:
 def _secrets_check(repo: Path) -> int:
     """Every reference of the desired state, resolved for real (not redacted)."""
     from reconciler.desired.load import read_source
-    from reconciler.desired.validate import load_state
+    from reconciler.desired.validate import load_state, secrets_for
 
-    state = load_state(read_source(repo), redacting=True)
-    prov = state.provisioning.value
-    secrets = Secrets(state.root, prov.secrets.file, fleet_secret=prov.fleet.secret,
-                      age_file=prov.secrets.age_file)
+    source = read_source(repo)
+    state = load_state(source, redacting=True)
+    # as a run resolves them: file_dirs, secrets.env and the host's references included
+    secrets = secrets_for(source, state.provisioning.value)
+    host_file = state.provisioning.doc.file
     docs = {state.provisioning.doc.file: state.provisioning.doc,
             state.defaults.doc.file: state.defaults.doc}
     for group in (state.profiles.values(), state.customers.values(), state.devices.values(),
@@ -434,7 +434,7 @@ def _secrets_check(repo: Path) -> int:
             found += 1
             in_params = any(p in ("params", "model_params") for p in path)
             try:
-                secrets.check(ref, device=in_params)
+                secrets.check(ref, device=in_params, host=file == host_file)
             except MissingSecret as exc:
                 shown = path[1:] if path and isinstance(path[0], int) else path  # list item
                 problems.append(Problem(file, doc.line(path),
