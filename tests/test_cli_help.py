@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from fleet_fixtures import run
+from fleet_fixtures import edit, run
 
 from reconciler import __version__
 from reconciler.cli import help as cli_help
@@ -119,9 +119,16 @@ def test_assign_that_creates_an_account_says_which_secret_to_set(fleet, capsys):
     out = capsys.readouterr().out
     assert "created account acme/250" in out
     assert "set its password: add the line `acme/250: VALUE` to the secrets file" in out
+    # a phone's env: reference must be listed in secrets.env (else the result is invalid)
+    assert run(fleet, "device", "assign", "00:15:65:EE:00:01", "--account", "acme/251",
+               "--password", "env:ACME_251", "--dry-run") == 1
+    assert "secrets.env" in capsys.readouterr().err
+    edit(fleet / "provisioning.yaml", "secrets: {file: env:PROVCTL_SECRETS_FILE}",
+         "secrets: {file: env:PROVCTL_SECRETS_FILE, env: [ACME_*]}")
     assert run(fleet, "device", "assign", "00:15:65:EE:00:01", "--account", "acme/251",
                "--password", "env:ACME_251", "--dry-run") == 2
-    assert "export ACME_251=VALUE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "export ACME_251=VALUE" in out and "must list ACME_251" in out
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

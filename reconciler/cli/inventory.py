@@ -293,7 +293,8 @@ def _secret_hint(repo: Path, ref: str) -> str:
     """What a new account's password reference needs, and how to provide it."""
     kind, _, name = ref.partition(":")
     if kind == "env":
-        return f"set its password: export {name}=VALUE wherever provctl runs (CI, the daemon)"
+        return (f"set its password: export {name}=VALUE wherever provctl runs (CI, the "
+                f"daemon); secrets.env of provisioning.yaml must list {name}")
     if kind == "file":
         return f"set its password: write it to {name} (outside git)"
     if kind == "derive":
