@@ -43,6 +43,15 @@ def password(repo: Path, ref: str) -> None:
     edit(repo / INITECH, "password: secret:initech/10", f"password: {ref}")
 
 
+def password_from_extra_secret(repo: Path, tmp_path: Path, monkeypatch, name: str,
+                               value: str) -> None:
+    """initech/10's password becomes secret:NAME, a line added to a copy of the secrets file."""
+    copy = tmp_path / "secrets.yaml"
+    copy.write_text(SECRETS.read_text() + f"{name}: {value}\n")
+    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(copy))
+    password(repo, f"secret:{name}")
+
+
 def rendered(repo: Path, out: Path, *args: str) -> str:
     assert run(repo, "render", "--out", str(out), *args) == 0
     return "".join(p.read_text() for p in sorted(out.rglob("*")) if p.is_file())
@@ -114,10 +123,7 @@ def test_file_dirs_may_not_name_the_hosts_system_folders(fleet, folder):
 
 def test_no_phone_value_may_equal_a_secret_of_the_host(fleet, tmp_path, monkeypatch):
     # the fleet secret's value under another name is caught as well
-    copy = tmp_path / "secrets.yaml"
-    copy.write_text(SECRETS.read_text() + f"initech/copy: {FLEET_SECRET}\n")
-    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(copy))
-    password(fleet, "secret:initech/copy")
+    password_from_extra_secret(fleet, tmp_path, monkeypatch, "initech/copy", FLEET_SECRET)
     out = tmp_path / "out"
     assert run(fleet, "render", "--out", str(out)) == 1
     assert not out.exists() or FLEET_SECRET not in "".join(
@@ -126,10 +132,7 @@ def test_no_phone_value_may_equal_a_secret_of_the_host(fleet, tmp_path, monkeypa
 
 def test_the_fleet_secret_is_refused_as_a_phone_password_naming_file_and_line(
         fleet, tmp_path, monkeypatch, capsys):
-    copy = tmp_path / "secrets.yaml"
-    copy.write_text(SECRETS.read_text() + f"initech/copy: {FLEET_SECRET}\n")
-    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(copy))
-    password(fleet, "secret:initech/copy")
+    password_from_extra_secret(fleet, tmp_path, monkeypatch, "initech/copy", FLEET_SECRET)
     assert run(fleet, "validate") == 1
     err = capsys.readouterr().err
     assert (f"{INITECH}:3: initech/10.password: secret reference secret:initech/copy is "
@@ -213,10 +216,7 @@ def test_provisioning_references_still_read_any_variable(fleet, monkeypatch):
                                    "ls\\u2028x", "esc\\x1b[2J"])
 def test_control_characters_in_a_secret_are_refused_naming_never_showing(
         fleet, tmp_path, monkeypatch, value):
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text(SECRETS.read_text() + f'initech/ctl: "{value}"\n')
-    monkeypatch.setenv("PROVCTL_SECRETS_FILE", str(secrets))
-    password(fleet, "secret:initech/ctl")
+    password_from_extra_secret(fleet, tmp_path, monkeypatch, "initech/ctl", f'"{value}"')
     found = problems(fleet)
     assert any(p.startswith(f"{INITECH}:3: password: secret reference secret:initech/ctl is "
                             "invalid: its value holds a control character") for p in found)
